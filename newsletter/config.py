@@ -1,0 +1,402 @@
+"""newsletter.toml and the environment -> Config.
+
+Every key is declared once, as a dataclass field with its documentation in `metadata`; the
+loader, the environment mapping and docs/configuration.md all come from those declarations.
+`[newsletter] key` is overridden by NEWSLETTER_<KEY>, `[smtp] key` by NEWSLETTER_SMTP_<KEY>.
+Secrets are never keys: they come only from the environment (see `smtp_password`, `secret`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+
+from newsletter.errors import ConfigError, Problem, SecretMissing
+from newsletter.tomlsource import KeyLines, load
+
+CONFIG_NAME = "newsletter.toml"
+PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"  # noqa: S105  # a variable name, not a password
+SECRET_ENV = "NEWSLETTER_SECRET"  # noqa: S105  # a variable name, not a secret
+
+_T = TypeVar("_T")
+Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
+
+
+def key(default: Any, doc: str, *, toml: str = "", check: Check | None = None) -> Any:
+    """Declare a configuration key: its default, its one-line doc and an optional check."""
+    meta = {"doc": doc, "toml": toml, "check": check}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _https(value: str) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.netloc:
+        return f"must be an https:// URL, not {value!r}"
+    return None
+
+
+def _base_url(value: str) -> str | None:
+    problem = _https(value)
+    if problem is None and (value.endswith("/") or urlsplit(value).query):
+        return f"must not end with '/' or carry a query string: {value!r}"
+    return problem
+
+
+def _address(value: str) -> str | None:
+    if value and "@" not in value:
+        return f"must be an email address, not {value!r}"
+    return None
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _positive(value: float | None) -> str | None:
+    return None if value is None or value > 0 else "must be greater than 0"
+
+
+def _colour(value: str) -> str | None:
+    ok = len(value) == 7 and value.startswith("#")
+    return None if ok else f"must be a colour such as '#1a5276', not {value!r}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """[newsletter]"""
+
+    name: str = key("", "Newsletter name, shown in the header and the From display name.")
+    from_: str = key("", "Sender, `Name <address>` or an address.", toml="from", check=_address)
+    reply_to: str = key("", "Reply-To address; empty: replies go to `from`.", check=_address)
+    postal_address: str = key(
+        "", "Sender's postal address, shown in every footer (required by anti-spam law)."
+    )
+    list_id: str = key(
+        "", "List-Id (RFC 2919), e.g. `news.example.org`; empty: derived from `from`'s domain."
+    )
+    base_url: str = key(
+        "",
+        "Public https URL of the unsubscribe endpoint and web archive, no trailing slash.",
+        check=_base_url,
+    )
+    logo: str = key("", "https URL of a logo image shown in the header.", check=_https)
+    logo_alt: str = key("", "Alt text of the logo; empty: the newsletter name.")
+    logo_width: int = key(160, "Logo width in CSS pixels.", check=_positive)
+    accent_colour: str = key("#1a5276", "Headings, buttons and links.", check=_colour)
+    text_colour: str = key("#222222", "Body text.", check=_colour)
+    background_colour: str = key("#f4f4f4", "Page background around the content.", check=_colour)
+    language: str = key("en", "Language of the issue (HTML `lang`).")
+    website: str = key("", "Project web site, linked in the footer.", check=_https)
+    twitter: str = key("", "Twitter/X profile URL.", check=_https)
+    linkedin: str = key("", "LinkedIn page URL.", check=_https)
+    mastodon: str = key("", "Mastodon profile URL.", check=_https)
+    bluesky: str = key("", "Bluesky profile URL.", check=_https)
+    facebook: str = key("", "Facebook page URL.", check=_https)
+    youtube: str = key("", "YouTube channel URL.", check=_https)
+    footer: str = key("", "Footer text (Markdown), e.g. why the reader gets this email.")
+    unsubscribe_text: str = key("Unsubscribe", "Wording of the footer's unsubscribe link.")
+    test_to: str = key("", "Default recipient of `newsletter test`.", check=_address)
+    unsubscribe_mailto: str = key(
+        "", "Address for mailto: unsubscribes in List-Unsubscribe.", check=_address
+    )
+    envelope_from: str = key(
+        "", "SMTP envelope sender (bounces go there); empty: the `from` address.", check=_address
+    )
+    dkim_domain: str = key("", "DKIM signing domain (d=); empty: no signing.")
+    dkim_selector: str = key("", "DKIM selector (s=).")
+    dkim_key_file: str = key("", "Path of the DKIM private key (PEM), relative to the folder.")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """[smtp]"""
+
+    host: str = key("", "SMTP server; empty: messages go to the outbox/ Maildir.")
+    port: int | None = key(None, "Port; empty: 587 for starttls, 465 for tls, 25 for none.")
+    security: str = key(
+        "starttls",
+        "`starttls`, `tls` (implicit, port 465) or `none`.",
+        check=_one_of("starttls", "tls", "none"),
+    )
+    username: str = key("", "AUTH user name; the password comes from NEWSLETTER_SMTP_PASSWORD.")
+    timeout: float = key(30.0, "Seconds to wait for the server before giving up.", check=_positive)
+    allow_plaintext: bool = key(
+        False, "Allow `security = none` to a host that is not loopback (unencrypted!)."
+    )
+    connections: int = key(4, "Concurrent SMTP connections, each reused.", check=_positive)
+    rate: float | None = key(None, "Messages per second at most; empty: no limit.", check=_positive)
+    hourly_limit: int | None = key(None, "Messages per hour at most.", check=_positive)
+    daily_limit: int | None = key(None, "Messages per day at most.", check=_positive)
+    retry_delays: tuple[float, ...] = key(
+        (2.0, 10.0, 30.0), "Seconds before each retry of a temporary failure (jittered)."
+    )
+    pause_after: int = key(
+        5, "Pause the send after this many connection failures in a row.", check=_positive
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path  # the newsletter folder
+    path: Path  # its newsletter.toml
+    newsletter: Settings
+    smtp: SmtpSettings
+
+    @property
+    def from_address(self) -> str:
+        return _split_address(self.newsletter.from_)[1]
+
+    @property
+    def from_name(self) -> str:
+        return _split_address(self.newsletter.from_)[0] or self.newsletter.name
+
+    @property
+    def list_id(self) -> str:
+        return self.newsletter.list_id or self.from_address.rpartition("@")[2]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".newsletter"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def subscribers_dir(self) -> Path:
+        return self.root / "subscribers"
+
+    def template_dirs(self) -> list[Path]:
+        """The folder's own templates first (they override file by file), then the defaults."""
+        own = self.root / "templates"
+        dirs = [own] if own.is_dir() else []
+        default = default_templates_dir()
+        return [*dirs, default] if default.resolve() not in {d.resolve() for d in dirs} else dirs
+
+
+def _split_address(value: str) -> tuple[str, str]:
+    from email.utils import parseaddr
+
+    return parseaddr(value)
+
+
+def default_templates_dir() -> Path:
+    """The packaged templates (in a wheel) or the repository's templates/ (in a checkout)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_templates"
+    return packaged if packaged.is_dir() else here.parent / "templates"
+
+
+def find_config(start: Path, explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        path = explicit / CONFIG_NAME if explicit.is_dir() else explicit
+        if not path.is_file():
+            raise ConfigError.one(path, "no such file")
+        return path
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder / CONFIG_NAME
+    raise ConfigError.one(
+        None,
+        f"no {CONFIG_NAME} in {start} or its parents: run `newsletter init DIR`, "
+        "or pass --config PATH",
+    )
+
+
+def load_config(
+    start: Path | None = None,
+    explicit: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    path = find_config(start or Path.cwd(), explicit)
+    data, lines = load(path)
+    env = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    for name in data:
+        if name not in ("newsletter", "smtp"):
+            problems.append(_problem(path, lines, name, "unknown table or key"))
+    if "password" in data.get("smtp", {}):
+        problems.append(
+            _problem(
+                path,
+                lines,
+                "smtp.password",
+                f"a password does not belong in a file: set {PASSWORD_ENV} instead",
+            )
+        )
+    settings = _section(Settings, "newsletter", data, env, path, lines, problems)
+    smtp = _section(SmtpSettings, "smtp", data, env, path, lines, problems)
+    if not settings.name:
+        problems.append(_problem(path, lines, "newsletter.name", "missing (the newsletter's name)"))
+    if not settings.from_:
+        problems.append(_problem(path, lines, "newsletter.from", "missing (the sender address)"))
+    if problems:
+        raise ConfigError(problems)
+    return Config(root=path.parent, path=path, newsletter=settings, smtp=smtp)
+
+
+def _section(
+    cls: type[_T],
+    section: str,
+    data: dict[str, Any],
+    env: Mapping[str, str],
+    path: Path,
+    lines: KeyLines,
+    problems: list[Problem],
+) -> _T:
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        problems.append(_problem(path, lines, section, "must be a table"))
+        table = {}
+    known = {_toml_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
+    for name in table:
+        if name not in known and not (section == "smtp" and name == "password"):
+            problems.append(_problem(path, lines, f"{section}.{name}", "unknown key"))
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, fld in known.items():
+        where = f"{section}.{name}"
+        var = env_var(section, name)
+        if var in env:
+            value, problem = _from_env(env[var], hints[fld.name])
+            where = var
+        elif name in table:
+            value, problem = _coerce(table[name], hints[fld.name])
+        else:
+            continue
+        check = fld.metadata["check"]
+        problem = problem or (check(value) if check is not None else None)
+        if problem:
+            location = (
+                Problem(None, problem, field=var)
+                if where == var
+                else _problem(path, lines, where, problem)
+            )
+            problems.append(location)
+        else:
+            values[fld.name] = value
+    return cls(**values)
+
+
+def _problem(path: Path, lines: KeyLines, field: str, message: str) -> Problem:
+    return Problem(path, message, field=field, line=lines.line(field))
+
+
+def _toml_name(fld: dataclasses.Field[Any]) -> str:
+    return str(fld.metadata["toml"] or fld.name)
+
+
+def env_var(section: str, name: str) -> str:
+    if section == "newsletter":
+        return f"NEWSLETTER_{name.upper()}"
+    return f"NEWSLETTER_{section.upper()}_{name.upper()}"
+
+
+def _base_type(hint: Any) -> Any:
+    """`int | None` -> int; `tuple[float, ...]` -> tuple; others unchanged."""
+    if isinstance(hint, types.UnionType):
+        return next(a for a in get_args(hint) if a is not type(None))
+    return get_origin(hint) or hint
+
+
+def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
+    base = _base_type(hint)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value), None
+    if base is tuple:
+        ok = isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        )
+        return (tuple(float(v) for v in value), None) if ok else (None, "must be a list of numbers")
+    if base is int and isinstance(value, bool):
+        return None, "must be a whole number"
+    if not isinstance(value, base):
+        return None, f"must be {_type_word(base)}, not {type(value).__name__}"
+    return value, None
+
+
+def _from_env(raw: str, hint: Any) -> tuple[Any, str | None]:
+    base = _base_type(hint)
+    text = raw.strip()
+    try:
+        if base is bool:
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                return None, "must be true or false"
+            return text.lower() in ("1", "true", "yes"), None
+        if base is int:
+            return int(text), None
+        if base is float:
+            return float(text), None
+        if base is tuple:
+            return tuple(float(v) for v in text.split(",") if v.strip()), None
+    except ValueError:
+        return None, f"must be {_type_word(base)}, not {raw!r}"
+    return raw, None
+
+
+def _type_word(base: Any) -> str:
+    words = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    return words.get(base, "a list of numbers")
+
+
+def smtp_password(environ: Mapping[str, str] | None = None) -> str | None:
+    """The SMTP password: from the environment only (or the system keyring when installed)."""
+    env = os.environ if environ is None else environ
+    if PASSWORD_ENV in env:
+        return env[PASSWORD_ENV]
+    return None
+
+
+def secret(config: Config, *, create: bool, environ: Mapping[str, str] | None = None) -> bytes:
+    """The unsubscribe-token secret: NEWSLETTER_SECRET, else (outbox only) .newsletter/secret."""
+    env = os.environ if environ is None else environ
+    if env.get(SECRET_ENV):
+        return env[SECRET_ENV].encode()
+    stored = config.state_dir / "secret"
+    if stored.is_file():
+        return stored.read_bytes().strip()
+    if not create:
+        raise SecretMissing(
+            f"{SECRET_ENV} is not set: set it to a long random string "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    import secrets as _secrets
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    value = _secrets.token_urlsafe(32).encode()
+    fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(value + b"\n")
+    return value
+
+
+def documented_keys() -> list[tuple[str, str, str, str, str]]:
+    """(key, type, default, environment variable, doc) for every key: docs/configuration.md."""
+    rows = []
+    for section, cls in (("newsletter", Settings), ("smtp", SmtpSettings)):
+        hints = get_type_hints(cls)
+        for fld in dataclasses.fields(cls):
+            name = _toml_name(fld)
+            default = fld.default
+            rows.append(
+                (
+                    f"[{section}] {name}",
+                    _type_word(_base_type(hints[fld.name])).removeprefix("a "),
+                    "" if default in ("", None) else repr(default),
+                    env_var(section, name),
+                    str(fld.metadata["doc"]),
+                )
+            )
+    return rows

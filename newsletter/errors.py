@@ -1,0 +1,108 @@
+"""The one error family the CLI catches; each carries where the problem is, not just a string."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class NewsletterError(Exception):
+    """Root of every error meant for the user: the CLI prints it and exits non-zero."""
+
+    exit_code = 1
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else type(self).__name__
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding in a file: where it is and what is wrong."""
+
+    path: Path | None
+    message: str
+    field: str = ""  # a TOML path such as blocks[2].items[0].url
+    line: int | None = None
+    column: int | None = None
+    severity: str = "error"  # "error" or "warning"
+
+    def location(self) -> str:
+        where = str(self.path) if self.path is not None else ""
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.field:
+            where = f"{where}: {self.field}" if where else self.field
+        return where
+
+    def __str__(self) -> str:
+        where = self.location()
+        return f"{where}: {self.message}" if where else self.message
+
+
+class InvalidInput(NewsletterError):
+    """A file the user wrote (issue, config, list, template) has one or more problems."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+    def message(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+    @classmethod
+    def one(
+        cls, path: Path | None, message: str, field: str = "", line: int | None = None
+    ) -> InvalidInput:
+        return cls([Problem(path, message, field=field, line=line)])
+
+
+class ConfigError(InvalidInput):
+    """newsletter.toml or the environment is wrong or incomplete."""
+
+
+class SecretMissing(NewsletterError):
+    """A secret that only the environment may hold is not set."""
+
+
+class TransportError(NewsletterError):
+    """A connection-level failure: cannot connect, TLS or AUTH refused, timeout, drop."""
+
+    def __init__(self, message: str, *, host: str = "", smtp_code: int | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.smtp_code = smtp_code
+
+
+class DeliveryError(NewsletterError):
+    """The server answered about one recipient: a 4xx (temporary) or 5xx (permanent) reply.
+
+    `data_sent` is True when the failure came after the message data went out, so the
+    server may have accepted it and a blind retry could deliver a duplicate.
+    """
+
+    def __init__(
+        self,
+        recipient: str,
+        smtp_code: int | None,
+        reply: str,
+        *,
+        data_sent: bool = False,
+    ) -> None:
+        super().__init__(f"{recipient}: {smtp_code or ''} {reply}".strip())
+        self.recipient = recipient
+        self.smtp_code = smtp_code
+        self.reply = reply
+        self.data_sent = data_sent
+
+    @property
+    def permanent(self) -> bool:
+        return self.smtp_code is not None and 500 <= self.smtp_code < 600
+
+
+class LockBusy(NewsletterError):
+    """Another process holds the lock this command needs."""

@@ -1,0 +1,147 @@
+"""Frozen data shared by every stage: issue file -> Issue -> Rendered -> message per Subscriber."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# ---------------------------------------------------------------------------------------------
+# The issue, as the author wrote it (issue.py builds it; render.py reads it)
+
+
+@dataclass(frozen=True)
+class Image:
+    src: str  # absolute https URL; nothing is embedded in the message
+    alt: str
+    width: int  # CSS pixels at desktop width
+    href: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    text: str
+    url: str
+    note: str = ""  # Markdown, shown after the link
+
+
+@dataclass(frozen=True)
+class Article:
+    heading: str
+    body: str  # Markdown
+    image: Image | None = None
+    cta: Link | None = None
+    button: bool = False  # show the call to action as a button rather than a link
+    kind: Literal["article"] = "article"
+
+
+@dataclass(frozen=True)
+class Links:
+    heading: str
+    items: tuple[Link, ...]
+    intro: str = ""  # Markdown
+    outro: str = ""  # Markdown
+    kind: Literal["links"] = "links"
+
+
+@dataclass(frozen=True)
+class Event:
+    title: str
+    date: dt.date
+    start: dt.time
+    timezones: tuple[str, ...]  # IANA names; the first is the one the author thinks in
+    description: str = ""  # Markdown
+    online: bool = False
+    place: str = ""
+    booking: Link | None = None
+    heading: str = ""  # a section heading above the event, e.g. "Date for your diary"
+    kind: Literal["event"] = "event"
+
+
+@dataclass(frozen=True)
+class Text:
+    body: str  # Markdown
+    heading: str = ""
+    kind: Literal["text"] = "text"
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """Two or more images side by side on desktop, stacked on a phone."""
+
+    images: tuple[Image, ...]
+    captions: tuple[str, ...] = ()
+    heading: str = ""
+    kind: Literal["images"] = "images"
+
+
+Block = Article | Links | Event | Text | ImageRow
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: Path
+    slug: str
+    title: str
+    subject: str
+    date: dt.date
+    blocks: tuple[Block, ...]
+    preheader: str = ""
+    draft: bool = False
+    allow_html: bool = False  # raw HTML in Markdown passes only when the author turns this on
+
+
+# ---------------------------------------------------------------------------------------------
+# The rendered issue: rendered once, filled per recipient without rendering again.
+
+
+@dataclass(frozen=True)
+class Field:
+    """A value left open in rendered output, filled per recipient.
+
+    source "subscriber": a subscriber column (name, email, any other column);
+    source "message": a value the message builder knows (unsubscribe_url).
+    """
+
+    name: str
+    default: str | None = None
+    source: Literal["subscriber", "message"] = "subscriber"
+
+
+# Literal text and open fields, in order. Literal text in `html` is already HTML; a filled value
+# must be HTML-escaped there. Lines of literal text are at most 998 octets, joined with "\n".
+Template = tuple[str | Field, ...]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    slug: str
+    subject: Template
+    preheader: Template
+    html: Template
+    text: Template
+    digest: str  # sha256 over everything above: binds a send's ledger to this exact content
+
+    def fields(self) -> frozenset[Field]:
+        parts = (self.subject, self.preheader, self.html, self.text)
+        return frozenset(p for t in parts for p in t if isinstance(p, Field))
+
+
+# ---------------------------------------------------------------------------------------------
+# Subscribers (subscribers.py)
+
+Status = Literal["subscribed", "unsubscribed", "bounced", "complained", "pending"]
+STATUSES: tuple[Status, ...] = ("subscribed", "unsubscribed", "bounced", "complained", "pending")
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    email: str  # NFC, domain lowercased
+    name: str = ""
+    status: Status = "subscribed"
+    tags: frozenset[str] = frozenset()
+    fields: Mapping[str, str] = field(default_factory=dict)  # every column, as read
+    list_path: Path | None = None
+    smtputf8: bool = False  # non-ASCII local part: the server must offer SMTPUTF8
