@@ -70,38 +70,41 @@ class SecretMissing(NewsletterError):
 
 
 class TransportError(NewsletterError):
-    """A connection-level failure: cannot connect, TLS or AUTH refused, timeout, drop."""
+    """A connection-level failure: cannot connect, TLS or AUTH refused, timeout, drop.
 
-    def __init__(self, message: str, *, host: str = "", smtp_code: int | None = None) -> None:
-        super().__init__(message)
-        self.host = host
-        self.smtp_code = smtp_code
-
-
-class DeliveryError(NewsletterError):
-    """The server answered about one recipient: a 4xx (temporary) or 5xx (permanent) reply.
-
-    `data_sent` is True when the failure came after the message data went out, so the
-    server may have accepted it and a blind retry could deliver a duplicate.
+    The connection is unusable afterwards. `data_sent` is True when it broke after the message
+    data went out: the server may have accepted the message, so resending could duplicate it.
     """
 
     def __init__(
         self,
-        recipient: str,
-        smtp_code: int | None,
-        reply: str,
+        message: str,
         *,
+        host: str = "",
+        smtp_code: int | None = None,
         data_sent: bool = False,
     ) -> None:
-        super().__init__(f"{recipient}: {smtp_code or ''} {reply}".strip())
+        super().__init__(message)
+        self.host = host
+        self.smtp_code = smtp_code
+        self.data_sent = data_sent
+
+
+class DeliveryError(NewsletterError):
+    """The server answered about one message with a 4xx (temporary) or 5xx (permanent) reply.
+
+    A definite answer: the message was not accepted, and the connection is still usable.
+    """
+
+    def __init__(self, recipient: str, smtp_code: int, reply: str) -> None:
+        super().__init__(f"{recipient}: {smtp_code} {reply}")
         self.recipient = recipient
         self.smtp_code = smtp_code
         self.reply = reply
-        self.data_sent = data_sent
 
     @property
     def permanent(self) -> bool:
-        return self.smtp_code is not None and 500 <= self.smtp_code < 600
+        return 500 <= self.smtp_code < 600
 
 
 class LockBusy(NewsletterError):
