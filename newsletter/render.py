@@ -16,7 +16,7 @@ import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -456,3 +456,24 @@ def _digest(parts: tuple[Template, ...]) -> str:
             digest.update(repr(chunk).encode())
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+def write_outputs(rendered: Rendered, config: Config, folder: Path) -> list[tuple[Path, int]]:
+    """Write <slug>.html and <slug>.txt (filled as a preview) into `folder`, atomically."""
+    from newsletter.fileio import atomic_write
+
+    value = preview_value(config.newsletter.base_url)
+    outputs = [
+        (folder / f"{rendered.slug}.html", fill(rendered.html, value, html=True)),
+        (folder / f"{rendered.slug}.txt", fill(rendered.text, value, html=False)),
+    ]
+    written = []
+    for path, text in outputs:
+        data = text.encode()
+        atomic_write(path, functools.partial(_write, data))
+        written.append((path, len(data)))
+    return written
+
+
+def _write(data: bytes, handle: IO[bytes]) -> None:
+    handle.write(data)
