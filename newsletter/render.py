@@ -332,26 +332,26 @@ def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
 
 @jinja2.pass_context
 def _markdown(context: jinja2.runtime.Context, source: str) -> Markup:
-    return Markup(mdtext.to_html(source, allow_html=bool(context.get("allow_html"))))  # noqa: S704  # markdown-it escapes unless the author allowed HTML
+    return Markup(mdtext.to_html(str(source), allow_html=bool(context.get("allow_html"))))  # noqa: S704  # markdown-it escapes unless the author allowed HTML
 
 
 @jinja2.pass_context
 def _md_inline(context: jinja2.runtime.Context, source: str) -> Markup:
-    return Markup(mdtext.to_html_inline(source, allow_html=bool(context.get("allow_html"))))  # noqa: S704  # as above
+    return Markup(mdtext.to_html_inline(str(source), allow_html=bool(context.get("allow_html"))))  # noqa: S704  # as above
 
 
 @jinja2.pass_context
 def _md_text(context: jinja2.runtime.Context, source: str) -> str:
-    return mdtext.to_text(source, context["ref"])
+    return mdtext.to_text(str(source), context["ref"])
 
 
 @jinja2.pass_context
 def _md_inline_text(context: jinja2.runtime.Context, source: str) -> str:
-    return mdtext.inline_to_text(source, context["ref"])
+    return mdtext.inline_to_text(str(source), context["ref"])
 
 
 def _underline(heading: str) -> str:
-    heading = mdtext.wrap(heading)
+    heading = mdtext.wrap(str(heading))
     width = max(len(line) for line in heading.splitlines()) if heading else 0
     return f"{heading}\n{'-' * width}"
 
