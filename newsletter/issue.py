@@ -26,6 +26,7 @@ BLOCK_KINDS: dict[str, type[Any]] = {
     "text": models.Text,
     "images": models.ImageRow,
 }
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab, LF and CR are text
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _TOP_KEYS = {"title", "subject", "preheader", "date", "slug", "draft", "allow_html", "blocks"}
 
@@ -156,6 +157,9 @@ class _Reader:
                 pass
         if hint is dt.date and isinstance(value, dt.datetime):
             self.fail(path, "must be a date such as 2021-10-06 (no time)")
+            return _BAD
+        if isinstance(value, str) and (bad := _CONTROL.search(value)):
+            self.fail(path, f"contains a control character (U+{ord(bad.group()):04X})")
             return _BAD
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value

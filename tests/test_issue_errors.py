@@ -104,3 +104,10 @@ def test_merge_field_typo_is_located(tmp_path: Path, monkeypatch) -> None:
     result = run("check", path)
     assert result.exit_code == 1
     assert "blocks[0].body: template error: 'subscribr' is undefined" in result.output
+
+
+def test_control_characters_are_refused(tmp_path: Path) -> None:
+    """A control character pasted into a field is an error, not a broken render."""
+    path = write(tmp_path / "x.toml", HEAD + '[[blocks]]\nkind = "text"\nbody = "a\\u001fb"\n')
+    [problem] = _problems(path)
+    assert "blocks[0].body: contains a control character (U+001F)" in problem

@@ -1,0 +1,112 @@
+"""The compose commands through the CLI: init, new, render, preview, --version, --config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, run, write
+from newsletter import __version__
+
+
+def test_version() -> None:
+    """`newsletter --version` prints the version."""
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"newsletter {__version__}"
+
+
+def test_python_dash_m() -> None:
+    """`python -m newsletter` is the same program."""
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == f"newsletter {__version__}"
+
+
+def test_init_scaffolds_and_never_overwrites(tmp_path: Path) -> None:
+    """init creates the folder; run again it keeps every existing file as it was."""
+    folder = tmp_path / "news"
+    assert run("init", folder).exit_code == 0
+    for name in ("newsletter.toml", ".gitignore", "templates/base.mjml.j2", "subscribers"):
+        assert (folder / name).exists(), name
+    assert len(list((folder / "issues").glob("*.toml"))) == 1
+    (folder / "newsletter.toml").write_text("# mine\n")
+    result = run("init", folder)
+    assert result.exit_code == 0
+    assert "kept (exists)" in result.output
+    assert (folder / "newsletter.toml").read_text() == "# mine\n"
+
+
+def test_scaffolded_issue_renders(tmp_path: Path, monkeypatch) -> None:
+    """The first issue of a fresh folder renders (check only asks for the postal address)."""
+    folder = tmp_path / "news"
+    run("init", folder)
+    monkeypatch.chdir(folder)
+    [issue] = (folder / "issues").glob("*.toml")
+    result = run("check", issue)
+    assert "newsletter.postal_address: no postal address" in result.output
+    assert "1 error(s)" in result.output
+
+
+def test_new_writes_skeleton_once(tmp_path: Path, monkeypatch) -> None:
+    """new writes issues/<YYYY-MM>-<slug>.toml, prints its path, and refuses to overwrite."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    result = run("new", 'Ça va? Our "October" news')
+    assert result.exit_code == 0
+    path = Path(result.stdout.strip())
+    assert path.parent == tmp_path.resolve() / "issues"
+    assert path.name.endswith("-ca-va-our-october-news.toml")
+    text = path.read_text()
+    for kind in ("article", "links", "event", "text", "images"):
+        assert f'kind = "{kind}"' in text
+    assert run("check", path).exit_code == 0
+    again = run("new", 'Ça va? Our "October" news')
+    assert again.exit_code == 1
+    assert "already exists" in again.output
+    assert path.read_text() == text
+
+
+def test_render_writes_html_and_text(tmp_path: Path, monkeypatch) -> None:
+    """render writes <slug>.html and <slug>.txt to -o DIR (created) and prints sizes."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out" / "deeper"
+    result = run("render", SAMPLE, "-o", out)
+    assert result.exit_code == 0
+    html, text = out / "2021-09-cohes3ion.html", out / "2021-09-cohes3ion.txt"
+    assert f"{html}  {html.stat().st_size:,} bytes" in result.output
+    assert text.read_text().startswith("COHES3ION NEWSLETTER")
+
+
+def test_issue_outside_the_folder_with_config(tmp_path: Path) -> None:
+    """An ISSUE may be any path; --config names the newsletter folder."""
+    issue = tmp_path / "elsewhere.toml"
+    issue.write_bytes(SAMPLE.read_bytes())
+    result = run("--config", ROOT / "newsletter.toml", "render", issue, "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "elsewhere.html").exists()
+
+
+def test_preview_without_browser_prints_the_file(tmp_path: Path, monkeypatch) -> None:
+    """preview renders into build/ and says where the file is when no browser opens."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    issue = write(
+        tmp_path / "issues" / "x.toml",
+        'title = "T"\nsubject = "S"\ndate = 2024-01-02\n[[blocks]]\nkind = "text"\nbody = "Hi"\n',
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BROWSER", "true")  # a "browser" that opens nothing, so no window here
+    result = run("preview", issue)
+    assert result.exit_code == 0
+    assert (tmp_path / "build" / "x.html").exists()
+    assert "x.html" in result.output
+
+
+def test_usage_error_exits_2() -> None:
+    """A usage error (unknown option) exits 2."""
+    assert run("render", "--bogus").exit_code == 2

@@ -1,0 +1,81 @@
+"""newsletter.toml + environment: lookup, overrides, located errors, secrets only from the env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compose_helpers import MINIMAL_CONFIG, run, write
+from newsletter.config import find_config, load_config
+from newsletter.errors import ConfigError
+
+
+def test_found_in_parent_folder(tmp_path: Path) -> None:
+    """Commands find newsletter.toml in the current folder or any parent."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    (tmp_path / "issues" / "deep").mkdir(parents=True)
+    assert find_config(tmp_path / "issues" / "deep") == tmp_path.resolve() / "newsletter.toml"
+
+
+def test_missing_config_says_what_to_do(tmp_path: Path) -> None:
+    """Without a newsletter.toml the error suggests init or --config."""
+    with pytest.raises(ConfigError, match="newsletter init"):
+        find_config(tmp_path)
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    """[newsletter] key -> NEWSLETTER_<KEY>, [smtp] key -> NEWSLETTER_SMTP_<KEY>, typed."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + "[smtp]\nport = 25\n")
+    env = {
+        "NEWSLETTER_NAME": "From env",
+        "NEWSLETTER_SMTP_PORT": "2525",
+        "NEWSLETTER_SMTP_RETRY_DELAYS": "1,2.5",
+        "NEWSLETTER_SMTP_ALLOW_PLAINTEXT": "true",
+    }
+    config = load_config(explicit=tmp_path, environ=env)
+    assert config.newsletter.name == "From env"
+    assert config.smtp.port == 2525
+    assert config.smtp.retry_delays == (1.0, 2.5)
+    assert config.smtp.allow_plaintext is True
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    """A malformed environment value is reported with the variable's name."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PORT: must be a whole number"):
+        load_config(explicit=tmp_path, environ={"NEWSLETTER_SMTP_PORT": "twenty"})
+
+
+def test_unknown_key_and_bad_values_are_located(tmp_path: Path) -> None:
+    """Unknown keys, http base_url and wrong types are all reported with their lines."""
+    path = write(
+        tmp_path / "newsletter.toml",
+        MINIMAL_CONFIG.replace("https://news.example.org", "http://news.example.org")
+        + 'colour = "red"\n[smtp]\nport = "25"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=path, environ={})
+    text = str(caught.value)
+    assert f"{path}:5: newsletter.base_url: must be an https:// URL" in text
+    assert f"{path}:6: newsletter.colour: unknown key" in text
+    assert f"{path}:8: smtp.port: must be a whole number, not str" in text
+
+
+def test_password_in_file_is_refused(tmp_path: Path) -> None:
+    """A password in the file is an error that says where it belongs."""
+    path = write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + '[smtp]\npassword = "hunter2"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=path, environ={})
+    assert "set NEWSLETTER_SMTP_PASSWORD instead" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path: Path, monkeypatch) -> None:
+    """A broken newsletter.toml gives exit 1, file:line and no traceback."""
+    write(tmp_path / "newsletter.toml", '[newsletter\nname = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    result = run("new", "Hello")
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'newsletter.toml'}:1:" in result.output
+    assert "Traceback" not in result.output
