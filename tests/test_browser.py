@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, write
+
 from newsletter.config import load_config
 from newsletter.render import fill, preview_value, render_issue
 

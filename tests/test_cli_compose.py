@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, run, write
+
 from newsletter import __version__
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from compose_helpers import MINIMAL_CONFIG, run, write
+
 from newsletter.config import find_config, load_config
 from newsletter.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""The docs match the code: README commands exist, every command has help, config table is current."""
+"""The docs match the code: README commands exist, commands have help, config table is current."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import shlex
 
 import pytest
 import typer
+from compose_helpers import ROOT, run
 from typer.main import get_command
 
-from compose_helpers import ROOT, run
 from newsletter.cli import app
 from newsletter.config import documented_keys
 
@@ -55,7 +55,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run calls exactly the README's test command."""
     section = README.split("## Quickstart", 1)[1]
     block = re.findall(r"```sh\n(.*?)```", section, re.S)[0]
-    test_command = [line for line in block.splitlines() if "pytest" in line][0]
+    test_command = next(line for line in block.splitlines() if "pytest" in line)
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 

@@ -7,10 +7,10 @@ from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
+from compose_helpers import MINIMAL_CONFIG
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from compose_helpers import MINIMAL_CONFIG
 from newsletter.config import Config, load_config
 from newsletter.issue import _CONTROL as CONTROL
 from newsletter.models import Article, Image, Issue, Link, Links

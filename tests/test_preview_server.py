@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-
 from compose_helpers import MINIMAL_CONFIG, write
+
 from newsletter.config import load_config
 from newsletter.serve import preview_app
 
