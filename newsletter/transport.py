@@ -315,8 +315,7 @@ def _refusal_problem(exc: BaseException) -> str:
     if isinstance(exc, SMTPConnectResponseError | SMTPHeloError):
         return f"the server refused the session: {exc.code} {_one_line(exc.message)}"
     if isinstance(exc, SMTPConnectError):
-        cause = exc.__cause__
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+        reason = _os_reason(exc.__cause__) or _one_line(str(exc))
         return f"cannot connect ({reason}): check [smtp] host and port, and that the server runs"
     if isinstance(exc, SMTPServerDisconnected):
         return "the server closed the connection while setting it up"
@@ -328,6 +327,15 @@ def _refusal_problem(exc: BaseException) -> str:
     if "AUTH" in message:
         return "the server does not offer AUTH: remove [smtp] username, or check security"
     return _one_line(message) or type(exc).__name__
+
+
+def _os_reason(error: BaseException | None) -> str:
+    """The system's words for it: Connection refused, Name or service not known, ..."""
+    if isinstance(error, socket.gaierror):
+        return str(error.strerror)
+    if isinstance(error, OSError) and error.errno is not None:
+        return os.strerror(error.errno)
+    return ""
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
