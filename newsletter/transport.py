@@ -401,16 +401,25 @@ class SmtpConnection:
     async def _transaction(
         self, envelope: Envelope, data: bytes, options: list[str]
     ) -> SMTPResponse:
+        """MAIL, RCPT, DATA. MAIL and RCPT go through execute_command with the addresses that
+        _check_address let through: aiosmtplib's mail() and rcpt() would parse each address
+        again with email.utils.parseaddr (~25 us each, a quarter of the client's CPU)."""
         encoding = "utf-8" if envelope.smtputf8 else "ascii"
-        client = self._client
+        sender = f"<{envelope.sender}>".encode(encoding)
         try:
-            await client.mail(envelope.sender, options=options, encoding=encoding)
+            await self._command((250,), b"MAIL", b"FROM:" + sender, *map(str.encode, options))
         except SMTPResponseException as exc:
             if exc.code >= 500 or exc.code == 421:
                 raise self._sender_refused(envelope, exc) from None
             raise
-        await client.rcpt(envelope.recipient, encoding=encoding)
-        return await client.data_prepared(data)
+        recipient = f"<{envelope.recipient}>".encode(encoding)
+        await self._command((250, 251), b"RCPT", b"TO:" + recipient)
+        return await self._client.data_prepared(data)
+
+    async def _command(self, expected: tuple[int, ...], *words: bytes) -> None:
+        response = await self._client.execute_command(*words)  # closes on drop, timeout, 421
+        if response.code not in expected:
+            raise SMTPResponseException(response.code, response.message)
 
     def _sender_refused(self, envelope: Envelope, exc: SMTPResponseException) -> TransportError:
         """A permanent refusal of MAIL is about the sender or the session, not the recipient:
@@ -464,11 +473,14 @@ class SmtpConnection:
         self._client.close()
 
 
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f<>]")  # controls, space, angle brackets
+
+
 def _check_address(address: str, smtputf8: bool, recipient: str) -> None:
     """Refuse an address that cannot go on an SMTP command line, before anything is sent."""
-    bad_control = any(ord(c) < 32 or ord(c) == 127 for c in address)
-    if bad_control or (not smtputf8 and not address.isascii()):
-        reason = "a control character" if bad_control else "non-ASCII without SMTPUTF8"
+    bad = _UNSENDABLE.search(address)
+    if bad or (not smtputf8 and not address.isascii()):
+        reason = f"the character {bad.group()!r}" if bad else "non-ASCII without SMTPUTF8"
         raise DeliveryError(recipient, 553, f"5.1.3 address {address!r} has {reason}")
 
 
