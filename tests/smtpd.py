@@ -24,7 +24,7 @@ import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -133,10 +133,10 @@ class SmtpServer:
 
     host: str = HOST
     port: int = 0
-    messages: list[Received] = field(default_factory=list)
-    rcpt_attempts: Counter[str] = field(default_factory=Counter)
+    messages: list[Received] = field(default_factory=list, repr=False)
+    rcpt_attempts: Counter[str] = field(default_factory=Counter, repr=False)
     sessions: int = 0  # connections accepted so far
-    hook: Hook | None = None
+    hook: Hook | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._rules: list[_Rule] = []
@@ -345,11 +345,6 @@ async def _apply(server: SMTP, fault: Fault | None) -> str:
         server.transport.close()
         await asyncio.Event().wait()  # aiosmtpd cancels this handler when the connection goes
     return fault.reply
-
-
-def with_times(fault: Fault, times: int) -> Fault:
-    """The same fault applied `times` times (0: always)."""
-    return replace(fault, times=times)
 
 
 def settings_for(server: SmtpServer, **overrides: Any) -> Any:

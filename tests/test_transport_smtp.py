@@ -417,6 +417,20 @@ def test_non_ascii_display_names_survive(
     assert received["Subject"] == "Café ☕"
 
 
+def test_hook_injects_faults_by_count(plain_smtp_server: SmtpServer) -> None:
+    """A hook can drop the connection after the 3rd message; a new connection carries on."""
+    plain_smtp_server.hook = lambda command, _rcpt, count: (
+        drop_after_data() if command == "DATA" and count == 2 else None
+    )
+    items = [(Envelope(SENDER, f"r{i}@example.org"), message()) for i in range(5)]
+    first = asyncio.run(send_all(transport(plain_smtp_server), *items[:3]))
+    rest = asyncio.run(send_all(transport(plain_smtp_server), *items[3:]))
+    kinds = [type(o).__name__ for o in first + rest]
+    assert kinds == ["Accepted", "Accepted", "TransportError", "Accepted", "Accepted"]
+    assert plain_smtp_server.sessions == 2
+    assert len(plain_smtp_server.messages) == 5
+
+
 def test_one_connection_carries_many_messages(plain_smtp_server: SmtpServer) -> None:
     """A connection is reused: 20 messages, one session, each reader once."""
     readers = [f"r{i}@example.org" for i in range(20)]
