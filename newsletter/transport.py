@@ -5,6 +5,8 @@ The dispatcher sees only `Transport` and `Connection`. Contract for `Connection.
 - raises `DeliveryError` for a definite 4xx/5xx reply about this message (connection still usable);
 - raises `TransportError` when the connection broke or timed out (connection unusable; reconnect);
   its `data_sent` says whether the message data had already gone out (then: outcome unknown).
+  Also when the server refuses MAIL FROM with 5xx: that is about the sender or the session, every
+  message would get it, so it counts as a connection failure (pause) rather than failing a reader.
 `data` is exactly what goes on the wire after DATA: CRLF line endings, and dot-stuffed when
 `connection.dot_stuffed` is True; 8-bit bodies only when `connection.eight_bit` is True.
 
@@ -322,10 +324,10 @@ def _refusal_problem(exc: BaseException) -> str:
     if isinstance(exc, SMTPResponseException):
         return f"{exc.code} {_one_line(exc.message)}"
     message = str(exc)
+    if "AUTH" in message:  # before STARTTLS: aiosmtplib's AUTH message mentions STARTTLS
+        return "the server does not offer AUTH: remove [smtp] username, or check security"
     if "STARTTLS" in message:
         return "the server does not offer STARTTLS: use security = tls for port 465"
-    if "AUTH" in message:
-        return "the server does not offer AUTH: remove [smtp] username, or check security"
     return _one_line(message) or type(exc).__name__
 
 

@@ -284,6 +284,8 @@ class _Handler:
         session.host_name = hostname
         if not self.owner.eight_bit:
             responses = [r for r in responses if r != "250-8BITMIME"]
+        if not self.owner.users:  # no accounts: do not offer AUTH at all
+            responses = [r for r in responses if not r.startswith("250-AUTH")]
         return responses
 
     async def handle_MAIL(

@@ -178,6 +178,12 @@ def test_starttls_missing_is_a_clear_error(plain_smtp_server: SmtpServer) -> Non
     assert "does not offer STARTTLS" in str(error)
 
 
+def test_server_without_auth_is_a_clear_error(plain_smtp_server: SmtpServer) -> None:
+    """A username for a server that offers no AUTH says so, rather than sending without it."""
+    error = connect_error(transport(plain_smtp_server, username=USER, password=PASSWORD))
+    assert "does not offer AUTH" in str(error)
+
+
 def test_connection_refused_is_a_clear_error(free_port: int) -> None:
     """Nothing listening: host:port, the reason, and what to check."""
     settings = SmtpSettings(host="127.0.0.1", port=free_port, security="none", timeout=2)
