@@ -204,6 +204,9 @@ class SmtpTransport:
         except (SMTPException, OSError) as exc:
             client.close()
             raise self._connect_error(exc) from None
+        except BaseException:  # our own refusal, or cancelled: never leave the socket open
+            client.close()
+            raise
         return SmtpConnection(client, self.where, self._hide)
 
     async def _client(self) -> _PreparedSMTP:
