@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, write
 
 from newsletter.config import load_config
 from newsletter.render import fill, preview_value, render_issue
+from tests.compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, write
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from compose_helpers import BLANK_LINKS, MINIMAL_CONFIG, ROOT, SAMPLE, run, write
+
+from tests.compose_helpers import BLANK_LINKS, MINIMAL_CONFIG, ROOT, SAMPLE, run, write
 
 SCHEMA = json.loads((ROOT / "docs" / "check.schema.json").read_text())
 

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, run, write
-
 from newsletter import __version__
+from tests.compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, run, write
 
 
 def test_version() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from compose_helpers import MINIMAL_CONFIG, run, write
 
 from newsletter.config import find_config, load_config
 from newsletter.errors import ConfigError
+from tests.compose_helpers import MINIMAL_CONFIG, run, write
 
 
 def test_found_in_parent_folder(tmp_path: Path) -> None:

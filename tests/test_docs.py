@@ -8,11 +8,11 @@ import shlex
 
 import pytest
 import typer
-from compose_helpers import ROOT, run
 from typer.main import get_command
 
 from newsletter.cli import app
 from newsletter.config import documented_keys
+from tests.compose_helpers import ROOT, run
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 UPDATE = os.environ.get("NEWSLETTER_UPDATE_GOLDEN") == "1"

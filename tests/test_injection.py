@@ -7,7 +7,6 @@ from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
-from compose_helpers import MINIMAL_CONFIG
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from newsletter.config import Config, load_config
 from newsletter.issue import _CONTROL as CONTROL
 from newsletter.models import Article, Image, Issue, Link, Links
 from newsletter.render import fill, render
+from tests.compose_helpers import MINIMAL_CONFIG
 
 MARKDOWN_TAGS = {
     "p",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from compose_helpers import MINIMAL_CONFIG, run, write
 
 from newsletter.errors import InvalidInput
 from newsletter.issue import read_issue
+from tests.compose_helpers import MINIMAL_CONFIG, run, write
 
 HEAD = """
 title = "News"

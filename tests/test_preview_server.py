@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from compose_helpers import MINIMAL_CONFIG, write
 
 from newsletter.config import load_config
 from newsletter.serve import preview_app
+from tests.compose_helpers import MINIMAL_CONFIG, write
 
 ISSUE = (
     'title = "T"\nsubject = "S"\ndate = 2024-01-02\n[[blocks]]\nkind = "text"\nbody = "{body}"\n'

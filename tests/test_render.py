@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, write
 
 from newsletter.config import load_config
 from newsletter.issue import load_issue
 from newsletter.models import Field
 from newsletter.render import fill, preview_value, render, render_issue, wrap_lines
+from tests.compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, write
 
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE = os.environ.get("NEWSLETTER_UPDATE_GOLDEN") == "1"  # regenerate only on purpose
