@@ -1,0 +1,64 @@
+"""Shared fixtures: a test CA (trustme) and real SMTP servers from tests/smtpd.py."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from tests.smtpd import HOST, PASSWORD, USER, SmtpServer
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority; clients trust it through `client_tls`."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """The test server's TLS context: a certificate for 127.0.0.1 and localhost."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST, "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts the test CA (and verifies certificates)."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def make_smtp_server() -> Iterator[Callable[..., SmtpServer]]:
+    """Start test SMTP servers with any SmtpServer options; all stop at the end of the test."""
+    servers: list[SmtpServer] = []
+
+    def make(**options: Any) -> SmtpServer:
+        server = SmtpServer(**options)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_server(
+    make_smtp_server: Callable[..., SmtpServer], server_tls: ssl.SSLContext
+) -> SmtpServer:
+    """A server requiring STARTTLS and AUTH as USER / PASSWORD (trusted via `client_tls`)."""
+    return make_smtp_server(starttls=server_tls, users={USER: PASSWORD})
+
+
+@pytest.fixture
+def plain_smtp_server(make_smtp_server: Callable[..., SmtpServer]) -> SmtpServer:
+    """A server without TLS or AUTH, on loopback (security = none is allowed there)."""
+    return make_smtp_server()
