@@ -8,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fakes_dispatch import FakeClock, FakeServer, compose, new_ledger
 
 from newsletter.dispatch import Dispatcher, Limits, Notice, RateLimiter, WindowLimit, is_bounce
 from newsletter.ledger import Ledger
+from tests.fakes_dispatch import FakeClock, FakeServer, compose, new_ledger
 
 
 def run(
