@@ -94,3 +94,123 @@ def main() -> Any:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# Compose: init, new, check, render, preview
+
+IssueArg = Annotated[
+    Path, typer.Argument(help="The issue file (TOML), e.g. issues/2021-09-x.toml.")
+]
+
+
+@app.command()
+@command
+def init(
+    folder: Annotated[Path, typer.Argument(help="Folder to create (or complete).")],
+) -> None:
+    """Scaffold a newsletter folder: newsletter.toml, templates/, issues/, subscribers/."""
+    import datetime as dt
+
+    from newsletter.scaffold import init as scaffold
+
+    for path, created in scaffold(folder, dt.date.today()):
+        say(f"{'created' if created else 'kept (exists)'}  {path}")
+    say(f"next: cd {folder} && newsletter check issues/*.toml")
+
+
+@app.command()
+@command
+def new(title: Annotated[str, typer.Argument(help="Title of the new issue.")]) -> None:
+    """Start a new issue: issues/<YYYY-MM>-<slug>.toml from a skeleton of every block kind."""
+    import datetime as dt
+
+    from newsletter.scaffold import new_issue
+
+    path = new_issue(load().root, title, dt.date.today())
+    typer.echo(str(path))
+
+
+@app.command()
+@command
+def check(
+    issue: IssueArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Validate and lint an issue: exit 0 without errors (warnings are printed), 1 with errors."""
+    import json
+
+    from newsletter.lint import check_issue
+
+    result = check_issue(issue, load())
+    if as_json:
+        typer.echo(json.dumps(_check_json(result), indent=2, ensure_ascii=False))
+    else:
+        for problem in result.problems:
+            prefix = "" if problem.severity == "error" else "warning: "
+            typer.echo(f"{prefix}{problem}", err=True)
+        errors = sum(p.severity == "error" for p in result.problems)
+        warnings = len(result.problems) - errors
+        say(f"{issue}: {errors} error(s), {warnings} warning(s)")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _check_json(result: Any) -> dict[str, Any]:
+    def item(problem: Any) -> dict[str, Any]:
+        return {
+            "file": str(problem.path) if problem.path else None,
+            "line": problem.line,
+            "field": problem.field,
+            "message": problem.message,
+        }
+
+    return {
+        "file": str(result.path),
+        "ok": result.ok,
+        "errors": [item(p) for p in result.problems if p.severity == "error"],
+        "warnings": [item(p) for p in result.problems if p.severity == "warning"],
+    }
+
+
+@app.command()
+@command
+def render(
+    issue: IssueArg,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Folder for the files (default: build/).")
+    ] = None,
+) -> None:
+    """Render an issue to <slug>.html and <slug>.txt (merge fields show their defaults)."""
+    from newsletter.render import render_issue, write_outputs
+
+    config = load()
+    rendered = render_issue(issue, config)
+    for path, size in write_outputs(rendered, config, output or config.root / "build"):
+        typer.echo(f"{path}  {size:,} bytes")
+
+
+@app.command()
+@command
+def preview(
+    issue: IssueArg,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Serve it on 127.0.0.1, reloading on every change.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port of the preview server.")] = 8000,
+) -> None:
+    """Render an issue and open it in the browser (or serve it live with --serve)."""
+    config = load()
+    if serve:
+        from newsletter.serve import run_preview
+
+        say(f"previewing {issue} at http://127.0.0.1:{port}/  (Ctrl-C stops)")
+        run_preview(issue, config, port=port)
+        return
+    import webbrowser
+
+    from newsletter.render import render_issue, write_outputs
+
+    html_path = write_outputs(render_issue(issue, config), config, config.root / "build")[0][0]
+    opened = webbrowser.open(html_path.resolve().as_uri())
+    typer.echo(f"{html_path}" + ("" if opened else "  (no browser found: open this file)"))

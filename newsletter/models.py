@@ -24,6 +24,7 @@ class Image:
 class Link:
     text: str
     url: str
+    label: str = ""  # shown before the link, e.g. the region of a good practice
     note: str = ""  # Markdown, shown after the link
 
 

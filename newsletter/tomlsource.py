@@ -104,10 +104,12 @@ class KeyLines:
 
 
 def _resolve(dotted: str, arrays: dict[str, int]) -> str:
+    """The full path of a table header: enclosing arrays of tables get their current index."""
+    parts = [p.strip().strip('"') for p in dotted.split(".")]
     path = ""
-    for part in (p.strip().strip('"') for p in dotted.split(".")):
+    for n, part in enumerate(parts):
         path = f"{path}.{part}" if path else part
-        if path in arrays:
+        if path in arrays and n < len(parts) - 1:
             path = f"{path}[{arrays[path]}]"
     return path
 

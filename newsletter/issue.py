@@ -1,0 +1,213 @@
+"""An issue file (TOML) -> Issue, with errors that name the file, the key path and its line.
+
+The block classes in models.py are the schema: a table's keys must be fields of its class
+(unknown keys are errors, so a typo cannot vanish), and values are checked against the types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import types
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from newsletter import models
+from newsletter.errors import InvalidInput, Problem
+from newsletter.tomlsource import KeyLines, load
+
+BLOCK_KINDS: dict[str, type[Any]] = {
+    "article": models.Article,
+    "links": models.Links,
+    "event": models.Event,
+    "text": models.Text,
+    "images": models.ImageRow,
+}
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_TOP_KEYS = {"title", "subject", "preheader", "date", "slug", "draft", "allow_html", "blocks"}
+
+
+def read_issue(path: Path) -> tuple[models.Issue, KeyLines]:
+    """Parse and validate `path`; raise InvalidInput listing every problem found."""
+    data, lines = load(path)
+    reader = _Reader(path, lines)
+    issue = reader.issue(data)
+    if reader.problems or issue is None:
+        raise InvalidInput(reader.problems)
+    return issue, lines
+
+
+def load_issue(path: Path) -> models.Issue:
+    return read_issue(path)[0]
+
+
+class _Reader:
+    def __init__(self, path: Path, lines: KeyLines) -> None:
+        self.path = path
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(Problem(self.path, message, field=where, line=self.lines.line(where)))
+
+    def issue(self, data: dict[str, Any]) -> models.Issue | None:
+        for key in data:
+            if key not in _TOP_KEYS:
+                self.fail(key, f"unknown key (expected one of: {', '.join(sorted(_TOP_KEYS))})")
+        slug = self.slug(data)
+        blocks = self.blocks(data.get("blocks"))
+        head: dict[str, Any] = {
+            k: data[k]
+            for k in ("title", "subject", "preheader", "date", "draft", "allow_html")
+            if k in data
+        }
+        head["blocks"], head["path"], head["slug"] = (), self.path, slug
+        issue: models.Issue | None = self.build(
+            models.Issue, head, "", skip=("blocks", "path", "slug")
+        )
+        if issue is None or blocks is None:
+            return None
+        return dataclasses.replace(issue, blocks=blocks)
+
+    def slug(self, data: dict[str, Any]) -> str:
+        slug = data.get("slug", self.path.stem)
+        if not isinstance(slug, str) or not _SLUG.match(slug):
+            where = "slug" if "slug" in data else "file name"
+            self.fail(where, f"slug {slug!r} must be lowercase letters, digits and '-'")
+            return "issue"
+        return slug
+
+    def blocks(self, value: Any) -> tuple[models.Block, ...] | None:
+        if value is None:
+            self.fail("blocks", "missing: an issue needs at least one [[blocks]] table")
+            return None
+        if not isinstance(value, list) or not all(isinstance(b, dict) for b in value):
+            self.fail("blocks", "must be an array of tables ([[blocks]])")
+            return None
+        built = [self.block(b, f"blocks[{i}]") for i, b in enumerate(value)]
+        return tuple(b for b in built if b is not None)
+
+    def block(self, data: dict[str, Any], where: str) -> models.Block | None:
+        kind = data.get("kind")
+        if kind not in BLOCK_KINDS:
+            self.fail(f"{where}.kind", f"kind must be one of: {', '.join(BLOCK_KINDS)}")
+            return None
+        fields = {k: v for k, v in data.items() if k != "kind"}
+        block = self.build(BLOCK_KINDS[kind], fields, where)
+        if isinstance(block, models.Event):
+            self.check_timezones(block, where)
+        return block  # type: ignore[no-any-return]  # build returns an instance of the block class
+
+    def build(
+        self, cls: type[Any], data: dict[str, Any], where: str, skip: tuple[str, ...] = ()
+    ) -> Any:
+        """Turn a TOML table into `cls`, checking keys and value types against its fields."""
+        hints = get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "kind"}
+        ok = True
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            path = f"{where}.{key}" if where else key
+            if key not in fields:
+                self.fail(path, f"unknown key (expected one of: {', '.join(fields)})")
+                ok = False
+            elif key in skip:
+                values[key] = value
+            else:
+                converted = self.value(value, hints[key], path)
+                ok = ok and converted is not _BAD
+                values[key] = converted
+        for name, fld in fields.items():
+            if name not in values and _required(fld):
+                self.fail(f"{where}.{name}" if where else name, "missing")
+                ok = False
+        return cls(**values) if ok else None
+
+    def value(self, value: Any, hint: Any, path: str) -> Any:
+        origin = get_origin(hint)
+        if origin in (Union, types.UnionType):
+            inner = next(a for a in get_args(hint) if a is not type(None))
+            return self.value(value, inner, path)
+        if origin is tuple:
+            return self.sequence(value, get_args(hint)[0], path)
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                self.fail(path, 'must be a table, e.g. { text = "...", url = "https://..." }')
+                return _BAD
+            built = self.build(hint, value, path)  # type: ignore[arg-type]  # hint is a dataclass
+            return _BAD if built is None else self.checked(built, path)
+        return self.scalar(value, hint, path)
+
+    def sequence(self, value: Any, item: Any, path: str) -> Any:
+        if not isinstance(value, list):
+            self.fail(path, "must be an array")
+            return _BAD
+        items = [self.value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return _BAD if any(v is _BAD for v in items) else tuple(items)
+
+    def scalar(self, value: Any, hint: Any, path: str) -> Any:
+        if hint is dt.time and isinstance(value, str):
+            try:
+                return dt.time.fromisoformat(value)
+            except ValueError:
+                pass
+        if hint is dt.date and isinstance(value, dt.datetime):
+            self.fail(path, "must be a date such as 2021-10-06 (no time)")
+            return _BAD
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        self.fail(path, f"must be {_describe(hint)}, not {_toml_type(value)}")
+        return _BAD
+
+    def checked(self, obj: Any, path: str) -> Any:
+        if isinstance(obj, models.Image):
+            if urlsplit(obj.src).scheme != "https" or not urlsplit(obj.src).netloc:
+                self.fail(f"{path}.src", "images must be absolute https:// URLs")
+            if obj.width <= 0 or obj.width > 1200:
+                self.fail(f"{path}.width", "must be between 1 and 1200 (CSS pixels)")
+        return obj
+
+    def check_timezones(self, event: models.Event, where: str) -> None:
+        if not event.timezones:
+            self.fail(f"{where}.timezones", "give at least one time zone, e.g. 'Europe/London'")
+        for i, name in enumerate(event.timezones):
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                self.fail(f"{where}.timezones[{i}]", f"unknown time zone {name!r}")
+
+
+_BAD = object()
+
+
+def _required(fld: dataclasses.Field[Any]) -> bool:
+    return fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+
+
+def _describe(hint: Any) -> str:
+    words = {
+        str: "a string",
+        int: "a whole number",
+        bool: "true or false",
+        dt.date: "a date such as 2021-10-06",
+        dt.time: "a time such as 09:30",
+    }
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _toml_type(value: Any) -> str:
+    names = {
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "a table",
+        dt.date: "a date",
+        dt.datetime: "a date-time",
+        dt.time: "a time",
+    }
+    return names.get(type(value), type(value).__name__)

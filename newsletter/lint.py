@@ -1,0 +1,218 @@
+"""Checks on an issue and its rendered HTML: what would embarrass the sender or hurt delivery.
+
+Errors block a send to a list; warnings are printed. Each finding names the file, the TOML path
+and its line, as `issues/x.toml:12: blocks[2].items[0].url: '#' is a placeholder link`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from newsletter import mdtext
+from newsletter.config import Config
+from newsletter.errors import Problem
+from newsletter.models import Field, Image, Issue, Rendered
+from newsletter.render import fill, preview_value
+from newsletter.tomlsource import KeyLines
+
+GMAIL_CLIP = 102_400  # Gmail clips bigger HTML and hides the rest, unsubscribe link included
+SIZE_WARNING = 90 * 1024
+SUBJECT_WARNING = 90
+URL_FIELDS = ("url", "src", "href")
+MARKDOWN_FIELDS = ("body", "intro", "outro", "note", "description", "captions")
+PLACEHOLDER_HOSTS = ("example.com", "example.org", "example.net", "localhost")
+PLACEHOLDER_TLDS = (".example", ".invalid", ".test", ".localhost")
+
+
+def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> list[Problem]:
+    problems = [*_links(issue, lines), *_images(issue, lines), *_metadata(issue, lines, config)]
+    problems += _output(issue, rendered, config)
+    return problems
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == "error"]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def walk(value: Any, where: str = "") -> Iterator[tuple[str, str, str]]:
+    """(path, field name, text) of every string in an issue, with TOML paths."""
+    if isinstance(value, str):
+        yield where, where.rpartition(".")[2].split("[")[0], value
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from walk(item, f"{where}[{i}]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for fld in dataclasses.fields(value):
+            if fld.name not in ("path", "kind"):
+                yield from walk(
+                    getattr(value, fld.name), f"{where}.{fld.name}" if where else fld.name
+                )
+
+
+def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
+    for where, name, text in walk(issue):
+        if name in URL_FIELDS:
+            yield from _url(issue.path, lines, where, text, "")
+        elif name in MARKDOWN_FIELDS:
+            for label, url in mdtext.link_targets(text):
+                yield from _url(issue.path, lines, where, url, f"link '{label}': ")
+
+
+def _url(path: Path, lines: KeyLines, where: str, url: str, prefix: str) -> Iterator[Problem]:
+    def problem(message: str, severity: str = "error") -> Problem:
+        return Problem(
+            path, prefix + message, field=where, line=lines.line(where), severity=severity
+        )
+
+    reason = placeholder(url)
+    if reason:
+        yield problem(reason)
+    elif urlsplit(url).scheme == "http":
+        yield problem(f"{url!r} is plain http: use https if the site has it", "warning")
+    elif urlsplit(url).scheme not in ("https", "mailto"):
+        yield problem(f"{url!r} is not an https:// or mailto: link")
+
+
+def placeholder(url: str) -> str:
+    """Why `url` is a placeholder rather than a real target, or '' when it looks real."""
+    url = url.strip()
+    if not url:
+        return "empty link"
+    if url.startswith("#"):
+        return f"{url!r} is a placeholder link"
+    host = (urlsplit(url).hostname or "").lower()
+    if urlsplit(url).scheme == "mailto":
+        host = url.rpartition("@")[2].lower()
+    if (
+        host in PLACEHOLDER_HOSTS
+        or host.endswith(PLACEHOLDER_TLDS)
+        or any(host.endswith("." + h) for h in PLACEHOLDER_HOSTS)
+    ):
+        return f"{url!r} points at a placeholder host ({host})"
+    return ""
+
+
+def _images(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
+    for where, image in _all_images(issue, ""):
+        if not image.alt.strip():
+            yield Problem(
+                issue.path,
+                "image without alt text (describe it for screen readers)",
+                field=f"{where}.alt",
+                line=lines.line(where),
+            )
+
+
+def _all_images(value: Any, where: str) -> Iterator[tuple[str, Image]]:
+    if isinstance(value, Image):
+        yield where, value
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _all_images(item, f"{where}[{i}]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for fld in dataclasses.fields(value):
+            yield from _all_images(getattr(value, fld.name), f"{where}.{fld.name}".lstrip("."))
+
+
+def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem]:
+    path = issue.path
+    if not issue.subject.strip():
+        yield Problem(path, "no subject", field="subject", line=lines.line("subject"))
+    elif len(issue.subject) > SUBJECT_WARNING:
+        yield Problem(
+            path,
+            f"subject is {len(issue.subject)} characters: mail apps cut it "
+            f"after about {SUBJECT_WARNING}",
+            field="subject",
+            line=lines.line("subject"),
+            severity="warning",
+        )
+    if not issue.preheader.strip():
+        yield Problem(
+            path,
+            "no preheader: mail apps show the first text of the body instead",
+            field="preheader",
+            severity="warning",
+        )
+    if not config.newsletter.postal_address.strip():
+        yield Problem(
+            config.path,
+            "no postal address: anti-spam law requires one in every newsletter",
+            field="newsletter.postal_address",
+        )
+
+
+def _output(issue: Issue, rendered: Rendered, config: Config) -> Iterator[Problem]:
+    html = fill(rendered.html, preview_value(config.newsletter.base_url), html=True)
+    size = len(html.encode())
+    where = "rendered HTML"
+    if size > GMAIL_CLIP:
+        yield Problem(
+            issue.path,
+            f"{where} is {size:,} bytes: Gmail clips messages over "
+            f"{GMAIL_CLIP:,} bytes and hides the footer",
+            field=where,
+        )
+    elif size > SIZE_WARNING:
+        yield Problem(
+            issue.path,
+            f"{where} is {size:,} bytes, close to Gmail's {GMAIL_CLIP:,}-byte clipping",
+            field=where,
+            severity="warning",
+        )
+    if "<mj-" in html:
+        tag = html[html.index("<mj-") :].split(">")[0][:40]
+        yield Problem(
+            issue.path,
+            f"MJML tag left in the output: {tag}> (misspelt or unknown to MJML)",
+            field=where,
+        )
+    unsubscribe = Field("unsubscribe_url", source="message")
+    if unsubscribe not in rendered.html or unsubscribe not in rendered.text:
+        part = "base.mjml.j2" if unsubscribe not in rendered.html else "base.txt.j2"
+        yield Problem(
+            issue.path,
+            f"no unsubscribe link: the footer template ({part}) must use {{{{ unsubscribe_url }}}}",
+            field="templates",
+        )
+    for field in sorted(rendered.fields(), key=lambda f: f.name):
+        if field.source == "subscriber" and field.default is None and field.name != "email":
+            yield Problem(
+                issue.path,
+                f"merge field subscriber.{field.name} has no default: "
+                f'add | default("...") for subscribers without it',
+                field="merge fields",
+                severity="warning",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    path: Path
+    problems: list[Problem]
+    rendered: Rendered | None  # None when the issue could not be read or rendered
+
+    @property
+    def ok(self) -> bool:
+        return not errors(self.problems)
+
+
+def check_issue(path: Path, config: Config) -> CheckResult:
+    """Read, render and lint `path`; every problem found, none raised."""
+    from newsletter.errors import InvalidInput
+    from newsletter.issue import read_issue
+    from newsletter.render import render
+
+    try:
+        issue, lines = read_issue(path)
+        rendered = render(issue, config)
+    except InvalidInput as exc:
+        return CheckResult(path, exc.problems, None)
+    return CheckResult(path, lint(issue, lines, rendered, config), rendered)

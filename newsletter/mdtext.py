@@ -1,0 +1,156 @@
+"""Markdown in issue fields: to safe HTML, to wrapped plain text with numbered links, link targets.
+
+Raw HTML in Markdown is escaped unless the author sets `allow_html = true` in the issue.
+markdown-it's link validation drops javascript:, vbscript:, file: and data: targets.
+"""
+
+from __future__ import annotations
+
+import functools
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+WIDTH = 72
+
+
+@functools.cache
+def _parser(allow_html: bool) -> MarkdownIt:
+    return MarkdownIt("commonmark", {"html": allow_html, "typographer": False})
+
+
+def to_html(source: str, *, allow_html: bool = False) -> str:
+    return str(_parser(allow_html).render(source)).strip()
+
+
+def to_html_inline(source: str, *, allow_html: bool = False) -> str:
+    return str(_parser(allow_html).renderInline(source)).strip()
+
+
+def link_targets(source: str) -> Iterator[tuple[str, str]]:
+    """(link text, href) of every link and image in `source`, in order."""
+    for token in _parser(True).parseInline(source) if "\n" not in source else []:
+        yield from _inline_links(token.children or [])
+    if "\n" in source:
+        for token in _parser(True).parse(source):
+            yield from _inline_links(token.children or [])
+
+
+def _inline_links(children: Sequence[Token]) -> Iterator[tuple[str, str]]:
+    for i, child in enumerate(children):
+        if child.type == "link_open":
+            yield _link_text(children[i + 1 :]), str(child.attrs.get("href", ""))
+        elif child.type == "image":
+            yield child.content, str(child.attrs.get("src", ""))
+
+
+def _link_text(children: Sequence[Token]) -> str:
+    words = []
+    for child in children:
+        if child.type == "link_close":
+            break
+        words.append(child.content)
+    return "".join(words)
+
+
+Ref = Callable[[str], int]  # numbers a link target for the list at the end of the text part
+
+
+def to_text(source: str, ref: Ref, *, width: int = WIDTH) -> str:
+    """Markdown -> plain text: paragraphs wrapped at `width`, links as `text [n]`."""
+    tokens = _parser(True).parse(source)
+    blocks: list[tuple[str, bool]] = []  # (text, tight: joined to the previous by one newline)
+    prefixes: list[str] = []  # one per open list or quote
+    numbers: list[int] = []
+    for i, token in enumerate(tokens):
+        if token.type in ("bullet_list_open", "ordered_list_open"):
+            prefixes.append("- " if token.type == "bullet_list_open" else "#")
+            numbers.append(int(token.attrs.get("start", 1) or 1))
+        elif token.type in ("bullet_list_close", "ordered_list_close"):
+            prefixes.pop()
+            numbers.pop()
+        elif token.type == "blockquote_open":
+            prefixes.append("> ")
+            numbers.append(0)
+        elif token.type == "blockquote_close":
+            prefixes.pop()
+            numbers.pop()
+        elif token.type == "inline":
+            heading = tokens[i - 1].type == "heading_open"
+            text = inline_text(token.children or [], ref)
+            tight = tokens[i - 1].hidden  # paragraphs of a tight list
+            text = _block(text.upper() if heading else text, prefixes, numbers, width)
+            blocks.append((text, tight))
+        elif token.type in ("fence", "code_block"):
+            blocks.append((textwrap.indent(token.content.rstrip("\n"), "    "), False))
+        elif token.type == "hr":
+            blocks.append(("-" * 20, False))
+    return _join(blocks)
+
+
+def _join(blocks: list[tuple[str, bool]]) -> str:
+    out = ""
+    for n, (text, tight) in enumerate(blocks):
+        if n:
+            out += "\n" if tight and blocks[n - 1][1] else "\n\n"
+        out += text
+    return out
+
+
+def inline_text(children: Sequence[Token], ref: Ref) -> str:
+    out: list[str] = []
+    href: list[str] = []
+    for child in children:
+        if child.type in ("text", "html_inline"):
+            out.append(child.content if child.type == "text" else "")
+        elif child.type == "code_inline":
+            out.append(child.content)
+        elif child.type == "softbreak":
+            out.append(" ")
+        elif child.type == "hardbreak":
+            out.append("\n")
+        elif child.type == "link_open":
+            href.append(str(child.attrs.get("href", "")))
+        elif child.type == "link_close" and href:
+            out.append(f" [{ref(href.pop())}]")
+        elif child.type == "image":
+            out.append(f"[Image: {child.content}]")
+    return "".join(out)
+
+
+def inline_to_text(source: str, ref: Ref) -> str:
+    tokens = _parser(True).parseInline(source)
+    return "".join(inline_text(t.children or [], ref) for t in tokens)
+
+
+def _block(text: str, prefixes: list[str], numbers: list[int], width: int) -> str:
+    first, rest = "", ""
+    for depth, prefix in enumerate(prefixes):
+        if prefix == "#":
+            marker = f"{numbers[depth]}. "
+            numbers[depth] += 1 if depth == len(prefixes) - 1 else 0
+            prefix = marker
+        quote = prefix == "> "
+        first += prefix if depth == len(prefixes) - 1 or quote else " " * len(prefix)
+        rest += prefix if quote else " " * len(prefix)
+    return "\n".join(
+        wrap(line, width, first if n == 0 else rest, rest)
+        for n, line in enumerate(text.split("\n"))
+    )
+
+
+def wrap(text: str, width: int = WIDTH, first: str = "", rest: str = "") -> str:
+    """Wrap at `width` without breaking words or URLs."""
+    return (
+        textwrap.fill(
+            text,
+            width,
+            initial_indent=first,
+            subsequent_indent=rest,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        or first.rstrip()
+    )

@@ -1,0 +1,479 @@
+"""Issue -> Rendered: Jinja2 -> MJML (mjml-python) -> HTML -> css-inline, and a plain-text twin.
+
+Rendering runs once per issue. Merge fields (`{{ subscriber.name | default("reader") }}`) and
+`unsubscribe_url` render as markers: short runs of letters and digits that Markdown, MJML and
+css-inline all pass through untouched. The result is split at the markers into a Template of
+literal chunks and open Fields, which the message stage fills per recipient without rendering again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import re
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+import jinja2.sandbox
+from jinja2.filters import do_default
+from markupsafe import Markup
+
+from newsletter import mdtext
+from newsletter.config import Config
+from newsletter.errors import InvalidInput, Problem
+from newsletter.issue import load_issue
+from newsletter.models import Event, Field, Issue, Rendered, Template
+
+MAX_LINE = 998  # octets per line on the SMTP wire (RFC 5321)
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+MARKER = re.compile(r"zzNLMF(\d{4})zz")
+_INLINE_CSS = """
+p { margin: 0 0 12px; }
+a { color: %(accent)s; text-decoration: underline; }
+ul, ol { margin: 0 0 12px; padding-left: 22px; }
+li { margin: 0 0 6px; }
+h3 { font-size: 18px; margin: 12px 0 4px; }
+blockquote { margin: 0 0 12px; padding-left: 12px; border-left: 3px solid #cccccc; }
+"""
+SOCIAL = (
+    ("website", "Website"),
+    ("twitter", "Twitter"),
+    ("linkedin", "LinkedIn"),
+    ("mastodon", "Mastodon"),
+    ("bluesky", "Bluesky"),
+    ("facebook", "Facebook"),
+    ("youtube", "YouTube"),
+)
+
+
+def render_issue(path: Path, config: Config) -> Rendered:
+    return render(load_issue(path), config)
+
+
+def render(issue: Issue, config: Config) -> Rendered:
+    fields = FieldTable()
+    issue = _fill_content(issue, fields)
+    html = render_html(issue, config, fields)
+    text = render_text(issue, config, fields)
+    parts = (
+        fields.split(issue.subject),
+        fields.split(issue.preheader),
+        fields.split(html),
+        fields.split(text),
+    )
+    return Rendered(issue.slug, *parts, digest=_digest(parts))
+
+
+def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
+    source = _template(config, "base.mjml.j2", _context(issue, config, fields))
+    html = _inline(_mjml(source, issue), config)
+    return wrap_lines(html)
+
+
+def render_text(issue: Issue, config: Config, fields: FieldTable) -> str:
+    links = _Links()
+    context = {**_context(issue, config, fields), "ref": links.ref, "links": links.numbered}
+    text = _template(config, "base.txt.j2", context)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Merge fields
+
+
+class FieldTable:
+    """Hands out one marker per distinct Field and turns marked text back into a Template."""
+
+    def __init__(self) -> None:
+        self.fields: list[Field] = []
+
+    def marker(self, field: Field) -> Marker:
+        if field not in self.fields:
+            self.fields.append(field)
+        return Marker(f"zzNLMF{self.fields.index(field):04d}zz", field, self)
+
+    def split(self, text: str) -> Template:
+        parts: list[str | Field] = []
+        for n, piece in enumerate(MARKER.split(text)):
+            if n % 2:
+                parts.append(self.fields[int(piece)])
+            elif piece:
+                parts.append(piece)
+        return tuple(parts)
+
+
+class Marker(str):
+    """A merge field's marker; `default(...)` on it records the default instead of applying it."""
+
+    field: Field
+    table: FieldTable
+
+    def __new__(cls, text: str, field: Field, table: FieldTable) -> Marker:
+        obj = super().__new__(cls, text)
+        obj.field, obj.table = field, table
+        return obj
+
+    def __html__(self) -> str:
+        return str(self)
+
+
+class _SubscriberFields:
+    """`subscriber` in templates and content: any attribute is a merge field."""
+
+    def __init__(self, table: FieldTable) -> None:
+        self._table = table
+
+    def __getattr__(self, name: str) -> Marker:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._table.marker(Field(name))
+
+    __getitem__ = __getattr__
+
+
+def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    if isinstance(value, Marker):
+        field = dataclasses.replace(value.field, default=str(default_value))
+        return value.table.marker(field)
+    return do_default(value, default_value, boolean)
+
+
+def fill(template: Template, value: Callable[[Field], str], *, html: bool) -> str:
+    """Fill every Field of `template` (HTML-escaped when `html`): previews and the archive."""
+    out = []
+    for part in template:
+        if isinstance(part, Field):
+            filled = value(part)
+            out.append(str(Markup.escape(filled)) if html else filled)
+        else:
+            out.append(part)
+    return "".join(out)
+
+
+def preview_value(base_url: str) -> Callable[[Field], str]:
+    """Values for a preview: a field's default, and an unsubscribe link that unsubscribes no one."""
+
+    def value(field: Field) -> str:
+        if field.source == "message":
+            return f"{base_url}/unsubscribe/preview" if field.name == "unsubscribe_url" else ""
+        return field.default or ""
+
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Content: Jinja in the author's strings (merge fields), with errors located by field
+
+
+def _fill_content(issue: Issue, fields: FieldTable) -> Issue:
+    problems: list[Problem] = []
+    env = _content_env()
+    context = {"subscriber": _SubscriberFields(fields)}
+
+    def visit(value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            return _content_string(env, value, context, issue.path, where, problems)
+        if isinstance(value, tuple):
+            return tuple(visit(v, f"{where}[{i}]") for i, v in enumerate(value))
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes = {
+                f.name: visit(getattr(value, f.name), _join(where, f.name))
+                for f in dataclasses.fields(value)
+                if f.name not in ("path", "kind")
+            }
+            return dataclasses.replace(value, **changes)
+        return value
+
+    filled = visit(issue, "")
+    if problems:
+        raise InvalidInput(problems)
+    return filled  # type: ignore[no-any-return]  # visit returns an Issue for an Issue
+
+
+def _content_string(
+    env: jinja2.Environment,
+    text: str,
+    context: dict[str, Any],
+    path: Path,
+    where: str,
+    problems: list[Problem],
+) -> str:
+    if "{{" not in text and "{%" not in text:
+        return text
+    try:
+        return env.from_string(text).render(context)
+    except jinja2.TemplateError as exc:
+        problems.append(Problem(path, f"template error: {exc}", field=where))
+        return text
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+@functools.cache
+def _content_env() -> jinja2.Environment:
+    env = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters["default"] = env.filters["d"] = _default
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates
+
+
+def _context(issue: Issue, config: Config, fields: FieldTable) -> dict[str, Any]:
+    settings = config.newsletter
+    base = settings.base_url
+    social = [
+        {"label": label, "url": getattr(settings, key)}
+        for key, label in SOCIAL
+        if getattr(settings, key)
+    ]
+    return {
+        "issue": issue,
+        "config": settings,
+        "social": social,
+        "subscriber": _SubscriberFields(fields),
+        "unsubscribe_url": fields.marker(Field("unsubscribe_url", source="message")),
+        "web_url": f"{base}/{issue.slug}.html" if base and not issue.draft else "",
+        "allow_html": issue.allow_html,
+    }
+
+
+def _template(config: Config, name: str, context: dict[str, Any]) -> str:
+    env = _environment(tuple(config.template_dirs()))
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidInput(
+            [
+                Problem(
+                    _template_path(env, exc.name),
+                    f"template syntax error: {exc.message}",
+                    line=exc.lineno,
+                )
+            ]
+        ) from None
+    except jinja2.TemplateNotFound as exc:
+        raise InvalidInput.one(
+            None,
+            f"template not found: {exc.name} (looked in "
+            f"{', '.join(map(str, config.template_dirs()))})",
+        ) from None
+    except Exception as exc:  # user-editable templates: any error there is the user's to fix
+        path, line = _template_frame(exc)
+        if path is None:
+            raise
+        raise InvalidInput([Problem(path, f"template error: {exc}", line=line)]) from None
+
+
+def _template_path(env: jinja2.Environment, name: str | None) -> Path | None:
+    if name is None:
+        return None
+    source = env.loader.get_source(env, name) if env.loader else None
+    return Path(source[1]) if source and source[1] else Path(name)
+
+
+def _template_frame(exc: BaseException) -> tuple[Path | None, int | None]:
+    """The innermost template frame of a Jinja runtime error (Jinja rewrites tracebacks)."""
+    found: tuple[Path | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.endswith(".j2"):
+            found = (Path(frame.filename), frame.lineno)
+    return found
+
+
+@functools.cache
+def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        default=_default,
+        d=_default,
+        longdate=longdate,
+        event_times=event_times,
+        markdown=_markdown,
+        md_inline=_md_inline,
+        md_text=_md_text,
+        md_inline_text=_md_inline_text,
+        underline=_underline,
+        wrap=mdtext.wrap,
+    )
+    env.globals["bullet"] = lambda text: mdtext.wrap(str(text), mdtext.WIDTH, "- ", "  ")
+    return env
+
+
+@jinja2.pass_context
+def _markdown(context: jinja2.runtime.Context, source: str) -> Markup:
+    return Markup(mdtext.to_html(str(source), allow_html=bool(context.get("allow_html"))))  # noqa: S704  # markdown-it escapes unless the author allowed HTML
+
+
+@jinja2.pass_context
+def _md_inline(context: jinja2.runtime.Context, source: str) -> Markup:
+    return Markup(mdtext.to_html_inline(str(source), allow_html=bool(context.get("allow_html"))))  # noqa: S704  # as above
+
+
+@jinja2.pass_context
+def _md_text(context: jinja2.runtime.Context, source: str) -> str:
+    return mdtext.to_text(str(source), context["ref"])
+
+
+@jinja2.pass_context
+def _md_inline_text(context: jinja2.runtime.Context, source: str) -> str:
+    return mdtext.inline_to_text(str(source), context["ref"])
+
+
+def _underline(heading: str) -> str:
+    heading = mdtext.wrap(str(heading))
+    width = max(len(line) for line in heading.splitlines()) if heading else 0
+    return f"{heading}\n{'-' * width}"
+
+
+class _Links:
+    """Numbers link targets for the text part; the same URL keeps its number."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def ref(self, url: str) -> int:
+        if url not in self.urls:
+            self.urls.append(url)
+        return self.urls.index(url) + 1
+
+    def numbered(self) -> list[tuple[int, str]]:
+        return [(n, url) for n, url in enumerate(self.urls, 1)]
+
+
+def longdate(day: dt.date) -> str:
+    """6 October 2021, whatever the machine's locale."""
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def event_times(event: Event) -> str:
+    """The start time in each of the event's time zones: 09:30 BST / 10:30 CEST."""
+    start = dt.datetime.combine(event.date, event.start, tzinfo=ZoneInfo(event.timezones[0]))
+    shown = []
+    for name in event.timezones:
+        local = start.astimezone(ZoneInfo(name))
+        day = "" if local.date() == event.date else f" ({longdate(local.date())})"
+        shown.append(f"{local:%H:%M} {local.tzname()}{day}")
+    return " / ".join(shown)
+
+
+# ---------------------------------------------------------------------------------------------
+# MJML, CSS inlining, line length
+
+
+def _mjml(source: str, issue: Issue) -> str:
+    from mjml import mjml2html
+
+    try:
+        return str(mjml2html(source, disable_comments=True))
+    except ValueError as exc:
+        raise InvalidInput(
+            [Problem(issue.path, f"MJML error: {exc}", field=_mjml_origin(source, str(exc)))]
+        ) from None
+
+
+def _mjml_origin(source: str, message: str) -> str:
+    """Which block an MJML error came from: the last block marker before its byte offset."""
+    match = re.search(r"position (\d+)", message)
+    if match is None:
+        return "templates (no position given by MJML)"
+    before = source.encode()[: int(match.group(1))].decode(errors="ignore")
+    blocks = re.findall(r"<!-- block (\d+) -->", before)
+    if "<!-- footer -->" in before:
+        return "footer (templates/base.mjml.j2)"
+    return f"blocks[{blocks[-1]}]" if blocks else "templates/base.mjml.j2"
+
+
+def _inline(html: str, config: Config) -> str:
+    import css_inline
+
+    css = _INLINE_CSS % {"accent": config.newsletter.accent_colour}
+    inliner = css_inline.CSSInliner(
+        inline_style_tags=False,  # keep MJML's <style> blocks: its media queries need !important
+        keep_style_tags=True,
+        keep_link_tags=True,
+        load_remote_stylesheets=False,  # never any network access
+        extra_css=css,
+    )
+    return str(inliner.inline(html))
+
+
+def wrap_lines(html: str, limit: int = MAX_LINE) -> str:
+    """Break lines longer than `limit` octets after a '>' (or at a space), never inside a word."""
+    out: list[str] = []
+    for line in html.split("\n"):
+        while len(line.encode()) > limit:
+            cut = _cut(line, limit)
+            out.append(line[:cut])
+            line = line[cut:]
+        out.append(line)
+    return "\n".join(out)
+
+
+def _cut(line: str, limit: int) -> int:
+    window = line.encode()[:limit].decode(errors="ignore")
+    for mark in (">", " "):
+        cut = window.rfind(mark)
+        if cut > 0:
+            return cut + 1 if mark == ">" else cut
+    return len(window)  # no break possible: a single 998-octet word, left for MIME to encode
+
+
+def _digest(parts: tuple[Template, ...]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        for chunk in part:
+            digest.update(repr(chunk).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def write_outputs(rendered: Rendered, config: Config, folder: Path) -> list[tuple[Path, int]]:
+    """Write <slug>.html and <slug>.txt (filled as a preview) into `folder`, atomically."""
+    from newsletter.fileio import atomic_write
+
+    value = preview_value(config.newsletter.base_url)
+    outputs = [
+        (folder / f"{rendered.slug}.html", fill(rendered.html, value, html=True)),
+        (folder / f"{rendered.slug}.txt", fill(rendered.text, value, html=False)),
+    ]
+    written = []
+    for path, text in outputs:
+        data = text.encode()
+        atomic_write(path, functools.partial(_write, data))
+        written.append((path, len(data)))
+    return written
+
+
+def _write(data: bytes, handle: IO[bytes]) -> None:
+    handle.write(data)

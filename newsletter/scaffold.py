@@ -1,0 +1,66 @@
+"""`newsletter init` and `newsletter new`: start a folder or an issue; never overwrite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+from newsletter.config import default_templates_dir
+from newsletter.errors import NewsletterError
+
+SCAFFOLD = Path(__file__).parent / "scaffold"
+
+
+class AlreadyExists(NewsletterError):
+    """A file the command would write is already there: we never overwrite."""
+
+
+def slugify(title: str) -> str:
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:60].strip("-") or "issue"
+
+
+def issue_text(title: str, day: dt.date) -> str:
+    skeleton = (SCAFFOLD / "issue.toml").read_text(encoding="utf-8")
+    return skeleton.format(title=json.dumps(title, ensure_ascii=False), date=day.isoformat())
+
+
+def new_issue(folder: Path, title: str, day: dt.date) -> Path:
+    """Write issues/<YYYY-MM>-<slug>.toml in `folder`; refuse if it exists."""
+    path = folder / "issues" / f"{day:%Y-%m}-{slugify(title)}.toml"
+    if path.exists():
+        raise AlreadyExists(f"{path} already exists: choose another title or edit that file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("x", encoding="utf-8") as handle:
+        handle.write(issue_text(title, day))
+    return path
+
+
+def init(folder: Path, day: dt.date) -> list[tuple[Path, bool]]:
+    """Scaffold a newsletter folder; returns (path, created) for each file, skipping existing."""
+    plan: list[tuple[Path, str | Path]] = [
+        (folder / "newsletter.toml", SCAFFOLD / "newsletter.toml"),
+        (folder / ".gitignore", SCAFFOLD / "gitignore"),
+        (folder / "issues" / f"{day:%Y-%m}-first-issue.toml", issue_text("First issue", day)),
+        (
+            folder / "subscribers" / "subscribers.csv",
+            "email,name,status,tags,subscribed_at,unsubscribed_at,source\n",
+        ),
+    ]
+    templates = default_templates_dir()
+    for source in sorted(templates.rglob("*.j2")):
+        plan.append((folder / "templates" / source.relative_to(templates), source))
+    return [(target, _create(target, source)) for target, source in plan]
+
+
+def _create(target: Path, source: str | Path) -> bool:
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    content = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+    with target.open("x", encoding="utf-8") as handle:
+        handle.write(content)
+    return True
