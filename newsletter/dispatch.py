@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import heapq
 import os
 import random
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
-from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row
+from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row, ledger_path
+from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
 
 BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
@@ -219,7 +221,7 @@ class Dispatcher:
         clock: Clock | None = None,
         on_event: Callable[[Event], None] | None = None,
         on_bounce: Callable[[str], Awaitable[None]] | None = None,
-        blocked: Callable[[], Collection[str]] | None = None,
+        blocked: Callable[[], Collection[tuple[int, str]]] | None = None,
         stop: asyncio.Event | None = None,
         limit: int | None = None,
         rng: random.Random | None = None,
@@ -240,7 +242,7 @@ class Dispatcher:
         self._retries: list[tuple[float, int, Row]] = []  # (due, id, row), a heap
         self._tries: dict[int, int] = {}  # retries this run, by row id
         self._skipped: set[int] = set()
-        self._seen_blocked: set[str] = set()
+        self._seen_blocked: set[tuple[int, str]] = set()
         self._last_id = 0
         self._exhausted = False
         self._taken = 0
@@ -624,19 +626,113 @@ def report(ledger: Ledger, *, issue: str, destination: str, live: bool = False) 
     }
 
 
-__all__ = [
-    "Clock",
-    "Dispatcher",
-    "Entry",
-    "Event",
-    "Limits",
-    "Notice",
-    "Progress",
-    "RateLimiter",
-    "RunResult",
-    "SendLock",
-    "SystemClock",
-    "WindowLimit",
-    "is_bounce",
-    "report",
-]
+# ---------------------------------------------------------------------------------------------
+# Setting up a send: the ledger bound to the content, the snapshot, composing each message
+
+
+class ContentChanged(NewsletterError):
+    """The issue changed after part of the list was sent: the user must choose."""
+
+
+class Builder(Protocol):
+    """message.MessageFactory: one recipient's message bytes in the form the peer wants."""
+
+    domain: str  # the sender's domain, for Message-IDs
+
+    def build(
+        self, subscriber: Subscriber, *, eight_bit: bool, dot_stuffed: bool, message_id: str
+    ) -> bytes: ...
+
+
+def open_ledger(
+    state_dir: Path, slug: str, destination: str, digest: str, *, on_change: str | None = None
+) -> tuple[Ledger, str]:
+    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "")."""
+    path = ledger_path(state_dir, slug, destination)
+    ledger = Ledger(path)
+    if ledger.digest in ("", digest):
+        ledger.put("digest", digest)
+        ledger.commit()
+        return ledger, ""
+    if not ledger.attempted() or on_change == "continue":
+        ledger.put("digest", digest)
+        ledger.commit()
+        return ledger, "the issue changed since the plan was made: the new version is sent"
+    if on_change == "restart":
+        ledger.close()
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(f"{path}{suffix}")
+            if old.exists():
+                old.rename(f"{path}.replaced-{stamp}{suffix}")
+        return open_ledger(state_dir, slug, destination, digest)[0], (
+            f"the issue changed: started a new send; the old ledger is {path}.replaced-{stamp}"
+        )
+    counts = ledger.counts()
+    raise ContentChanged(
+        f"the issue changed after {counts['sent']} of {sum(counts.values())} recipients "
+        "were sent the earlier version. Choose: `--on-change continue` sends the new version "
+        "to the rest only; `--on-change restart` starts over and mails everyone again"
+    )
+
+
+def snapshot(
+    ledger: Ledger,
+    subscribers: Iterable[Subscriber],
+    used: Collection[str],
+    *,
+    add_new: bool = False,
+) -> int | None:
+    """Record the recipients: the whole plan while nothing was attempted (it may have changed
+    since a plan that was not sent), else only with `add_new` those not in the ledger yet.
+    Returns how many were added, or None when the snapshot was left as it was."""
+    if ledger.attempted():
+        if not add_new:
+            return None
+    else:
+        ledger.reset()
+    added = ledger.add(entry(s, used) for s in subscribers)
+    ledger.sync()
+    return added
+
+
+def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:
+    from newsletter.addresses import address_key
+
+    fields = {k: v for k, v in subscriber.fields.items() if k in used and v}
+    path = str(subscriber.list_path) if subscriber.list_path else ""
+    return Entry(address_key(subscriber.email), subscriber.email, subscriber.name, path, fields)
+
+
+def subscriber_of(row: Row) -> Subscriber:
+    local = row.email.rpartition("@")[0]
+    fields = {"email": row.email, "name": row.name, **row.fields}
+    path = Path(row.list_path) if row.list_path else None
+    return Subscriber(
+        row.email, row.name, fields=fields, list_path=path, smtputf8=not local.isascii()
+    )
+
+
+def composer(builder: Builder, sender: str, digest: str) -> Compose:
+    """Compose for the Dispatcher: the envelope and the bytes in the connection's form.
+
+    The Message-ID is the same for every attempt at one recipient of one version of the issue,
+    so a copy sent again on purpose (`--resend-unknown`) can be recognised as a duplicate."""
+
+    def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
+        subscriber = subscriber_of(row)
+        tag = hashlib.sha256(f"{digest}\0{row.email}".encode()).hexdigest()[:32]
+        data = builder.build(
+            subscriber,
+            eight_bit=conn.eight_bit,
+            dot_stuffed=conn.dot_stuffed,
+            message_id=f"<{tag}@{builder.domain}>",
+        )
+        return Envelope(sender, row.email, smtputf8=subscriber.smtputf8), data
+
+    return compose
+
+
+def estimate_seconds(count: int, limits: Limits) -> float | None:
+    """From the rate limit; None when there is none (then the server sets the pace)."""
+    return count / limits.rate if limits.rate else None

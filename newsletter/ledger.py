@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from newsletter import addresses
 from newsletter.errors import NewsletterError
 
 PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED = range(7)
@@ -93,9 +94,12 @@ class Failure:
 
 
 def key_hash(key: str) -> int:
-    """A signed 64-bit hash of an address key: collisions among 10^6 keys ~ 3e-8."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """The subscribers module's compact key of an address key, as SQLite's signed 64 bits."""
+    return signed(addresses.key_hash(key))
+
+
+def signed(compact: int) -> int:
+    return compact - (1 << 64) if compact >= 1 << 63 else compact
 
 
 def ledger_path(state_dir: Path, slug: str, destination: str) -> Path:
@@ -213,6 +217,18 @@ class Ledger:
     def _count_all(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM recipients").fetchone()[0])
 
+    def attempted(self) -> int:
+        """Rows that are no longer pending: once > 0, the snapshot is fixed."""
+        sql = "SELECT count(*) FROM recipients WHERE state != 0"
+        return int(self._db.execute(sql).fetchone()[0])
+
+    def reset(self) -> None:
+        """Drop the snapshot (only while nothing was attempted: a fresh plan replaces it)."""
+        self._write("DELETE FROM recipients")
+        self._write("DELETE FROM lists")
+        self._lists.clear()
+        self._list_paths.clear()
+
     def contains(self, key: str) -> bool:
         sql = "SELECT 1 FROM recipients WHERE khash = ?"
         return self._db.execute(sql, (key_hash(key),)).fetchone() is not None
@@ -291,10 +307,19 @@ class Ledger:
         )
         self._write(sql, (state, code, reply, time.time() if now is None else now, next_at, row_id))
 
-    def skip(self, keys: Iterable[str], reason: str) -> list[int]:
-        """Leave out not-yet-sent recipients whose key is in `keys` (they unsubscribed)."""
-        find = "SELECT id FROM recipients WHERE khash = ? AND state IN (0, 3)"
-        ids = [int(r[0]) for k in keys for r in self._db.execute(find, (key_hash(k),))]
+    def skip(self, blocked: Iterable[tuple[int, str]], reason: str) -> list[int]:
+        """Leave out not-yet-sent recipients who unsubscribed: (compact key, list path) pairs,
+        the path "" for everywhere (addresses.key_hash gives the compact key)."""
+        find = (
+            "SELECT recipients.id, lists.path FROM recipients LEFT JOIN lists"
+            " ON lists.id = recipients.list WHERE khash = ? AND state IN (0, 3)"
+        )
+        ids = [
+            int(row_id)
+            for compact, path in blocked
+            for row_id, row_path in self._db.execute(find, (signed(compact),))
+            if not path or path == row_path
+        ]
         sql = "UPDATE recipients SET state = 6, reply = ?, at = ? WHERE id = ?"
         now = time.time()
         for row_id in ids:

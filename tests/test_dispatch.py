@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.addresses import key_hash
 from newsletter.dispatch import Dispatcher, Limits, Notice, RateLimiter, WindowLimit, is_bounce
 from newsletter.ledger import Ledger
 from tests.fakes_dispatch import FakeClock, FakeServer, compose, new_ledger
@@ -260,9 +261,10 @@ def test_unsubscribed_mid_send_left_out(tmp_path: Path) -> None:
     ledger = new_ledger(tmp_path, 600)
     calls = []
 
-    def blocked() -> set[str]:
+    def blocked() -> set[tuple[int, str]]:
         calls.append(1)
-        return {"p500@example.org", "p0@example.org"} if len(calls) > 1 else set()
+        gone = {(key_hash("p500@example.org"), ""), (key_hash("p0@example.org"), "")}
+        return gone if len(calls) > 1 else set()
 
     result = run(ledger, server, Limits(connections=2), blocked=blocked).result
     assert "p500@example.org" not in server.delivered
