@@ -7,6 +7,7 @@ Core modules raise NewsletterError; `command` turns it into one clear message an
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -214,3 +215,677 @@ def preview(
     html_path = write_outputs(render_issue(issue, config), config, config.root / "build")[0][0]
     opened = webbrowser.open(html_path.resolve().as_uri())
     typer.echo(f"{html_path}" + ("" if opened else "  (no browser found: open this file)"))
+
+
+# ---------------------------------------------------------------------------------------------
+# newsletter subscribers ...
+
+ListOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--list",
+        help="A list: a bare name means subscribers/NAME (.csv added if missing), else a path.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _list_path(folder: Path, given: Path | None) -> Path | None:
+    if given is None:
+        return None
+    if given.parent != Path(".") or given.is_absolute():
+        return given
+    name = given.name if given.suffix else f"{given.name}.csv"
+    return folder / "subscribers" / name
+
+
+@subscribers_app.command("add")
+@command
+def subscribers_add(
+    email: str,
+    name: Annotated[str, typer.Option("--name", help="The person's name.")] = "",
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="A tag (repeat for several).")
+    ] = None,
+    list_: ListOption = None,
+    resubscribe: Annotated[
+        bool,
+        typer.Option(
+            "--resubscribe", help="They unsubscribed before and asked to be subscribed again."
+        ),
+    ] = False,
+) -> None:
+    """Subscribe EMAIL to a list (default: subscribers/subscribers.csv)."""
+    from newsletter import subscribers
+
+    folder = load().root
+    added = subscribers.add(
+        folder,
+        email,
+        name=name,
+        tags=tag or [],
+        list_path=_list_path(folder, list_),
+        resubscribe=resubscribe,
+    )
+    if added.created:
+        say(f"added {added.email} to {added.path}")
+    elif added.changed:
+        say(f"{added.email} was already in {added.path}: updated")
+    else:
+        say(f"{added.email} was already in {added.path}: nothing to change")
+
+
+def _say_status(change: Any, verb: str) -> None:
+    for path in change.changed:
+        say(f"{change.email}: {verb} in {path}")
+    for path in change.held:
+        if path not in change.changed:
+            say(f"{change.email}: already {change.status} (or stronger) in {path}")
+    if change.suppressed:
+        say(f"{change.email}: in no list; recorded in the suppression file")
+
+
+@subscribers_app.command("unsubscribe")
+@command
+def subscribers_unsubscribe(
+    email: str,
+    list_: ListOption = None,
+    only_this_list: Annotated[
+        bool,
+        typer.Option(
+            "--only-this-list",
+            help="With --list: keep them subscribed to other lists (default: unsubscribed from "
+            "every send).",
+        ),
+    ] = False,
+) -> None:
+    """Unsubscribe EMAIL from every list holding it (or --list); none does: suppress it."""
+    from newsletter import subscribers
+
+    folder = load().root
+    path = _list_path(folder, list_)
+    if only_this_list and path is None:
+        raise typer.BadParameter("--only-this-list needs --list")
+    change = subscribers.change_status(
+        folder,
+        email,
+        "unsubscribed",
+        lists=None if path is None else [path],
+        scope_list=only_this_list,
+    )
+    _say_status(change, "unsubscribed")
+
+
+@subscribers_app.command("remove")
+@command
+def subscribers_remove(email: str, list_: ListOption = None) -> None:
+    """Mark EMAIL unsubscribed (the row and its consent record stay; see `purge`)."""
+    from newsletter import subscribers
+    from newsletter.errors import NewsletterError
+
+    folder = load().root
+    path = _list_path(folder, list_)
+    lists = None if path is None else [path]
+    if not subscribers.find(folder, email, lists):
+        raise NewsletterError(f"{email} is in no list")
+    change = subscribers.change_status(folder, email, "unsubscribed", lists=lists)
+    _say_status(change, "removed (status unsubscribed)")
+
+
+@subscribers_app.command("purge")
+@command
+def subscribers_purge(email: str) -> None:
+    """Erase EMAIL on request: delete its rows everywhere, keep only a hashed suppression entry."""
+    from newsletter import subscribers
+
+    purged = subscribers.purge(load().root, email)
+    for path in purged.files:
+        say(f"{email}: deleted from {path}")
+    if not purged.files:
+        say(f"{email}: in no list")
+    say("suppression entry kept (a hash): a later import cannot bring them back")
+    say("not reached from here: copies in git history, backups and send ledgers")
+
+
+@subscribers_app.command("import")
+@command
+def subscribers_import(
+    file: Path,
+    into: Annotated[Path, typer.Option("--into", help="The list to import into (created).")],
+    format_: Annotated[
+        str, typer.Option("--format", help="csv, mailchimp (audience export) or listmonk.")
+    ] = "csv",
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the good rows; list the bad ones.")
+    ] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Import FILE into a list: every bad row reported; nothing written while any is bad."""
+    from newsletter import subscribers
+
+    folder = load().root
+    target = _list_path(folder, into) or into
+    report = subscribers.import_list(folder, file, target, fmt=format_, skip_invalid=skip_invalid)
+    notes = [*report.skipped, *report.merged, *report.suppressed]
+    if json_:
+        data = {
+            "into": str(report.into),
+            "added": report.added,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "skipped": [str(p) for p in report.skipped],
+            "merged": [str(p) for p in report.merged],
+            "suppressed": [str(p) for p in report.suppressed],
+        }
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    for problem in notes:
+        say(f"{'skipped' if problem.severity == 'error' else 'note'}: {problem}")
+    say(
+        f"{report.into}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.skipped)} bad rows skipped"
+    )
+
+
+@subscribers_app.command("list")
+@command
+def subscribers_list(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only this status (e.g. subscribed).")
+    ] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only people with this tag.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Print the rows of every list: email, name, status, tags, list (tab-separated)."""
+    from newsletter import subscribers
+
+    rows = subscribers.browse(load().root, status=status, tag=tag)
+    if json_:
+        typer.echo("[", nl=False)
+    for number, person in enumerate(rows):
+        tags = subscribers.join_tags(person.tags)
+        where = person.list_path.name if person.list_path else ""
+        if json_:
+            item = {
+                "email": person.email,
+                "name": person.name,
+                "status": person.status,
+                "tags": sorted(person.tags),
+                "list": where,
+            }
+            typer.echo(("," if number else "") + json.dumps(item, ensure_ascii=False))
+        else:
+            typer.echo("\t".join((person.email, person.name, person.status, tags, where)))
+    if json_:
+        typer.echo("]")
+
+
+@subscribers_app.command("stats")
+@command
+def subscribers_stats(json_: JsonOption = False) -> None:
+    """Rows per list and status, subscribed rows per tag, distinct recipients."""
+    from newsletter import subscribers
+    from newsletter.models import STATUSES
+
+    result = subscribers.stats(load().root)
+    if json_:
+        data = {
+            "lists": {name: dict(counts) for name, counts in result.by_list.items()},
+            "tags": dict(result.by_tag),
+            "recipients": result.recipients,
+            "suppressed_entries": result.suppressed_entries,
+        }
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    for name, counts in result.by_list.items():
+        parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
+        typer.echo(f"{name}: {sum(counts.values())} rows ({parts or 'empty'})")
+    for tag, count in sorted(result.by_tag.items()):
+        typer.echo(f"tag {tag}: {count} subscribed")
+    typer.echo(f"recipients of a send to every list: {result.recipients}")
+    typer.echo(f"suppression entries: {result.suppressed_entries}")
+
+
+@subscribers_app.command("check")
+@command
+def subscribers_check(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Lists to check (default: all in subscribers/).")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Check lists: every bad row as file:line: reason; exit 1 when there is an error."""
+    from newsletter import subscribers
+
+    paths = files or subscribers.list_files(load().root)
+    report = subscribers.check_lists(paths)
+    if json_:
+        data = [
+            {
+                "file": str(p.path),
+                "line": p.line,
+                "field": p.field,
+                "severity": p.severity,
+                "message": p.message,
+            }
+            for p in report.problems
+        ]
+        typer.echo(json.dumps({"rows": report.rows, "problems": data}, ensure_ascii=False))
+    else:
+        for problem in report.problems:
+            typer.echo(f"{problem}" + (" (warning)" if problem.severity == "warning" else ""))
+    errors = len(report.errors)
+    say(f"{len(report.files)} lists, {report.rows} rows, {errors} errors")
+    if errors:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch: send, status (docs/sending.md)
+
+EXIT_REMAINING = 3  # `send`: recipients remain (paused, interrupted, still deferred)
+OnChange = Annotated[
+    str | None,
+    typer.Option(
+        "--on-change",
+        help="The issue changed after part of the list was sent: `continue` (send the new "
+        "version to the rest) or `restart` (start over, mailing everyone again).",
+    ),
+]
+
+
+@app.command()
+@command
+def send(
+    issue: IssueArg,
+    list_: Annotated[
+        list[Path] | None,
+        typer.Option("--list", help="A list to send to (repeat); default: every list."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only subscribers with this tag (repeat).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Send to the first N of the plan only.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Send without asking.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final report as one JSON object.")
+    ] = False,
+    add_new: Annotated[
+        bool, typer.Option("--add-new", help="Also send to subscribers who joined since.")
+    ] = False,
+    resend_unknown: Annotated[
+        bool,
+        typer.Option("--resend-unknown", help="Send again to those whose outcome is unknown."),
+    ] = False,
+    on_change: OnChange = None,
+) -> None:
+    """Send an issue to the list: show the plan, then send (with --yes or at the prompt)."""
+    if on_change not in (None, "continue", "restart"):
+        raise typer.BadParameter("must be `continue` or `restart`", param_hint="--on-change")
+    from newsletter.dispatch import SendLock
+
+    config = load()
+    prepared = _prepare_send(issue, config, list_, tag or [], limit)
+    with SendLock(config.state_dir, prepared.rendered.slug):
+        code = _send_locked(
+            prepared, config, yes=yes, as_json=as_json, add_new=add_new,
+            resend_unknown=resend_unknown, on_change=on_change, limit=limit,
+        )  # fmt: skip
+    raise typer.Exit(code)
+
+
+class _Prepared:
+    """What `send` knows before taking the lock: content, lint, transport, recipients."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    rendered: Any
+    transport: Any
+    selection: Any
+    issue_path: Path
+    warnings: list[Any]
+
+
+def _prepare_send(
+    issue: Path, config: Config, lists: list[Path] | None, tags: list[str], limit: int | None
+) -> _Prepared:
+    from newsletter.errors import InvalidInput
+    from newsletter.lint import check_issue
+    from newsletter.subscribers import select
+    from newsletter.transport import open_transport
+
+    result = check_issue(issue, config)
+    errors = [p for p in result.problems if p.severity == "error"]
+    if errors or result.rendered is None:
+        raise InvalidInput([*errors, *([] if errors else result.problems)])
+    paths = [_list_path(config.root, p) or p for p in lists] if lists else None
+    return _Prepared(
+        rendered=result.rendered,
+        transport=open_transport(config),
+        selection=select(config.root, paths, tags),
+        issue_path=issue,
+        warnings=[p for p in result.problems if p.severity != "error"],
+    )
+
+
+def _send_locked(
+    prepared: _Prepared,
+    config: Config,
+    *,
+    yes: bool,
+    as_json: bool,
+    add_new: bool,
+    resend_unknown: bool,
+    on_change: str | None,
+    limit: int | None,
+) -> int:
+    from newsletter.config import secret
+    from newsletter.dispatch import Limits, open_ledger, snapshot
+    from newsletter.message import MessageFactory  # type: ignore[import-untyped]  # on branch messages until merged
+
+    rendered, transport = prepared.rendered, prepared.transport
+    key = secret(config, create=transport.destination == "outbox")
+    ledger, note = open_ledger(
+        config.state_dir, rendered.slug, transport.destination, rendered.digest, on_change=on_change
+    )
+    if note:
+        say(note)
+    used = {f.name for f in rendered.fields() if f.source == "subscriber"}
+    added = snapshot(ledger, prepared.selection, used, add_new=add_new)
+    if added is not None and not ledger.attempted():
+        ledger.put_json("left_out", prepared.selection.left_out)
+        ledger.put_json("lists", [str(p) for p in prepared.selection.lists])
+    if resend_unknown:
+        say(f"{ledger.resend_unknown()} recipient(s) in doubt will be sent again, as asked")
+    factory = MessageFactory(rendered, config, key)
+    limits = Limits.from_settings(config.smtp)
+    _show_plan(prepared, ledger, factory, limits, added, limit)
+    counts = ledger.counts()
+    if counts["pending"] + counts["deferred"] + counts["unknown"] * 0 == 0:
+        say("nothing to send")
+        return _finish(prepared, ledger, None, as_json)
+    if not _confirmed(yes):
+        return 0
+    result = _run_send(prepared, config, ledger, factory, limits, limit)
+    return _finish(prepared, ledger, result, as_json)
+
+
+def _show_plan(
+    prepared: _Prepared, ledger: Any, factory: Any, limits: Any, added: int | None, limit: Any
+) -> None:
+    from newsletter.dispatch import estimate_seconds, subscriber_of
+
+    rendered = prepared.rendered
+    counts = ledger.counts()
+    subject = "".join(p if isinstance(p, str) else "{" + p.name + "}" for p in rendered.subject)
+    say(f"issue: {prepared.issue_path} ({rendered.slug}): {subject}")
+    say(f"to: {prepared.transport.description}")
+    lists = ledger.get_json("lists", [])
+    say(f"lists: {', '.join(lists) or '(none)'}")
+    left_out = ledger.get_json("left_out", {})
+    why = ", ".join(f"{n} {reason}" for reason, n in left_out.items())
+    total = sum(counts.values())
+    say(f"recipients: {total} after dedupe and suppression" + (f"; left out: {why}" if why else ""))
+    if added is not None and ledger.attempted():
+        say(f"added {added} who subscribed since the first run (--add-new)")
+    if ledger.attempted():
+        done = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "pending")
+        say(f"resuming: {done}")
+    say(f"lint: {len(prepared.warnings)} warning(s), no errors")
+    for warning in prepared.warnings:
+        say(f"  warning: {warning}")
+    to_send = counts["pending"] + counts["deferred"]
+    if limit is not None:
+        to_send = min(to_send, limit)
+    first = ledger.pending(0, 1)
+    size = (
+        len(factory.build(subscriber_of(first[0]), eight_bit=True, dot_stuffed=True))
+        if first
+        else 0
+    )
+    rate = f"{limits.rate:g}/s" if limits.rate else "no rate limit"
+    say(
+        f"sending: {to_send} message(s) of ~{size / 1024:.0f} KB, "
+        f"{limits.connections} connection(s), {rate}"
+    )
+    seconds = estimate_seconds(to_send, limits)
+    if seconds is not None:
+        say(f"estimated duration: {_duration(seconds)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _confirmed(yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        say("not sent: nothing was sent (run again with --yes to send)")
+        return False
+    if typer.confirm("Send now?", default=False, err=True):
+        return True
+    say("not sent")
+    return False
+
+
+def _run_send(
+    prepared: _Prepared, config: Config, ledger: Any, factory: Any, limits: Any, limit: int | None
+) -> Any:
+    import asyncio
+
+    from newsletter.dispatch import Dispatcher, composer
+
+    sender = config.newsletter.envelope_from or config.from_address
+    counts = ledger.counts()
+    total = min(counts["pending"] + counts["deferred"], limit or sys.maxsize)
+
+    async def run() -> Any:
+        stop = asyncio.Event()
+        _on_interrupt(stop)
+        dispatcher = Dispatcher(
+            ledger,
+            prepared.transport,
+            composer(factory, sender, prepared.rendered.digest),
+            limits,
+            on_event=show,
+            on_bounce=_bouncer(config),
+            blocked=_blocked(config, prepared.selection.lists),
+            stop=stop,
+            limit=limit,
+        )
+        return await dispatcher.run()
+
+    with _progress(total) as show:
+        return asyncio.run(run())
+
+
+def _on_interrupt(stop: Any) -> None:
+    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def first(sig: signal.Signals) -> None:
+        if stop.is_set():
+            loop.remove_signal_handler(sig)
+            signal.raise_signal(sig)
+            return
+        say("stopping: finishing the messages in flight (Ctrl-C again to stop at once)")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first, sig)
+
+
+def _bouncer(config: Config) -> Callable[[str], Any]:
+    import asyncio
+
+    from newsletter.subscribers import set_status
+
+    async def bounce(email: str) -> None:
+        await asyncio.to_thread(set_status, config.root, email, "bounced")
+
+    return bounce
+
+
+def _blocked(config: Config, lists: list[Path]) -> Callable[[], set[tuple[int, str]]]:
+    """Cheap between batches: re-reads only the lists (and suppressions) that changed."""
+    from newsletter.subscribers import Blocklist
+
+    blocklist = Blocklist(config.root, lists)
+    first = [True]
+
+    def blocked() -> set[tuple[int, str]]:
+        if not (blocklist.refresh() or first.pop() if first else blocklist.refresh()):
+            return set()
+        blocks = blocklist.blocks()
+        pairs = {(k, "") for k in blocks.everywhere}
+        pairs.update((k, str(p)) for p, keys in blocks.by_list.items() for k in keys)
+        return pairs
+
+    return blocked
+
+
+class _progress:  # used as a context manager like a function
+    """A rich progress bar on a terminal; otherwise a plain line every 5 seconds."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar: Any = None
+        self.last = 0.0
+
+    def __enter__(self) -> Callable[[Any], None]:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("send", total=self.total, rate=0.0)
+        return self.show
+
+    def show(self, event: Any) -> None:
+        from newsletter.dispatch import Notice
+
+        if isinstance(event, Notice):
+            (self.bar.console.print if self.bar else say)(event.text)
+            return
+        rate = event.done / event.elapsed if event.elapsed > 0 else 0.0
+        if self.bar is not None:
+            self.bar.update(self.task, completed=event.done, rate=rate)
+        elif event.elapsed - self.last >= 5.0 or event.done == event.total:
+            self.last = event.elapsed
+            say(
+                f"{event.done}/{event.total} done: {event.sent} sent, {event.failed} failed, "
+                f"{event.deferred} deferred, {event.unknown} unknown ({rate:.0f}/s)"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _finish(prepared: _Prepared, ledger: Any, result: Any, as_json: bool) -> int:
+    from newsletter.dispatch import report
+
+    doc = report(ledger, issue=prepared.rendered.slug, destination=prepared.transport.destination)
+    ledger.close()
+    _print_report(doc, str(prepared.issue_path), result)
+    if as_json:
+        typer.echo(json.dumps(doc, ensure_ascii=False))
+    counts = doc["counts"]
+    remaining = counts["pending"] + counts["deferred"]
+    if remaining:
+        say(
+            f"{remaining} recipient(s) remain: resume with "
+            f"`newsletter send {prepared.issue_path} --yes`"
+        )
+        return EXIT_REMAINING
+    return 0
+
+
+def _print_report(doc: dict[str, Any], issue: str, result: Any) -> None:
+    c = doc["counts"]
+    say(
+        f"sent {c['sent']}, failed {c['failed']}, deferred {c['deferred']}, "
+        f"unknown {c['unknown']}, left out {c['left_out']}, pending {c['pending']}"
+    )
+    if doc["duration_s"]:
+        say(f"last run: {doc['duration_s']:.1f} s, {doc['messages_per_second']:.0f} messages/s")
+    if result is not None and result.stopped:
+        say(result.stopped)
+    for failure in doc["failed"][:20]:
+        say(f"  failed: {failure['email']}: {failure['code'] or ''} {failure['reply']}")
+    if len(doc["failed"]) > 20:
+        say(
+            f"  ... and {len(doc['failed']) - 20} more (`newsletter status {issue} --failed --csv`)"
+        )
+    if doc["unknown"]:
+        say(
+            f"{len(doc['unknown'])} unknown (the connection broke after the data went out: they "
+            f"may have it). `newsletter status {issue}` lists them; "
+            f"`newsletter send {issue} --resend-unknown --yes` sends them again"
+        )
+
+
+@app.command()
+@command
+def status(
+    issue: IssueArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only the failures.")] = False,
+    csv_: Annotated[bool, typer.Option("--csv", help="With --failed: CSV on stdout.")] = False,
+) -> None:
+    """Show where a send of an issue stands (any time, also while it runs)."""
+    from newsletter.dispatch import SendLock, report
+    from newsletter.issue import load_issue
+    from newsletter.ledger import Ledger, ledger_path
+
+    config = load()
+    slug = load_issue(issue).slug
+    destination = _destination(config)
+    ledger = Ledger(ledger_path(config.state_dir, slug, destination), create=False)
+    live = SendLock(config.state_dir, slug).held_elsewhere()
+    doc = report(ledger, issue=slug, destination=destination, live=live)
+    if failed and csv_:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["email", "code", "reply"])
+        writer.writerows([f["email"], f["code"], f["reply"]] for f in doc["failed"])
+    elif as_json:
+        typer.echo(json.dumps(doc, ensure_ascii=False))
+    else:
+        _print_report(doc, str(issue), None)
+        if live:
+            say("a send of this issue is running now")
+        for email in doc["unknown"]:
+            typer.echo(f"unknown: {email}")
+
+
+def _destination(config: Config) -> str:
+    """The ledger key of where `send` would deliver (without needing the password)."""
+    from newsletter.transport import DEFAULT_PORTS
+
+    smtp = config.smtp
+    if not smtp.host:
+        return "outbox"
+    return f"smtp://{smtp.host}:{smtp.port or DEFAULT_PORTS[smtp.security]}"

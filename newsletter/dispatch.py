@@ -1,0 +1,738 @@
+"""The send loop: K reused connections, exact rate limits, retries, the ledger, resume, the report.
+
+`Dispatcher.run()` sends every pending (and due deferred) row of a `Ledger` through a `Transport`
+and records each outcome. It never prints: it reports through `on_event` (Progress, Notice).
+Time comes from an injectable `Clock`, so the limits and retries are tested with a fake one.
+
+Outcomes (transport.py's contract):
+  Accepted                          -> sent
+  DeliveryError 4xx                 -> deferred, retried after retry_delays (jittered)
+  DeliveryError 5xx                 -> failed (5.1.x about the recipient: also `on_bounce`)
+  TransportError, data not sent     -> deferred (connection reopened)
+  TransportError, data sent         -> unknown: maybe delivered, never resent by itself
+Connection-level failures in a row (cannot connect, drops) pause the run after `pause_after`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import heapq
+import os
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
+from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row, ledger_path
+from newsletter.models import Subscriber
+from newsletter.transport import Accepted, Connection, Envelope, Transport
+
+BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
+SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
+SYNC_SECONDS = 1.0  # ... or this many seconds, whichever comes first
+_BOUNCE = re.compile(r"^5\.1\.(?!7\b|8\b)\d{1,3}\b")  # 5.1.7/5.1.8 are about the sender
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...  # monotonic seconds: limits and retries
+
+    def wall(self) -> float: ...  # unix time: what the ledger records
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits
+
+
+class WindowLimit:
+    """At most `count` grants in any half-open window of `seconds`: exact, no overshoot."""
+
+    def __init__(self, count: int, seconds: float, history: Iterable[float] = ()) -> None:
+        self.count = count
+        self.seconds = seconds
+        self._times: deque[float] = deque(history, maxlen=count)
+
+    def wait(self, now: float) -> float:
+        """Seconds until a grant is allowed (<= 0: now)."""
+        if len(self._times) < self.count:
+            return 0.0
+        return self._times[0] + self.seconds - now
+
+    def grant(self, now: float) -> None:
+        self._times.append(now)
+
+
+class LimitTooFar(Exception):
+    """A signal inside the loop (a limit is too far away), never shown to the user."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
+class RateLimiter:
+    """All limits at once; grants are serialised, so their times are ordered."""
+
+    def __init__(self, clock: Clock, limits: list[WindowLimit], max_wait: float) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.max_wait = max_wait
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> float:
+        """Wait for a grant and return its time; LimitTooFar when the wait is over max_wait."""
+        async with self._lock:
+            while (wait := self._wait(self.clock.now())) > 0:
+                if wait > self.max_wait:
+                    raise LimitTooFar(wait)
+                await self.clock.sleep(wait)
+            now = self.clock.now()
+            for limit in self.limits:
+                limit.grant(now)
+            return now
+
+    def _wait(self, now: float) -> float:
+        return max((limit.wait(now) for limit in self.limits), default=0.0)
+
+
+def rate_windows(rate: float) -> list[WindowLimit]:
+    """`rate` per second: evenly spaced (1 per 1/rate s) and, from 1/s up, at most floor(rate)
+    in any one-second window, so float rounding in the spacing can never let one more in."""
+    windows = [WindowLimit(1, 1.0 / rate)]
+    if rate >= 1:
+        windows.append(WindowLimit(int(rate), 1.0))
+    return windows
+
+
+@dataclass(frozen=True)
+class Limits:
+    connections: int = 4
+    rate: float | None = None
+    hourly: int | None = None
+    daily: int | None = None
+    retry_delays: tuple[float, ...] = (2.0, 10.0, 30.0)
+    pause_after: int = 5
+    jitter: float = 0.2  # each retry delay is multiplied by 1 ± jitter
+    max_wait: float = 300.0  # a limit that would make us wait longer pauses the run instead
+
+    @classmethod
+    def from_settings(cls, smtp: Any) -> Limits:
+        """From config.SmtpSettings."""
+        return cls(
+            connections=int(smtp.connections),
+            rate=smtp.rate,
+            hourly=smtp.hourly_limit,
+            daily=smtp.daily_limit,
+            retry_delays=tuple(smtp.retry_delays),
+            pause_after=int(smtp.pause_after),
+        )
+
+    def windows(self, history: list[float]) -> list[WindowLimit]:
+        """The window limits, the hourly/daily ones seeded with earlier attempts' times."""
+        limits = rate_windows(self.rate) if self.rate else []
+        for count, seconds in ((self.hourly, 3600.0), (self.daily, 86400.0)):
+            if count:
+                cut = history[-1] - seconds if history else 0.0
+                limits.append(WindowLimit(count, seconds, (t for t in history if t > cut)))
+        return limits
+
+
+# ---------------------------------------------------------------------------------------------
+# Events (the CLI renders them) and the result of a run
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int  # outcomes recorded this run
+    total: int  # what this run set out to send (pending + deferred, capped by --limit)
+    sent: int
+    failed: int
+    deferred: int
+    unknown: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Notice:
+    text: str
+
+
+Event = Progress | Notice
+
+
+@dataclass
+class RunResult:
+    stopped: str = ""  # "" finished; else why it stopped early (paused, interrupted, limit)
+    resumable: bool = False  # rerunning the same command continues
+    duration: float = 0.0
+    attempts: int = 0
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    unknown: int = 0
+    left_out: int = 0  # unsubscribed during the send
+    bounced: list[str] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return self.attempts / self.duration if self.duration > 0 else 0.0
+
+
+Compose = Callable[[Row, Connection], tuple[Envelope, bytes]]
+
+
+def is_bounce(reply: str) -> bool:
+    """A 5.1.x enhanced status about the recipient (no such user or domain)."""
+    return bool(_BOUNCE.match(reply.strip()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        ledger: Ledger,
+        transport: Transport,
+        compose: Compose,
+        limits: Limits,
+        *,
+        clock: Clock | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        on_bounce: Callable[[str], Awaitable[None]] | None = None,
+        blocked: Callable[[], Collection[tuple[int, str]]] | None = None,
+        stop: asyncio.Event | None = None,
+        limit: int | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.transport = transport
+        self.compose = compose
+        self.limits = limits
+        self.clock = clock or SystemClock()
+        self.on_event = on_event or (lambda _event: None)
+        self.on_bounce = on_bounce
+        self.blocked = blocked
+        self.stop = stop or asyncio.Event()
+        self.limit = limit
+        self.rng = rng or random.Random()
+        self.result = RunResult()
+        self._ready: deque[Row] = deque()
+        self._retries: list[tuple[float, int, Row]] = []  # (due, id, row), a heap
+        self._tries: dict[int, int] = {}  # retries this run, by row id
+        self._skipped: set[int] = set()
+        self._seen_blocked: set[tuple[int, str]] = set()
+        self._last_id = 0
+        self._exhausted = False
+        self._taken = 0
+        self._busy = 0  # workers holding a row: they may yet hand back a retry
+        self._failures = 0  # connection-level failures in a row
+        self._changed = asyncio.Event()
+        self._commit: asyncio.Future[None] | None = None
+        self._since_sync = 0
+        self._last_sync = 0.0
+        self._total = 0
+        self._started = 0.0
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """Send until nothing is due, or a pause/stop; the ledger is synced when it returns."""
+        self._prepare()
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.limits.connections)]
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+        self.ledger.sync()
+        self.result.duration = self.clock.now() - self._started
+        self._record_run()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return self.result
+
+    def _prepare(self) -> None:
+        recovered = self.ledger.recover()
+        if recovered:
+            self._notice(f"{recovered} in flight when the last run stopped: marked unknown")
+        self.ledger.retry_now()
+        counts = self.ledger.counts()
+        self._total = counts["pending"] + counts["deferred"]
+        if self.limit is not None:
+            self._total = min(self._total, self.limit)
+        now = self.clock.now()
+        for row, _next in self.ledger.deferred():
+            heapq.heappush(self._retries, (now, row.id, row))
+        wall = self.clock.wall()
+        history = [now - (wall - t) for t in self.ledger.attempt_times(wall - 86400.0)]
+        windows = self.limits.windows(history)
+        self.limiter = RateLimiter(self.clock, windows, self.limits.max_wait)
+        self._started = self._last_sync = now
+
+    def _record_run(self) -> None:
+        self.ledger.put("duration_s", f"{self.result.duration:.3f}")
+        self.ledger.put("messages_per_second", f"{self.result.per_second:.1f}")
+        self.ledger.sync()
+
+    def _halt(self, why: str, *, resumable: bool = True) -> None:
+        if not self.result.stopped:
+            self.result.stopped = why
+            self.result.resumable = resumable
+        self.stop.set()
+        self._changed.set()
+
+    # -- one connection ----------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        conn: Connection | None = None
+        try:
+            while (row := await self._next()) is not None:
+                self._busy += 1
+                try:
+                    conn = await self._attempt(row, conn)
+                finally:
+                    self._busy -= 1
+                    self._changed.set()
+        except BaseException:
+            self._halt("stopped by an error")
+            raise
+        finally:
+            if conn is not None:
+                await _close(conn)
+
+    async def _attempt(self, row: Row, conn: Connection | None) -> Connection | None:
+        try:
+            await self.limiter.acquire()
+        except LimitTooFar as exc:
+            self._hand_back(row)
+            self._halt(f"paused: a sending limit allows the next message in {exc.wait:.0f} s")
+            return conn
+        if conn is None and (conn := await self._connect()) is None:
+            self._hand_back(row)
+            return None
+        if self.stop.is_set():
+            self._hand_back(row)
+            return conn
+        return await self._deliver(row, conn)
+
+    async def _deliver(self, row: Row, conn: Connection) -> Connection | None:
+        try:
+            envelope, data = self.compose(row, conn)
+        except NewsletterError as exc:  # e.g. a merge field that would inject a header
+            self.result.failed += 1
+            self.ledger.failed(row.id, None, str(exc), self._wall())
+            self._done()
+            return conn
+        self.ledger.start(row.id, self.clock.wall())
+        await self._durable()  # the attempt is on disk before its data goes out
+        try:
+            accepted = await conn.send(envelope, data)
+        except DeliveryError as exc:
+            await self._refused(row, exc)
+            return conn
+        except TransportError as exc:
+            self._broken(row, exc)
+            await _close(conn)
+            return None
+        self._accepted(row, accepted)
+        return conn
+
+    async def _connect(self) -> Connection | None:
+        while not self.stop.is_set():
+            try:
+                return await self.transport.connect()
+            except TransportError as exc:
+                delay = self._connection_failed(f"cannot connect: {exc}")
+                if delay is None:
+                    return None
+                await self._sleep(delay)
+        return None
+
+    def _connection_failed(self, why: str) -> float | None:
+        """Count one connection-level failure; None when it is time to pause."""
+        self._failures += 1
+        if self._failures >= self.limits.pause_after:
+            self._halt(f"paused after {self._failures} connection failures in a row: {why}")
+            return None
+        delays = self.limits.retry_delays or (2.0,)
+        delay = self._jittered(delays[min(self._failures, len(delays)) - 1])
+        self._notice(f"{why}; trying again in {delay:.0f} s")
+        return delay
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def _accepted(self, row: Row, accepted: Accepted) -> None:
+        self._failures = 0
+        self.result.sent += 1
+        self.ledger.sent(row.id, accepted.code, accepted.reply, self._wall())
+        self._done()
+
+    async def _refused(self, row: Row, exc: DeliveryError) -> None:
+        self._failures = 0
+        if not exc.permanent:
+            self._retry(row, exc.smtp_code, f"{exc.smtp_code} {exc.reply}")
+            return
+        self.result.failed += 1
+        self.ledger.failed(row.id, exc.smtp_code, exc.reply, self._wall())
+        self._done()
+        if is_bounce(exc.reply):
+            self.result.bounced.append(row.email)
+            if self.on_bounce is not None:
+                await self.on_bounce(row.email)
+
+    def _broken(self, row: Row, exc: TransportError) -> None:
+        if exc.data_sent:
+            self.result.unknown += 1
+            why = f"connection lost after the data was sent ({exc}): may have been delivered"
+            self.ledger.unknown(row.id, why, self._wall())
+            self._done()
+        else:
+            self._retry(row, exc.smtp_code, str(exc))
+        self._connection_failed(f"connection lost: {exc}")
+
+    def _retry(self, row: Row, code: int | None, reason: str) -> None:
+        tries = self._tries[row.id] = self._tries.get(row.id, 0) + 1
+        delays = self.limits.retry_delays
+        if tries > len(delays):  # out of retries this run: stays deferred, reported
+            self.result.deferred += 1
+            self.ledger.defer(row.id, code, reason, 0.0, self._wall())
+            self._done()
+            return
+        delay = self._jittered(delays[tries - 1])
+        heapq.heappush(self._retries, (self.clock.now() + delay, row.id, row))
+        next_at = self._wall() + delay
+        self.ledger.defer(row.id, code, reason, next_at, self._wall())
+        self._done(final=False)
+
+    def _done(self, *, final: bool = True) -> None:
+        """After recording an outcome (committed with the next attempt, or the final sync)."""
+        self.result.attempts += 1
+        self._since_sync += 1
+        self._changed.set()
+        if final:
+            self._progress()
+
+    def _progress(self) -> None:
+        r = self.result
+        done = r.sent + r.failed + r.deferred + r.unknown
+        elapsed = self.clock.now() - self._started
+        self.on_event(Progress(done, self._total, r.sent, r.failed, r.deferred, r.unknown, elapsed))
+
+    # -- work queue --------------------------------------------------------------------------
+
+    async def _next(self) -> Row | None:
+        while not self.stop.is_set():
+            row = self._take()
+            if row is not None:
+                return row
+            if not self._exhausted:
+                self._refill()
+                continue
+            due = self._retries[0][0] - self.clock.now() if self._retries else None
+            if due is None and self._busy == 0:
+                return None
+            self._changed.clear()
+            await self._wait(due)
+        return None
+
+    def _take(self) -> Row | None:
+        while self._retries and self._retries[0][0] <= self.clock.now():
+            row = heapq.heappop(self._retries)[2]
+            if row.id not in self._skipped:
+                return row
+        if self._ready and (self.limit is None or self._taken < self.limit):
+            self._taken += 1
+            return self._ready.popleft()
+        if self.limit is not None and self._taken >= self.limit:
+            self._exhausted = True
+        return None
+
+    def _hand_back(self, row: Row) -> None:
+        """A row taken but never attempted (pause, stop): it stays pending in the ledger."""
+        self._ready.appendleft(row)
+
+    def _refill(self) -> None:
+        self._check_blocked()
+        rows = self.ledger.pending(self._last_id, BATCH)
+        if not rows:
+            self._exhausted = True
+            return
+        self._last_id = rows[-1].id
+        self._ready.extend(r for r in rows if r.id not in self._skipped)
+
+    def _check_blocked(self) -> None:
+        """Between batches: who unsubscribed since the snapshot is left out from now on."""
+        if self.blocked is None:
+            return
+        new = [k for k in self.blocked() if k not in self._seen_blocked]
+        if not new:
+            return
+        self._seen_blocked.update(new)
+        ids = self.ledger.skip(new, "unsubscribed during the send")
+        self._skipped.update(ids)
+        self.result.left_out += len(ids)
+        if ids:
+            self._notice(f"left out {len(ids)} who unsubscribed during the send")
+
+    # -- time and durability -----------------------------------------------------------------
+
+    async def _wait(self, seconds: float | None) -> None:
+        """Until `seconds` pass, an outcome is recorded, or the run stops."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._changed.wait())]
+        if seconds is not None:
+            waits.append(asyncio.ensure_future(self.clock.sleep(max(seconds, 0.0))))
+        await _first(waits)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake when the run stops."""
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.stop.wait())]
+        waits.append(asyncio.ensure_future(self.clock.sleep(seconds)))
+        await _first(waits)
+
+    async def _durable(self) -> None:
+        """Commit, grouping the attempts of every connection ready in the same loop turn."""
+        if self._commit is None:
+            self._commit = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._commit_now)
+        await asyncio.shield(self._commit)
+
+    def _commit_now(self) -> None:
+        future, self._commit = self._commit, None
+        assert future is not None
+        try:
+            if self._since_sync >= SYNC_EVERY or self.clock.now() - self._last_sync >= SYNC_SECONDS:
+                self.ledger.sync()
+                self._since_sync, self._last_sync = 0, self.clock.now()
+            else:
+                self.ledger.commit()
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    def _jittered(self, delay: float) -> float:
+        return delay * (1 + self.rng.uniform(-self.limits.jitter, self.limits.jitter))
+
+    def _wall(self) -> float:
+        return self.clock.wall()
+
+    def _notice(self, text: str) -> None:
+        self.on_event(Notice(text))
+
+
+async def _first(waits: list[asyncio.Future[Any]]) -> None:
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def _close(conn: Connection) -> None:
+    with contextlib.suppress(NewsletterError, OSError):
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# One send of an issue at a time
+
+
+class SendLock:
+    """An advisory flock on `.newsletter/sends/<slug>.lock`, released if the process dies."""
+
+    def __init__(self, state_dir: Path, slug: str) -> None:
+        self.path = state_dir / "sends" / f"{slug}.lock"
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> SendLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockBusy(
+                f"another `newsletter send` of this issue is running (pid {holder}); "
+                "wait for it to finish, or stop it with Ctrl-C"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
+
+    def held_elsewhere(self) -> bool:
+        """For `status`: is a send of this issue running right now?"""
+        if not self.path.exists():
+            return False
+        with self.path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: `send --json` and `status --json` share it (docs/sending.md)
+
+
+def report(ledger: Ledger, *, issue: str, destination: str, live: bool = False) -> dict[str, Any]:
+    counts = ledger.counts(live=live)
+    plan_left_out = sum(int(v) for v in ledger.get_json("left_out", {}).values())
+    return {
+        "issue": issue,
+        "destination": destination,
+        "counts": {
+            "pending": counts["pending"],
+            "sent": counts["sent"],
+            "deferred": counts["deferred"],
+            "failed": counts["failed"],
+            "unknown": counts["unknown"],
+            "left_out": plan_left_out + counts["skipped"],
+        },
+        "unknown": list(ledger.emails(UNKNOWN, *(() if live else (SENDING,)))),
+        "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in ledger.failures()],
+        "deferred": list(ledger.emails(DEFERRED)),
+        "duration_s": float(ledger.get("duration_s") or 0.0),
+        "messages_per_second": float(ledger.get("messages_per_second") or 0.0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Setting up a send: the ledger bound to the content, the snapshot, composing each message
+
+
+class ContentChanged(NewsletterError):
+    """The issue changed after part of the list was sent: the user must choose."""
+
+
+class Builder(Protocol):
+    """message.MessageFactory: one recipient's message bytes in the form the peer wants."""
+
+    domain: str  # the sender's domain, for Message-IDs
+
+    def build(
+        self, subscriber: Subscriber, *, eight_bit: bool, dot_stuffed: bool, message_id: str
+    ) -> bytes: ...
+
+
+def open_ledger(
+    state_dir: Path, slug: str, destination: str, digest: str, *, on_change: str | None = None
+) -> tuple[Ledger, str]:
+    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "")."""
+    path = ledger_path(state_dir, slug, destination)
+    ledger = Ledger(path)
+    if ledger.digest in ("", digest):
+        ledger.put("digest", digest)
+        ledger.commit()
+        return ledger, ""
+    if not ledger.attempted() or on_change == "continue":
+        ledger.put("digest", digest)
+        ledger.commit()
+        return ledger, "the issue changed since the plan was made: the new version is sent"
+    if on_change == "restart":
+        ledger.close()
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(f"{path}{suffix}")
+            if old.exists():
+                old.rename(f"{path}.replaced-{stamp}{suffix}")
+        return open_ledger(state_dir, slug, destination, digest)[0], (
+            f"the issue changed: started a new send; the old ledger is {path}.replaced-{stamp}"
+        )
+    counts = ledger.counts()
+    raise ContentChanged(
+        f"the issue changed after {counts['sent']} of {sum(counts.values())} recipients "
+        "were sent the earlier version. Choose: `--on-change continue` sends the new version "
+        "to the rest only; `--on-change restart` starts over and mails everyone again"
+    )
+
+
+def snapshot(
+    ledger: Ledger,
+    subscribers: Iterable[Subscriber],
+    used: Collection[str],
+    *,
+    add_new: bool = False,
+) -> int | None:
+    """Record the recipients: the whole plan while nothing was attempted (it may have changed
+    since a plan that was not sent), else only with `add_new` those not in the ledger yet.
+    Returns how many were added, or None when the snapshot was left as it was."""
+    if ledger.attempted():
+        if not add_new:
+            return None
+    else:
+        ledger.reset()
+    added = ledger.add(entry(s, used) for s in subscribers)
+    ledger.sync()
+    return added
+
+
+def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:
+    from newsletter.addresses import address_key
+
+    fields = {k: v for k, v in subscriber.fields.items() if k in used and v}
+    path = str(subscriber.list_path) if subscriber.list_path else ""
+    return Entry(address_key(subscriber.email), subscriber.email, subscriber.name, path, fields)
+
+
+def subscriber_of(row: Row) -> Subscriber:
+    local = row.email.rpartition("@")[0]
+    fields = {"email": row.email, "name": row.name, **row.fields}
+    path = Path(row.list_path) if row.list_path else None
+    return Subscriber(
+        row.email, row.name, fields=fields, list_path=path, smtputf8=not local.isascii()
+    )
+
+
+def composer(builder: Builder, sender: str, digest: str) -> Compose:
+    """Compose for the Dispatcher: the envelope and the bytes in the connection's form.
+
+    The Message-ID is the same for every attempt at one recipient of one version of the issue,
+    so a copy sent again on purpose (`--resend-unknown`) can be recognised as a duplicate."""
+
+    def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
+        subscriber = subscriber_of(row)
+        tag = hashlib.sha256(f"{digest}\0{row.email}".encode()).hexdigest()[:32]
+        data = builder.build(
+            subscriber,
+            eight_bit=conn.eight_bit,
+            dot_stuffed=conn.dot_stuffed,
+            message_id=f"<{tag}@{builder.domain}>",
+        )
+        return Envelope(sender, row.email, smtputf8=subscriber.smtputf8), data
+
+    return compose
+
+
+def estimate_seconds(count: int, limits: Limits) -> float | None:
+    """From the rate limit; None when there is none (then the server sets the pace)."""
+    return count / limits.rate if limits.rate else None

@@ -1,0 +1,373 @@
+"""The per-recipient record of one send: SQLite (stdlib), one file per issue and destination.
+
+One row per recipient of the plan, in plan order, with its state:
+  pending   not attempted yet (or handed back by `--resend-unknown`)
+  sending   an attempt was recorded and its data may be on the wire (internal; see below)
+  sent      the server accepted it (its reply and the time)
+  deferred  a temporary failure (reason, next attempt, attempts); retried
+  failed    a permanent 5xx refusal (code, reply); never retried
+  unknown   the connection broke after the data went out: maybe delivered; never resent by itself
+  skipped   left out after the snapshot (unsubscribed mid-send)
+
+Each attempt is committed as `sending` BEFORE its data goes out. A killed process therefore
+leaves at most one `sending` row per connection; `recover()` turns them into `unknown`.
+WAL with synchronous=NORMAL survives a killed process (the OS keeps the writes). Against power
+loss, `sync()` makes everything before it durable (a TRUNCATE checkpoint: WAL fsynced, copied
+into the database, database fsynced); auto-checkpoints are off, so between two syncs the only
+writes that can be lost are those in the WAL since the last one. docs/sending.md gives the bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from newsletter import addresses
+from newsletter.errors import NewsletterError
+
+PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED = range(7)
+STATE_NAMES = ("pending", "sending", "sent", "deferred", "failed", "unknown", "skipped")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lists (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS recipients (
+    id INTEGER PRIMARY KEY,            -- plan order
+    khash INTEGER NOT NULL,            -- 64-bit hash of the address key (dedupe, unsubscribes)
+    email TEXT NOT NULL,
+    name TEXT,                         -- NULL when empty
+    list INTEGER,                      -- lists.id
+    fields TEXT,                       -- JSON of the merge fields the issue uses; NULL: none
+    state INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    at REAL,                           -- unix time of the last change
+    next_at REAL,                      -- deferred: unix time of the next attempt
+    code INTEGER,                      -- SMTP reply code
+    reply TEXT                         -- server reply, or why
+);
+CREATE UNIQUE INDEX IF NOT EXISTS recipients_khash ON recipients(khash);
+CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state NOT IN (0, 2);
+"""
+
+
+class LedgerError(NewsletterError):
+    """The ledger file cannot be read or written."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recipient of the plan, as the ledger stores it."""
+
+    key: str  # the address key (subscribers.address_key): one row per person
+    email: str
+    name: str = ""
+    list_path: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    email: str
+    name: str
+    list_path: str
+    fields: Mapping[str, str]
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    email: str
+    code: int | None
+    reply: str
+
+
+def key_hash(key: str) -> int:
+    """The subscribers module's compact key of an address key, as SQLite's signed 64 bits."""
+    return signed(addresses.key_hash(key))
+
+
+def signed(compact: int) -> int:
+    return compact - (1 << 64) if compact >= 1 << 63 else compact
+
+
+def ledger_path(state_dir: Path, slug: str, destination: str) -> Path:
+    """`.newsletter/sends/<slug>@<destination>-<hash>.sqlite`: readable and unique."""
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "-", destination).strip("-")[:40]
+    tag = hashlib.sha256(destination.encode()).hexdigest()[:8]
+    return state_dir / "sends" / f"{slug}@{readable}-{tag}.sqlite"
+
+
+class Ledger:
+    """One send's record. Not thread-safe; one writer process at a time (the send lock)."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = path
+        if not create and not path.is_file():
+            raise LedgerError(path, "no ledger: nothing has been sent to this destination yet")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(path, f"not a readable ledger ({exc})") from None
+        self._in_tx = False
+        self._lists: dict[str, int] = {}
+        self._list_paths: dict[int, str] = {}
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        self._begin()
+        return self._db.execute(sql, tuple(params))
+
+    def commit(self) -> None:
+        """Make every write so far survive a killed process (not yet a power loss: see sync)."""
+        if self._in_tx:
+            self._db.execute("COMMIT")
+            self._in_tx = False
+
+    def sync(self) -> None:
+        """Make every write so far survive a power loss: commit, then a TRUNCATE checkpoint."""
+        self.commit()
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:  # a reader (e.g. `status`) holds an old snapshot: fsync the WAL instead
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._write("UPDATE meta SET value = value WHERE name = 'digest'")
+            self.commit()
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def close(self) -> None:
+        self.sync()
+        self._db.close()
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def get(self, name: str, default: str = "") -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else default
+
+    def put(self, name: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def get_json(self, name: str, default: Any) -> Any:
+        raw = self.get(name)
+        return json.loads(raw) if raw else default
+
+    def put_json(self, name: str, value: Any) -> None:
+        self.put(name, json.dumps(value, sort_keys=True))
+
+    @property
+    def digest(self) -> str:
+        return self.get("digest")
+
+    def is_empty(self) -> bool:
+        return self._db.execute("SELECT 1 FROM recipients LIMIT 1").fetchone() is None
+
+    def add(self, entries: Iterable[Entry]) -> int:
+        """Add recipients in plan order; someone already in the ledger is not added again."""
+        before = self._count_all()
+        sql = (
+            "INSERT OR IGNORE INTO recipients (khash, email, name, list, fields)"
+            " VALUES (?, ?, ?, ?, ?)"
+        )
+        chunk: list[tuple[int, str, str | None, int | None, str | None]] = []
+        for entry in entries:
+            chunk.append(self._row_values(entry))
+            if len(chunk) >= 10_000:
+                self._begin()
+                self._db.executemany(sql, chunk)
+                chunk.clear()
+        self._begin()
+        self._db.executemany(sql, chunk)
+        return self._count_all() - before
+
+    def _row_values(self, entry: Entry) -> tuple[int, str, str | None, int | None, str | None]:
+        fields = json.dumps(dict(entry.fields), ensure_ascii=False) if entry.fields else None
+        list_id = self._list_id(entry.list_path) if entry.list_path else None
+        return (key_hash(entry.key), entry.email, entry.name or None, list_id, fields)
+
+    def _list_id(self, path: str) -> int:
+        if path not in self._lists:
+            self._write("INSERT OR IGNORE INTO lists (path) VALUES (?)", (path,))
+            row = self._db.execute("SELECT id FROM lists WHERE path = ?", (path,)).fetchone()
+            self._lists[path] = int(row[0])
+        return self._lists[path]
+
+    def _count_all(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM recipients").fetchone()[0])
+
+    def attempted(self) -> int:
+        """Rows that are no longer pending: once > 0, the snapshot is fixed."""
+        sql = "SELECT count(*) FROM recipients WHERE state != 0"
+        return int(self._db.execute(sql).fetchone()[0])
+
+    def reset(self) -> None:
+        """Drop the snapshot (only while nothing was attempted: a fresh plan replaces it)."""
+        self._write("DELETE FROM recipients")
+        self._write("DELETE FROM lists")
+        self._lists.clear()
+        self._list_paths.clear()
+
+    def contains(self, key: str) -> bool:
+        sql = "SELECT 1 FROM recipients WHERE khash = ?"
+        return self._db.execute(sql, (key_hash(key),)).fetchone() is not None
+
+    # -- reading work ------------------------------------------------------------------------
+
+    def pending(self, after_id: int, limit: int) -> list[Row]:
+        """The next pending recipients in plan order, after `after_id`."""
+        sql = (
+            "SELECT id, email, name, list, fields, attempts FROM recipients"
+            " WHERE id > ? AND state = 0 ORDER BY id LIMIT ?"
+        )
+        return [self._row(r) for r in self._db.execute(sql, (after_id, limit))]
+
+    def deferred(self) -> list[tuple[Row, float]]:
+        """Deferred recipients with their next attempt time (unix), in plan order."""
+        sql = (
+            "SELECT id, email, name, list, fields, attempts, next_at FROM recipients"
+            " WHERE state = 3 ORDER BY id"
+        )
+        return [(self._row(r[:6]), float(r[6] or 0.0)) for r in self._db.execute(sql)]
+
+    def _row(self, r: tuple[Any, ...]) -> Row:
+        list_path = self._list_path(r[3]) if r[3] is not None else ""
+        fields = json.loads(r[4]) if r[4] else {}
+        return Row(int(r[0]), r[1], r[2] or "", list_path, fields, int(r[5]))
+
+    def _list_path(self, list_id: int) -> str:
+        if list_id not in self._list_paths:
+            row = self._db.execute("SELECT path FROM lists WHERE id = ?", (list_id,)).fetchone()
+            self._list_paths[list_id] = str(row[0]) if row else ""
+        return self._list_paths[list_id]
+
+    def attempt_times(self, since: float) -> list[float]:
+        """Unix times of attempts since `since`, oldest first: hourly/daily limits span runs."""
+        sql = "SELECT at FROM recipients WHERE state != 0 AND at >= ? ORDER BY at"
+        return [float(r[0]) for r in self._db.execute(sql, (since,))]
+
+    # -- recording outcomes ------------------------------------------------------------------
+
+    def start(self, row_id: int, now: float | None = None) -> None:
+        """Record an attempt as begun; `commit()` before its data goes out."""
+        sql = "UPDATE recipients SET state = 1, attempts = attempts + 1, at = ? WHERE id = ?"
+        self._write(sql, (time.time() if now is None else now, row_id))
+
+    def sent(self, row_id: int, code: int, reply: str, now: float | None = None) -> None:
+        self._set(row_id, SENT, code, reply, now)
+
+    def failed(self, row_id: int, code: int | None, reply: str, now: float | None = None) -> None:
+        self._set(row_id, FAILED, code, reply, now)
+
+    def unknown(self, row_id: int, reason: str, now: float | None = None) -> None:
+        self._set(row_id, UNKNOWN, None, reason, now)
+
+    def defer(
+        self, row_id: int, code: int | None, reason: str, next_at: float, now: float | None = None
+    ) -> None:
+        self._set(row_id, DEFERRED, code, reason, now, next_at)
+
+    def release(self, row_id: int) -> None:
+        """An attempt that never reached the transport: back to pending, not counted."""
+        sql = "UPDATE recipients SET state = 0, attempts = attempts - 1 WHERE id = ? AND state = 1"
+        self._write(sql, (row_id,))
+
+    def _set(
+        self,
+        row_id: int,
+        state: int,
+        code: int | None,
+        reply: str,
+        now: float | None,
+        next_at: float | None = None,
+    ) -> None:
+        sql = (
+            "UPDATE recipients SET state = ?, code = ?, reply = ?, at = ?, next_at = ? WHERE id = ?"
+        )
+        self._write(sql, (state, code, reply, time.time() if now is None else now, next_at, row_id))
+
+    def skip(self, blocked: Iterable[tuple[int, str]], reason: str) -> list[int]:
+        """Leave out not-yet-sent recipients who unsubscribed: (compact key, list path) pairs,
+        the path "" for everywhere (addresses.key_hash gives the compact key)."""
+        find = (
+            "SELECT recipients.id, lists.path FROM recipients LEFT JOIN lists"
+            " ON lists.id = recipients.list WHERE khash = ? AND state IN (0, 3)"
+        )
+        ids = [
+            int(row_id)
+            for compact, path in blocked
+            for row_id, row_path in self._db.execute(find, (signed(compact),))
+            if not path or path == row_path
+        ]
+        sql = "UPDATE recipients SET state = 6, reply = ?, at = ? WHERE id = ?"
+        now = time.time()
+        for row_id in ids:
+            self._write(sql, (reason, now, row_id))
+        return ids
+
+    # -- run boundaries ----------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """After a crash or kill: attempts left `sending` may have gone out: mark them unknown."""
+        sql = (
+            "UPDATE recipients SET state = 5,"
+            " reply = 'interrupted while in flight: may have been delivered' WHERE state = 1"
+        )
+        count = self._write(sql).rowcount
+        self.commit()
+        return count
+
+    def retry_now(self) -> int:
+        """A new run retries what is deferred at once."""
+        count = self._write("UPDATE recipients SET next_at = NULL WHERE state = 3").rowcount
+        self.commit()
+        return count
+
+    def resend_unknown(self) -> int:
+        """`send --resend-unknown`: the user chose to send the in-doubt ones again."""
+        sql = "UPDATE recipients SET state = 0, code = NULL, reply = NULL WHERE state = 5"
+        count = self._write(sql).rowcount
+        self.commit()
+        return count
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def counts(self, *, live: bool = False) -> dict[str, int]:
+        """Rows per state name. `sending` rows count as pending while a send runs (`live`),
+        as unknown when none does (they are what a killed process left in doubt)."""
+        counts = dict.fromkeys(STATE_NAMES, 0)
+        for state, n in self._db.execute("SELECT state, count(*) FROM recipients GROUP BY state"):
+            counts[STATE_NAMES[state]] = int(n)
+        in_flight = counts.pop("sending")
+        counts["pending" if live else "unknown"] += in_flight
+        return counts
+
+    def emails(self, *states: int) -> Iterator[str]:
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT email FROM recipients WHERE state IN ({marks}) ORDER BY id"  # noqa: S608  # only "?" marks are interpolated
+        return (str(r[0]) for r in self._db.execute(sql, states))
+
+    def failures(self) -> Iterator[Failure]:
+        sql = "SELECT email, code, reply FROM recipients WHERE state = 4 ORDER BY id"
+        return (Failure(r[0], r[1], r[2] or "") for r in self._db.execute(sql))

@@ -1,0 +1,80 @@
+"""A newsletter folder with a list, and `newsletter` run as a real subprocess in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+ISSUE = "issues/2021-09-cohes3ion.toml"
+
+# Until branch `messages` is merged, the subprocess uses tests/fake_message.py (TEST ONLY).
+LAUNCH = """
+import sys
+try:
+    import newsletter.message
+except ImportError:
+    import tests.fake_message as fake
+    sys.modules["newsletter.message"] = fake
+from newsletter.cli import main
+sys.exit(main())
+"""
+
+
+def make_folder(tmp: Path, people: int, *, name: str = "news") -> Path:
+    folder = tmp / "letter"
+    (folder / "issues").mkdir(parents=True)
+    shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
+    shutil.copy(REPO / ISSUE, folder / ISSUE)
+    write_list(folder, name, [f"reader{i}@example.org" for i in range(people)])
+    return folder
+
+
+def write_list(folder: Path, name: str, emails: list[str], status: str = "subscribed") -> Path:
+    path = folder / "subscribers" / f"{name}.csv"
+    path.parent.mkdir(exist_ok=True)
+    rows = "".join(f"{e},Reader {i},{status}\n" for i, e in enumerate(emails))
+    path.write_text("email,name,status\n" + rows, encoding="utf-8")
+    return path
+
+
+def smtp_env(port: int, **extra: str) -> dict[str, str]:
+    return {
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_SECURITY": "none",
+        "NEWSLETTER_SMTP_RETRY_DELAYS": "0.05,0.1",
+        "NEWSLETTER_SMTP_TIMEOUT": "2",
+        **extra,
+    }
+
+
+def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({"NEWSLETTER_SECRET": "test-secret-" + "x" * 20, "PYTHONPATH": str(REPO)})
+    env.update(extra or {})
+    return env
+
+
+def command(folder: Path, *args: str) -> list[str]:
+    return [sys.executable, "-c", LAUNCH, *args]
+
+
+def run(
+    folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(folder, *args),
+        cwd=folder,
+        env=env_for(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        **kw,
+    )

@@ -1,0 +1,160 @@
+"""The ledger: one row per person, states, and what survives a killed process or a power loss."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from newsletter.dispatch import report
+from newsletter.ledger import Entry, Ledger, LedgerError, ledger_path
+from tests.fakes_dispatch import new_ledger, people
+
+
+def test_same_person_is_added_once_in_plan_order(tmp_path: Path) -> None:
+    """Adding a key twice (or again later) keeps one row; rows keep the order they came in."""
+    ledger = Ledger(tmp_path / "l.sqlite")
+    entries = [*people(3), Entry(key="p1@example.org", email="P1@example.org")]
+    assert ledger.add(entries) == 3
+    assert ledger.add(people(5)) == 2
+    assert [r.email for r in ledger.pending(0, 10)] == [f"p{i}@example.org" for i in range(5)]
+
+
+def test_rows_keep_name_list_and_fields(tmp_path: Path) -> None:
+    """What the message needs comes back as it went in, non-ASCII included."""
+    ledger = Ledger(tmp_path / "l.sqlite")
+    entry = Entry("zoë@example.org", "zoë@example.org", "Zoë «Z»", "subscribers/a.csv", {"c": "x"})
+    ledger.add([entry])
+    row = ledger.pending(0, 1)[0]
+    assert (row.email, row.name, row.list_path, dict(row.fields)) == (
+        "zoë@example.org",
+        "Zoë «Z»",
+        "subscribers/a.csv",
+        {"c": "x"},
+    )
+
+
+def test_destinations_get_separate_ledgers(tmp_path: Path) -> None:
+    """The outbox and an SMTP server never share a ledger for the same issue."""
+    paths = {ledger_path(tmp_path, "2024-01", d) for d in ("outbox", "smtp://h:587", "smtp://h:25")}
+    assert len(paths) == 3
+
+
+def test_missing_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    """Opening a ledger that does not exist for reading says nothing was sent yet."""
+    with pytest.raises(LedgerError, match="nothing has been sent"):
+        Ledger(tmp_path / "none.sqlite", create=False)
+
+
+def test_recover_marks_in_flight_unknown(tmp_path: Path) -> None:
+    """Rows left `sending` become unknown; sent and pending rows are untouched."""
+    ledger = new_ledger(tmp_path, 3)
+    ledger.start(1)
+    ledger.sent(1, 250, "ok")
+    ledger.start(2)
+    ledger.commit()
+    assert ledger.recover() == 1
+    assert ledger.counts(live=True) | {} == {
+        "pending": 1,
+        "sent": 1,
+        "deferred": 0,
+        "failed": 0,
+        "unknown": 1,
+        "skipped": 0,
+    }
+
+
+def test_report_has_the_shared_schema(tmp_path: Path) -> None:
+    """report() has exactly the documented keys, with failures carrying code and reply."""
+    ledger = new_ledger(tmp_path, 4)
+    ledger.put_json("left_out", {"unsubscribed": 2})
+    ledger.failed(1, 550, "5.1.1 no such user")
+    ledger.unknown(2, "dropped")
+    ledger.defer(3, 451, "later", 0.0)
+    doc = report(ledger, issue="2024-01", destination="outbox")
+    assert set(doc) == {
+        "issue",
+        "destination",
+        "counts",
+        "unknown",
+        "failed",
+        "deferred",
+        "duration_s",
+        "messages_per_second",
+    }
+    assert doc["counts"] == {
+        "pending": 1,
+        "sent": 0,
+        "deferred": 1,
+        "failed": 1,
+        "unknown": 1,
+        "left_out": 2,
+    }
+    assert doc["failed"] == [
+        {"email": "p0@example.org", "code": 550, "reply": "5.1.1 no such user"}
+    ]
+    assert doc["unknown"] == ["p1@example.org"]
+    assert doc["deferred"] == ["p2@example.org"]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from newsletter.ledger import Ledger
+    ledger = Ledger(__import__("pathlib").Path(sys.argv[1]))
+    ledger.start(1); ledger.sent(1, 250, "ok"); ledger.sync()      # durable
+    ledger.start(2); ledger.commit()                               # committed, not synced
+    ledger.start(3)                                                # not even committed
+    print("ready", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def _killed_writer(path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_commits_survive_kill_9(tmp_path: Path) -> None:
+    """After SIGKILL, every committed write is there (WAL, synchronous=NORMAL), nothing else."""
+    new_ledger(tmp_path, 4).close()
+    _killed_writer(tmp_path / "send.sqlite")
+    counts = Ledger(tmp_path / "send.sqlite").counts()
+    assert (counts["sent"], counts["unknown"], counts["pending"]) == (1, 1, 2)
+
+
+def test_power_loss_keeps_everything_before_the_last_sync(tmp_path: Path) -> None:
+    """Losing the whole WAL (the worst a power loss can do) loses only writes after sync()."""
+    new_ledger(tmp_path, 4).close()
+    _killed_writer(tmp_path / "send.sqlite")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp_path / 'send.sqlite'}{suffix}").unlink(missing_ok=True)
+    counts = Ledger(tmp_path / "send.sqlite").counts()
+    assert (counts["sent"], counts["unknown"], counts["pending"]) == (1, 0, 3)
+
+
+def test_a_million_rows_stay_compact(tmp_path: Path) -> None:
+    """20,000 rows with 25-byte addresses take under 130 bytes a row on disk, once sent."""
+    ledger = Ledger(tmp_path / "big.sqlite")
+    ledger.add(
+        Entry(f"reader{i:06d}@example.org", f"reader{i:06d}@example.org") for i in range(20_000)
+    )
+    for i in range(1, 20_001):
+        ledger.start(i)
+        ledger.sent(i, 250, "2.0.0 Ok: queued as 4Xz7Q2mJ9kz1")
+    ledger.close()
+    assert (tmp_path / "big.sqlite").stat().st_size / 20_000 < 130
