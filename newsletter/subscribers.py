@@ -2,7 +2,7 @@
 
 A list is a UTF-8 CSV file with a header row (docs/subscribers.md). Reading accepts what real
 files look like (BOM, CRLF, `;` from European Excel, quoted newlines); writing is always UTF-8,
-comma-delimited, LF, keeping the column order, unknown columns and row order of the file.
+comma-delimited, CRLF (RFC 4180), keeping the column order, unknown columns and row order of the file.
 
 Consent rules live here: only `subscribed` rows get mail; any other status of an address in any
 list suppresses it everywhere (unless that row's `scope` is `list`); nothing but `purge` deletes
@@ -620,7 +620,7 @@ def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) 
     """`rewrite` for a caller already holding the list's lock."""
 
     def write(out: IO[str]) -> None:
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csv.writer(out, lineterminator="\r\n")
         if new is not None and not path.exists():
             _write_rows(writer, edit.header(list(new)), [], edit)
         else:
@@ -1251,7 +1251,7 @@ def _spool_new(
     report: ImportReport,
 ) -> dict[int, Record]:
     """Second pass: rows for new addresses go to `spool`; those the list has are returned."""
-    writer = csv.writer(spool, lineterminator="\n")
+    writer = csv.writer(spool, lineterminator="\r\n")
     first: dict[int, int] = {}
     overlap: dict[int, Record] = {}
     for item in read_records(source, fmt):
