@@ -2,7 +2,7 @@
 
 A list is a UTF-8 CSV file with a header row (docs/subscribers.md). Reading accepts what real
 files look like (BOM, CRLF, `;` from European Excel, quoted newlines); writing is always UTF-8,
-comma-delimited, CRLF (RFC 4180), keeping the column order, unknown columns and row order of the file.
+comma-delimited, CRLF (RFC 4180), keeping the column order, unknown columns and row order.
 
 Consent rules live here: only `subscribed` rows get mail; any other status of an address in any
 list suppresses it everywhere (unless that row's `scope` is `list`); nothing but `purge` deletes
