@@ -144,3 +144,15 @@ def test_listmonk_bad_attributes_name_the_line(folder: Path) -> None:
     assert [str(p) for p in caught.value.problems] == [
         f"{source}:2: attributes: attributes must be a JSON object"
     ]
+
+
+def test_columns_match_without_regard_to_case(folder: Path) -> None:
+    """A source column `City` fills the list's `city`, not a second column."""
+    into = write(folder / "list.csv", "Email,city\nann@example.org,\n")
+    source = write(folder / "in.csv", "email,City\nann@example.org,Kraków\nbob@example.org,Köln\n")
+    import_list(folder, source, into)
+    assert into.read_text("utf-8").splitlines() == [
+        "Email,city",
+        "ann@example.org,Kraków",
+        "bob@example.org,Köln",
+    ]
