@@ -57,8 +57,9 @@ def address_key(email: str) -> str:
     """
     text = email.strip()
     if text.isascii():
+        text = text.lower()
         if "xn--" not in text:
-            return text.lower()
+            return text
     else:
         text = unicodedata.normalize("NFC", text)
     local, at, domain = text.rpartition("@")

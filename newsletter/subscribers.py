@@ -2,7 +2,7 @@
 
 A list is a UTF-8 CSV file with a header row (docs/subscribers.md). Reading accepts what real
 files look like (BOM, CRLF, `;` from European Excel, quoted newlines); writing is always UTF-8,
-comma-delimited, LF, keeping the column order, unknown columns and row order of the file.
+comma-delimited, CRLF (RFC 4180), keeping the column order, unknown columns and row order.
 
 Consent rules live here: only `subscribed` rows get mail; any other status of an address in any
 list suppresses it everywhere (unless that row's `scope` is `list`); nothing but `purge` deletes
@@ -132,12 +132,19 @@ class ListReader:
         self.index = {name: self.lowered[name] for name in KNOWN if name in self.lowered}
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """(line where the row starts, its cells) for every non-blank row, in file order."""
+        """(line where the row starts, its cells) for every non-blank row, in file order.
+
+        A row shorter than the header is padded with empty cells (spreadsheets drop trailing
+        empty ones), so every header position can be indexed.
+        """
         reader = self._reader
+        width = len(self.names)
         start = reader.line_num + 1
         try:
             for cells in reader:
                 if cells and (cells[0] or "".join(cells).strip()):
+                    if len(cells) < width:
+                        cells += [""] * (width - len(cells))
                     yield start, cells
                 start = reader.line_num + 1
         except UnicodeDecodeError:
@@ -436,6 +443,7 @@ class Blocklist:
     """Who must not get mail now; `refresh()` between batches re-reads only lists that changed.
 
     A list counts as changed when its size or mtime (ns) changed; the suppression file likewise.
+    A list that cannot be read raises InvalidInput (stop sending rather than miss an unsubscribe).
     """
 
     def __init__(self, folder: Path, lists: Sequence[Path] = ()) -> None:
@@ -461,10 +469,7 @@ class Blocklist:
     def _read(self, path: Path) -> tuple[set[int], set[int]]:
         if path == suppressed_path(self.folder):
             return read_suppressed(self.folder), set()
-        try:
-            return _blocked_in(path)
-        except InvalidInput:
-            return set(), set()  # being replaced, or broken: the next refresh reads it again
+        return _blocked_in(path)  # a broken list raises: its unsubscribes must not be missed
 
     def blocks(self) -> Blocks:
         merged = Blocks()
@@ -594,10 +599,11 @@ class Edit:
 
     def column(self, name: str) -> int:
         """The position of a column, appending it when the list lacks it (only in `header`)."""
-        if name not in self.lowered:
-            self.lowered[name] = len(self.names)
+        key = name.lower()
+        if key not in self.lowered:
+            self.lowered[key] = len(self.names)
             self.names.append(name)
-        return self.lowered[name]
+        return self.lowered[key]
 
     def row(self, line: int, cells: list[str]) -> list[str] | None:
         return cells
@@ -620,7 +626,7 @@ def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) 
     """`rewrite` for a caller already holding the list's lock."""
 
     def write(out: IO[str]) -> None:
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csv.writer(out, lineterminator="\r\n")
         if new is not None and not path.exists():
             _write_rows(writer, edit.header(list(new)), [], edit)
         else:
@@ -1030,7 +1036,8 @@ def _csv_records(reader: ListReader) -> RecordParser:
         if isinstance(parsed, list):
             return parsed
         values = {c: parser.cell(cells, reader.index.get(c)) for c in KNOWN}
-        values |= {"email": parsed.email, "status": parsed.status, "tags": join_tags(parsed.tags)}
+        status = parser.cell(cells, parser.status).lower()  # empty: the list's own rule
+        values |= {"email": parsed.email, "status": status, "tags": join_tags(parsed.tags)}
         values |= {name: parser.cell(cells, i) for i, name in extras}
         return Record(line, parsed.email, {k: v for k, v in values.items() if v})
 
@@ -1251,7 +1258,7 @@ def _spool_new(
     report: ImportReport,
 ) -> dict[int, Record]:
     """Second pass: rows for new addresses go to `spool`; those the list has are returned."""
-    writer = csv.writer(spool, lineterminator="\n")
+    writer = csv.writer(spool, lineterminator="\r\n")
     first: dict[int, int] = {}
     overlap: dict[int, Record] = {}
     for item in read_records(source, fmt):
@@ -1272,9 +1279,8 @@ def _spool_new(
         elif compact in known:
             overlap[compact] = item
         else:
-            writer.writerow(
-                [item.values.get(name.lower(), item.values.get(name, "")) for name in header]
-            )
+            values = {column.lower(): value for column, value in item.values.items()}
+            writer.writerow([values.get(name.lower(), "") for name in header])
             report.added += 1
     return overlap
 
@@ -1296,7 +1302,7 @@ class ImportEdit(Edit):
     def header(self, names: list[str]) -> list[str]:
         super().header(names)
         for name in self.wanted:
-            self.column(name.lower() if name.lower() in KNOWN else name)
+            self.column(name)
         return self.names
 
     def row(self, line: int, cells: list[str]) -> list[str] | None:
@@ -1318,9 +1324,10 @@ class ImportEdit(Edit):
 
 def _merge(cells: list[str], record: Record, names: list[str]) -> list[str]:
     merged = list(cells)
+    values = {column.lower(): value for column, value in record.values.items()}
     for position, name in enumerate(names):
-        column = name.lower() if name.lower() in KNOWN else name
-        incoming = record.values.get(column, "")
+        column = name.lower()
+        incoming = values.get(column, "")
         if column == "status":
             current = merged[position].strip().lower() or "subscribed"
             if incoming and _RANK.get(incoming, 0) > _RANK.get(current, 0):
