@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from newsletter import __version__
-from newsletter.errors import NewsletterError
+from newsletter.errors import InvalidInput, NewsletterError
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -551,7 +551,6 @@ class _Prepared:
 def _prepare_send(
     issue: Path, config: Config, lists: list[Path] | None, tags: list[str], limit: int | None
 ) -> _Prepared:
-    from newsletter.errors import InvalidInput
     from newsletter.lint import check_issue
     from newsletter.subscribers import select
     from newsletter.transport import open_transport
@@ -581,12 +580,11 @@ def _send_locked(
     on_change: str | None,
     limit: int | None,
 ) -> int:
-    from newsletter.config import secret
     from newsletter.dispatch import Limits, open_ledger, snapshot
     from newsletter.message import MessageFactory  # type: ignore[import-untyped]  # on branch messages until merged
 
     rendered, transport = prepared.rendered, prepared.transport
-    key = secret(config, create=transport.destination == "outbox")
+    key = unsubscribe_secret(config, transport.destination)
     ledger, note = open_ledger(
         config.state_dir, rendered.slug, transport.destination, rendered.digest, on_change=on_change
     )
@@ -889,3 +887,78 @@ def _destination(config: Config) -> str:
     if not smtp.host:
         return "outbox"
     return f"smtp://{smtp.host}:{smtp.port or DEFAULT_PORTS[smtp.security]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The test send
+
+
+def unsubscribe_secret(config: Config, destination: str) -> bytes:
+    """The token secret; an outbox send may create .newsletter/secret once (and says so)."""
+    from newsletter.config import SECRET_ENV, secret
+
+    stored = config.state_dir / "secret"
+    existed = stored.exists()
+    key = secret(config, create=destination == "outbox")
+    if not existed and stored.exists():
+        say(
+            f"created {stored} (mode 0600) to sign unsubscribe links; for real sends set "
+            f"{SECRET_ENV} instead"
+        )
+    return key
+
+
+@app.command(name="test")
+@command
+def send_test_copy(
+    issue: IssueArg,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Send to this address (default: test_to).")
+    ] = None,
+    as_subscriber: Annotated[
+        str | None,
+        typer.Option("--as", help="Fill merge fields from this subscriber (default: a sample)."),
+    ] = None,
+) -> None:
+    """Send one [TEST] copy of an issue to yourself; lint errors are only warnings here."""
+    import asyncio
+
+    from newsletter.dispatch import send_test
+    from newsletter.lint import check_issue
+    from newsletter.message import MessageFactory
+    from newsletter.models import Subscriber
+    from newsletter.subscribers import lookup
+    from newsletter.transport import open_transport
+
+    config = load()
+    address = to or config.newsletter.test_to
+    if not address:
+        raise NewsletterError("no recipient: pass --to ADDRESS or set [newsletter] test_to")
+    result = check_issue(issue, config)
+    if result.rendered is None:
+        raise InvalidInput(result.problems)
+    for problem in result.problems:
+        say(f"warning: {problem}")
+    subscriber = Subscriber(email=address)
+    if as_subscriber:
+        found = lookup(config.root, as_subscriber)
+        if found is None:
+            raise NewsletterError(f"{as_subscriber} is in no list of {config.subscribers_dir}")
+        subscriber = found
+    transport = open_transport(config)
+    say(f"to: {transport.description}")
+    factory = MessageFactory(
+        result.rendered,
+        config,
+        unsubscribe_secret(config, transport.destination),
+        subject_prefix="[TEST] ",
+    )
+
+    def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
+        return bytes(
+            factory.build(subscriber, to=address, eight_bit=eight_bit, dot_stuffed=dot_stuffed)
+        )
+
+    sender = config.newsletter.envelope_from or config.from_address
+    accepted = asyncio.run(send_test(transport, build, sender, address))
+    typer.echo(f"sent a test of {issue} to {address}: {accepted.code} {accepted.reply}")

@@ -736,3 +736,16 @@ def composer(builder: Builder, sender: str, digest: str) -> Compose:
 def estimate_seconds(count: int, limits: Limits) -> float | None:
     """From the rate limit; None when there is none (then the server sets the pace)."""
     return count / limits.rate if limits.rate else None
+
+
+async def send_test(
+    transport: Transport, build: Callable[[bool, bool], bytes], sender: str, to: str
+) -> Accepted:
+    """Send one test message over a fresh connection; `build(eight_bit, dot_stuffed)` makes it."""
+    connection = await transport.connect()
+    try:
+        data = build(connection.eight_bit, connection.dot_stuffed)
+        smtputf8 = not to.isascii()
+        return await connection.send(Envelope(sender, to, smtputf8=smtputf8), data)
+    finally:
+        await connection.close()

@@ -1382,3 +1382,13 @@ def stats(folder: Path) -> Stats:
     result.recipients = len(seen)
     result.suppressed_entries = len(read_suppressed(folder))
     return result
+
+
+def lookup(folder: Path, email: str) -> Subscriber | None:
+    """The first row of `email` in any list (example.csv included), for its merge fields."""
+    key = address_key(email)
+    for path in list_files(folder):
+        for subscriber in read_loosely(path):
+            if address_key(subscriber.email) == key:
+                return subscriber
+    return None
