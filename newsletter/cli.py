@@ -583,7 +583,7 @@ def _send_locked(
 ) -> int:
     from newsletter.config import secret
     from newsletter.dispatch import Limits, open_ledger, snapshot
-    from newsletter.message import MessageFactory  # type: ignore[import-untyped]  # on branch messages until merged
+    from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
     key = secret(config, create=transport.destination == "outbox")

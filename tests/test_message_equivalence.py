@@ -12,10 +12,10 @@ from email.policy import default
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from message_samples import CITY, NAME, SECRET, UNSUB, make_config, make_rendered, subscriber
 
 from newsletter.message import MAX_LINE, MessageFactory, build_reference
 from newsletter.models import Field, Rendered, Subscriber
+from tests.message_samples import CITY, NAME, SECRET, UNSUB, make_config, make_rendered, subscriber
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 MESSAGE_ID = "<fixed-id@example.org>"
