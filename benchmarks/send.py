@@ -2,20 +2,27 @@
 
     python benchmarks/send.py [--messages 20000] [--sessions 16] [--runs 3] [--million]
 
-Prints messages per second for smtp-source at N sessions, for `newsletter send` at N
-connections (the whole command: config, render, plan, 20,000-row ledger, send), their ratio
-(medians), and with --million the peak RSS of a 1,000,000-recipient plan and a 20-second send.
+Prints messages per second for smtp-source at N sessions and for `newsletter send` at N
+connections (the whole command: config, render, plan, ledger, send), run alternately --runs
+times, their medians and ratio, the load average around each run (the machine is shared: a
+busy machine lowers both figures) and the send's CPU time per message (less noisy than rates).
+The list is padded until the real message (as the plan reports it) is ~--size-kb KB.
+With --million: peak RSS of a 1,000,000-recipient plan and a send from it, cut off with
+Ctrl-C (SIGINT) only once the ledger shows messages sent, and how many were sent.
 Needs Debian's postfix package (smtp-sink, smtp-source); never starts the postfix daemon.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,35 +57,64 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("smtp-sink did not start")
 
 
-def folder_with(tmp: Path, people: int, size_kb: int) -> Path:
-    folder = tmp / f"letter{people}"
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# ---------------------------------------------------------------------------------------------
+# The newsletter folder
+
+
+def folder_with(tmp: Path, people: int, paragraphs: int, name: str = "") -> Path:
+    folder = tmp / (name or f"letter{people}")
+    shutil.rmtree(folder, ignore_errors=True)
     (folder / "issues").mkdir(parents=True)
     shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
     text = (REPO / ISSUE).read_text()
-    paragraphs = "\n\n".join([PAD] * (size_kb * 1024 // len(PAD) // 2))  # HTML + text ~2x
-    text += f'\n[[blocks]]\nkind = "text"\nheading = "More"\nbody = """\n{paragraphs}\n"""\n'
+    body = "\n\n".join([PAD] * paragraphs)
+    text += f'\n[[blocks]]\nkind = "text"\nheading = "More"\nbody = """\n{body}\n"""\n'
     (folder / ISSUE).write_text(text)
     (folder / "subscribers").mkdir()
     with (folder / "subscribers" / "big.csv").open("w") as out:
         out.write("email,name\n")
-        for i in range(people):
-            out.write(f"reader{i:07d}@example.org,Reader {i}\n")
+        out.writelines(f"reader{i:07d}@example.org,Reader {i}\n" for i in range(people))
     return folder
 
 
-def message_size(folder: Path, env: dict[str, str]) -> str:
+def message_kb(folder: Path, env: dict[str, str]) -> float:
+    """The size the plan reports for the first message (no --yes: nothing is sent)."""
     done = subprocess.run(
         [sys.executable, "-c", LAUNCH, "send", ISSUE, "--limit", "1"],
         cwd=folder, env=env, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    line = next((x for x in done.stderr.splitlines() if x.startswith("sending:")), "")
-    return line.split(" of ")[1].split(",")[0] if " of " in line else "?"
+    found = re.search(r"^sending: .* of ~(\d+) KB", done.stderr, re.M)
+    if not found:
+        raise SystemExit(f"no message size in the plan:\n{done.stderr}")
+    shutil.rmtree(folder / ".newsletter", ignore_errors=True)
+    return float(found.group(1))
 
 
-def source_rate(port: int, count: int, sessions: int, tmp: Path) -> float:
+def sized_folder(tmp: Path, people: int, env: dict[str, str], kb: int, name: str = "") -> Path:
+    """Pad the issue until the built message is ~kb KB (whatever builder is in use)."""
+    paragraphs = kb * 1024 // len(PAD) // 2
+    for _ in range(3):
+        probe = folder_with(tmp, 1, paragraphs, "probe")
+        size = message_kb(probe, env)
+        if abs(size - kb) <= 1:
+            break
+        base = message_kb(folder_with(tmp, 1, 0, "probe"), env)
+        paragraphs = max(0, round(paragraphs * (kb - base) / max(size - base, 1)))
+    return folder_with(tmp, people, paragraphs, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# One run each
+
+
+def source_rate(port: int, count: int, sessions: int, tmp: Path, kb: int) -> float:
     body = tmp / "message.eml"
     if not body.exists():
-        lines = [f"Line {i}: {PAD[:70]}" for i in range(40 * 1024 // 80)]
+        lines = [f"Line {i}: {PAD[:70]}" for i in range(kb * 1024 // 80)]
         body.write_text("From: a@example.org\nSubject: bench\n\n" + "\n".join(lines) + "\n")
     start = time.perf_counter()
     subprocess.run(
@@ -89,35 +125,89 @@ def source_rate(port: int, count: int, sessions: int, tmp: Path) -> float:
     return count / (time.perf_counter() - start)
 
 
-def send_rate(folder: Path, env: dict[str, str], count: int) -> float:
+def send_rate(folder: Path, env: dict[str, str], count: int) -> tuple[float, float]:
+    """(messages per second, CPU ms per message) of one whole `newsletter send --yes`."""
     shutil.rmtree(folder / ".newsletter" / "sends", ignore_errors=True)
+    cpu = _children_cpu()
     start = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", LAUNCH, "send", ISSUE, "--yes"],
-        cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
+        cwd=folder, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    return count / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0 or f"sent {count}," not in done.stderr:
+        raise SystemExit(f"send did not send all {count} (exit {done.returncode}):\n{done.stderr}")
+    return count / seconds, (_children_cpu() - cpu) * 1000 / count
 
 
-def peak_rss_million(tmp: Path, env: dict[str, str], seconds: float) -> tuple[float, str]:
-    folder = folder_with(tmp, 1_000_000, 40)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: a 1,000,000-recipient plan and a send from it
+
+
+def million_rss(tmp: Path, env: dict[str, str], kb: int, seconds: float) -> str:
+    folder = sized_folder(tmp, 1_000_000, env, kb, "million")
+    start = time.perf_counter()
     with subprocess.Popen(
         [sys.executable, "-c", LAUNCH, "send", ISSUE, "--yes"],
         cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     ) as proc:  # fmt: skip
+        ledger = folder / ".newsletter" / "sends"
+        plan_peak, first = _until_sending(proc, ledger, start)
+        time.sleep(seconds)
+        peak = _peak_kb(proc.pid)
+        at_cut = _sent_in(ledger)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    sent = re.search(r"^sent (\d+),", err, re.M)
+    if plan_peak is None or sent is None or int(sent.group(1)) == 0:
+        raise SystemExit(f"the send never started sending:\n{err}")
+    return (
+        f"plan ready and first message sent after {first:.0f} s "
+        f"(peak RSS then {plan_peak / 1024:.0f} MB); "
+        f"cut off {seconds:.0f} s later with {at_cut} sent, {sent.group(1)} sent in all; "
+        f"peak RSS {max(peak, plan_peak) / 1024:.0f} MB (exit {proc.returncode})"
+    )
+
+
+def _until_sending(
+    proc: subprocess.Popen[str], ledger: Path, start: float
+) -> tuple[int | None, float]:
+    """Wait (at most 10 minutes) until the ledger shows a message sent: (peak KB then, s)."""
+    while time.perf_counter() - start < 600 and proc.poll() is None:
+        if _sent_in(ledger) > 0:
+            return _peak_kb(proc.pid), time.perf_counter() - start
+        time.sleep(1.0)
+    return None, 0.0
+
+
+def _sent_in(folder: Path) -> int:
+    """Messages the ledger records as sent (read-only; the send keeps writing)."""
+    for path in folder.glob("*.sqlite"):
         try:
-            proc.wait(seconds)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        return float("nan"), "(RSS hidden by an earlier, larger child)"
-    tail = [x for x in err.splitlines() if x.startswith(("sent ", "last run"))]
-    return peak / 1024, "; ".join(tail)
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                return int(
+                    db.execute("SELECT count(*) FROM recipients WHERE state = 2").fetchone()[0]
+                )
+        except sqlite3.Error:
+            return 0
+    return 0
+
+
+def _peak_kb(pid: int) -> int:
+    """VmHWM: the process's peak resident set so far, in KB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    return int(found.group(1)) if found else 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -125,7 +215,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size-kb", type=int, default=40)
     parser.add_argument("--million", action="store_true")
+    parser.add_argument("--million-seconds", type=float, default=10.0)
     args = parser.parse_args()
     port = free_port()
     sink = start_sink(port)
@@ -140,20 +232,40 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as name:
             tmp = Path(name)
-            folder = folder_with(tmp, args.messages, 40)
-            print(f"message size: {message_size(folder, env)}")
-            src = [source_rate(port, args.messages, args.sessions, tmp) for _ in range(args.runs)]
-            ours = [send_rate(folder, env, args.messages) for _ in range(args.runs)]
-            s, o = statistics.median(src), statistics.median(ours)
-            print(f"smtp-source, {args.sessions} sessions: {s:,.0f} msg/s  runs {src}")
-            print(f"newsletter send, {args.sessions} connections: {o:,.0f} msg/s  runs {ours}")
-            print(f"ratio: {o / s:.2f}  (target >= 0.5)")
+            compare(tmp, env, port, args)
             if args.million:
-                rss, tail = peak_rss_million(tmp, env, 20.0)
-                print(f"1,000,000-recipient plan + 20 s send: peak RSS {rss:.0f} MB  {tail}")
+                print(
+                    "1,000,000 recipients: "
+                    + million_rss(tmp, env, args.size_kb, args.million_seconds)
+                )
     finally:
         sink.terminate()
         sink.wait(10)
+
+
+def compare(tmp: Path, env: dict[str, str], port: int, args: argparse.Namespace) -> None:
+    folder = sized_folder(tmp, args.messages, env, args.size_kb)
+    print(f"message size: ~{message_kb(folder, env):.0f} KB (plan); smtp-source: {args.size_kb} KB")
+    src: list[float] = []
+    ours: list[float] = []
+    cpu: list[float] = []
+    for run in range(1, args.runs + 1):  # interleaved: both see the same background load
+        before = load()
+        src.append(source_rate(port, args.messages, args.sessions, tmp, args.size_kb))
+        rate, ms = send_rate(folder, env, args.messages)
+        ours.append(rate)
+        cpu.append(ms)
+        print(
+            f"run {run}: smtp-source {src[-1]:,.0f}/s, newsletter send {rate:,.0f}/s "
+            f"({ms:.2f} ms CPU/msg); load average {before} -> {load()}"
+        )
+    s, o = statistics.median(src), statistics.median(ours)
+    print(f"smtp-source, {args.sessions} sessions: {s:,.0f} msg/s (median of {args.runs})")
+    print(
+        f"newsletter send, {args.sessions} connections: {o:,.0f} msg/s (median), "
+        f"{statistics.median(cpu):.2f} ms CPU per message"
+    )
+    print(f"ratio: {o / s:.2f}  (target >= 0.5)")
 
 
 if __name__ == "__main__":

@@ -581,7 +581,7 @@ def _send_locked(
     limit: int | None,
 ) -> int:
     from newsletter.dispatch import Limits, open_ledger, snapshot
-    from newsletter.message import MessageFactory  # type: ignore[import-untyped]  # on branch messages until merged
+    from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
     key = unsubscribe_secret(config, transport.destination)
