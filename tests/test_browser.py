@@ -73,10 +73,11 @@ def test_sample_is_centred_600px_on_desktop(browser, tmp_path: Path) -> None:
     """At 800 px the content column is 600 px wide and fits without scrolling."""
     page = _page(browser, _render(SAMPLE, ROOT / "newsletter.toml", tmp_path / "s.html"), 800)
     assert page.evaluate("document.documentElement.scrollWidth") <= 800
-    width = page.evaluate(
-        "document.querySelector('body > div > div').getBoundingClientRect().width"
+    box = page.locator("h1").evaluate(
+        "e => e.closest('div[style*=\"max-width:600px\"]').getBoundingClientRect()"
     )
-    assert width == 600
+    assert box["width"] == 600
+    assert box["x"] == 100  # centred: (800 - 600) / 2
 
 
 IMAGES = """
