@@ -16,7 +16,7 @@ from newsletter.tokens import verify_token
 from tests.compose_helpers import ROOT, SAMPLE, run
 from tests.smtpd import PASSWORD, USER, SmtpServer
 
-SECRET = "a-test-secret-that-is-long-enough"
+SECRET = "a-test-secret-that-is-long-enough"  # noqa: S105  # a throwaway test value
 
 
 @pytest.fixture
