@@ -78,7 +78,7 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
 def atomic_write_text(
@@ -107,7 +107,8 @@ def _mode_for(path: Path, mode: int | None) -> int:
         return 0o644 if mode is None else mode
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (the folder entry itself)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

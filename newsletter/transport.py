@@ -53,6 +53,7 @@ from newsletter.errors import (
     SecretMissing,
     TransportError,
 )
+from newsletter.fileio import fsync_folder
 
 if TYPE_CHECKING:
     from newsletter.config import Config, SmtpSettings
@@ -540,7 +541,7 @@ class OutboxConnection:
         try:
             _write_synced(tmp, message)
             os.rename(tmp, final)
-            _sync_dir(final.parent)
+            fsync_folder(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise TransportError(
@@ -573,14 +574,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
