@@ -57,7 +57,7 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
 
 
 def atomic_write(
-    path: Path, write: Callable[[IO[bytes]], None], *, mode: int | None = None
+    path: Path, write: Callable[[IO[bytes]], object], *, mode: int | None = None
 ) -> None:
     """Replace `path` with what `write` writes to a binary handle, atomically.
 
@@ -83,7 +83,7 @@ def atomic_write(
 
 def atomic_write_text(
     path: Path,
-    write: Callable[[IO[str]], None],
+    write: Callable[[IO[str]], object],
     *,
     mode: int | None = None,
     encoding: str = "utf-8",
