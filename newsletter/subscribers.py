@@ -2,7 +2,7 @@
 
 A list is a UTF-8 CSV file with a header row (docs/subscribers.md). Reading accepts what real
 files look like (BOM, CRLF, `;` from European Excel, quoted newlines); writing is always UTF-8,
-comma-delimited, CRLF (RFC 4180), keeping the column order, unknown columns and row order of the file.
+comma-delimited, CRLF (RFC 4180), keeping the column order, unknown columns and row order.
 
 Consent rules live here: only `subscribed` rows get mail; any other status of an address in any
 list suppresses it everywhere (unless that row's `scope` is `list`); nothing but `purge` deletes
@@ -594,10 +594,11 @@ class Edit:
 
     def column(self, name: str) -> int:
         """The position of a column, appending it when the list lacks it (only in `header`)."""
-        if name not in self.lowered:
-            self.lowered[name] = len(self.names)
+        key = name.lower()
+        if key not in self.lowered:
+            self.lowered[key] = len(self.names)
             self.names.append(name)
-        return self.lowered[name]
+        return self.lowered[key]
 
     def row(self, line: int, cells: list[str]) -> list[str] | None:
         return cells
@@ -1030,7 +1031,8 @@ def _csv_records(reader: ListReader) -> RecordParser:
         if isinstance(parsed, list):
             return parsed
         values = {c: parser.cell(cells, reader.index.get(c)) for c in KNOWN}
-        values |= {"email": parsed.email, "status": parsed.status, "tags": join_tags(parsed.tags)}
+        status = parser.cell(cells, parser.status).lower()  # empty: the list's own rule
+        values |= {"email": parsed.email, "status": status, "tags": join_tags(parsed.tags)}
         values |= {name: parser.cell(cells, i) for i, name in extras}
         return Record(line, parsed.email, {k: v for k, v in values.items() if v})
 
@@ -1272,9 +1274,8 @@ def _spool_new(
         elif compact in known:
             overlap[compact] = item
         else:
-            writer.writerow(
-                [item.values.get(name.lower(), item.values.get(name, "")) for name in header]
-            )
+            values = {column.lower(): value for column, value in item.values.items()}
+            writer.writerow([values.get(name.lower(), "") for name in header])
             report.added += 1
     return overlap
 
@@ -1296,7 +1297,7 @@ class ImportEdit(Edit):
     def header(self, names: list[str]) -> list[str]:
         super().header(names)
         for name in self.wanted:
-            self.column(name.lower() if name.lower() in KNOWN else name)
+            self.column(name)
         return self.names
 
     def row(self, line: int, cells: list[str]) -> list[str] | None:
@@ -1318,9 +1319,10 @@ class ImportEdit(Edit):
 
 def _merge(cells: list[str], record: Record, names: list[str]) -> list[str]:
     merged = list(cells)
+    values = {column.lower(): value for column, value in record.values.items()}
     for position, name in enumerate(names):
-        column = name.lower() if name.lower() in KNOWN else name
-        incoming = record.values.get(column, "")
+        column = name.lower()
+        incoming = values.get(column, "")
         if column == "status":
             current = merged[position].strip().lower() or "subscribed"
             if incoming and _RANK.get(incoming, 0) > _RANK.get(current, 0):

@@ -1,0 +1,170 @@
+"""`newsletter subscribers ...` through the CLI: exit codes and the lines that matter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter.cli import app
+from newsletter.subscribers import read_list
+
+FIXTURES = Path(__file__).parent / "fixtures" / "subscribers"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "newsletter.toml").write_text(
+        '[newsletter]\nname = "Test"\nfrom = "Test <news@example.org>"\n', encoding="utf-8"
+    )
+    return tmp_path
+
+
+def cli(folder: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["--config", str(folder), "subscribers", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_add_writes_the_default_list(folder: Path) -> None:
+    """add without --list writes subscribers/subscribers.csv."""
+    code, _out, err = cli(folder, "add", "Ann@Example.org", "--name", "Ann", "--tag", "x")
+    path = folder / "subscribers" / "subscribers.csv"
+    assert (code, err) == (0, f"added Ann@example.org to {path}\n")
+    assert [(p.email, p.name, p.tags) for p in read_list(path)] == [
+        ("Ann@example.org", "Ann", {"x"})
+    ]
+
+
+def test_add_bad_address_fails_with_a_reason(folder: Path) -> None:
+    """A bad address exits 1 with one line, no traceback, nothing written."""
+    code, _out, err = cli(folder, "add", "not an address")
+    assert code == 1
+    assert err.startswith("error: 'not an address': ")
+    assert not (folder / "subscribers").exists()
+
+
+def test_unsubscribe_unknown_address_is_suppressed_and_exits_0(folder: Path) -> None:
+    """unsubscribe of an address in no list records a suppression entry and succeeds."""
+    code, _out, err = cli(folder, "unsubscribe", "zed@example.org")
+    assert (code, err) == (0, "zed@example.org: in no list; recorded in the suppression file\n")
+
+
+def test_unsubscribe_only_this_list_needs_list(folder: Path) -> None:
+    """--only-this-list without --list is a usage error."""
+    code, _out, _err = cli(folder, "unsubscribe", "a@example.org", "--only-this-list")
+    assert code == 2
+
+
+def test_remove_keeps_the_row(folder: Path) -> None:
+    """remove marks the person unsubscribed with a time; the row stays."""
+    cli(folder, "add", "ann@example.org", "--list", "news")
+    code, _out, _err = cli(folder, "remove", "ann@example.org")
+    (person,) = read_list(folder / "subscribers" / "news.csv")
+    assert code == 0
+    assert person.status == "unsubscribed"
+    assert person.fields["unsubscribed_at"]
+
+
+def test_remove_of_unknown_address_fails(folder: Path) -> None:
+    """remove of an address in no list exits 1."""
+    assert cli(folder, "remove", "zed@example.org")[0] == 1
+
+
+def test_purge_then_add_is_refused(folder: Path) -> None:
+    """After purge, add refuses the address and says how to override."""
+    cli(folder, "add", "ann@example.org")
+    assert cli(folder, "purge", "ann@example.org")[0] == 0
+    code, _out, err = cli(folder, "add", "ann@example.org")
+    assert code == 1
+    assert "suppression file" in err
+    assert "--resubscribe" in err
+
+
+def test_import_reports_bad_rows_and_exits_1(folder: Path) -> None:
+    """import with bad rows prints each as file:line: reason and exits 1."""
+    code, _out, err = cli(folder, "import", str(FIXTURES / "bad_rows.csv"), "--into", "news")
+    assert code == 1
+    assert [line.split(": ")[0] for line in err.splitlines()] == [
+        f"{FIXTURES / 'bad_rows.csv'}:{n}" for n in (3, 4, 5, 6)
+    ]
+    assert not (folder / "subscribers" / "news.csv").exists()
+
+
+def test_import_json_report(folder: Path) -> None:
+    """import --json prints the counts for a script."""
+    code, out, _err = cli(
+        folder,
+        "import",
+        str(FIXTURES / "mailchimp.csv"),
+        "--into",
+        "mc",
+        "--format",
+        "mailchimp",
+        "--json",
+    )
+    data = json.loads(out)
+    assert (code, data["added"], data["skipped"]) == (0, 3, [])
+
+
+def test_list_filters_by_status_and_tag(folder: Path) -> None:
+    """list --status --tag prints matching rows, tab-separated."""
+    cli(folder, "add", "ann@example.org", "--tag", "x")
+    cli(folder, "add", "bob@example.org", "--tag", "y")
+    cli(folder, "add", "cid@example.org", "--tag", "x")
+    cli(folder, "unsubscribe", "cid@example.org")
+    code, out, _err = cli(folder, "list", "--status", "subscribed", "--tag", "X")
+    assert (code, out) == (0, "ann@example.org\t\tsubscribed\tx\tsubscribers.csv\n")
+
+
+def test_list_json(folder: Path) -> None:
+    """list --json prints a JSON array of people."""
+    cli(folder, "add", "ann@example.org", "--name", "Ånn")
+    data = json.loads(cli(folder, "list", "--json")[1])
+    assert data == [
+        {
+            "email": "ann@example.org",
+            "name": "Ånn",
+            "status": "subscribed",
+            "tags": [],
+            "list": "subscribers.csv",
+        }
+    ]
+
+
+def test_stats_json(folder: Path) -> None:
+    """stats --json counts rows per list and status, tags, and distinct recipients."""
+    cli(folder, "add", "ann@example.org", "--tag", "x")
+    cli(folder, "add", "ann@example.org", "--list", "other")
+    cli(folder, "add", "bob@example.org", "--list", "other")
+    cli(folder, "unsubscribe", "bob@example.org")
+    data = json.loads(cli(folder, "stats", "--json")[1])
+    assert data["lists"] == {
+        "other.csv": {"subscribed": 1, "unsubscribed": 1},
+        "subscribers.csv": {"subscribed": 1},
+    }
+    assert (data["tags"], data["recipients"]) == ({"x": 1}, 1)
+
+
+def test_check_exits_1_naming_file_and_line(folder: Path) -> None:
+    """check FILE prints each bad row as file:line and exits 1."""
+    code, out, err = cli(folder, "check", str(FIXTURES / "bad_rows.csv"))
+    assert code == 1
+    assert out.splitlines()[0].startswith(f"{FIXTURES / 'bad_rows.csv'}:3: email: ")
+    assert err == "1 lists, 6 rows, 4 errors\n"
+
+
+def test_check_defaults_to_every_list(folder: Path) -> None:
+    """check with no file checks every list in subscribers/ and exits 0 when they are fine."""
+    cli(folder, "add", "ann@example.org")
+    cli(folder, "add", "bob@example.org", "--list", "b")
+    code, _out, err = cli(folder, "check")
+    assert (code, err) == (0, "2 lists, 2 rows, 0 errors\n")
+
+
+def test_example_list_checks_clean(folder: Path) -> None:
+    """The shipped subscribers/example.csv has no problems."""
+    example = Path(__file__).parents[1] / "subscribers" / "example.csv"
+    code, _out, err = cli(folder, "check", str(example))
+    assert (code, err) == (0, "1 lists, 10 rows, 0 errors\n")
