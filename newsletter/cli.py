@@ -477,3 +477,29 @@ def subscribers_check(
     say(f"{len(report.files)} lists, {report.rows} rows, {errors} errors")
     if errors:
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Web: the unsubscribe endpoint and the static archive
+
+
+@app.command()
+@command
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (a reverse proxy in front).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8025,
+) -> None:
+    """Serve the one-click unsubscribe endpoint (RFC 8058) for the links in sent messages."""
+    import logging
+
+    from newsletter.serve import endpoint_secret, route_prefix, run_unsubscribe
+
+    config = load()
+    key = endpoint_secret(config)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
+    say(f"unsubscribe endpoint at http://{host}:{port}{path}  (Ctrl-C stops)")
+    say(f"changes go to the lists in {config.subscribers_dir}")
+    run_unsubscribe(config, key, host=host, port=port)
