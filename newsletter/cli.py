@@ -503,3 +503,23 @@ def serve(
     say(f"unsubscribe endpoint at http://{host}:{port}{path}  (Ctrl-C stops)")
     say(f"changes go to the lists in {config.subscribers_dir}")
     run_unsubscribe(config, key, host=host, port=port)
+
+
+@app.command()
+@command
+def archive(
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Folder of the site (default: site/ in the folder)."),
+    ] = None,
+) -> None:
+    """Build the web archive: a page per issue (drafts left out), index.html and feed.xml."""
+    from newsletter.archive import build_archive
+
+    config = load()
+    built = build_archive(config, output or config.root / "site")
+    for path in [*built.pages, built.index, built.feed]:
+        typer.echo(str(path))
+    for path in built.removed:
+        say(f"removed {path} (its issue is gone or became a draft)")
+    say(f"{len(built.pages)} issue(s) archived in {built.folder}")
