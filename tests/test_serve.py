@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,3 +225,43 @@ def test_serve_refuses_to_start_without_the_secret(
     result = CliRunner().invoke(app, ["--config", str(root), "serve", "--port", "0"])
     assert result.exit_code == 1
     assert "NEWSLETTER_SECRET is not set" in result.output
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_command_runs_and_logs_no_token(tmp_path: Path) -> None:
+    """`newsletter serve` as a real process: unsubscribes, logs the hash, never the token."""
+    root = make_folder(tmp_path)
+    path = write_list(root / "subscribers" / "main.csv", PEOPLE)
+    port = free_port()
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET.decode()}
+    command = [sys.executable, "-m", "newsletter", "--config", str(root), "serve"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        link = f"http://127.0.0.1:{port}/unsubscribe/"
+        link += make_token(SECRET, load_config(explicit=root).list_id, "ada@example.org")
+        _wait_until_up(link, server)
+        assert post_one_click(link).status_code == 200
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=20)
+    assert {p.email: p.status for p in read_list(path)}["ada@example.org"] == "unsubscribed"
+    assert hashlib.sha256(b"ada@example.org").hexdigest() in err
+    assert link.rsplit("/", 1)[1] not in err and "ada@" not in err and SECRET.decode() not in err
+
+
+def _wait_until_up(url: str, server: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("`newsletter serve` did not start")
