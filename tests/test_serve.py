@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -18,6 +19,7 @@ import pytest
 from serve_helpers import SECRET, make_folder, running, write_list
 from typer.testing import CliRunner
 
+from newsletter import fileio, subscribers
 from newsletter.cli import app
 from newsletter.config import load_config
 from newsletter.serve import unsubscribe_app
@@ -135,6 +137,8 @@ def test_address_on_no_list_is_suppressed_with_the_same_answer(site: Site) -> No
         pytest.param(lambda t: "not a token at all", id="garbage"),
         pytest.param(lambda t: "a/b/../c", id="slashes"),
         pytest.param(lambda t: "", id="empty"),
+        pytest.param(lambda t: "é" + t, id="non-ascii"),
+        pytest.param(lambda t: t * 100, id="huge"),
     ],
 )
 def test_bad_tokens_get_400_and_change_nothing(site: Site, mangle) -> None:
@@ -265,3 +269,22 @@ def _wait_until_up(url: str, server: subprocess.Popen[str]) -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     raise AssertionError("`newsletter serve` did not start")
+
+
+def test_broken_list_still_records_the_unsubscribe(site: Site) -> None:
+    """A list that cannot be read: 200 all the same, the address in the suppression file."""
+    site.lists[1].write_bytes(b"email,name\r\nada@example.org,\xff\xfe broken\r\n")
+    assert post_one_click(site.link("ada@example.org")).status_code == 200
+    assert site.statuses(site.lists[0])["ada@example.org"] == "unsubscribed"
+    digest = hashlib.sha256(b"ada@example.org").hexdigest()
+    assert digest in suppressed_path(site.root).read_text()
+
+
+def test_list_locked_too_long_answers_503(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list held past the lock timeout: 503 with Retry-After, and that list untouched."""
+    monkeypatch.setattr(subscribers, "locked", functools.partial(fileio.locked, timeout=0.2))
+    with fileio.locked(site.lists[0]):
+        answer = post_one_click(site.link("ada@example.org"))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "60"
+    assert site.statuses()["ada@example.org"] == "subscribed"
