@@ -109,3 +109,21 @@ class DeliveryError(NewsletterError):
 
 class LockBusy(NewsletterError):
     """Another process holds the lock this command needs."""
+
+
+class InvalidToken(NewsletterError):
+    """An unsubscribe token that is malformed, altered, truncated or not made under our secret."""
+
+
+class MessageError(NewsletterError):
+    """A message cannot be built: which recipient, which field (e.g. a header injection attempt)."""
+
+    def __init__(self, message: str, *, recipient: str = "", field: str = "") -> None:
+        super().__init__(message)
+        self.recipient = recipient
+        self.field = field
+
+    def message(self) -> str:
+        where = ": ".join(part for part in (self.recipient, self.field) if part)
+        text = str(self.args[0])
+        return f"{where}: {text}" if where else text

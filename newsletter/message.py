@@ -1,0 +1,528 @@
+"""Rendered issue + Subscriber -> the bytes of one MIME message, fast.
+
+A `MessageFactory` is built once per issue. For each way the bytes may travel (8-bit or base64
+bodies; dot-stuffed for the SMTP wire or not) it compiles the issue once into a skeleton: literal
+byte chunks, already CRLF and dot-stuffed, with open slots for the fields. Per recipient it only
+fills the slots: the values are escaped for their part (HTML-escaped in the HTML part, as-is in
+the text part and headers), their line breaks made CRLF and their leading dots doubled, and the
+chunks joined. Quoted-printable is never used: its soft line breaks would split the slots.
+
+A message falls back to base64 bodies for one recipient when a filled value would make a line
+longer than 998 octets or carries a NUL, which 8-bit MIME may not. `build_reference` builds the
+same message the slow, obvious way with `email.message.EmailMessage`; the tests prove the two
+parse to the same headers and decoded parts.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import html
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import format_datetime
+
+from newsletter.config import Config
+from newsletter.errors import MessageError
+from newsletter.models import Field, Rendered, Subscriber, Template
+from newsletter.tokens import TokenMaker
+
+MAX_LINE = 998  # octets per line, CRLF excluded (RFC 5322 2.1.1)
+MESSAGE_FIELDS = frozenset({"unsubscribe_url"})  # values of source "message" this module knows
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_ADDRESS_BAD = re.compile(r"[\s<>(),;:\"\[\]\\]")
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # as email.utils.formataddr: these need quoting
+_SPACES = re.compile(" {2,}")
+_WORD_OCTETS = 45  # UTF-8 octets per encoded word: base64 of 45 is 60, the word 72 characters
+
+
+def check_header_value(value: str, *, field: str, recipient: str = "") -> str:
+    """`value` unchanged, or MessageError when a CR, LF or other control character could
+    start a new header line (header injection) or corrupt the header."""
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        raise MessageError(
+            f"contains control character U+{ord(bad.group()):04X}: refused in a mail header",
+            recipient=recipient,
+            field=field,
+        )
+    return value
+
+
+def tidy_header_text(value: str) -> str:
+    """Header text as it is sent: single spaces, none at the ends."""
+    return _SPACES.sub(" ", value).strip(" ")
+
+
+def field_value(fld: Field, subscriber: Subscriber, message_values: Mapping[str, str]) -> str:
+    """The value filled into `fld` for this subscriber: the column, else the default, else ""."""
+    if fld.source == "message":
+        value = message_values.get(fld.name, "")
+    elif fld.name == "name":
+        value = subscriber.name
+    elif fld.name == "email":
+        value = subscriber.email
+    else:
+        value = subscriber.fields.get(fld.name, "")
+    return value or fld.default or ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Header encoding (RFC 2047 base64 encoded words, folded onto continuation lines)
+
+
+def encoded_words(text: str) -> str:
+    """`text` as RFC 2047 encoded words of at most 72 characters, folded with CRLF SP."""
+    data = text.encode()
+    words = []
+    start = 0
+    while start < len(data):
+        end = min(start + _WORD_OCTETS, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1  # never split a UTF-8 sequence between two words
+        chunk = binascii.b2a_base64(data[start:end], newline=False).decode("ascii")
+        words.append(f"=?utf-8?b?{chunk}?=")
+        start = end
+    return "\r\n ".join(words)
+
+
+def _plain_enough(text: str) -> bool:
+    """Text that can go into a header as it is: printable ASCII, short, not like an encoded word."""
+    return text.isascii() and "=?" not in text and len(text) <= 900
+
+
+def header_text(text: str) -> str:
+    """An unstructured header value (Subject): as is when plain ASCII, else encoded words."""
+    return text if _plain_enough(text) else encoded_words(text)
+
+
+def phrase(name: str) -> str:
+    """A display name: as is, quoted like formataddr when it has specials, else encoded words."""
+    if not _plain_enough(name):
+        return encoded_words(name)
+    if _SPECIALS.search(name):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    return name
+
+
+def mailbox(name: str, address: str) -> str:
+    """`Name <address>`, or the bare address when there is no name."""
+    return f"{phrase(name)} <{address}>" if name else address
+
+
+# ---------------------------------------------------------------------------------------------
+# Body chunks. A chunk is (bytes, bytes at line start, first, last, breaks): the bytes when it
+# follows text on the same line and when it begins a line (dot-stuffed variant: a leading '.'
+# doubled), the octets before its first line break and after its last, whether it has one.
+
+Chunk = tuple[bytes, bytes, int, int, bool]
+Slot = Chunk | int  # a literal chunk, or the index of a value in the part's value list
+
+
+def _crlf(text: str) -> str:
+    return _NEWLINES.sub("\r\n", text) if ("\n" in text or "\r" in text) else text
+
+
+def _chunk(data: bytes, stuffed: bool) -> Chunk | None:
+    """A chunk of CRLF text, or None when one of its inner lines is too long for 8-bit."""
+    if b"\r\n" not in data:
+        start = b"." + data if stuffed and data[:1] == b"." else data
+        return (data, start, len(data), 0, False)
+    lines = data.split(b"\r\n")
+    if any(len(line) > MAX_LINE for line in lines[1:-1]):
+        return None
+    if stuffed:
+        data = data.replace(b"\r\n.", b"\r\n..")
+    start = b"." + data if stuffed and data[:1] == b"." else data
+    return (data, start, len(lines[0]), len(lines[-1]), True)
+
+
+def _join_8bit(
+    part_head: bytes, slots: tuple[Slot, ...], values: list[Chunk | None], out: list[bytes]
+) -> bool:
+    """Append a part's head and content to `out`; False when a line would exceed 998 octets."""
+    out.append(part_head)
+    at_start = True
+    line = 0
+    for slot in slots:
+        chunk = values[slot] if isinstance(slot, int) else slot
+        if chunk is None:
+            return False
+        data, start, first, last, breaks = chunk
+        if not data:
+            continue
+        out.append(start if at_start else data)
+        if breaks:
+            if line + first > MAX_LINE:
+                return False
+            line = last
+            at_start = last == 0
+        else:
+            line += first
+            at_start = False
+    if line > MAX_LINE:
+        return False
+    if not at_start or out[-1] is part_head:  # nothing written: still one line break
+        out.append(b"\r\n")  # a part ends with a line break, as EmailMessage.set_content does
+    return True
+
+
+def _base64_body(content: bytes) -> bytes:
+    encoded = binascii.b2a_base64(content, newline=False)
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One body part compiled: its headers per transfer encoding and its slots."""
+
+    fields: tuple[Field, ...]  # the distinct fields of this part, in slot index order
+    literal: tuple[bytes | int, ...]  # unstuffed CRLF bytes and value indexes (base64 path)
+    slots: dict[bool, tuple[Slot, ...] | None]  # by dot_stuffed; None: needs base64 always
+    escape: Callable[[str], str]
+
+    @classmethod
+    def compile(cls, template: Template, escape: Callable[[str], str]) -> _Part:
+        fields = tuple(dict.fromkeys(p for p in template if isinstance(p, Field)))
+        merged: list[str | int] = []
+        for piece in template:
+            if isinstance(piece, Field):
+                merged.append(fields.index(piece))
+            elif merged and isinstance(merged[-1], str):
+                merged[-1] += piece
+            elif piece:
+                merged.append(piece)
+        literal = tuple(_crlf(p).encode() if isinstance(p, str) else p for p in merged)
+        slots = {stuffed: cls._slots(literal, stuffed) for stuffed in (False, True)}
+        return cls(fields, literal, slots, escape)
+
+    @staticmethod
+    def _slots(literal: tuple[bytes | int, ...], stuffed: bool) -> tuple[Slot, ...] | None:
+        slots: list[Slot] = []
+        for piece in literal:
+            chunk = piece if isinstance(piece, int) else _chunk(piece, stuffed)
+            if chunk is None:
+                return None
+            slots.append(chunk)
+        return tuple(slots)
+
+    def content(self, raw: dict[Field, str]) -> bytes:
+        """The part's unstuffed content, filled, ending with CRLF (for base64)."""
+        values = [_crlf(self.escape(raw[f])).encode() for f in self.fields]
+        data = b"".join(values[p] if isinstance(p, int) else p for p in self.literal)
+        return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def _as_is(value: str) -> str:
+    return value
+
+
+def _html_escape(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The header bytes that are the same for every recipient of an issue."""
+
+    from_to: bytes  # "From: ...\r\nTo: "
+    lists: bytes  # "MIME-Version ... List-Unsubscribe: <"
+    mailto: str  # ", <mailto:...>" or ""
+    tail: bytes  # "List-Unsubscribe-Post ... Content-Type ...\r\n\r\n"
+
+    @classmethod
+    def make(cls, config: Config, boundary: str) -> _Head:
+        name = tidy_header_text(check_header_value(config.from_name, field="newsletter.from"))
+        sender = check_header_value(config.from_address, field="newsletter.from")
+        from_to = f"From: {mailbox(name, sender)}\r\nTo: ".encode()
+        lists = f"MIME-Version: 1.0\r\nList-Id: {_list_id(config)}\r\nList-Unsubscribe: <"
+        mailto = config.newsletter.unsubscribe_mailto
+        if mailto:
+            check_header_value(mailto, field="newsletter.unsubscribe_mailto")
+        tail = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
+        if config.newsletter.reply_to:
+            reply_to = check_header_value(config.newsletter.reply_to, field="newsletter.reply_to")
+            tail.append(f"Reply-To: {reply_to}")
+        tail.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
+        return cls(
+            from_to=from_to,
+            lists=lists.encode(),
+            mailto=f", <mailto:{mailto}>" if mailto else "",
+            tail=("\r\n".join(tail) + "\r\n\r\n").encode(),
+        )
+
+
+def _list_id(config: Config) -> str:
+    """RFC 2919: `Name <list.id>`."""
+    list_id = config.list_id
+    if not _LIST_ID.fullmatch(list_id):
+        raise MessageError(
+            f"{list_id!r} is not a list id such as news.example.org", field="newsletter.list_id"
+        )
+    name = tidy_header_text(check_header_value(config.newsletter.name, field="newsletter.name"))
+    return f"{phrase(name)} <{list_id}>" if name else f"<{list_id}>"
+
+
+class MessageFactory:
+    """Builds one issue's message for any recipient; compile once, then `build` per recipient."""
+
+    def __init__(
+        self,
+        rendered: Rendered,
+        config: Config,
+        secret: bytes,
+        *,
+        subject_prefix: str = "",
+        now: dt.datetime | None = None,
+    ) -> None:
+        _check_message_fields(rendered)
+        self.rendered = rendered
+        self.config = config
+        self.domain = _sender_domain(config)
+        self.boundary = f"=_nl_{secrets.token_hex(16)}"
+        self._tokens = TokenMaker(secret, config.list_id)
+        self._unsubscribe_base = f"{config.newsletter.base_url}/unsubscribe/"
+        self._prefix = check_header_value(subject_prefix, field="subject prefix")
+        self._now = _aware(now) if now is not None else None
+        self._date_cache: tuple[int, bytes] = (-1, b"")
+        self._fields = _distinct_fields(rendered.subject + rendered.text + rendered.html)
+        for piece in rendered.subject:
+            if isinstance(piece, str):
+                check_header_value(piece, field=f"{rendered.slug}: subject")
+        self._static_subject = None
+        if not any(isinstance(piece, Field) for piece in rendered.subject):
+            self._static_subject = self._subject_header({})
+        self._text = _Part.compile(rendered.text, _as_is)
+        self._html = _Part.compile(rendered.html, _html_escape)
+        self._head = _Head.make(config, self.boundary)
+        self._boundary_bytes = self.boundary.encode()
+        self._part_heads = {
+            (kind, cte): (
+                f'--{self.boundary}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
+                f"Content-Transfer-Encoding: {cte}\r\n\r\n"
+            ).encode()
+            for kind in ("plain", "html")
+            for cte in ("8bit", "base64")
+        }
+        self._end = f"\r\n--{self.boundary}--\r\n".encode()
+
+    def new_message_id(self) -> str:
+        """A fresh Message-ID on the sender's domain. Reuse it when retrying the same message."""
+        return f"<{secrets.token_urlsafe(18)}@{self.domain}>"
+
+    def unsubscribe_url(self, address: str) -> str:
+        return self._unsubscribe_base + self._tokens.make(address)
+
+    def build(
+        self,
+        subscriber: Subscriber,
+        *,
+        to: str | None = None,
+        eight_bit: bool = True,
+        dot_stuffed: bool = False,
+        message_id: str | None = None,
+    ) -> bytes:
+        """The whole message for `subscriber` (or sent to `to`, with the subscriber's merge
+        fields): CRLF line endings, dot-stuffed when asked, 8-bit or base64 bodies."""
+        address = recipient_address(subscriber, to)
+        url = self.unsubscribe_url(address)
+        raw = {f: field_value(f, subscriber, {"unsubscribe_url": url}) for f in self._fields}
+        name = "" if to is not None else recipient_name(subscriber)
+        head = self._head
+        chunks = [
+            head.from_to,
+            mailbox(name, address).encode(),
+            self._static_subject or self._subject_header(raw, address),
+            b"\r\nDate: ",
+            self._date(),
+            b"\r\nMessage-ID: ",
+            (message_id or self.new_message_id()).encode(),
+            b"\r\n",
+            head.lists,
+            self._list_unsubscribe(url),
+            head.tail,
+        ]
+        self._body(raw, eight_bit, dot_stuffed, chunks)
+        return b"".join(chunks)
+
+    def filled_subject(self, raw: Mapping[Field, str], recipient: str = "") -> str:
+        """The subject text for one recipient: prefix + filled template, checked, tidied."""
+        return filled_subject(self.rendered.subject, raw, self._prefix, recipient)
+
+    def _subject_header(self, raw: Mapping[Field, str], recipient: str = "") -> bytes:
+        subject = header_text(self.filled_subject(raw, recipient))
+        return f"\r\nSubject: {subject}".encode()
+
+    def _list_unsubscribe(self, url: str) -> bytes:
+        """The rest of List-Unsubscribe; the mailto goes on a continuation line when long."""
+        mailto = self._head.mailto
+        if mailto and len(url) + len(mailto) + 20 > MAX_LINE:
+            return f"{url}>,\r\n {mailto[2:]}\r\n".encode()
+        return f"{url}>{mailto}\r\n".encode()
+
+    def _date(self) -> bytes:
+        if self._now is not None:
+            return _format_date(self._now)
+        second = int(time.time())
+        if self._date_cache[0] != second:
+            now = dt.datetime.fromtimestamp(second, dt.UTC)
+            self._date_cache = (second, _format_date(now))
+        return self._date_cache[1]
+
+    def _body(
+        self, raw: dict[Field, str], eight_bit: bool, stuffed: bool, out: list[bytes]
+    ) -> None:
+        for kind, part in (("plain", self._text), ("html", self._html)):
+            if kind == "html":
+                out.append(b"\r\n")
+            if not (eight_bit and self._join(part, raw, stuffed, kind, out)):
+                out.append(self._part_heads[(kind, "base64")])
+                out.append(_base64_body(part.content(raw)))
+        out.append(self._end)
+
+    def _join(
+        self, part: _Part, raw: dict[Field, str], stuffed: bool, kind: str, out: list[bytes]
+    ) -> bool:
+        """Append the 8-bit part; False (and nothing appended) when it must be base64."""
+        slots = part.slots[stuffed]
+        if slots is None:
+            return False
+        values = [self._value_chunk(part.escape(raw[f]), stuffed) for f in part.fields]
+        mark = len(out)
+        if _join_8bit(self._part_heads[(kind, "8bit")], slots, values, out):
+            return True
+        del out[mark:]
+        return False
+
+    def _value_chunk(self, value: str, stuffed: bool) -> Chunk | None:
+        data = _crlf(value).encode()
+        if b"\x00" in data or self._boundary_bytes in data:
+            return None  # 8-bit MIME may not carry NUL; a boundary inside would end the part
+        return _chunk(data, stuffed)
+
+
+def recipient_address(subscriber: Subscriber, to: str | None) -> str:
+    """The address the message goes to (and the token is for): `to` when given."""
+    address = subscriber.email if to is None else to
+    field = "to" if to is not None else "email"
+    check_header_value(address, field=field, recipient=address)
+    if "@" not in address or _ADDRESS_BAD.search(address):
+        raise MessageError("not a plain email address", recipient=address, field=field)
+    return address
+
+
+def recipient_name(subscriber: Subscriber) -> str:
+    name = check_header_value(subscriber.name, field="name", recipient=subscriber.email)
+    return tidy_header_text(name)
+
+
+def filled_subject(
+    subject: Template, raw: Mapping[Field, str], prefix: str = "", recipient: str = ""
+) -> str:
+    """Prefix + the subject template filled; every value checked before it nears a header."""
+    parts = [prefix]
+    for piece in subject:
+        if isinstance(piece, Field):
+            value = raw[piece]
+            check_header_value(value, field=f"subject field {piece.name!r}", recipient=recipient)
+            parts.append(value)
+        else:
+            parts.append(piece)
+    return tidy_header_text("".join(parts))
+
+
+def _distinct_fields(template: Template) -> tuple[Field, ...]:
+    return tuple(dict.fromkeys(p for p in template if isinstance(p, Field)))
+
+
+def _format_date(moment: dt.datetime) -> bytes:
+    return format_datetime(moment).encode()
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _sender_domain(config: Config) -> str:
+    domain = config.from_address.rpartition("@")[2]
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise MessageError(
+            f"domain {domain!r} cannot be encoded", field="newsletter.from"
+        ) from None
+
+
+def _check_message_fields(rendered: Rendered) -> None:
+    for fld in rendered.fields():
+        if fld.source == "message" and fld.name not in MESSAGE_FIELDS:
+            known = ", ".join(sorted(MESSAGE_FIELDS))
+            raise MessageError(
+                f"unknown message field {fld.name!r} (known: {known})", field=rendered.slug
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# The slow, obvious way: the reference the fast path is tested against.
+
+
+def build_reference(
+    rendered: Rendered,
+    config: Config,
+    secret: bytes,
+    subscriber: Subscriber,
+    *,
+    message_id: str,
+    now: dt.datetime,
+    to: str | None = None,
+    subject_prefix: str = "",
+) -> bytes:
+    """The same message as `MessageFactory.build`, made with EmailMessage (~200 a second)."""
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    from email.policy import SMTP, SMTPUTF8
+
+    address = recipient_address(subscriber, to)
+    token = TokenMaker(secret, config.list_id).make(address)
+    url = f"{config.newsletter.base_url}/unsubscribe/{token}"
+    values = {"unsubscribe_url": url}
+    fields = _distinct_fields(rendered.subject + rendered.text + rendered.html)
+    raw = {f: field_value(f, subscriber, values) for f in fields}
+    name = "" if to is not None else recipient_name(subscriber)
+    utf8 = not address.isascii()
+    # Unfolded: Python 3.11's header folder drops the quotes of a long display name, turning
+    # "Smith, J..." into two addresses (CPython gh-80222, fixed in later releases).
+    msg = EmailMessage(policy=(SMTPUTF8 if utf8 else SMTP).clone(max_line_length=1 << 20))
+    msg["From"] = Address(tidy_header_text(config.from_name), addr_spec=config.from_address)
+    msg["To"] = Address(name, addr_spec=address) if utf8 or name else address
+    msg["Subject"] = filled_subject(rendered.subject, raw, subject_prefix)
+    msg["Date"] = _aware(now)
+    msg["Message-ID"] = message_id
+    msg["MIME-Version"] = "1.0"
+    msg["List-Id"] = _list_id(config)
+    mailto = config.newsletter.unsubscribe_mailto
+    msg["List-Unsubscribe"] = f"<{url}>" + (f", <mailto:{mailto}>" if mailto else "")
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if config.newsletter.reply_to:
+        msg["Reply-To"] = config.newsletter.reply_to
+    msg.set_content(_fill(rendered.text, raw, _as_is))
+    msg.add_alternative(_fill(rendered.html, raw, _html_escape), subtype="html")
+    return msg.as_bytes()
+
+
+def _fill(template: Template, raw: Mapping[Field, str], escape: Callable[[str], str]) -> str:
+    """The template filled; a value's own line breaks stay its own (a trailing CR in a value
+    does not merge with the LF after the field into one break)."""
+    return "".join(
+        escape(re.sub(r"\r\n?", "\n", raw[p])) if isinstance(p, Field) else p for p in template
+    )
