@@ -132,12 +132,19 @@ class ListReader:
         self.index = {name: self.lowered[name] for name in KNOWN if name in self.lowered}
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """(line where the row starts, its cells) for every non-blank row, in file order."""
+        """(line where the row starts, its cells) for every non-blank row, in file order.
+
+        A row shorter than the header is padded with empty cells (spreadsheets drop trailing
+        empty ones), so every header position can be indexed.
+        """
         reader = self._reader
+        width = len(self.names)
         start = reader.line_num + 1
         try:
             for cells in reader:
                 if cells and (cells[0] or "".join(cells).strip()):
+                    if len(cells) < width:
+                        cells += [""] * (width - len(cells))
                     yield start, cells
                 start = reader.line_num + 1
         except UnicodeDecodeError:
@@ -436,6 +443,7 @@ class Blocklist:
     """Who must not get mail now; `refresh()` between batches re-reads only lists that changed.
 
     A list counts as changed when its size or mtime (ns) changed; the suppression file likewise.
+    A list that cannot be read raises InvalidInput (stop sending rather than miss an unsubscribe).
     """
 
     def __init__(self, folder: Path, lists: Sequence[Path] = ()) -> None:
@@ -461,10 +469,7 @@ class Blocklist:
     def _read(self, path: Path) -> tuple[set[int], set[int]]:
         if path == suppressed_path(self.folder):
             return read_suppressed(self.folder), set()
-        try:
-            return _blocked_in(path)
-        except InvalidInput:
-            return set(), set()  # being replaced, or broken: the next refresh reads it again
+        return _blocked_in(path)  # a broken list raises: its unsubscribes must not be missed
 
     def blocks(self) -> Blocks:
         merged = Blocks()

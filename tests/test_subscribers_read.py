@@ -157,3 +157,11 @@ def test_header_order_and_unknown_columns_survive_a_rewrite(tmp_path: Path) -> N
     assert lines[0] == "email,name,status,tags,unsubscribed_at"
     assert lines[1].startswith("ana@example.org,Kowalska; Ana,bounced,a,20")
     assert lines[2:] == ['ben@example.org,"Bén, Jr.",unsubscribed,,', ""]
+
+
+def test_short_row_is_padded(tmp_path: Path) -> None:
+    """A row with fewer cells than the header (email last) reads as empty cells, not a crash."""
+    path = tmp_path / "list.csv"
+    path.write_text("name,email\nAnn,ann@example.org\nBob\n", encoding="utf-8")
+    report = check_lists([path])
+    assert [(p.line, p.message) for p in report.errors] == [(3, "empty email address")]

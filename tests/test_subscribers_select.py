@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.errors import InvalidInput
 from newsletter.subscribers import (
     Blocklist,
     Refused,
@@ -187,3 +188,11 @@ def test_purge_deletes_rows_and_leaves_only_a_hash(folder: Path) -> None:
     assert text.count("purged") == 1
     with pytest.raises(Refused):
         add(folder, "ann@example.org")
+
+
+def test_unreadable_list_stops_the_selection(folder: Path) -> None:
+    """A list that cannot be read (no email column) raises rather than miss its unsubscribes."""
+    write_list(folder, "good.csv", "email\nann@example.org\n")
+    write_list(folder, "broken.csv", "mail,status\nann@example.org,unsubscribed\n")
+    with pytest.raises(InvalidInput, match=r"broken\.csv:1: no 'email' column"):
+        list(select(folder, [folder / "subscribers" / "good.csv"]))
