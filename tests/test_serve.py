@@ -6,22 +6,29 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from compose_helpers import sample_folder
 from serve_helpers import SECRET, make_folder, running, write_list
 from typer.testing import CliRunner
 
 from newsletter import fileio, subscribers
 from newsletter.cli import app
 from newsletter.config import load_config
+from newsletter.message import MessageFactory
+from newsletter.render import render_issue
 from newsletter.serve import unsubscribe_app
 from newsletter.subscribers import read_list, suppressed_path
 from newsletter.tokens import make_token
@@ -288,3 +295,23 @@ def test_list_locked_too_long_answers_503(site: Site, monkeypatch: pytest.Monkey
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "60"
     assert site.statuses()["ada@example.org"] == "subscribed"
+
+
+def test_the_link_a_real_message_carries_unsubscribes(tmp_path: Path) -> None:
+    """List-Unsubscribe of a message built by message.py, POSTed as its -Post header says."""
+    root = sample_folder(tmp_path)
+    path = write_list(root / "subscribers" / "main.csv", PEOPLE)
+    config = load_config(explicit=root)
+    rendered = render_issue(root / "issues" / "2021-09-cohes3ion.toml", config)
+    reader = next(p for p in read_list(path) if p.email == "zofia@example.net")
+    message = BytesParser(policy=policy.default).parsebytes(
+        MessageFactory(rendered, config, SECRET).build(reader)
+    )
+    public = re.search(r"<(https://[^>]+)>", str(message["List-Unsubscribe"])).group(1)
+    parts = urlsplit(public)
+    assert parts.path.startswith(urlsplit(config.newsletter.base_url).path + "/unsubscribe/")
+    with running(unsubscribe_app(config, SECRET)) as url:
+        body = str(message["List-Unsubscribe-Post"]).encode()
+        answer = httpx.post(url + parts.path, headers=FORM, content=body, timeout=10)
+    assert answer.status_code == 200
+    assert {p.email: p.status for p in read_list(path)}["zofia@example.net"] == "unsubscribed"
