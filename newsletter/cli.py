@@ -962,3 +962,49 @@ def send_test_copy(
     sender = config.newsletter.envelope_from or config.from_address
     accepted = asyncio.run(send_test(transport, build, sender, address))
     typer.echo(f"sent a test of {issue} to {address}: {accepted.code} {accepted.reply}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Web: the unsubscribe endpoint and the static archive
+
+
+@app.command()
+@command
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (a reverse proxy in front).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8025,
+) -> None:
+    """Serve the one-click unsubscribe endpoint (RFC 8058) for the links in sent messages."""
+    import logging
+
+    from newsletter.serve import endpoint_secret, route_prefix, run_unsubscribe
+
+    config = load()
+    key = endpoint_secret(config)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
+    say(f"unsubscribe endpoint at http://{host}:{port}{path}  (Ctrl-C stops)")
+    say(f"changes go to the lists in {config.subscribers_dir}")
+    run_unsubscribe(config, key, host=host, port=port)
+
+
+@app.command()
+@command
+def archive(
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Folder of the site (default: site/ in the folder)."),
+    ] = None,
+) -> None:
+    """Build the web archive: a page per issue (drafts left out), index.html and feed.xml."""
+    from newsletter.archive import build_archive
+
+    config = load()
+    built = build_archive(config, output or config.root / "site")
+    for path in [*built.pages, built.index, built.feed]:
+        typer.echo(str(path))
+    for path in built.removed:
+        say(f"removed {path} (its issue is gone or became a draft)")
+    say(f"{len(built.pages)} issue(s) archived in {built.folder}")

@@ -1,24 +1,47 @@
-"""Web apps on one small ASGI stack (Starlette + uvicorn): the live preview of an issue.
+"""Web apps on one small ASGI stack (Starlette + uvicorn): the live preview of an issue, and the
+one-click unsubscribe endpoint (RFC 8058) that messages link to.
 
 The preview re-renders when the issue, newsletter.toml or a template changes (checked by
 modification times when the page polls), shows errors in the page instead of dying, and
 reloads the page itself.
+
+The unsubscribe endpoint answers `{base_url path}/unsubscribe/{token}`: GET shows a page with a
+button and changes nothing (link scanners fetch every URL); POST with `List-Unsubscribe=One-Click`
+sets the reader's status to unsubscribed in every list holding the address, and answers 200 only
+once that is on disk. A token that does not verify gets the same 400 whatever it holds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import html
+import logging
 import os
+from collections.abc import Mapping
+from email.parser import BytesParser
+from email.policy import default as email_policy
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.config import Config, load_config
-from newsletter.errors import NewsletterError
+from newsletter.addresses import address_key, key_digest
+from newsletter.config import SECRET_ENV, Config, load_config, secret
+from newsletter.errors import (
+    InvalidInput,
+    InvalidToken,
+    LockBusy,
+    NewsletterError,
+    SecretMissing,
+)
 from newsletter.render import fill, preview_value, render_issue
+from newsletter.subscribers import set_status
+from newsletter.tokens import verify_token
 
 _RELOAD = """<script>
 (function () {
@@ -124,3 +147,188 @@ def run_preview(issue: Path, config: Config, *, port: int) -> None:
     import uvicorn
 
     uvicorn.run(preview_app(issue, config), host="127.0.0.1", port=port, log_level="warning")
+
+
+# ---------------------------------------------------------------------------------------------
+# The unsubscribe endpoint
+
+ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058's POST body, as a form field
+MAX_BODY = 64 * 1024  # a one-click body is 26 bytes; anything far larger is not one
+log = logging.getLogger("newsletter.serve")
+
+_PAGE = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>{title}</title></head>
+<body style="font-family: Helvetica, Arial, sans-serif; max-width: 32em; margin: 3em auto;
+padding: 0 1em; color: #222">
+<h1 style="font-size: 1.4em">{title}</h1>
+{body}
+</body></html>
+"""
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
+    "X-Robots-Tag": "noindex",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+}
+
+
+def endpoint_secret(config: Config, environ: Mapping[str, str] | None = None) -> bytes:
+    """NEWSLETTER_SECRET, required: the endpoint never falls back to a stored secret."""
+    env = os.environ if environ is None else environ
+    if not env.get(SECRET_ENV):
+        raise SecretMissing(
+            f"{SECRET_ENV} is not set: `serve` checks unsubscribe tokens with it. Set it to the "
+            "same value the sending machine uses (a long random string, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return secret(config, create=False, environ=env)
+
+
+def route_prefix(base_url: str) -> str:
+    """The path part of base_url ('' or '/newsletter'): routes sit under it behind a proxy."""
+    return urlsplit(base_url).path.rstrip("/")
+
+
+def address_hash(email: str) -> str:
+    """What the log shows instead of an address: sha256 of its comparison key (as suppressions)."""
+    return key_digest(address_key(email))
+
+
+class Unsubscriber:
+    """Applies unsubscribes one at a time per process (the flock serialises between processes).
+
+    One writer at a time keeps the lock fair: forty threads polling one flock would mostly sleep.
+    """
+
+    def __init__(self, config: Config, secret: bytes) -> None:
+        self.config = config
+        self.secret = secret
+        self.lock = asyncio.Lock()
+
+    def address(self, token: str) -> str | None:
+        try:
+            return verify_token(self.secret, self.config.list_id, token)
+        except InvalidToken:
+            return None
+
+    async def unsubscribe(self, email: str) -> list[Path]:
+        async with self.lock:
+            return await run_in_threadpool(self._write, email)
+
+    def _write(self, email: str) -> list[Path]:
+        when = dt.datetime.now(dt.UTC)
+        changed = set_status(self.config.root, email, "unsubscribed", when=when)
+        log.info(
+            "unsubscribed time=%s list=%s address_sha256=%s lists_changed=%d",
+            when.replace(microsecond=0).isoformat(),
+            self.config.list_id,
+            address_hash(email),
+            len(changed),
+        )
+        return changed
+
+
+def unsubscribe_app(config: Config, secret: bytes) -> Starlette:
+    """The endpoint for `{base_url}/unsubscribe/{token}` (GET: confirm page; POST: unsubscribe)."""
+    worker = Unsubscriber(config, secret)
+    name = config.newsletter.name
+    lang = config.newsletter.language
+
+    async def endpoint(request: Request) -> Response:
+        email = worker.address(request.path_params["token"])
+        if email is None:
+            return _page(lang, "This link does not work", _BAD_LINK, 400)
+        if request.method == "GET":
+            return _page(lang, f"Unsubscribe from {name}?", _confirm_form(name), 200)
+        if not await _is_one_click(request):
+            return _page(lang, "Nothing was changed", _NOT_ONE_CLICK, 400)
+        return await _unsubscribe(worker, email, name, lang)
+
+    path = route_prefix(config.newsletter.base_url) + "/unsubscribe/{token:path}"
+    return Starlette(routes=[Route(path, endpoint, methods=["GET", "POST"])])
+
+
+async def _unsubscribe(worker: Unsubscriber, email: str, name: str, lang: str) -> Response:
+    try:
+        await worker.unsubscribe(email)
+    except LockBusy:
+        log.warning("unsubscribe delayed: a list stayed locked; the client may retry")
+        return _page(lang, "Please try again", _BUSY, 503, retry_after=True)
+    except InvalidInput as exc:  # a broken list: the address is in the suppression file anyway
+        log.error("unsubscribe recorded as a suppression; a list needs fixing:\n%s", exc)
+    body = f"<p>You will get no more email from {html.escape(name)}.</p>"
+    return _page(lang, "You are unsubscribed", body, 200)
+
+
+_BAD_LINK = (
+    "<p>This unsubscribe link is not valid: it may have been cut short or changed. "
+    "Use the link at the bottom of the latest email, or reply to it and ask to be removed.</p>"
+)
+_NOT_ONE_CLICK = "<p>Use the button on the unsubscribe page.</p>"
+_BUSY = "<p>The list is busy. Nothing is lost: please press the button again in a minute.</p>"
+
+
+def _confirm_form(name: str) -> str:
+    # No action attribute: the form posts to this very URL, whatever proxy path led here.
+    return (
+        f"<p>Press the button to stop getting email from {html.escape(name)}.</p>"
+        '<form method="post">'
+        f'<input type="hidden" name="{ONE_CLICK[0]}" value="{ONE_CLICK[1]}">'
+        '<button type="submit" style="font-size: 1.1em; padding: 0.6em 1.4em">'
+        "Unsubscribe</button></form>"
+    )
+
+
+def _page(lang: str, title: str, body: str, status: int, *, retry_after: bool = False) -> Response:
+    headers = dict(_HEADERS, **({"Retry-After": "60"} if retry_after else {}))
+    text = _PAGE.format(lang=html.escape(lang), title=html.escape(title), body=body)
+    return HTMLResponse(text, status_code=status, headers=headers)
+
+
+async def _is_one_click(request: Request) -> bool:
+    """Does the POST body carry List-Unsubscribe=One-Click (form-urlencoded or multipart)?"""
+    body = await _read_body(request)
+    if body is None:
+        return False
+    kind = request.headers.get("content-type", "")
+    fields = _multipart_fields(kind, body) if kind.startswith("multipart/") else _form_fields(body)
+    return ONE_CLICK in fields
+
+
+async def _read_body(request: Request) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _form_fields(body: bytes) -> list[tuple[str, str]]:
+    text = body.decode("utf-8", errors="replace").strip()
+    return parse_qsl(text, keep_blank_values=True)
+
+
+def _multipart_fields(content_type: str, body: bytes) -> list[tuple[str, str]]:
+    """multipart/form-data through the stdlib MIME parser (the body is a few hundred bytes)."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(policy=email_policy).parsebytes(head + body)
+    fields = []
+    for part in message.iter_parts() if message.is_multipart() else ():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields.append((name, payload.decode("utf-8", errors="replace").strip()))
+    return fields
+
+
+def run_unsubscribe(config: Config, secret: bytes, *, host: str, port: int) -> None:
+    """Serve the endpoint until interrupted. No access log: request paths carry tokens."""
+    import uvicorn
+
+    app = unsubscribe_app(config, secret)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

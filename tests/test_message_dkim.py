@@ -1,0 +1,138 @@
+"""DKIM: messages signed with the configured key verify with dkimpy's own verifier."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from newsletter.config import Config
+from newsletter.dkim import DkimSigner, SigningPool, dot_stuff
+from newsletter.errors import ConfigError
+from newsletter.message import MessageFactory
+from tests.message_samples import SECRET, make_config, make_rendered, subscriber
+
+SELECTOR = "news2024"
+DOMAIN = "example.org"
+
+
+@pytest.fixture(scope="module")
+def key_pair() -> tuple[bytes, bytes]:
+    """(private key PEM, DNS TXT record) for a fresh RSA-2048 key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+@pytest.fixture
+def config(tmp_path: Path, key_pair: tuple[bytes, bytes]) -> Config:
+    (tmp_path / "dkim.pem").write_bytes(key_pair[0])
+    return make_config(
+        tmp_path,
+        dkim_domain=DOMAIN,
+        dkim_selector=SELECTOR,
+        dkim_key_file="dkim.pem",
+        reply_to="replies@example.org",
+    )
+
+
+def stub_dns(record: bytes) -> object:
+    """A DNS lookup that knows only our selector's TXT record."""
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == f"{SELECTOR}._domainkey.{DOMAIN}.".encode() else None
+
+    return lookup
+
+
+def signed_message(config: Config) -> bytes:
+    signer = DkimSigner.from_config(config)
+    assert signer is not None
+    factory = MessageFactory(make_rendered(), config, SECRET)
+    return signer.sign(factory.build(subscriber(name="Zoë", city="Paris")))
+
+
+def test_signature_verifies(config: Config, key_pair: tuple[bytes, bytes]) -> None:
+    """A signed message verifies against the published key."""
+    assert dkim.verify(signed_message(config), dnsfunc=stub_dns(key_pair[1]))
+
+
+def test_signature_covers_required_headers(config: Config) -> None:
+    """h= lists From, To, Subject, Date, Message-ID and the List-* headers."""
+    header = signed_message(config).split(b"\r\n\r\n")[0].decode()
+    tags = re.search(r"\bh=([^;]+);", header.replace("\r\n", ""))
+    assert tags is not None
+    covered = {name.strip().lower() for name in tags.group(1).split(":")}
+    required = {"from", "to", "subject", "date", "message-id", "list-id", "list-unsubscribe"}
+    assert required | {"list-unsubscribe-post"} <= covered
+
+
+def test_altered_subject_fails(config: Config, key_pair: tuple[bytes, bytes]) -> None:
+    """Changing a signed header after signing breaks the signature."""
+    tampered = re.sub(rb"Subject: [^\r]*", b"Subject: You won", signed_message(config), count=1)
+    assert not dkim.verify(tampered, dnsfunc=stub_dns(key_pair[1]))
+
+
+def test_added_list_unsubscribe_fails(config: Config, key_pair: tuple[bytes, bytes]) -> None:
+    """A second List-Unsubscribe added in transit breaks the signature (oversigned)."""
+    data = signed_message(config)
+    head, body = data.split(b"\r\n\r\n", 1)
+    tampered = head + b"\r\nList-Unsubscribe: <https://evil.example/>\r\n\r\n" + body
+    assert not dkim.verify(tampered, dnsfunc=stub_dns(key_pair[1]))
+
+
+def test_pool_signs_off_the_loop(config: Config, key_pair: tuple[bytes, bytes]) -> None:
+    """The pool's dot-stuffed result unstuffs to a message that verifies."""
+    signer = DkimSigner.from_config(config)
+    assert signer is not None
+    factory = MessageFactory(make_rendered(), config, SECRET)
+    message = factory.build(subscriber(city=".dot\n.line"))
+
+    async def sign() -> bytes:
+        with SigningPool(signer, workers=1) as pool:
+            return await pool.sign(message, dot_stuffed=True)
+
+    stuffed = asyncio.run(sign())
+    assert b"\r\n..dot" in stuffed
+    unstuffed = re.sub(rb"(?m)^\.", b"", stuffed)
+    assert dkim.verify(unstuffed, dnsfunc=stub_dns(key_pair[1]))
+
+
+def test_dot_stuff_doubles_leading_dots() -> None:
+    """Lines starting with '.' get a second one; others are unchanged."""
+    assert dot_stuff(b".a\r\nb\r\n.\r\n") == b"..a\r\nb\r\n..\r\n"
+
+
+def test_dkim_off_without_keys(tmp_path: Path) -> None:
+    """No dkim_* key set: no signer."""
+    assert DkimSigner.from_config(make_config(tmp_path)) is None
+
+
+def test_half_configured_names_missing_keys(tmp_path: Path) -> None:
+    """A domain without selector and key file is an error naming both keys."""
+    with pytest.raises(ConfigError) as caught:
+        DkimSigner.from_config(make_config(tmp_path, dkim_domain=DOMAIN))
+    fields = {p.field for p in caught.value.problems}
+    assert fields == {"newsletter.dkim_selector", "newsletter.dkim_key_file"}
+
+
+def test_missing_key_file_is_config_error(tmp_path: Path) -> None:
+    """A key file that is not there is reported with its path and key."""
+    config = make_config(
+        tmp_path, dkim_domain=DOMAIN, dkim_selector=SELECTOR, dkim_key_file="nope.pem"
+    )
+    with pytest.raises(ConfigError, match=r"newsletter\.dkim_key_file: cannot read .*nope\.pem"):
+        DkimSigner.from_config(config)
