@@ -282,3 +282,11 @@ def test_live_date_is_current() -> None:
     build = MessageFactory(make_rendered(), CONFIG, SECRET)
     sent = parse(build.build(subscriber()))["Date"].datetime
     assert abs((dt.datetime.now(dt.UTC) - sent).total_seconds()) < 5
+
+
+@pytest.mark.parametrize(("city", "wire"), [("", b"a\r\n..b\r\n"), ("x", b"a\r\nx.b\r\n")])
+def test_dot_after_empty_value_at_line_start(city: str, wire: bytes) -> None:
+    """A literal '.' after a field at line start is stuffed only when the field is empty."""
+    rendered = make_rendered(text=("a\n", CITY, ".b\n"))
+    data = factory(rendered=rendered).build(subscriber(city=city), dot_stuffed=True)
+    assert b"8bit\r\n\r\n" + wire + b"\r\n--" in data
