@@ -364,7 +364,7 @@ class MessageFactory:
         self._tokens = TokenMaker(secret, config.list_id)
         self._unsubscribe_base = f"{config.newsletter.base_url}/unsubscribe/"
         self._prefix = check_header_value(subject_prefix, field="subject prefix")
-        self._now = _aware(now) if now is not None else None
+        self._fixed_date = _format_date(_aware(now)) if now is not None else None
         self._date_cache: tuple[int, bytes] = (-1, b"")
         self._fields = _distinct_fields(rendered.subject + rendered.text + rendered.html)
         self._getters = tuple(_getter(f) for f in self._fields)
@@ -471,8 +471,8 @@ class MessageFactory:
         return f"{url}>{mailto}\r\n".encode()
 
     def _date(self) -> bytes:
-        if self._now is not None:
-            return _format_date(self._now)
+        if self._fixed_date is not None:
+            return self._fixed_date
         second = int(time.time())
         if self._date_cache[0] != second:
             now = dt.datetime.fromtimestamp(second, dt.UTC)

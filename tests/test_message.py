@@ -9,6 +9,8 @@ from email.parser import BytesParser
 from email.policy import default
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from message_samples import CITY, NAME, SECRET, UNSUB, make_config, make_rendered, subscriber
 
 from newsletter.errors import MessageError
@@ -290,3 +292,13 @@ def test_dot_after_empty_value_at_line_start(city: str, wire: bytes) -> None:
     rendered = make_rendered(text=("a\n", CITY, ".b\n"))
     data = factory(rendered=rendered).build(subscriber(city=city), dot_stuffed=True)
     assert b"8bit\r\n\r\n" + wire + b"\r\n--" in data
+
+
+CONTROL = st.characters(codec="utf-8", categories=("Cc",)) | st.sampled_from("\u2028\u2029")
+
+
+@given(st.text(max_size=10), CONTROL, st.text(max_size=10))
+def test_any_control_character_in_name_refused(before: str, control: str, after: str) -> None:
+    """Wherever a control character sits in a name, the message is refused."""
+    with pytest.raises(MessageError):
+        factory().build(subscriber(name=before + control + after))
