@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from message_samples import CITY, NAME, SECRET, UNSUB, make_config, make_rendered, subscriber
 
-from newsletter.errors import MessageError
+from newsletter.errors import ConfigError, MessageError
 from newsletter.message import MAX_LINE, MessageFactory, check_header_value
 from newsletter.models import Field
 from newsletter.tokens import verify_token
@@ -302,3 +302,9 @@ def test_any_control_character_in_name_refused(before: str, control: str, after:
     """Wherever a control character sits in a name, the message is refused."""
     with pytest.raises(MessageError):
         factory().build(subscriber(name=before + control + after))
+
+
+def test_base_url_required() -> None:
+    """Without base_url there is no unsubscribe link: the factory says which key to set."""
+    with pytest.raises(ConfigError, match=r"newsletter\.base_url: missing"):
+        factory(config=make_config(base_url=""))
