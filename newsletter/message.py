@@ -1,11 +1,13 @@
 """Rendered issue + Subscriber -> the bytes of one MIME message, fast.
 
-A `MessageFactory` is built once per issue. For each way the bytes may travel (8-bit or base64
-bodies; dot-stuffed for the SMTP wire or not) it compiles the issue once into a skeleton: literal
-byte chunks, already CRLF and dot-stuffed, with open slots for the fields. Per recipient it only
-fills the slots: the values are escaped for their part (HTML-escaped in the HTML part, as-is in
-the text part and headers), their line breaks made CRLF and their leading dots doubled, and the
-chunks joined. Quoted-printable is never used: its soft line breaks would split the slots.
+A `MessageFactory` is built once per issue. For each way the bytes may travel (8-bit bodies
+dot-stuffed for the SMTP wire or not; base64 when the server lacks 8BITMIME) it compiles each
+part once into a plan: the headers and literal text as bytes, already CRLF and dot-stuffed, with
+empty places for the fields. Per recipient, values of one line each (nearly all) are escaped for
+their part (HTML-escaped in the HTML part, as they are in the text part), encoded and dropped
+into their places; a value with line breaks goes through a general join that makes them CRLF,
+doubles leading dots and tracks line lengths. Quoted-printable is never used: its soft line
+breaks would split the places. Header values are checked for control characters first.
 
 A message falls back to base64 bodies for one recipient when a filled value would make a line
 longer than 998 octets or carries a NUL, which 8-bit MIME may not. `build_reference` builds the
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from email.utils import format_datetime
 
 from newsletter.config import Config
-from newsletter.errors import MessageError
+from newsletter.errors import ConfigError, MessageError
 from newsletter.models import Field, Rendered, Subscriber, Template
 from newsletter.tokens import TokenMaker
 
@@ -35,6 +37,7 @@ MESSAGE_FIELDS = frozenset({"unsubscribe_url"})  # values of source "message" th
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
+_MULTILINE = re.compile(r"[\r\n\x00]")  # values the plan cannot take: the general join
 _ADDRESS_BAD = re.compile(r"[\s<>(),;:\"\[\]\\]")
 _LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # as email.utils.formataddr: these need quoting
@@ -61,7 +64,8 @@ def tidy_header_text(value: str) -> str:
 
 
 def field_value(fld: Field, subscriber: Subscriber, message_values: Mapping[str, str]) -> str:
-    """The value filled into `fld` for this subscriber: the column, else the default, else ""."""
+    """The value filled into `fld` for this subscriber: the column unless missing or blank,
+    else the field's default, else ""."""
     if fld.source == "message":
         value = message_values.get(fld.name, "")
     elif fld.name == "name":
@@ -70,7 +74,7 @@ def field_value(fld: Field, subscriber: Subscriber, message_values: Mapping[str,
         value = subscriber.email
     else:
         value = subscriber.fields.get(fld.name, "")
-    return value or fld.default or ""
+    return value if value and not value.isspace() else fld.default or ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +178,65 @@ def _join_8bit(
     return True
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A part laid out for values of one line each (nearly all): per recipient, only put the
+    encoded values into their places and join."""
+
+    pieces: tuple[bytes, ...]  # part head, literal bytes, b"" where values go, final CRLF
+    places: tuple[tuple[int, int], ...]  # (index in pieces, index in the part's values)
+    longest: int  # octets a value may have without any line passing 998
+    dotted: tuple[int, ...]  # values that may begin a line: a leading '.' needs the general join
+
+    @classmethod
+    def make(cls, head: bytes, literal: tuple[bytes | int, ...], stuffed: bool) -> _Plan | None:
+        """None when the layout depends on the values (then the general join is used)."""
+        pieces, places, limits, dotted = [head], [], [], []
+        at_start, line, on_line = True, 0, 0
+        run_start: bool | None = None  # line start before the values just seen; None: no values
+        for item in literal:
+            if isinstance(item, int):
+                run_start = at_start if run_start is None else run_start
+                if stuffed and run_start:
+                    dotted.append(item)
+                places.append((len(pieces), item))
+                pieces.append(b"")
+                at_start, on_line = False, on_line + 1
+                continue
+            chunk = _chunk(item, stuffed)
+            if chunk is None or (run_start and stuffed and item[:1] == b"."):
+                return None  # too long a line; or a dot whose stuffing depends on the values
+            data, start, first, last, breaks = chunk
+            pieces.append(start if at_start else data)
+            if breaks and line + first > MAX_LINE:
+                return None
+            if breaks and on_line:
+                limits.append((MAX_LINE - line - first) // on_line)
+            line, on_line = (last, 0) if breaks else (line + first, on_line)
+            at_start, run_start = breaks and last == 0, None
+        if run_start or line > MAX_LINE:
+            return None  # the final line break depends on the values; or a line too long
+        if on_line:
+            limits.append((MAX_LINE - line) // on_line)
+        if not at_start or len(pieces) == 1:
+            pieces.append(b"\r\n")
+        longest = min(limits, default=MAX_LINE)
+        return cls(tuple(pieces), tuple(places), longest, tuple(dict.fromkeys(dotted)))
+
+    def fill(self, values: list[bytes], out: list[bytes]) -> bool:
+        """Append the filled part to `out`; False (nothing appended) when the plan cannot take
+        these values: one too long, or a leading '.' where a line may begin."""
+        if values and max(map(len, values)) > self.longest:
+            return False
+        if any(values[i][:1] == b"." for i in self.dotted):
+            return False
+        pieces = list(self.pieces)
+        for index, value in self.places:
+            pieces[index] = values[value]
+        out += pieces
+        return True
+
+
 def _base64_body(content: bytes) -> bytes:
     encoded = binascii.b2a_base64(content, newline=False)
     return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
@@ -181,27 +244,37 @@ def _base64_body(content: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class _Part:
-    """One body part compiled: its headers per transfer encoding and its slots."""
+    """One body part compiled: its slots per variant, and how values are escaped."""
 
-    fields: tuple[Field, ...]  # the distinct fields of this part, in slot index order
+    fields: tuple[int, ...]  # the factory's indexes of this part's fields, in slot index order
     literal: tuple[bytes | int, ...]  # unstuffed CRLF bytes and value indexes (base64 path)
     slots: dict[bool, tuple[Slot, ...] | None]  # by dot_stuffed; None: needs base64 always
-    escape: Callable[[str], str]
+    plans: dict[bool, _Plan | None]  # by dot_stuffed; None: always the general join
+    head: bytes  # the part's headers for 8-bit
+    escape: Callable[[str], str] | None  # None: values go in as they are
 
     @classmethod
-    def compile(cls, template: Template, escape: Callable[[str], str]) -> _Part:
-        fields = tuple(dict.fromkeys(p for p in template if isinstance(p, Field)))
+    def compile(
+        cls,
+        template: Template,
+        escape: Callable[[str], str] | None,
+        known: tuple[Field, ...],
+        head: bytes,
+    ) -> _Part:
+        own = _distinct_fields(template)
         merged: list[str | int] = []
         for piece in template:
             if isinstance(piece, Field):
-                merged.append(fields.index(piece))
+                merged.append(own.index(piece))
             elif merged and isinstance(merged[-1], str):
                 merged[-1] += piece
             elif piece:
                 merged.append(piece)
         literal = tuple(_crlf(p).encode() if isinstance(p, str) else p for p in merged)
         slots = {stuffed: cls._slots(literal, stuffed) for stuffed in (False, True)}
-        return cls(fields, literal, slots, escape)
+        plans = {stuffed: _Plan.make(head, literal, stuffed) for stuffed in (False, True)}
+        indexes = tuple(known.index(f) for f in own)
+        return cls(indexes, literal, slots, plans, head, escape)
 
     @staticmethod
     def _slots(literal: tuple[bytes | int, ...], stuffed: bool) -> tuple[Slot, ...] | None:
@@ -213,15 +286,15 @@ class _Part:
             slots.append(chunk)
         return tuple(slots)
 
-    def content(self, raw: dict[Field, str]) -> bytes:
+    def values(self, raw: list[str]) -> list[str]:
+        escape = self.escape
+        return [escape(raw[i]) for i in self.fields] if escape else [raw[i] for i in self.fields]
+
+    def content(self, raw: list[str]) -> bytes:
         """The part's unstuffed content, filled, ending with CRLF (for base64)."""
-        values = [_crlf(self.escape(raw[f])).encode() for f in self.fields]
+        values = [_crlf(value).encode() for value in self.values(raw)]
         data = b"".join(values[p] if isinstance(p, int) else p for p in self.literal)
         return data if data.endswith(b"\r\n") else data + b"\r\n"
-
-
-def _as_is(value: str) -> str:
-    return value
 
 
 def _html_escape(value: str) -> str:
@@ -286,6 +359,12 @@ class MessageFactory:
         now: dt.datetime | None = None,
     ) -> None:
         _check_message_fields(rendered)
+        if not config.newsletter.base_url:
+            raise ConfigError.one(
+                config.path,
+                "missing: the https URL of the unsubscribe endpoint, needed in every message",
+                field="newsletter.base_url",
+            )
         self.rendered = rendered
         self.config = config
         self.domain = _sender_domain(config)
@@ -293,19 +372,19 @@ class MessageFactory:
         self._tokens = TokenMaker(secret, config.list_id)
         self._unsubscribe_base = f"{config.newsletter.base_url}/unsubscribe/"
         self._prefix = check_header_value(subject_prefix, field="subject prefix")
-        self._now = _aware(now) if now is not None else None
+        self._fixed_date = _format_date(_aware(now)) if now is not None else None
         self._date_cache: tuple[int, bytes] = (-1, b"")
         self._fields = _distinct_fields(rendered.subject + rendered.text + rendered.html)
+        self._getters = tuple(_getter(f) for f in self._fields)
+        self._subject = tuple(
+            self._fields.index(p) if isinstance(p, Field) else p for p in rendered.subject
+        )
         for piece in rendered.subject:
             if isinstance(piece, str):
                 check_header_value(piece, field=f"{rendered.slug}: subject")
         self._static_subject = None
         if not any(isinstance(piece, Field) for piece in rendered.subject):
-            self._static_subject = self._subject_header({})
-        self._text = _Part.compile(rendered.text, _as_is)
-        self._html = _Part.compile(rendered.html, _html_escape)
-        self._head = _Head.make(config, self.boundary)
-        self._boundary_bytes = self.boundary.encode()
+            self._static_subject = self._subject_header([])
         self._part_heads = {
             (kind, cte): (
                 f'--{self.boundary}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
@@ -314,6 +393,12 @@ class MessageFactory:
             for kind in ("plain", "html")
             for cte in ("8bit", "base64")
         }
+        heads = self._part_heads
+        self._text = _Part.compile(rendered.text, None, self._fields, heads[("plain", "8bit")])
+        self._html = _Part.compile(
+            rendered.html, _html_escape, self._fields, heads[("html", "8bit")]
+        )
+        self._head = _Head.make(config, self.boundary)
         self._end = f"\r\n--{self.boundary}--\r\n".encode()
 
     def new_message_id(self) -> str:
@@ -336,7 +421,7 @@ class MessageFactory:
         fields): CRLF line endings, dot-stuffed when asked, 8-bit or base64 bodies."""
         address = recipient_address(subscriber, to)
         url = self.unsubscribe_url(address)
-        raw = {f: field_value(f, subscriber, {"unsubscribe_url": url}) for f in self._fields}
+        raw = self._values(subscriber, url)
         name = "" if to is not None else recipient_name(subscriber)
         head = self._head
         chunks = [
@@ -355,12 +440,35 @@ class MessageFactory:
         self._body(raw, eight_bit, dot_stuffed, chunks)
         return b"".join(chunks)
 
-    def filled_subject(self, raw: Mapping[Field, str], recipient: str = "") -> str:
-        """The subject text for one recipient: prefix + filled template, checked, tidied."""
-        return filled_subject(self.rendered.subject, raw, self._prefix, recipient)
+    def _values(self, subscriber: Subscriber, url: str) -> list[str]:
+        """Each field's value for this message, in `self._fields` order (see field_value)."""
+        columns = subscriber.fields
+        raw = []
+        for kind, name, default in self._getters:
+            if kind == _COLUMN:
+                value = columns.get(name, "")
+            elif kind == _NAME:
+                value = subscriber.name
+            elif kind == _EMAIL:
+                value = subscriber.email
+            else:
+                value = url
+            raw.append(value if value and not value.isspace() else default)
+        return raw
 
-    def _subject_header(self, raw: Mapping[Field, str], recipient: str = "") -> bytes:
-        subject = header_text(self.filled_subject(raw, recipient))
+    def _subject_header(self, raw: list[str], recipient: str = "") -> bytes:
+        """Prefix + the filled subject, every value checked before it nears a header."""
+        parts = [self._prefix]
+        for piece in self._subject:
+            if isinstance(piece, int):
+                value = raw[piece]
+                if _CONTROL.search(value):
+                    name = f"subject field {self._fields[piece].name!r}"
+                    check_header_value(value, field=name, recipient=recipient)
+                parts.append(value)
+            else:
+                parts.append(piece)
+        subject = header_text(tidy_header_text("".join(parts)))
         return f"\r\nSubject: {subject}".encode()
 
     def _list_unsubscribe(self, url: str) -> bytes:
@@ -371,44 +479,51 @@ class MessageFactory:
         return f"{url}>{mailto}\r\n".encode()
 
     def _date(self) -> bytes:
-        if self._now is not None:
-            return _format_date(self._now)
+        if self._fixed_date is not None:
+            return self._fixed_date
         second = int(time.time())
         if self._date_cache[0] != second:
             now = dt.datetime.fromtimestamp(second, dt.UTC)
             self._date_cache = (second, _format_date(now))
         return self._date_cache[1]
 
-    def _body(
-        self, raw: dict[Field, str], eight_bit: bool, stuffed: bool, out: list[bytes]
-    ) -> None:
+    def _body(self, raw: list[str], eight_bit: bool, stuffed: bool, out: list[bytes]) -> None:
         for kind, part in (("plain", self._text), ("html", self._html)):
             if kind == "html":
                 out.append(b"\r\n")
-            if not (eight_bit and self._join(part, raw, stuffed, kind, out)):
+            if not (eight_bit and self._join(part, raw, stuffed, out)):
                 out.append(self._part_heads[(kind, "base64")])
                 out.append(_base64_body(part.content(raw)))
         out.append(self._end)
 
-    def _join(
-        self, part: _Part, raw: dict[Field, str], stuffed: bool, kind: str, out: list[bytes]
-    ) -> bool:
+    def _join(self, part: _Part, raw: list[str], stuffed: bool, out: list[bytes]) -> bool:
         """Append the 8-bit part; False (and nothing appended) when it must be base64."""
+        values = part.values(raw)
+        plan = part.plans[stuffed]
+        encoded = [v.encode() for v in values] if self._one_line_each(values) else None
+        if plan is not None and encoded is not None and plan.fill(encoded, out):
+            return True
         slots = part.slots[stuffed]
         if slots is None:
             return False
-        values = [self._value_chunk(part.escape(raw[f]), stuffed) for f in part.fields]
+        chunks = [self._value_chunk(value, stuffed) for value in values]
         mark = len(out)
-        if _join_8bit(self._part_heads[(kind, "8bit")], slots, values, out):
+        if _join_8bit(part.head, slots, chunks, out):
             return True
         del out[mark:]
         return False
 
+    def _one_line_each(self, values: list[str]) -> bool:
+        """Values a plan may take: one line each, no NUL, no boundary inside."""
+        return not any(map(_MULTILINE.search, values)) and self.boundary not in "".join(values)
+
     def _value_chunk(self, value: str, stuffed: bool) -> Chunk | None:
-        data = _crlf(value).encode()
-        if b"\x00" in data or self._boundary_bytes in data:
+        if "\x00" in value or self.boundary in value:
             return None  # 8-bit MIME may not carry NUL; a boundary inside would end the part
-        return _chunk(data, stuffed)
+        if "\n" in value or "\r" in value or value[:1] == ".":
+            return _chunk(_crlf(value).encode(), stuffed)
+        data = value.encode()  # the common case: one line, no leading dot
+        return (data, data, len(data), 0, False)
 
 
 def recipient_address(subscriber: Subscriber, to: str | None) -> str:
@@ -439,6 +554,18 @@ def filled_subject(
         else:
             parts.append(piece)
     return tidy_header_text("".join(parts))
+
+
+_NAME, _EMAIL, _COLUMN, _MESSAGE = range(4)
+
+
+def _getter(fld: Field) -> tuple[int, str, str]:
+    """(kind, column, default) for the fast lookup in `MessageFactory._values`."""
+    if fld.source == "message":
+        kind = _MESSAGE  # only unsubscribe_url exists (checked in _check_message_fields)
+    else:
+        kind = {"name": _NAME, "email": _EMAIL}.get(fld.name, _COLUMN)
+    return (kind, fld.name, fld.default or "")
 
 
 def _distinct_fields(template: Template) -> tuple[Field, ...]:
@@ -487,7 +614,12 @@ def build_reference(
     to: str | None = None,
     subject_prefix: str = "",
 ) -> bytes:
-    """The same message as `MessageFactory.build`, made with EmailMessage (~200 a second)."""
+    """The same message as `MessageFactory.build`, made with EmailMessage (~300 a second).
+
+    A reference for tests, not for sending: Python 3.11's folder mangles long headers (long
+    display names lose their quotes, CPython gh-80222; a long List-Unsubscribe becomes
+    encoded words), so this version does not fold; and names that look like encoded words
+    ("=?...?=") are decoded when assigned."""
     from email.headerregistry import Address
     from email.message import EmailMessage
     from email.policy import SMTP, SMTPUTF8
@@ -515,7 +647,7 @@ def build_reference(
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if config.newsletter.reply_to:
         msg["Reply-To"] = config.newsletter.reply_to
-    msg.set_content(_fill(rendered.text, raw, _as_is))
+    msg.set_content(_fill(rendered.text, raw, str))
     msg.add_alternative(_fill(rendered.html, raw, _html_escape), subtype="html")
     return msg.as_bytes()
 

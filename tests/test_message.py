@@ -9,8 +9,10 @@ from email.parser import BytesParser
 from email.policy import default
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from newsletter.errors import MessageError
+from newsletter.errors import ConfigError, MessageError
 from newsletter.message import MAX_LINE, MessageFactory, check_header_value
 from newsletter.models import Field
 from newsletter.tokens import verify_token
@@ -282,3 +284,27 @@ def test_live_date_is_current() -> None:
     build = MessageFactory(make_rendered(), CONFIG, SECRET)
     sent = parse(build.build(subscriber()))["Date"].datetime
     assert abs((dt.datetime.now(dt.UTC) - sent).total_seconds()) < 5
+
+
+@pytest.mark.parametrize(("city", "wire"), [("", b"a\r\n..b\r\n"), ("x", b"a\r\nx.b\r\n")])
+def test_dot_after_empty_value_at_line_start(city: str, wire: bytes) -> None:
+    """A literal '.' after a field at line start is stuffed only when the field is empty."""
+    rendered = make_rendered(text=("a\n", CITY, ".b\n"))
+    data = factory(rendered=rendered).build(subscriber(city=city), dot_stuffed=True)
+    assert b"8bit\r\n\r\n" + wire + b"\r\n--" in data
+
+
+CONTROL = st.characters(codec="utf-8", categories=("Cc",)) | st.sampled_from("\u2028\u2029")
+
+
+@given(st.text(max_size=10), CONTROL, st.text(max_size=10))
+def test_any_control_character_in_name_refused(before: str, control: str, after: str) -> None:
+    """Wherever a control character sits in a name, the message is refused."""
+    with pytest.raises(MessageError):
+        factory().build(subscriber(name=before + control + after))
+
+
+def test_base_url_required() -> None:
+    """Without base_url there is no unsubscribe link: the factory says which key to set."""
+    with pytest.raises(ConfigError, match=r"newsletter\.base_url: missing"):
+        factory(config=make_config(base_url=""))
