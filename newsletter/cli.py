@@ -599,6 +599,7 @@ def _send_locked(
         say(f"{ledger.resend_unknown()} recipient(s) in doubt will be sent again, as asked")
     factory = MessageFactory(rendered, config, key)
     limits = Limits.from_settings(config.smtp)
+    _say_dkim(config)
     _show_plan(prepared, ledger, factory, limits, added, limit)
     counts = ledger.counts()
     if counts["pending"] + counts["deferred"] + counts["unknown"] * 0 == 0:
@@ -653,6 +654,15 @@ def _show_plan(
         say(f"estimated duration: {_duration(seconds)}")
 
 
+def _say_dkim(config: Config) -> None:
+    """Check the DKIM settings before anything is sent, and say whether messages are signed."""
+    from newsletter.dkim import DkimSigner
+
+    signer = DkimSigner.from_config(config)
+    if signer is not None:
+        say(f"DKIM: signing as d={signer.domain} s={signer.selector} (in worker processes)")
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -677,8 +687,10 @@ def _run_send(
     prepared: _Prepared, config: Config, ledger: Any, factory: Any, limits: Any, limit: int | None
 ) -> Any:
     import asyncio
+    import contextlib
 
     from newsletter.dispatch import Dispatcher, composer
+    from newsletter.dkim import DkimSigner, SigningPool
 
     sender = config.newsletter.envelope_from or config.from_address
     counts = ledger.counts()
@@ -690,7 +702,7 @@ def _run_send(
         dispatcher = Dispatcher(
             ledger,
             prepared.transport,
-            composer(factory, sender, prepared.rendered.digest),
+            composer(factory, sender, prepared.rendered.digest, pool),
             limits,
             on_event=show,
             on_bounce=_bouncer(config),
@@ -700,7 +712,10 @@ def _run_send(
         )
         return await dispatcher.run()
 
-    with _progress(total) as show:
+    signer = DkimSigner.from_config(config)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(SigningPool(signer)) if signer else None
+        show = stack.enter_context(_progress(total))
         return asyncio.run(run())
 
 
@@ -924,6 +939,7 @@ def send_test_copy(
     import asyncio
 
     from newsletter.dispatch import send_test
+    from newsletter.dkim import DkimSigner, dot_stuff
     from newsletter.lint import check_issue
     from newsletter.message import MessageFactory
     from newsletter.models import Subscriber
@@ -954,10 +970,15 @@ def send_test_copy(
         subject_prefix="[TEST] ",
     )
 
+    signer = DkimSigner.from_config(config)
+
     def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
-        return bytes(
-            factory.build(subscriber, to=address, eight_bit=eight_bit, dot_stuffed=dot_stuffed)
-        )
+        if signer is None:
+            return factory.build(
+                subscriber, to=address, eight_bit=eight_bit, dot_stuffed=dot_stuffed
+            )
+        signed = signer.sign(factory.build(subscriber, to=address, eight_bit=eight_bit))
+        return dot_stuff(signed) if dot_stuffed else signed
 
     sender = config.newsletter.envelope_from or config.from_address
     accepted = asyncio.run(send_test(transport, build, sender, address))

@@ -202,7 +202,7 @@ class RunResult:
         return self.attempts / self.duration if self.duration > 0 else 0.0
 
 
-Compose = Callable[[Row, Connection], tuple[Envelope, bytes]]
+Compose = Callable[[Row, Connection], Awaitable[tuple[Envelope, bytes]]]
 
 
 def is_bounce(reply: str) -> bool:
@@ -342,7 +342,7 @@ class Dispatcher:
 
     async def _deliver(self, row: Row, conn: Connection) -> Connection | None:
         try:
-            envelope, data = self.compose(row, conn)
+            envelope, data = await self.compose(row, conn)
         except NewsletterError as exc:  # e.g. a merge field that would inject a header
             self.result.failed += 1
             self.ledger.failed(row.id, None, str(exc), self._wall())
@@ -731,24 +731,34 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-def composer(builder: Builder, sender: str, digest: str) -> Compose:
+def composer(builder: Builder, sender: str, digest: str, signer: Signer | None = None) -> Compose:
     """Compose for the Dispatcher: the envelope and the bytes in the connection's form.
 
     The Message-ID is the same for every attempt at one recipient of one version of the issue,
-    so a copy sent again on purpose (`--resend-unknown`) can be recognised as a duplicate."""
+    so a copy sent again on purpose (`--resend-unknown`) can be recognised as a duplicate.
+    With a DKIM `signer`, the unstuffed message is signed (in worker processes) and then put
+    in the connection's form."""
 
-    def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
+    async def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
         subscriber = subscriber_of(row)
         tag = hashlib.sha256(f"{digest}\0{row.email}".encode()).hexdigest()[:32]
         data = builder.build(
             subscriber,
             eight_bit=conn.eight_bit,
-            dot_stuffed=conn.dot_stuffed,
+            dot_stuffed=conn.dot_stuffed and signer is None,
             message_id=f"<{tag}@{builder.domain}>",
         )
+        if signer is not None:
+            data = await signer.sign(data, dot_stuffed=conn.dot_stuffed)
         return Envelope(sender, row.email, smtputf8=subscriber.smtputf8), data
 
     return compose
+
+
+class Signer(Protocol):
+    """Signs a message (CRLF, not dot-stuffed) off the event loop: dkim.SigningPool."""
+
+    async def sign(self, message: bytes, *, dot_stuffed: bool = False) -> bytes: ...
 
 
 def estimate_seconds(count: int, limits: Limits) -> float | None:

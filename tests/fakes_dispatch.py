@@ -144,7 +144,7 @@ def people(n: int) -> list[Entry]:
     return [Entry(key=f"p{i}@example.org", email=f"p{i}@example.org") for i in range(n)]
 
 
-def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
+async def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
     return Envelope("news@example.org", row.email), f"To: {row.email}\r\n\r\nhi\r\n".encode()
 
 

@@ -35,7 +35,7 @@ TARGET = "p5@example.org"
 FAST = Limits(connections=3, retry_delays=(0.05, 0.1, 0.2), pause_after=4)
 
 
-def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
+async def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
     body = f"From: news@example.org\nTo: {row.email}\nSubject: hi\n\n.hello\n"
     return Envelope("news@example.org", row.email), wire_bytes(body.encode())
 
