@@ -6,6 +6,7 @@ Core modules raise NewsletterError; `command` turns it into one clear message an
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -18,8 +19,18 @@ import typer
 from newsletter import __version__
 from newsletter.errors import InvalidInput, NewsletterError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the modules themselves are imported where a command needs them
+    import asyncio
+
     from newsletter.config import Config
+    from newsletter.dispatch import Limits, RunResult
+    from newsletter.errors import Problem
+    from newsletter.ledger import Ledger
+    from newsletter.lint import CheckResult
+    from newsletter.message import MessageFactory
+    from newsletter.models import Rendered
+    from newsletter.subscribers import Selection
+    from newsletter.transport import Transport
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -157,8 +168,8 @@ def check(
         raise typer.Exit(1)
 
 
-def _check_json(result: Any) -> dict[str, Any]:
-    def item(problem: Any) -> dict[str, Any]:
+def _check_json(result: CheckResult) -> dict[str, Any]:
+    def item(problem: Problem) -> dict[str, Any]:
         return {
             "file": str(problem.path) if problem.path else None,
             "line": problem.line,
@@ -535,17 +546,15 @@ def send(
     raise typer.Exit(code)
 
 
+@dataclasses.dataclass(frozen=True)
 class _Prepared:
     """What `send` knows before taking the lock: content, lint, transport, recipients."""
 
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
-
-    rendered: Any
-    transport: Any
-    selection: Any
+    rendered: Rendered
+    transport: Transport
+    selection: Selection
     issue_path: Path
-    warnings: list[Any]
+    warnings: list[Problem]
 
 
 def _prepare_send(
@@ -602,7 +611,7 @@ def _send_locked(
     _say_dkim(config)
     _show_plan(prepared, ledger, factory, limits, added, limit)
     counts = ledger.counts()
-    if counts["pending"] + counts["deferred"] + counts["unknown"] * 0 == 0:
+    if counts["pending"] + counts["deferred"] == 0:  # unknown ones wait for --resend-unknown
         say("nothing to send")
         return _finish(prepared, ledger, None, as_json)
     if not _confirmed(yes):
@@ -612,7 +621,12 @@ def _send_locked(
 
 
 def _show_plan(
-    prepared: _Prepared, ledger: Any, factory: Any, limits: Any, added: int | None, limit: Any
+    prepared: _Prepared,
+    ledger: Ledger,
+    factory: MessageFactory,
+    limits: Limits,
+    added: int | None,
+    limit: int | None,
 ) -> None:
     from newsletter.dispatch import estimate_seconds, subscriber_of
 
@@ -684,8 +698,13 @@ def _confirmed(yes: bool) -> bool:
 
 
 def _run_send(
-    prepared: _Prepared, config: Config, ledger: Any, factory: Any, limits: Any, limit: int | None
-) -> Any:
+    prepared: _Prepared,
+    config: Config,
+    ledger: Ledger,
+    factory: MessageFactory,
+    limits: Limits,
+    limit: int | None,
+) -> RunResult:
     import asyncio
     import contextlib
 
@@ -696,7 +715,7 @@ def _run_send(
     counts = ledger.counts()
     total = min(counts["pending"] + counts["deferred"], limit or sys.maxsize)
 
-    async def run() -> Any:
+    async def run() -> RunResult:
         stop = asyncio.Event()
         _on_interrupt(stop)
         dispatcher = Dispatcher(
@@ -719,7 +738,7 @@ def _run_send(
         return asyncio.run(run())
 
 
-def _on_interrupt(stop: Any) -> None:
+def _on_interrupt(stop: asyncio.Event) -> None:
     """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now."""
     import asyncio
     import signal
@@ -816,7 +835,7 @@ class _progress:  # used as a context manager like a function
             self.bar.stop()
 
 
-def _finish(prepared: _Prepared, ledger: Any, result: Any, as_json: bool) -> int:
+def _finish(prepared: _Prepared, ledger: Ledger, result: RunResult | None, as_json: bool) -> int:
     from newsletter.dispatch import report
 
     doc = report(ledger, issue=prepared.rendered.slug, destination=prepared.transport.destination)

@@ -120,11 +120,20 @@ class _PreparedSMTP(aiosmtplib.SMTP):
     and dot-stuffs the whole body (two regex passes per message: most of the client's CPU
     time). Our bytes are put in wire form once per issue, so `data_prepared` writes them as
     they are. It mirrors execute_data_command of aiosmtplib 5.1.3 through public methods only
-    (`execute_command`, `protocol.write`, `protocol.read_response`, `close`);
+    (`execute_command`, `protocol.write`, `protocol.read_response`, `close`; `close` also
+    aborts the transport);
     tests/test_transport_seam.py fails if the upstream code it mirrors changes.
     """
 
     data_written = False  # the last message's data and final "." went to the socket
+
+    def close(self) -> None:
+        """Close now: a plain close waits to flush what a stalled peer never reads, and the
+        socket outlives the event loop (a leak). Data still unsent is moot once we close."""
+        transport = self.transport
+        super().close()
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.abort()
 
     async def data_prepared(self, message: bytes) -> SMTPResponse:
         """DATA, then `message` (CRLF, dot-stuffed, ending in CRLF) as is, then "."."""
