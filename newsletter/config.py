@@ -351,12 +351,33 @@ def _type_word(base: Any) -> str:
     return words.get(base, "a list of numbers")
 
 
-def smtp_password(environ: Mapping[str, str] | None = None) -> str | None:
-    """The SMTP password: from the environment only (or the system keyring when installed)."""
+KEYRING_SERVICE = "newsletter"
+
+
+def smtp_password(
+    smtp: SmtpSettings | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The SMTP password: NEWSLETTER_SMTP_PASSWORD, else the system keyring when one is installed
+    (service "newsletter", user "<username>@<host>"); never a file."""
     env = os.environ if environ is None else environ
     if PASSWORD_ENV in env:
         return env[PASSWORD_ENV]
-    return None
+    if smtp is None or not smtp.username:
+        return None
+    return _keyring_password(f"{smtp.username}@{smtp.host}")
+
+
+def _keyring_password(user: str) -> str | None:
+    try:
+        import keyring  # type: ignore[import-not-found, unused-ignore]  # optional: not a dependency
+        from keyring.errors import KeyringError  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    try:
+        found = keyring.get_password(KEYRING_SERVICE, user)
+    except KeyringError:
+        return None  # no usable backend (a server without a desktop session)
+    return found if isinstance(found, str) else None
 
 
 def secret(config: Config, *, create: bool, environ: Mapping[str, str] | None = None) -> bytes:

@@ -189,7 +189,9 @@ class SmtpTransport:
         _check_security(settings)
         if settings.username and password is None:
             raise SecretMissing(
-                f"[smtp] username is set but {PASSWORD_ENV} is not: set it in the environment"
+                f"[smtp] username is set but {PASSWORD_ENV} is not: set it in the environment "
+                f"(or store it in the system keyring: service newsletter, user "
+                f"{settings.username}@{settings.host})"
             )
         self.settings = settings
         self.host = settings.host
@@ -591,5 +593,5 @@ def _write_synced(path: Path, data: bytes) -> None:
 def open_transport(config: Config, *, ssl_context: ssl.SSLContext | None = None) -> Transport:
     """SMTP when [smtp] host is set (file or NEWSLETTER_SMTP_HOST), else the outbox Maildir."""
     if config.smtp.host:
-        return SmtpTransport(config.smtp, smtp_password(), ssl_context=ssl_context)
+        return SmtpTransport(config.smtp, smtp_password(config.smtp), ssl_context=ssl_context)
     return OutboxTransport(config.outbox_dir)

@@ -79,3 +79,36 @@ def test_cli_reports_config_errors_without_traceback(tmp_path: Path, monkeypatch
     assert result.exit_code == 1
     assert f"{tmp_path / 'newsletter.toml'}:1:" in result.output
     assert "Traceback" not in result.output
+
+
+def test_password_from_the_keyring() -> None:
+    """Without NEWSLETTER_SMTP_PASSWORD the keyring is asked (service newsletter, user@host)."""
+    import keyring
+    import keyring.backend
+
+    from newsletter.config import SmtpSettings, smtp_password
+
+    class Memory(keyring.backend.KeyringBackend):
+        priority = 1  # type: ignore[assignment]  # keyring declares it as a property
+        store: dict[tuple[str, str], str] = {}  # noqa: RUF012  # one test's scratch store
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.store.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.store[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            self.store.pop((service, username), None)
+
+    before = keyring.get_keyring()
+    keyring.set_keyring(Memory())
+    try:
+        keyring.set_password("newsletter", "me@smtp.example.org", "from-keyring")
+        smtp = SmtpSettings(host="smtp.example.org", username="me")
+        assert smtp_password(smtp, environ={}) == "from-keyring"
+        assert smtp_password(smtp, environ={"NEWSLETTER_SMTP_PASSWORD": "env"}) == "env"
+        other = SmtpSettings(host="smtp.example.org", username="you")
+        assert smtp_password(other, environ={}) is None
+    finally:
+        keyring.set_keyring(before)
