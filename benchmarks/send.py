@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.send_helpers import ISSUE, LAUNCH, env_for  # noqa: E402  # after the path insert
+from tests.send_helpers import ISSUE, NEWSLETTER, env_for  # noqa: E402  # after the path insert
 
 SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
@@ -84,7 +84,7 @@ def folder_with(tmp: Path, people: int, paragraphs: int, name: str = "") -> Path
 def message_kb(folder: Path, env: dict[str, str]) -> float:
     """The size the plan reports for the first message (no --yes: nothing is sent)."""
     done = subprocess.run(
-        [sys.executable, "-c", LAUNCH, "send", ISSUE, "--limit", "1"],
+        [*NEWSLETTER, "send", ISSUE, "--limit", "1"],
         cwd=folder, env=env, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     found = re.search(r"^sending: .* of ~(\d+) KB", done.stderr, re.M)
@@ -131,7 +131,7 @@ def send_rate(folder: Path, env: dict[str, str], count: int) -> tuple[float, flo
     cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", LAUNCH, "send", ISSUE, "--yes"],
+        [*NEWSLETTER, "send", ISSUE, "--yes"],
         cwd=folder, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
@@ -154,7 +154,7 @@ def million_rss(tmp: Path, env: dict[str, str], kb: int, seconds: float) -> str:
     folder = sized_folder(tmp, 1_000_000, env, kb, "million")
     start = time.perf_counter()
     with subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "send", ISSUE, "--yes"],
+        [*NEWSLETTER, "send", ISSUE, "--yes"],
         cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     ) as proc:  # fmt: skip

@@ -12,17 +12,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = "issues/2021-09-cohes3ion.toml"
 
-# Until branch `messages` is merged, the subprocess uses tests/fake_message.py (TEST ONLY).
-LAUNCH = """
-import sys
-try:
-    import newsletter.message
-except ImportError:
-    import tests.fake_message as fake
-    sys.modules["newsletter.message"] = fake
-from newsletter.cli import main
-sys.exit(main())
-"""
+NEWSLETTER = [sys.executable, "-m", "newsletter"]  # the real command, in a fresh process
 
 
 def make_folder(tmp: Path, people: int, *, name: str = "news") -> Path:
@@ -61,7 +51,7 @@ def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def command(folder: Path, *args: str) -> list[str]:
-    return [sys.executable, "-c", LAUNCH, *args]
+    return [*NEWSLETTER, *args]
 
 
 def run(
