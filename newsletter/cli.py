@@ -666,6 +666,8 @@ def _show_plan(
     seconds = estimate_seconds(to_send, limits)
     if seconds is not None:
         say(f"estimated duration: {_duration(seconds)}")
+    else:
+        say("estimated duration: set by the server's pace (no [smtp] rate limit)")
 
 
 def _say_dkim(config: Config) -> None:

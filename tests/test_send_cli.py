@@ -26,8 +26,17 @@ def test_without_yes_and_terminal_shows_plan_sends_nothing(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert "recipients: 3 after dedupe and suppression" in done.stderr
     assert "to: outbox" in done.stderr
+    assert "estimated duration: set by the server's pace" in done.stderr
     assert "nothing was sent" in done.stderr
     assert not (folder / "outbox").exists() or outbox(folder) == []
+
+
+def test_plan_estimates_duration_from_the_rate(tmp_path: Path) -> None:
+    """With [smtp] rate set, the plan estimates the duration: 120 messages at 2/s is 60 s."""
+    folder = make_folder(tmp_path, 120)
+    done = run(folder, "send", ISSUE, env={"NEWSLETTER_SMTP_RATE": "2"})
+    assert done.returncode == 0, done.stderr
+    assert "estimated duration: 60 s" in done.stderr
 
 
 def test_send_into_outbox_then_rerun_sends_nobody_again(tmp_path: Path) -> None:
