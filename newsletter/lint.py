@@ -41,19 +41,23 @@ def errors(problems: list[Problem]) -> list[Problem]:
 # ---------------------------------------------------------------------------------------------
 
 
-def walk(value: Any, where: str = "") -> Iterator[tuple[str, str, str]]:
-    """(path, field name, text) of every string in an issue, with TOML paths."""
-    if isinstance(value, str):
-        yield where, where.rpartition(".")[2].split("[")[0], value
-    elif isinstance(value, tuple):
+def nodes(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """(TOML path, value) of every part of an issue: its dataclasses, tuples and leaves."""
+    yield where, value
+    if isinstance(value, tuple):
         for i, item in enumerate(value):
-            yield from walk(item, f"{where}[{i}]")
+            yield from nodes(item, f"{where}[{i}]")
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for fld in dataclasses.fields(value):
             if fld.name not in ("path", "kind"):
-                yield from walk(
-                    getattr(value, fld.name), f"{where}.{fld.name}" if where else fld.name
-                )
+                yield from nodes(getattr(value, fld.name), f"{where}.{fld.name}".lstrip("."))
+
+
+def walk(value: Any) -> Iterator[tuple[str, str, str]]:
+    """(path, field name, text) of every string in an issue, with TOML paths."""
+    for where, node in nodes(value):
+        if isinstance(node, str):
+            yield where, where.rpartition(".")[2].split("[")[0], node
 
 
 def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
@@ -100,25 +104,14 @@ def placeholder(url: str) -> str:
 
 
 def _images(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
-    for where, image in _all_images(issue, ""):
-        if not image.alt.strip():
+    for where, image in nodes(issue):
+        if isinstance(image, Image) and not image.alt.strip():
             yield Problem(
                 issue.path,
                 "image without alt text (describe it for screen readers)",
                 field=f"{where}.alt",
                 line=lines.line(where),
             )
-
-
-def _all_images(value: Any, where: str) -> Iterator[tuple[str, Image]]:
-    if isinstance(value, Image):
-        yield where, value
-    elif isinstance(value, tuple):
-        for i, item in enumerate(value):
-            yield from _all_images(item, f"{where}[{i}]")
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for fld in dataclasses.fields(value):
-            yield from _all_images(getattr(value, fld.name), f"{where}.{fld.name}".lstrip("."))
 
 
 def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem]:

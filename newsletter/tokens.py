@@ -23,7 +23,9 @@ _DOMAIN_SEPARATION = b"newsletter unsubscribe v1\x00"
 
 
 def normalise_address(email: str) -> str:
-    """The form tokens are made over: NFC, domain lowercased (swap for subscribers.address_key)."""
+    """The form tokens are made over: NFC, domain lowercased. Unlike addresses.address_key it
+    keeps the local part's case: the token carries the address as stored; the endpoint matches
+    rows with address_key."""
     local, at, domain = unicodedata.normalize("NFC", email.strip()).rpartition("@")
     return f"{local}{at}{domain.lower()}" if at else domain
 
