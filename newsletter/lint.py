@@ -62,6 +62,8 @@ def walk(value: Any) -> Iterator[tuple[str, str, str]]:
 
 def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
     for where, name, text in walk(issue):
+        if name == "href" and not text:
+            continue  # an image's link is optional: empty means the image links nowhere
         if name in URL_FIELDS:
             yield from _url(issue.path, lines, where, text, "")
         elif name in MARKDOWN_FIELDS:

@@ -191,3 +191,18 @@ def test_mjml_error_names_the_block(tmp_path: Path, monkeypatch) -> None:
     result = run("check", issue)
     assert result.exit_code == 1
     assert "MJML error" in result.output
+
+
+def test_images_need_alt_but_not_a_link(tmp_path: Path, monkeypatch) -> None:
+    """An image without alt text is an error; an image without href is fine."""
+    monkeypatch.chdir(tmp_path)
+    images = (
+        '[[blocks]]\nkind = "images"\nimages = [\n'
+        '  { src = "https://img.org/a.png", alt = "", width = 200 },\n'
+        '  { src = "https://img.org/b.png", alt = "B", width = 200 },\n]\n'
+    )
+    result = run("check", _folder(tmp_path, MINIMAL_CONFIG, ISSUE + images))
+    assert result.exit_code == 1
+    assert "blocks[1].images[0].alt: image without alt text" in result.output
+    assert "href" not in result.output
+    assert "1 error(s)" in result.output
