@@ -408,13 +408,18 @@ def subscribers_list(
 ) -> None:
     """Print the rows of every list: email, name, status, tags, list (tab-separated)."""
     from newsletter import subscribers
+    from newsletter.addresses import address_key, key_hash
 
-    rows = subscribers.browse(load().root, status=status, tag=tag)
+    root = load().root
+    rows = subscribers.browse(root, status=status, tag=tag)
+    suppressed = subscribers.read_suppressed(root)
     if json_:
         typer.echo("[", nl=False)
     for number, person in enumerate(rows):
         tags = subscribers.join_tags(person.tags)
         where = person.list_path.name if person.list_path else ""
+        # A subscribed row whose address is in the suppression file gets no mail: say so.
+        held = person.status == "subscribed" and key_hash(address_key(person.email)) in suppressed
         if json_:
             item = {
                 "email": person.email,
@@ -422,10 +427,12 @@ def subscribers_list(
                 "status": person.status,
                 "tags": sorted(person.tags),
                 "list": where,
+                "suppressed": held,
             }
             typer.echo(("," if number else "") + json.dumps(item, ensure_ascii=False))
         else:
-            typer.echo("\t".join((person.email, person.name, person.status, tags, where)))
+            shown = "suppressed" if held else person.status
+            typer.echo("\t".join((person.email, person.name, shown, tags, where)))
     if json_:
         typer.echo("]")
 
@@ -444,6 +451,7 @@ def subscribers_stats(json_: JsonOption = False) -> None:
             "tags": dict(result.by_tag),
             "recipients": result.recipients,
             "suppressed_entries": result.suppressed_entries,
+            "held_back": result.held_back,
         }
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -454,6 +462,8 @@ def subscribers_stats(json_: JsonOption = False) -> None:
         typer.echo(f"tag {tag}: {count} subscribed")
     typer.echo(f"recipients of a send to every list: {result.recipients}")
     typer.echo(f"suppression entries: {result.suppressed_entries}")
+    if result.held_back:
+        typer.echo(f"subscribed rows held back by the suppression file: {result.held_back}")
 
 
 @subscribers_app.command("check")

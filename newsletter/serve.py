@@ -18,6 +18,7 @@ import datetime as dt
 import html
 import logging
 import os
+import re
 from collections.abc import Mapping
 from email.parser import BytesParser
 from email.policy import default as email_policy
@@ -33,14 +34,12 @@ from starlette.routing import Route
 from newsletter.addresses import address_key, key_digest
 from newsletter.config import SECRET_ENV, Config, load_config, secret
 from newsletter.errors import (
-    InvalidInput,
     InvalidToken,
-    LockBusy,
     NewsletterError,
     SecretMissing,
 )
 from newsletter.render import fill, preview_value, render_issue
-from newsletter.subscribers import set_status
+from newsletter.subscribers import StatusChange, apply_status
 from newsletter.tokens import verify_token
 
 _RELOAD = """<script>
@@ -213,21 +212,38 @@ class Unsubscriber:
         except InvalidToken:
             return None
 
-    async def unsubscribe(self, email: str) -> list[Path]:
+    async def unsubscribe(self, email: str) -> StatusChange:
         async with self.lock:
             return await run_in_threadpool(self._write, email)
 
-    def _write(self, email: str) -> list[Path]:
+    def _write(self, email: str) -> StatusChange:
         when = dt.datetime.now(dt.UTC)
-        changed = set_status(self.config.root, email, "unsubscribed", when=when)
+        change = apply_status(self.config.root, email, "unsubscribed", when=when)
+        digest = address_hash(email)
+        for problem in change.broken:  # the suppression file holds the address: sends skip it
+            log.warning(
+                "list not updated, unsubscribe kept in the suppression file: list_file=%s "
+                "address_sha256=%s reason=%s",
+                problem.location() or "?",
+                digest,
+                _scrub(problem.message),
+            )
         log.info(
             "unsubscribed time=%s list=%s address_sha256=%s lists_changed=%d",
             when.replace(microsecond=0).isoformat(),
             self.config.list_id,
-            address_hash(email),
-            len(changed),
+            digest,
+            len(change.changed),
         )
-        return changed
+        return change
+
+
+_ADDRESS = re.compile(r"[^\s,;:'\"<>()]+@[^\s,;:'\"<>()]+")
+
+
+def _scrub(text: str) -> str:
+    """An error message without any address in it (a header or cell may quote one)."""
+    return _ADDRESS.sub("<address>", text)
 
 
 def unsubscribe_app(config: Config, secret: bytes) -> Starlette:
@@ -251,15 +267,25 @@ def unsubscribe_app(config: Config, secret: bytes) -> Starlette:
 
 
 async def _unsubscribe(worker: Unsubscriber, email: str, name: str, lang: str) -> Response:
+    """200 once the change is durable (in the lists, or else the suppression file); else 503."""
     try:
         await worker.unsubscribe(email)
-    except LockBusy:
-        log.warning("unsubscribe delayed: a list stayed locked; the client may retry")
+    except (NewsletterError, OSError) as exc:  # even the suppression file could not be written
+        log.error(
+            "unsubscribe NOT recorded (the client may retry): list=%s address_sha256=%s reason=%s",
+            worker.config.list_id,
+            address_hash(email),
+            _scrub(_reason(exc)),
+        )
         return _page(lang, "Please try again", _BUSY, 503, retry_after=True)
-    except InvalidInput as exc:  # a broken list: the address is in the suppression file anyway
-        log.error("unsubscribe recorded as a suppression; a list needs fixing:\n%s", exc)
     body = f"<p>You will get no more email from {html.escape(name)}.</p>"
     return _page(lang, "You are unsubscribed", body, 200)
+
+
+def _reason(exc: NewsletterError | OSError) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or type(exc).__name__}".lstrip(": ")
+    return str(exc).replace("\n", "; ")
 
 
 _BAD_LINK = (
@@ -267,7 +293,9 @@ _BAD_LINK = (
     "Use the link at the bottom of the latest email, or reply to it and ask to be removed.</p>"
 )
 _NOT_ONE_CLICK = "<p>Use the button on the unsubscribe page.</p>"
-_BUSY = "<p>The list is busy. Nothing is lost: please press the button again in a minute.</p>"
+_BUSY = (
+    "<p>Your request could not be saved just now. Please press the button again in a minute.</p>"
+)
 
 
 def _confirm_form(name: str) -> str:

@@ -33,7 +33,7 @@ from newsletter.addresses import (
     key_hash,
     normalise_address,
 )
-from newsletter.errors import InvalidInput, NewsletterError, Problem
+from newsletter.errors import InvalidInput, LockBusy, NewsletterError, Problem
 from newsletter.fileio import atomic_write_text, locked
 from newsletter.models import STATUSES, Status, Subscriber
 
@@ -719,6 +719,7 @@ class StatusChange:
     changed: list[Path]  # lists rewritten
     held: list[Path]  # lists holding the address (changed or already so)
     suppressed: bool  # a new entry in the suppression file
+    broken: list[Problem] = field(default_factory=list)  # lists that could not be read or written
 
 
 def change_status(
@@ -733,8 +734,30 @@ def change_status(
     """Set `status` in every list holding the address (default: every list in subscribers/).
 
     No list holds it and the status suppresses: an entry in the suppression file instead. A list
-    that cannot be read is reported after the others are done, with a suppression entry written,
-    so an unsubscribe is never lost to a broken file.
+    that cannot be read or written is reported (InvalidInput) after the others are done, with a
+    suppression entry written, so an unsubscribe is never lost to a broken file.
+    """
+    change = apply_status(folder, email, status, lists=lists, when=when, scope_list=scope_list)
+    if change.broken:
+        recorded = status in SUPPRESSING  # the suppression file has the address now
+        done = [Problem(None, f"{email}: recorded as {status} anyway")] if recorded else []
+        raise InvalidInput([*change.broken, *done])
+    return change
+
+
+def apply_status(
+    folder: Path,
+    email: str,
+    status: Status,
+    *,
+    lists: Sequence[Path] | None = None,
+    when: dt.datetime | None = None,
+    scope_list: bool = False,
+) -> StatusChange:
+    """`change_status` that returns the lists it could not change in `.broken` instead of raising.
+
+    With a suppressing status and a broken list, the suppression file records the address (a
+    failure to write that file raises: the change is then not recorded anywhere).
     """
     if status not in _RANK:
         raise InvalidInput.one(None, f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
@@ -753,14 +776,25 @@ def change_status(
                 changed.append(path)
             if edit.held:
                 held.append(path)
-        except InvalidInput as exc:
-            broken.extend(exc.problems)
+        except (NewsletterError, OSError, csv.Error) as exc:
+            broken.extend(_problems(path, exc))
     suppressed = False
     if status in SUPPRESSING and (broken or not held):
         suppressed = suppress(folder, email, status)
-    if broken:
-        raise InvalidInput([*broken, Problem(None, f"{email}: recorded as {status} anyway")])
-    return StatusChange(email, status, changed, held, suppressed)
+    return StatusChange(email, status, changed, held, suppressed, broken)
+
+
+def _problems(path: Path, exc: NewsletterError | OSError | csv.Error) -> list[Problem]:
+    """Why a list could not be changed, as located problems (no file contents beyond the error)."""
+    if isinstance(exc, InvalidInput):
+        return exc.problems
+    if isinstance(exc, LockBusy):
+        return [Problem(path, "another process holds its lock")]
+    if isinstance(exc, OSError):
+        return [Problem(path, exc.strerror or type(exc).__name__)]
+    if isinstance(exc, csv.Error):
+        return [Problem(path, f"unreadable CSV: {exc}")]
+    return [Problem(path, str(exc))]
 
 
 def set_status(
@@ -1361,12 +1395,14 @@ class Stats:
     by_tag: Counter[str] = field(default_factory=Counter)  # tag -> subscribed rows
     recipients: int = 0  # distinct addresses a send to every list (not example.csv) reaches
     suppressed_entries: int = 0
+    held_back: int = 0  # subscribed rows whose address is in the suppression file
 
 
 def stats(folder: Path) -> Stats:
     """Rows per list and status, subscribed rows per tag, and the distinct recipients."""
     result = Stats()
     blocks = Blocklist(folder).blocks()
+    suppressed = read_suppressed(folder)
     seen: set[int] = set()
     for path in list_files(folder):
         counts: Counter[str] = Counter()
@@ -1376,11 +1412,12 @@ def stats(folder: Path) -> Stats:
                 continue
             result.by_tag.update(subscriber.tags)
             compact = key_hash(address_key(subscriber.email))
+            result.held_back += compact in suppressed
             if path.name != EXAMPLE_LIST and not blocks.blocks(compact, path):
                 seen.add(compact)
         result.by_list[path.name] = counts
     result.recipients = len(seen)
-    result.suppressed_entries = len(read_suppressed(folder))
+    result.suppressed_entries = len(suppressed)
     return result
 
 

@@ -287,14 +287,30 @@ def test_broken_list_still_records_the_unsubscribe(site: Site) -> None:
     assert digest in suppressed_path(site.root).read_text()
 
 
-def test_list_locked_too_long_answers_503(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A list held past the lock timeout: 503 with Retry-After, and that list untouched."""
+def test_list_locked_too_long_still_unsubscribes(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list held past the lock timeout: that list untouched, the suppression file records it."""
     monkeypatch.setattr(subscribers, "locked", functools.partial(fileio.locked, timeout=0.2))
     with fileio.locked(site.lists[0]):
         answer = post_one_click(site.link("ada@example.org"))
+    assert answer.status_code == 200
+    assert site.statuses()["ada@example.org"] == "subscribed"
+    digest = hashlib.sha256(b"ada@example.org").hexdigest()
+    assert digest in suppressed_path(site.root).read_text()
+
+
+def test_suppression_file_locked_too_long_answers_503(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No list holds the address and the suppression file stays locked: 503 with Retry-After."""
+    monkeypatch.setattr(subscribers, "locked", functools.partial(fileio.locked, timeout=0.2))
+    with fileio.locked(suppressed_path(site.root)):
+        answer = post_one_click(site.link("nobody@example.org"))
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "60"
-    assert site.statuses()["ada@example.org"] == "subscribed"
+    assert "unsubscribed" not in answer.text.lower()
+    assert not suppressed_path(site.root).exists()
 
 
 def test_the_link_a_real_message_carries_unsubscribes(tmp_path: Path) -> None:

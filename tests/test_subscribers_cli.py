@@ -129,6 +129,7 @@ def test_list_json(folder: Path) -> None:
             "status": "subscribed",
             "tags": [],
             "list": "subscribers.csv",
+            "suppressed": False,
         }
     ]
 
