@@ -408,16 +408,35 @@ def _blocked_in(path: Path) -> tuple[set[int], set[int]]:
 
 
 def read_suppressed(folder: Path) -> set[int]:
-    """The compact keys of the suppression file's entries."""
+    """The compact keys of the suppression file's entries; InvalidInput at a line that is not one.
+
+    A damaged file stops a send rather than let it mail someone whose entry cannot be read.
+    """
+    path = suppressed_path(folder)
     try:
-        text = suppressed_path(folder).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return set()
-    return {digest_hash(line.split()[0]) for line in text.splitlines() if _is_entry(line)}
+    except UnicodeDecodeError:
+        raise InvalidInput.one(path, "not UTF-8 text") from None
+    lines = enumerate(text.splitlines(), 1)
+    return {_entry_hash(path, number, line) for number, line in lines if _is_entry(line)}
+
+
+def _entry_hash(path: Path, number: int, line: str) -> int:
+    digest = line.split()[0]
+    if not _DIGEST.fullmatch(digest):
+        message = "not an entry: a sha256 digest (64 hex digits) starts each line"
+        raise InvalidInput.one(path, message, line=number)
+    return digest_hash(digest)
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _is_entry(line: str) -> bool:
-    return bool(line) and not line.startswith("#")
+    text = line.strip()
+    return bool(text) and not text.startswith("#")
 
 
 def is_suppressed(folder: Path, email: str) -> bool:
@@ -433,8 +452,13 @@ def suppress(folder: Path, email: str, reason: str) -> bool:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             text = "# sha256 of an address key, then why: never mail, never import again\n"
-        if any(line.split()[0] == digest for line in text.splitlines() if _is_entry(line)):
+        except UnicodeDecodeError:
+            raise InvalidInput.one(path, "not UTF-8 text") from None
+        # A damaged line elsewhere must not stop this entry from being written.
+        if any(line.split()[:1] == [digest] for line in text.splitlines()):
             return False
+        if text and not text.endswith("\n"):  # a hand edit without a final newline
+            text += "\n"
         atomic_write_text(path, lambda out: out.write(f"{text}{digest} {reason}\n"), mode=0o600)
     return True
 

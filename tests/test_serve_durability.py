@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.config import load_config
+from newsletter.errors import InvalidInput
 from newsletter.serve import unsubscribe_app
 from newsletter.subscribers import read_list, select, suppressed_path
 from newsletter.tokens import make_token
@@ -270,3 +271,18 @@ def test_cli_unsubscribe_with_an_unwritable_list_records_it_anyway(site: Site) -
     assert f"{ADA}: recorded as unsubscribed anyway" in done.stderr
     assert ADA_DIGEST in site.suppressed()
     assert statuses(site.main)[ADA] == "unsubscribed"
+
+
+def test_a_damaged_suppression_file_still_takes_the_entry(site: Site) -> None:
+    """Blank, damaged and unterminated lines (hand edits): the entry is still written on a line
+    of its own, and a send then refuses naming the damaged line instead of guessing."""
+    bob = hashlib.sha256(b"bob@example.org").hexdigest()
+    suppressed_path(site.root).parent.mkdir()
+    suppressed_path(site.root).write_text(f"# entries\n   \nnot-a-digest x\n{bob} unsubscribed")
+    assert post(site, "stranger@example.org").status_code == 200
+    lines = suppressed_path(site.root).read_text().splitlines()
+    stranger = hashlib.sha256(b"stranger@example.org").hexdigest()
+    assert lines[3:] == [f"{bob} unsubscribed", f"{stranger} unsubscribed"]
+    with pytest.raises(InvalidInput) as refused:
+        list(select(site.root))
+    assert str(refused.value).startswith(f"{suppressed_path(site.root)}:3: not an entry")
