@@ -298,7 +298,7 @@ async def _unsubscribe(worker: Unsubscriber, email: str, name: str, lang: str) -
             address_hash(email),
             _scrub(_reason(exc)),
         )
-        return _page(lang, "Please try again", _BUSY, 503, retry_after=True)
+        return _page(lang, "Please try again", _NOT_SAVED, 503, retry_after=True)
     body = f"<p>You will get no more email from {html.escape(name)}.</p>"
     return _page(lang, "You are unsubscribed", body, 200)
 
@@ -314,7 +314,7 @@ _BAD_LINK = (
     "Use the link at the bottom of the latest email, or reply to it and ask to be removed.</p>"
 )
 _NOT_ONE_CLICK = "<p>Use the button on the unsubscribe page.</p>"
-_BUSY = (
+_NOT_SAVED = (
     "<p>Your request could not be saved just now. Please press the button again in a minute.</p>"
 )
 
