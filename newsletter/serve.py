@@ -274,7 +274,7 @@ def unsubscribe_app(config: Config, secret: bytes) -> Starlette:
         return await _unsubscribe(worker, email, name, lang)
 
     async def error(request: Request, exc: Exception) -> Response:
-        """404 and 405 as pages with the same headers as every other answer (no caching)."""
+        """404, 405 and 500 as pages with the same headers as every other answer (no caching)."""
         http = exc if isinstance(exc, HTTPException) else HTTPException(500)
         page = _page(lang, http.detail, "", http.status_code)
         page.headers.update(http.headers or {})  # 405 keeps its Allow header
@@ -282,7 +282,7 @@ def unsubscribe_app(config: Config, secret: bytes) -> Starlette:
 
     path = route_prefix(config.newsletter.base_url) + "/unsubscribe/{token:path}"
     routes = [Route(path, endpoint, methods=["GET", "POST"])]
-    app = Starlette(routes=routes, exception_handlers={404: error, 405: error})
+    app = Starlette(routes=routes, exception_handlers={404: error, 405: error, 500: error})
     app.router.redirect_slashes = False  # a redirect would be one more answer without our headers
     return app
 

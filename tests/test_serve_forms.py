@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
+from newsletter import serve
 from newsletter.config import load_config
 from newsletter.serve import MAX_BODY, MAX_FIELDS, unsubscribe_app
 from newsletter.subscribers import suppressed_path
@@ -23,6 +24,7 @@ from tests.serve_helpers import SECRET, make_folder, running, write_list
 
 ADA = "ada@example.org"
 FIELD = b'Content-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click'
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PRIVATE = {"cache-control": "no-store", "x-robots-tag": "noindex"}
 
 
@@ -237,3 +239,18 @@ def test_404_and_405_carry_the_private_headers(
     assert answer.headers["referrer-policy"] == "no-referrer"
     if status == 405:
         assert set(answer.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+
+
+def test_an_unexpected_error_is_a_private_500_page(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (stood in for by a RuntimeError: no real input reaches one) still gets the headers."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(serve, "apply_status", broken)
+    answer = httpx.post(site.link, headers=FORM, content=b"List-Unsubscribe=One-Click", timeout=10)
+    assert answer.status_code == 500
+    assert {k: answer.headers.get(k) for k in PRIVATE} == PRIVATE
+    assert "unsubscribed" not in answer.text.lower()
