@@ -283,3 +283,12 @@ def test_a_damaged_suppression_file_still_takes_the_entry(site: Site) -> None:
     with pytest.raises(InvalidInput) as refused:
         list(select(site.root))
     assert str(refused.value).startswith(f"{suppressed_path(site.root)}:3: not an entry")
+
+
+def test_a_cr_only_list_never_loses_the_unsubscribe(site: Site) -> None:
+    """An old Mac export (CR line ends): read or refused, the address stops getting mail."""
+    site.events.write_bytes(f"email,name\r{ADA},Ada\rbob@example.org,Bob\r".encode())
+    assert post(site).status_code == 200
+    assert statuses(site.main)[ADA] == "unsubscribed"  # that alone blocks it everywhere
+    events = site.events.read_bytes()
+    assert ADA_DIGEST in site.suppressed() or b"unsubscribed" in events
