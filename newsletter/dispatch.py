@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
+from newsletter.fileio import make_folder, open_private
 from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row, ledger_path
 from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
@@ -576,8 +577,8 @@ class SendLock:
         self._file: IO[str] | None = None
 
     def __enter__(self) -> SendLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
+        make_folder(self.path.parent)
+        handle = os.fdopen(open_private(self.path), "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -604,7 +605,7 @@ class SendLock:
         """For `status`: is a send of this issue running right now?"""
         if not self.path.exists():
             return False
-        with self.path.open("a+") as handle:
+        with self.path.open("rb") as handle:  # reading is enough for a shared lock
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -5,6 +5,10 @@ and fsyncs the folder: a reader, or a process killed at any moment, sees the old
 one, never a mix. `locked` serialises read-modify-write cycles between processes with flock(2)
 on a sidecar file (the target itself is replaced by each rename, so it cannot carry the lock);
 the kernel releases the lock when its holder dies, so a crash never leaves a stale lock.
+
+Modes: lists, ledgers, suppressions, locks and the outbox hold personal data, so what the tool
+creates for them is PRIVATE_FILE / PRIVATE_FOLDER, set explicitly (whatever the umask says);
+a file or folder that already exists keeps its mode, also through a rewrite.
 """
 
 from __future__ import annotations
@@ -22,6 +26,46 @@ from typing import IO
 from newsletter.errors import LockBusy
 
 DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a writer waits for another before giving up
+PRIVATE_FILE = 0o600  # personal data: readable by its owner only
+PRIVATE_FOLDER = 0o700
+PUBLIC_FILE = 0o644  # rendered pages and the web archive: made to be published
+
+
+def make_folder(folder: Path, mode: int = PRIVATE_FOLDER) -> None:
+    """Create `folder` and its missing parents with `mode`, whatever the umask.
+
+    Folders that already exist keep their mode. A file where a folder should be raises
+    FileExistsError (or NotADirectoryError), as mkdir does.
+    """
+    missing: list[Path] = []
+    while not folder.is_dir() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            if path.is_dir():  # another process made it first: it chose the mode
+                continue
+            raise
+        os.chmod(path, mode)  # mkdir's mode is filtered by the umask
+
+
+def open_private(path: Path, flags: int = os.O_RDWR, *, exclusive: bool = False) -> int:
+    """Open `path`, creating it as PRIVATE_FILE whatever the umask; an existing file keeps its
+    mode (FileExistsError instead with `exclusive`). Returns the descriptor."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        if exclusive:
+            raise
+        return os.open(path, flags)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def lock_path(path: Path) -> Path:
@@ -33,8 +77,8 @@ def lock_path(path: Path) -> Path:
 def locked(path: Path, *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
     """Hold an exclusive flock on `path`'s sidecar lock file; LockBusy after `timeout` seconds."""
     target = lock_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    make_folder(target.parent)
+    fd = open_private(target)
     try:
         _acquire(fd, path, timeout)
         yield
@@ -57,15 +101,16 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
 
 
 def atomic_write(
-    path: Path, write: Callable[[IO[bytes]], object], *, mode: int | None = None
+    path: Path, write: Callable[[IO[bytes]], object], *, mode: int = PRIVATE_FILE
 ) -> None:
     """Replace `path` with what `write` writes to a binary handle, atomically.
 
-    The file keeps the mode of the file it replaces; a new file gets `mode` (default 0o644).
+    The file keeps the mode of the file it replaces; a new file gets `mode`, and missing
+    folders get it with search (x) bits where it has read bits (0o600 -> 0o700).
     If `write` raises, the target is untouched and the temp file is removed.
     """
     folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, mode | (mode & 0o444) >> 2)
     fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -85,7 +130,7 @@ def atomic_write_text(
     path: Path,
     write: Callable[[IO[str]], object],
     *,
-    mode: int | None = None,
+    mode: int = PRIVATE_FILE,
     encoding: str = "utf-8",
     newline: str = "",
 ) -> None:
@@ -100,11 +145,11 @@ def atomic_write_text(
     atomic_write(path, write_bytes, mode=mode)
 
 
-def _mode_for(path: Path, mode: int | None) -> int:
+def _mode_for(path: Path, mode: int) -> int:
     try:
         return os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
-        return 0o644 if mode is None else mode
+        return mode
 
 
 def fsync_folder(folder: Path) -> None:

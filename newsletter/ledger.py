@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from typing import Any
 
 from newsletter import addresses
 from newsletter.errors import NewsletterError
+from newsletter.fileio import make_folder, open_private
 
 PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED = range(7)
 STATE_NAMES = ("pending", "sending", "sent", "deferred", "failed", "unknown", "skipped")
@@ -116,7 +118,9 @@ class Ledger:
         self.path = path
         if not create and not path.is_file():
             raise LedgerError(path, "no ledger: nothing has been sent to this destination yet")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
+        # SQLite gives its -wal, -shm and -journal files the database file's mode
+        os.close(open_private(path, os.O_RDONLY))
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")

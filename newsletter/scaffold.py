@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import unicodedata
 from pathlib import Path
 
 from newsletter.config import default_templates_dir
 from newsletter.errors import NewsletterError
+from newsletter.fileio import make_folder, open_private
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
 
@@ -59,8 +61,14 @@ def init(folder: Path, day: dt.date) -> list[tuple[Path, bool]]:
 def _create(target: Path, source: str | Path) -> bool:
     if target.exists():
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
     content = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
-    with target.open("x", encoding="utf-8") as handle:
+    if target.parent.name == "subscribers":  # lists hold personal data: owner only
+        make_folder(target.parent)
+        fd = open_private(target, os.O_WRONLY, exclusive=True)
+        handle = os.fdopen(fd, "w", encoding="utf-8")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = target.open("x", encoding="utf-8")
+    with handle:
         handle.write(content)
     return True
