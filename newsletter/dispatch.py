@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
-from newsletter.fileio import make_folder, open_private
+from newsletter.fileio import make_folder, open_private, reporting
 from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row, ledger_path
 from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
@@ -578,7 +578,8 @@ class SendLock:
 
     def __enter__(self) -> SendLock:
         make_folder(self.path.parent)
-        handle = os.fdopen(open_private(self.path), "r+")
+        with reporting(self.path, "cannot open the send lock"):
+            handle = os.fdopen(open_private(self.path), "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -589,10 +590,15 @@ class SendLock:
                 f"another `newsletter send` of this issue is running (pid {holder}); "
                 "wait for it to finish, or stop it with Ctrl-C"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:
+            with reporting(self.path, "cannot write the send lock"):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(str(os.getpid()))
+                handle.flush()
+        except NewsletterError:
+            handle.close()
+            raise
         self._file = handle
         return self
 

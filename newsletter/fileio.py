@@ -14,6 +14,7 @@ a file or folder that already exists keeps its mode, also through a rewrite.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import os
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from newsletter.errors import LockBusy
+from newsletter.errors import DiskFull, LockBusy, NotWritable, StorageError
 
 DEFAULT_LOCK_TIMEOUT = 30.0  # seconds a writer waits for another before giving up
 PRIVATE_FILE = 0o600  # personal data: readable by its owner only
@@ -34,9 +35,14 @@ PUBLIC_FILE = 0o644  # rendered pages and the web archive: made to be published
 def make_folder(folder: Path, mode: int = PRIVATE_FOLDER) -> None:
     """Create `folder` and its missing parents with `mode`, whatever the umask.
 
-    Folders that already exist keep their mode. A file where a folder should be raises
-    FileExistsError (or NotADirectoryError), as mkdir does.
+    Folders that already exist keep their mode. StorageError names the one that could not be
+    made (e.g. a file is where a folder should be).
     """
+    with reporting(folder, "cannot create the folder"):
+        _make_folders(folder, mode)
+
+
+def _make_folders(folder: Path, mode: int) -> None:
     missing: list[Path] = []
     while not folder.is_dir() and folder != folder.parent:
         missing.append(folder)
@@ -47,7 +53,7 @@ def make_folder(folder: Path, mode: int = PRIVATE_FOLDER) -> None:
         except FileExistsError:
             if path.is_dir():  # another process made it first: it chose the mode
                 continue
-            raise
+            raise NotADirectoryError(errno.ENOTDIR, "a file is there", str(path)) from None
         os.chmod(path, mode)  # mkdir's mode is filtered by the umask
 
 
@@ -78,7 +84,8 @@ def locked(path: Path, *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Non
     """Hold an exclusive flock on `path`'s sidecar lock file; LockBusy after `timeout` seconds."""
     target = lock_path(path)
     make_folder(target.parent)
-    fd = open_private(target)
+    with reporting(target, "cannot open the lock file"):
+        fd = open_private(target)
     try:
         _acquire(fd, path, timeout)
         yield
@@ -111,7 +118,12 @@ def atomic_write(
     """
     folder = path.parent
     make_folder(folder, mode | (mode & 0o444) >> 2)
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    with reporting(path, "cannot write", exact=True):
+        _replace(path, write, mode)
+
+
+def _replace(path: Path, write: Callable[[IO[bytes]], object], mode: int) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -120,10 +132,10 @@ def atomic_write(
         os.chmod(temp, _mode_for(path, mode))
         os.replace(temp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    fsync_folder(folder)
+    fsync_folder(path.parent)
 
 
 def atomic_write_text(
@@ -159,3 +171,49 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# OSError -> StorageError: one clear line naming the file, why, and what to do
+
+_FULL = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "a file-size limit is reached",
+}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+FREE_SPACE_HINT = "free some space on that disk, then run the command again"
+READ_ONLY_HINT = (
+    "make it writable (its permissions, `chattr -i` for an immutable file, a read-write "
+    "mount) or work elsewhere, then run the command again"
+)
+
+
+@contextlib.contextmanager
+def reporting(path: Path, action: str, *, exact: bool = False) -> Iterator[None]:
+    """Turn an OSError inside into a StorageError naming the file: the one the error names,
+    or always `path` when `exact` (e.g. not the temp file of an atomic write)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        where = Path(os.fsdecode(exc.filename)) if exc.filename and not exact else path
+        raise storage_error(where, exc, action) from None
+
+
+def storage_error(where: Path, exc: OSError, action: str) -> StorageError:
+    """The StorageError for `exc`, raised while doing `action` to `where`."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in _FULL:
+        full = f"{_FULL[exc.errno]} ({reason})"
+        return DiskFull(where, action, full, FREE_SPACE_HINT, exc.errno)
+    if exc.errno in _READ_ONLY:
+        return NotWritable(where, action, f"read-only ({reason})", READ_ONLY_HINT, exc.errno)
+    move = "move it away or choose another place, then run the command again"
+    if exc.errno == errno.ENOTDIR:
+        return StorageError(where, action, "a file is where a folder is needed", move, exc.errno)
+    if exc.errno == errno.EISDIR:
+        return StorageError(where, action, "a folder is where a file is needed", move, exc.errno)
+    hint = "check that path, then run the command again"
+    return StorageError(where, action, reason, hint, exc.errno)

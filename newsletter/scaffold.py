@@ -11,7 +11,7 @@ from pathlib import Path
 
 from newsletter.config import default_templates_dir
 from newsletter.errors import NewsletterError
-from newsletter.fileio import make_folder, open_private
+from newsletter.fileio import make_folder, open_private, reporting
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
 
@@ -55,7 +55,11 @@ def init(folder: Path, day: dt.date) -> list[tuple[Path, bool]]:
     templates = default_templates_dir()
     for source in sorted(templates.rglob("*.j2")):
         plan.append((folder / "templates" / source.relative_to(templates), source))
-    return [(target, _create(target, source)) for target, source in plan]
+    created = []
+    for target, content in plan:
+        with reporting(target, "cannot create"):
+            created.append((target, _create(target, content)))
+    return created
 
 
 def _create(target: Path, source: str | Path) -> bool:
