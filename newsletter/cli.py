@@ -65,11 +65,13 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
             typer.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a file error no core function mapped: still one clear line
+            from newsletter.errors import StorageError
             from newsletter.fileio import storage_error
 
-            mapped = storage_error(Path(os.fsdecode(exc.filename or "?")), exc, "cannot use it")
-            typer.echo(f"error: {mapped}", err=True)
-            raise typer.Exit(mapped.exit_code) from None
+            if exc.filename:
+                exc = storage_error(Path(os.fsdecode(exc.filename)), exc, "cannot use it")
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(StorageError.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

@@ -54,6 +54,11 @@ def _make_folders(folder: Path, mode: int) -> None:
             if path.is_dir():  # another process made it first: it chose the mode
                 continue
             raise NotADirectoryError(errno.ENOTDIR, "a file is there", str(path)) from None
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY:
+                raise
+            # the folder it is made in is the read-only one: name that one
+            raise storage_error(path.parent, exc, f"cannot create {path.name}/ in it") from None
         os.chmod(path, mode)  # mkdir's mode is filtered by the umask
 
 

@@ -122,6 +122,18 @@ def test_read_only_lock_file(tmp_path: Path, immutable: Callable[[Path], None]) 
     assert len(outbox_recipients(folder)) == 1
 
 
+def test_read_only_sends_folder(tmp_path: Path, immutable: Callable[[Path], None]) -> None:
+    """An immutable sends/ where SQLite cannot make the ledger's -wal and -shm files: names
+    the folder; nothing more is sent."""
+    folder = make_folder(tmp_path, 3)
+    assert send(folder, "--limit", "1").returncode == 3
+    sends = folder / ".newsletter" / "sends"
+    immutable(sends)
+    line = error_line(send(folder))
+    assert f"{sends}: cannot open the ledger" in line and "-wal and -shm" in line
+    assert len(outbox_recipients(folder)) == 1
+
+
 @pytest.mark.parametrize("command", ["send", "purge"])
 def test_read_only_state_folder(
     tmp_path: Path, immutable: Callable[[Path], None], command: str
