@@ -124,7 +124,11 @@ def ledger_error(path: Path, exc: sqlite3.Error) -> NewsletterError:
         return NotWritable(path.parent, "cannot open the ledger", why, READ_ONLY_HINT)
     if code == sqlite3.SQLITE_IOERR:
         return _io_error(path, exc)
-    return LedgerError(path, f"not a readable ledger ({exc})")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return LedgerError(path, f"in use by another process ({exc}); try again when it is done")
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return LedgerError(path, f"not a readable ledger ({exc})")
+    return LedgerError(path, str(exc))
 
 
 def _io_error(path: Path, exc: sqlite3.Error) -> StorageError:
