@@ -13,7 +13,8 @@ import pytest
 
 from newsletter.fileio import atomic_write_text
 from newsletter.ledger import Entry, Ledger
-from tests.send_helpers import run
+from tests.send_helpers import ISSUE, run
+from tests.send_helpers import make_folder as make_send_folder
 
 # Folders (relative to the newsletter folder) whose whole content is personal data.
 PRIVATE = ("subscribers", ".newsletter", "outbox")
@@ -135,3 +136,16 @@ def test_atomic_write_new_file_and_folders_are_private(tmp_path: Path) -> None:
         "0o700",
         "0o700",
     ]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077], ids=oct)
+def test_published_pages_are_readable(tmp_path: Path, mask: int) -> None:
+    """`render` and `archive` output is meant for a web server: files 0644 in folders 0755."""
+    folder = make_send_folder(tmp_path, 1)
+    for args in (["render", ISSUE, "-o", "out/render"], ["archive", "-o", "out/site"]):
+        done = run(folder, *args, umask=mask)
+        assert done.returncode == 0, done.stderr
+    made = list((folder / "out").rglob("*"))
+    assert {p.name for p in made} >= {"render", "site", "index.html", "feed.xml"}
+    for path in [folder / "out", *made]:
+        assert oct(mode(path)) == oct(0o755 if path.is_dir() else 0o644), path
