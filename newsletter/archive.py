@@ -18,7 +18,7 @@ from pathlib import Path
 
 from newsletter.config import Config
 from newsletter.errors import InvalidInput, NewsletterError, Problem
-from newsletter.fileio import atomic_write
+from newsletter.fileio import PUBLIC_FILE, atomic_write
 from newsletter.issue import load_issue
 from newsletter.models import Field, Issue, Rendered
 from newsletter.render import fill, longdate, render
@@ -241,7 +241,7 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 
 def _write(path: Path, data: bytes) -> Path:
-    atomic_write(path, lambda handle: handle.write(data))
+    atomic_write(path, lambda handle: handle.write(data), mode=PUBLIC_FILE)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,14 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
         except NewsletterError as exc:
             typer.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a file error no core function mapped: still one clear line
+            from newsletter.errors import StorageError
+            from newsletter.fileio import storage_error
+
+            if exc.filename:
+                exc = storage_error(Path(os.fsdecode(exc.filename)), exc, "cannot use it")
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(StorageError.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

@@ -395,9 +395,11 @@ def secret(config: Config, *, create: bool, environ: Mapping[str, str] | None = 
         )
     import secrets as _secrets
 
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    from newsletter.fileio import make_folder, open_private
+
+    make_folder(config.state_dir)
     value = _secrets.token_urlsafe(32).encode()
-    fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = open_private(stored, os.O_WRONLY, exclusive=True)
     with os.fdopen(fd, "wb") as handle:
         handle.write(value + b"\n")
     return value

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
+from newsletter.fileio import make_folder, open_private, reporting
 from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row, ledger_path
 from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
@@ -576,8 +577,9 @@ class SendLock:
         self._file: IO[str] | None = None
 
     def __enter__(self) -> SendLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
+        make_folder(self.path.parent)
+        with reporting(self.path, "cannot open the send lock"):
+            handle = os.fdopen(open_private(self.path), "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -588,10 +590,15 @@ class SendLock:
                 f"another `newsletter send` of this issue is running (pid {holder}); "
                 "wait for it to finish, or stop it with Ctrl-C"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:
+            with reporting(self.path, "cannot write the send lock"):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(str(os.getpid()))
+                handle.flush()
+        except NewsletterError:
+            handle.close()
+            raise
         self._file = handle
         return self
 
@@ -604,7 +611,7 @@ class SendLock:
         """For `status`: is a send of this issue running right now?"""
         if not self.path.exists():
             return False
-        with self.path.open("a+") as handle:
+        with self.path.open("rb") as handle:  # reading is enough for a shared lock
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:

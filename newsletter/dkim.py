@@ -8,6 +8,7 @@ receiver sees); the pool dot-stuffs the signed bytes afterwards when the wire ne
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -17,22 +18,33 @@ from types import TracebackType
 from newsletter.config import Config
 from newsletter.errors import ConfigError, MessageError, Problem
 
-# What the signature covers. From is listed twice and the list headers are listed even when
-# absent (Reply-To): a header added in transit then breaks the signature (oversigning).
+# What the signature covers. Each is oversigned: h= names it once more than the message
+# carries it, so a copy inserted anywhere in transit (a second Subject or Reply-To above the
+# original, which is the one mail clients show) breaks the signature instead of riding on it.
 SIGNED_HEADERS = (
     "From",
     "To",
     "Subject",
     "Date",
     "Message-ID",
+    "Reply-To",
     "List-Id",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
-    "Reply-To",
     "MIME-Version",
     "Content-Type",
-    "From",
 )
+
+
+def oversigned(message: bytes) -> list[bytes]:
+    """h= for `message`: each of SIGNED_HEADERS as many times as it occurs, plus one."""
+    import dkim
+
+    headers, _body = dkim.rfc822_parse(message)
+    present = Counter(name.lower() for name, _value in headers)
+    return [
+        name.encode() for name in SIGNED_HEADERS for _ in range(present[name.lower().encode()] + 1)
+    ]
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ class DkimSigner:
                 self.domain.encode(),
                 self.key,
                 canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=[h.encode() for h in SIGNED_HEADERS],
+                include_headers=oversigned(message),
             )
         except dkim.DKIMException as exc:
             raise MessageError(f"DKIM signing failed: {exc}", field="newsletter.dkim") from None

@@ -127,3 +127,29 @@ class MessageError(NewsletterError):
         where = ": ".join(part for part in (self.recipient, self.field) if part)
         text = str(self.args[0])
         return f"{where}: {text}" if where else text
+
+
+class StorageError(NewsletterError, OSError):
+    """A file or folder the command needs cannot be created, read or written: which one, why,
+    and what to do. Also an OSError (with the original errno), so code handling those still
+    does. Exit code 4 (docs/sending.md)."""
+
+    exit_code = 4
+
+    def __init__(
+        self, path: Path, action: str, reason: str, hint: str = "", errno: int | None = None
+    ) -> None:
+        super().__init__(f"{path}: {action}: {reason}" + (f"; {hint}" if hint else ""))
+        self.path = path
+        self.action = action
+        self.reason = reason
+        self.hint = hint
+        self.errno = errno
+
+
+class DiskFull(StorageError):
+    """No space left (or a quota or file-size limit reached) where the file is written."""
+
+
+class NotWritable(StorageError):
+    """The file or folder is read-only: permissions, an immutable attribute, a read-only mount."""

@@ -19,21 +19,26 @@ writes that can be lost are those in the WAL since the last one. docs/sending.md
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
+import resource
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from newsletter import addresses
-from newsletter.errors import NewsletterError
+from newsletter.errors import DiskFull, NewsletterError, NotWritable, StorageError
+from newsletter.fileio import FREE_SPACE_HINT, READ_ONLY_HINT, make_folder, open_private, reporting
 
 PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED = range(7)
 STATE_NAMES = ("pending", "sending", "sent", "deferred", "failed", "unknown", "skipped")
+LOW_SPACE = 1 << 20  # bytes: an I/O error with less free space than this is a full disk
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -63,6 +68,85 @@ class LedgerError(NewsletterError):
     def __init__(self, path: Path, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+
+
+class _Connection:
+    """sqlite3's connection, where every sqlite3 error becomes a NewsletterError naming the
+    file, and a failed statement leaves the ledger as of its last commit: an open transaction
+    is rolled back (SQLite may or may not have done so itself after a full disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self._errors():
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._errors():
+            return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        with self._errors():
+            return self._db.executemany(sql, rows)
+
+    def executescript(self, script: str) -> sqlite3.Cursor:
+        with self._errors():
+            return self._db.executescript(script)
+
+    def close(self) -> None:
+        with self._errors():
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            db = getattr(self, "_db", None)
+            if db is not None and db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise ledger_error(self.path, exc) from None
+
+
+def ledger_error(path: Path, exc: sqlite3.Error) -> NewsletterError:
+    """What a sqlite3 error means for the user: full, read-only, cannot open, or unreadable."""
+    code = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_FULL:
+        return DiskFull(path, "cannot write", f"the disk is full ({exc})", FREE_SPACE_HINT)
+    if code == sqlite3.SQLITE_READONLY:
+        return NotWritable(path, "cannot write", f"read-only ({exc})", READ_ONLY_HINT)
+    if code == sqlite3.SQLITE_CANTOPEN:
+        why = f"SQLite must be able to create the ledger's -wal and -shm files here ({exc})"
+        return NotWritable(path.parent, "cannot open the ledger", why, READ_ONLY_HINT)
+    if code == sqlite3.SQLITE_IOERR:
+        return _io_error(path, exc)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return LedgerError(path, f"in use by another process ({exc}); try again when it is done")
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return LedgerError(path, f"not a readable ledger ({exc})")
+    return LedgerError(path, str(exc))
+
+
+def _io_error(path: Path, exc: sqlite3.Error) -> StorageError:
+    """SQLite reports ENOSPC and EFBIG as a plain "disk I/O error": say how much space is left."""
+    try:
+        disk = os.statvfs(path.parent)
+    except OSError:
+        return StorageError(path, "cannot read or write", str(exc), "check the disk")
+    free = disk.f_bavail * disk.f_frsize
+    size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if size_limit != resource.RLIM_INFINITY:  # its EFBIG also comes back as an I/O error
+        why = f"a file-size limit is reached ({exc}; `ulimit -f` allows {size_limit:,} bytes)"
+        return DiskFull(path, "cannot write", why, "raise that limit, then run the command again")
+    if free < LOW_SPACE:
+        why = f"the disk is full ({exc}; {free:,} bytes free)"
+        return DiskFull(path, "cannot write", why, FREE_SPACE_HINT)
+    why = f"{exc} ({free:,} bytes free there)"
+    return StorageError(path, "cannot read or write", why, "check the disk and its file system")
 
 
 @dataclass(frozen=True)
@@ -116,26 +200,24 @@ class Ledger:
         self.path = path
         if not create and not path.is_file():
             raise LedgerError(path, "no ledger: nothing has been sent to this destination yet")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(path, f"not a readable ledger ({exc})") from None
-        self._in_tx = False
+        make_folder(path.parent)
+        with reporting(path, "cannot open the ledger"):
+            # SQLite gives its -wal, -shm and -journal files the database file's mode
+            os.close(open_private(path, os.O_RDONLY))
+        self._db = _Connection(path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
         self._lists: dict[str, int] = {}
         self._list_paths: dict[int, str] = {}
 
     # -- transactions ------------------------------------------------------------------------
 
     def _begin(self) -> None:
-        if not self._in_tx:
+        if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
 
     def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         self._begin()
@@ -143,9 +225,8 @@ class Ledger:
 
     def commit(self) -> None:
         """Make every write so far survive a killed process (not yet a power loss: see sync)."""
-        if self._in_tx:
+        if self._db.in_transaction:
             self._db.execute("COMMIT")
-            self._in_tx = False
 
     def sync(self) -> None:
         """Make every write so far survive a power loss: commit, then a TRUNCATE checkpoint."""

@@ -460,7 +460,7 @@ def _digest(parts: tuple[Template, ...]) -> str:
 
 def write_outputs(rendered: Rendered, config: Config, folder: Path) -> list[tuple[Path, int]]:
     """Write <slug>.html and <slug>.txt (filled as a preview) into `folder`, atomically."""
-    from newsletter.fileio import atomic_write
+    from newsletter.fileio import PUBLIC_FILE, atomic_write
 
     value = preview_value(config.newsletter.base_url)
     outputs = [
@@ -470,7 +470,7 @@ def write_outputs(rendered: Rendered, config: Config, folder: Path) -> list[tupl
     written = []
     for path, text in outputs:
         data = text.encode()
-        atomic_write(path, functools.partial(_write, data))
+        atomic_write(path, functools.partial(_write, data), mode=PUBLIC_FILE)
         written.append((path, len(data)))
     return written
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import unicodedata
 from pathlib import Path
 
 from newsletter.config import default_templates_dir
 from newsletter.errors import NewsletterError
+from newsletter.fileio import make_folder, open_private, reporting
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
 
@@ -53,14 +55,24 @@ def init(folder: Path, day: dt.date) -> list[tuple[Path, bool]]:
     templates = default_templates_dir()
     for source in sorted(templates.rglob("*.j2")):
         plan.append((folder / "templates" / source.relative_to(templates), source))
-    return [(target, _create(target, source)) for target, source in plan]
+    created = []
+    for target, content in plan:
+        with reporting(target, "cannot create"):
+            created.append((target, _create(target, content)))
+    return created
 
 
 def _create(target: Path, source: str | Path) -> bool:
     if target.exists():
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
     content = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
-    with target.open("x", encoding="utf-8") as handle:
+    if target.parent.name == "subscribers":  # lists hold personal data: owner only
+        make_folder(target.parent)
+        fd = open_private(target, os.O_WRONLY, exclusive=True)
+        handle = os.fdopen(fd, "w", encoding="utf-8")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = target.open("x", encoding="utf-8")
+    with handle:
         handle.write(content)
     return True

@@ -34,7 +34,7 @@ from newsletter.addresses import (
     normalise_address,
 )
 from newsletter.errors import InvalidInput, LockBusy, NewsletterError, Problem
-from newsletter.fileio import atomic_write_text, locked
+from newsletter.fileio import atomic_write_text, locked, make_folder
 from newsletter.models import STATUSES, Status, Subscriber
 
 COLUMNS = ("email", "name", "status", "tags", "subscribed_at", "unsubscribed_at", "source")
@@ -102,9 +102,9 @@ def ensure_lists_folder(path: Path) -> None:
     folder = path.parent
     if folder.is_dir():
         return
-    folder.mkdir(parents=True)
+    make_folder(folder)
     if folder.name == "subscribers":
-        (folder / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
+        atomic_write_text(folder / ".gitignore", lambda out: out.write(GITIGNORE))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from newsletter.errors import (
     SecretMissing,
     TransportError,
 )
-from newsletter.fileio import fsync_folder
+from newsletter.fileio import fsync_folder, make_folder, open_private
 
 if TYPE_CHECKING:
     from newsletter.config import Config, SmtpSettings
@@ -522,7 +522,7 @@ class OutboxTransport:
     def _make_maildir(self) -> None:
         try:
             for sub in ("tmp", "new", "cur"):
-                (self.folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+                make_folder(self.folder / sub)
         except OSError as exc:
             raise TransportError(
                 f"outbox {self.folder}: cannot create the Maildir ({exc.strerror or exc})",
@@ -580,7 +580,7 @@ def _unique_name() -> str:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = open_private(path, os.O_WRONLY, exclusive=True)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()

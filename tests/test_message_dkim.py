@@ -136,3 +136,63 @@ def test_missing_key_file_is_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"newsletter\.dkim_key_file: cannot read .*nope\.pem"):
         DkimSigner.from_config(config)
+
+
+OVERSIGNED = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "MIME-Version",
+)
+
+
+def insert_above(data: bytes, name: str, *, at_top: bool) -> bytes:
+    """`data` with a second `name:` header, at the very top or just above the original."""
+    added = f"{name}: forged@evil.example\r\n".encode()
+    if at_top:
+        return added + data
+    original = re.search(rb"(?im)^" + re.escape(name.encode()) + rb":", data)
+    assert original is not None, f"the message has no {name} header"
+    return data[: original.start()] + added + data[original.start() :]
+
+
+@pytest.mark.parametrize("at_top", [True, False], ids=["top", "above-original"])
+@pytest.mark.parametrize("name", OVERSIGNED)
+def test_inserted_second_header_fails(
+    config: Config, key_pair: tuple[bytes, bytes], name: str, at_top: bool
+) -> None:
+    """A second copy of any covered header inserted above the original breaks the signature."""
+    data = signed_message(config)
+    assert dkim.verify(data, dnsfunc=stub_dns(key_pair[1]))
+    tampered = insert_above(data, name, at_top=at_top)
+    assert not dkim.verify(tampered, dnsfunc=stub_dns(key_pair[1]))
+
+
+@pytest.mark.parametrize("reply_to", ["replies@example.org", ""])
+def test_h_names_each_header_once_more_than_present(
+    tmp_path: Path, key_pair: tuple[bytes, bytes], reply_to: str
+) -> None:
+    """h= lists every oversigned name one time more than the message carries it."""
+    (tmp_path / "dkim.pem").write_bytes(key_pair[0])
+    config = make_config(
+        tmp_path,
+        dkim_domain=DOMAIN,
+        dkim_selector=SELECTOR,
+        dkim_key_file="dkim.pem",
+        reply_to=reply_to,
+    )
+    signature, head = signed_message(config).split(b"\r\n\r\n")[0].split(b"\r\n", 1)
+    while head[:1] in (b" ", b"\t"):  # the rest of the folded DKIM-Signature
+        signature, head = signature + head.split(b"\r\n", 1)[0], head.split(b"\r\n", 1)[1]
+    tags = re.search(r"\bh=([^;]+);", re.sub(r"\s+", "", signature.decode()))
+    assert tags is not None
+    names = [n.lower() for n in tags.group(1).split(":")]
+    for name in OVERSIGNED:
+        present = len(re.findall(rf"(?im)^{re.escape(name)}:", head.decode()))
+        assert names.count(name.lower()) == present + 1, name
