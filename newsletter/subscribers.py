@@ -33,7 +33,7 @@ from newsletter.addresses import (
     key_hash,
     normalise_address,
 )
-from newsletter.errors import InvalidInput, LockBusy, NewsletterError, Problem
+from newsletter.errors import InvalidInput, LockBusy, NewsletterError, Problem, StorageError
 from newsletter.fileio import atomic_write_text, locked, make_folder
 from newsletter.models import STATUSES, Status, Subscriber
 
@@ -814,6 +814,9 @@ def _problems(path: Path, exc: NewsletterError | OSError | csv.Error) -> list[Pr
         return exc.problems
     if isinstance(exc, LockBusy):
         return [Problem(path, "another process holds its lock")]
+    if isinstance(exc, StorageError):  # names the file it failed on: the list, its lock or a temp
+        where = "" if exc.path == path else f"{exc.path}: "
+        return [Problem(path, f"{where}{exc.action}: {exc.reason}")]
     if isinstance(exc, OSError):
         return [Problem(path, exc.strerror or type(exc).__name__)]
     if isinstance(exc, csv.Error):
