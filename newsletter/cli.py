@@ -917,12 +917,12 @@ def status(
 
 def _destination(config: Config) -> str:
     """The ledger key of where `send` would deliver (without needing the password)."""
-    from newsletter.transport import DEFAULT_PORTS
+    from newsletter.transport import smtp_destination
 
     smtp = config.smtp
     if not smtp.host:
         return "outbox"
-    return f"smtp://{smtp.host}:{smtp.port or DEFAULT_PORTS[smtp.security]}"
+    return smtp_destination(smtp.host, smtp.port, smtp.security)
 
 
 # ---------------------------------------------------------------------------------------------
