@@ -129,6 +129,9 @@ def peek(path: Path) -> Peek:
     try:
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute("PRAGMA busy_timeout=5000")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if not {"meta", "recipients"} <= tables:  # killed while it was being created
+                return Peek(path, slug, "", "", 0, 0, ())
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
             states = dict(db.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
     except sqlite3.DatabaseError as exc:

@@ -167,3 +167,21 @@ def test_unknown_rows_block_and_carry_over(
     )
     assert moved.returncode == 0, moved.stderr
     assert _copies(first, other) == Counter({f"reader{i}@example.org": 1 for i in range(PEOPLE)})
+
+
+def test_a_ledger_killed_while_created_does_not_block(
+    tmp_path: Path, plain_smtp_server: SmtpServer
+) -> None:
+    """A kill right after the ledger file appeared leaves it empty (no tables): a rerun sends,
+    and such a file elsewhere counts as nobody mailed."""
+    folder = make_folder(tmp_path, PEOPLE)
+    state = folder / ".newsletter"
+    slug = Path(ISSUE).stem
+    here = smtp_destination("127.0.0.1", plain_smtp_server.port, "none")
+    for destination in (here, "smtp://elsewhere.example.org:587"):
+        path = ledger_path(state, slug, destination)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    result = run(folder, "send", ISSUE, "--yes", env=smtp_env(plain_smtp_server.port))
+    assert result.returncode == 0, result.stderr
+    assert len(plain_smtp_server.messages) == PEOPLE
