@@ -729,10 +729,8 @@ def other_sends(
     chosen = continue_from.resolve() if continue_from else None
     others = [
         other
-        for path in sorted((state_dir / "sends").glob("*.sqlite"))
-        if path != target and (other := peek(path)).destination != "outbox"
-        if other.slug == slug or (content and other.content == content)
-        if other.sent or other.unknown
+        for path in _same_issue(state_dir, target, slug, content)
+        if (other := peek(path)).sent or other.unknown
     ]
     if chosen and chosen not in {o.path.resolve() for o in others}:
         raise NewsletterError(
@@ -743,6 +741,18 @@ def other_sends(
     if refused:
         raise OtherSend(destination, refused)
     return others
+
+
+def _same_issue(state_dir: Path, target: Path, slug: str, content: str) -> list[Path]:
+    """The SMTP ledgers other than `target` of the same slug or the same content."""
+    found = []
+    for path in sorted((state_dir / "sends").glob("*.sqlite")):
+        other = peek(path, counts=False) if path != target else None
+        if other is None or other.destination == "outbox":
+            continue
+        if other.slug == slug or (content and other.content == content):
+            found.append(path)
+    return found
 
 
 def continue_sends(

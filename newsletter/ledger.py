@@ -123,8 +123,10 @@ class Peek:
     continued_from: tuple[str, ...]  # file names of ledgers whose states this one carries
 
 
-def peek(path: Path) -> Peek:
-    """Read a ledger's identity and sent/unknown counts; LedgerError when it cannot be read."""
+def peek(path: Path, *, counts: bool = True) -> Peek:
+    """Read a ledger's identity and (with `counts`; else 0) its sent/unknown counts, without
+    changing it; LedgerError when it cannot be read. Counting reads every row: skip it for
+    ledgers that turn out to be of another issue."""
     slug = path.name.rpartition("@")[0]
     try:
         with contextlib.closing(sqlite3.connect(path)) as db:
@@ -133,7 +135,8 @@ def peek(path: Path) -> Peek:
             if not {"meta", "recipients"} <= tables:  # killed while it was being created
                 return Peek(path, slug, "", "", 0, 0, ())
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            states = dict(db.execute("SELECT state, count(*) FROM recipients GROUP BY state"))
+            count = "SELECT state, count(*) FROM recipients GROUP BY state"
+            states = dict(db.execute(count)) if counts else {}
     except sqlite3.DatabaseError as exc:
         raise LedgerError(path, f"not a readable ledger ({exc})") from None
     outbox = path.name == ledger_path(path.parent.parent, slug, "outbox").name
