@@ -723,6 +723,8 @@ def other_sends(
     or same content under another name) that sent or may have sent anything. Each must be one
     this send continues from (`continue_from`, or recorded by an earlier run), else OtherSend."""
     if destination == "outbox":
+        if continue_from:
+            raise NewsletterError("--continue-from is for SMTP sends: this one goes to the outbox")
         return []  # the outbox mails nobody
     target = ledger_path(state_dir, slug, destination)
     recorded = set(peek(target).continued_from) if target.is_file() else set()

@@ -185,3 +185,12 @@ def test_a_ledger_killed_while_created_does_not_block(
     result = run(folder, "send", ISSUE, "--yes", env=smtp_env(plain_smtp_server.port))
     assert result.returncode == 0, result.stderr
     assert len(plain_smtp_server.messages) == PEOPLE
+
+
+def test_continue_from_is_refused_for_the_outbox(partial) -> None:
+    """The outbox mails nobody: continuing a send into it is a mistake, said so."""
+    folder, _, _, ledger = partial
+    result = run(folder, "send", ISSUE, "--continue-from", str(ledger), "--yes")
+    assert result.returncode == 1
+    assert "--continue-from is for SMTP sends" in result.stderr
+    assert not (folder / "outbox").exists()
