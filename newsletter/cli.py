@@ -549,6 +549,14 @@ def send(
         typer.Option("--resend-unknown", help="Send again to those whose outcome is unknown."),
     ] = False,
     on_change: OnChange = None,
+    continue_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--continue-from",
+            help="A ledger (.newsletter/sends/...) of this issue sent in part through another "
+            "server: continue through this one, never mailing its sent or unknown recipients.",
+        ),
+    ] = None,
 ) -> None:
     """Send an issue to the list: show the plan, then send (with --yes or at the prompt)."""
     if on_change not in (None, "continue", "restart"):
@@ -561,6 +569,7 @@ def send(
         code = _send_locked(
             prepared, config, yes=yes, as_json=as_json, add_new=add_new,
             resend_unknown=resend_unknown, on_change=on_change, limit=limit,
+            continue_from=continue_from,
         )  # fmt: skip
     raise typer.Exit(code)
 
@@ -607,12 +616,16 @@ def _send_locked(
     resend_unknown: bool,
     on_change: str | None,
     limit: int | None,
+    continue_from: Path | None,
 ) -> int:
-    from newsletter.dispatch import Limits, open_ledger, snapshot
+    from newsletter.dispatch import Limits, continue_sends, open_ledger, other_sends, snapshot
     from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
     key = unsubscribe_secret(config, transport.destination)
+    sources = other_sends(
+        config.state_dir, rendered.slug, rendered.content, transport.destination, continue_from
+    )
     ledger, note = open_ledger(
         config.state_dir, rendered.slug, transport.destination, rendered.digest, on_change=on_change
     )
@@ -623,6 +636,11 @@ def _send_locked(
     if added is not None and not ledger.attempted():
         ledger.put_json("left_out", prepared.selection.left_out)
         ledger.put_json("lists", [str(p) for p in prepared.selection.lists])
+    for line in continue_sends(
+        ledger, sources, slug=rendered.slug, destination=transport.destination,
+        content=rendered.content,
+    ):  # fmt: skip
+        say(line)
     if resend_unknown:
         say(f"{ledger.resend_unknown()} recipient(s) in doubt will be sent again, as asked")
     factory = MessageFactory(rendered, config, key)
@@ -936,12 +954,12 @@ def status(
 
 def _destination(config: Config) -> str:
     """The ledger key of where `send` would deliver (without needing the password)."""
-    from newsletter.transport import DEFAULT_PORTS
+    from newsletter.transport import smtp_destination
 
     smtp = config.smtp
     if not smtp.host:
         return "outbox"
-    return f"smtp://{smtp.host}:{smtp.port or DEFAULT_PORTS[smtp.security]}"
+    return smtp_destination(smtp.host, smtp.port, smtp.security)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from newsletter.tomlsource import KeyLines, load
 CONFIG_NAME = "newsletter.toml"
 PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"  # noqa: S105  # a variable name, not a password
 SECRET_ENV = "NEWSLETTER_SECRET"  # noqa: S105  # a variable name, not a secret
+MIN_SECRET_CHARS = 32
+MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'  # noqa: S105  # a command, not a secret
 
 _T = TypeVar("_T")
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
@@ -83,7 +85,10 @@ class Settings:
         "", "Sender's postal address, shown in every footer (required by anti-spam law)."
     )
     list_id: str = key(
-        "", "List-Id (RFC 2919), e.g. `news.example.org`; empty: derived from `from`'s domain."
+        "",
+        "List-Id (RFC 2919), e.g. `news.example.org`. Unsubscribe links are signed with it: set "
+        "it once (`init` does) and never change it. Empty: derived from `from`'s domain, and "
+        "`check` warns.",
     )
     base_url: str = key(
         "",
@@ -381,23 +386,44 @@ def _keyring_password(user: str) -> str | None:
 
 
 def secret(config: Config, *, create: bool, environ: Mapping[str, str] | None = None) -> bytes:
-    """The unsubscribe-token secret: NEWSLETTER_SECRET, else (outbox only) .newsletter/secret."""
+    """The unsubscribe-token secret: NEWSLETTER_SECRET, at least MIN_SECRET_CHARS characters.
+
+    Only an outbox send (`create`) may fall back to .newsletter/secret (made once): links
+    signed with a key that exists only on this machine cannot be checked by `serve`."""
     env = os.environ if environ is None else environ
-    if env.get(SECRET_ENV):
-        return env[SECRET_ENV].encode()
-    stored = config.state_dir / "secret"
-    if stored.is_file():
-        return stored.read_bytes().strip()
+    value = env.get(SECRET_ENV, "")
+    if value:
+        _long_enough(value, SECRET_ENV)
+        return value.encode()
     if not create:
         raise SecretMissing(
-            f"{SECRET_ENV} is not set: set it to a long random string "
-            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            f"{SECRET_ENV} is not set: SMTP sends, `newsletter test` over SMTP and `serve` sign "
+            f"and check unsubscribe links with it. Make one with `{MAKE_SECRET}` and set the "
+            "same value wherever you send and serve"
         )
+    return _stored_secret(config.state_dir / "secret")
+
+
+def _long_enough(value: str, where: str) -> None:
+    """A short secret can be recovered from a single token (3 characters: in 0.12 s)."""
+    if len(value) < MIN_SECRET_CHARS:
+        raise SecretMissing(
+            f"{where} is too short ({len(value)} characters; at least {MIN_SECRET_CHARS}): "
+            f"a short secret can be guessed from one unsubscribe link. Make one with "
+            f"`{MAKE_SECRET}`"
+        )
+
+
+def _stored_secret(stored: Path) -> bytes:
+    if stored.is_file():
+        value = stored.read_bytes().strip()
+        _long_enough(value.decode(errors="replace"), str(stored))
+        return value
     import secrets as _secrets
 
     from newsletter.fileio import make_folder, open_private
 
-    make_folder(config.state_dir)
+    make_folder(stored.parent)
     value = _secrets.token_urlsafe(32).encode()
     fd = open_private(stored, os.O_WRONLY, exclusive=True)
     with os.fdopen(fd, "wb") as handle:

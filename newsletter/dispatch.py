@@ -33,7 +33,17 @@ from typing import IO, Any, Protocol
 
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
 from newsletter.fileio import make_folder, open_private, reporting
-from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row, ledger_path
+from newsletter.ledger import (
+    DEFERRED,
+    SENDING,
+    UNKNOWN,
+    Entry,
+    Ledger,
+    Peek,
+    Row,
+    ledger_path,
+    peek,
+)
 from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
 
@@ -693,6 +703,83 @@ def open_ledger(
         "were sent the earlier version. Choose: `--on-change continue` sends the new version "
         "to the rest only; `--on-change restart` starts over and mails everyone again"
     )
+
+
+class OtherSend(NewsletterError):
+    """The issue was sent in part through another server: a fresh ledger would mail them again."""
+
+    def __init__(self, destination: str, others: list[Peek]) -> None:
+        self.destination = destination
+        self.others = others
+        found = "; ".join(
+            f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
+            for o in others
+        )
+        super().__init__(
+            f"this issue was already sent in part through another server: {found}. Sending "
+            f"through {destination} would start a new ledger and mail those readers again. "
+            "Send through the same [smtp] host and port as then, or continue through this "
+            f"server without mailing anyone twice: add `--continue-from {others[0].path}`"
+        )
+
+
+def other_sends(
+    state_dir: Path, slug: str, content: str, destination: str, continue_from: Path | None
+) -> list[Peek]:
+    """Before a ledger is created or resumed: the other SMTP ledgers of this issue (same slug,
+    or same content under another name) that sent or may have sent anything. Each must be one
+    this send continues from (`continue_from`, or recorded by an earlier run), else OtherSend."""
+    if destination == "outbox":
+        if continue_from:
+            raise NewsletterError("--continue-from is for SMTP sends: this one goes to the outbox")
+        return []  # the outbox mails nobody
+    target = ledger_path(state_dir, slug, destination)
+    recorded = set(peek(target).continued_from) if target.is_file() else set()
+    chosen = continue_from.resolve() if continue_from else None
+    others = [
+        other
+        for path in _same_issue(state_dir, target, slug, content)
+        if (other := peek(path)).sent or other.unknown
+    ]
+    if chosen and chosen not in {o.path.resolve() for o in others}:
+        raise NewsletterError(
+            f"--continue-from {continue_from}: not a ledger in {state_dir / 'sends'} of an SMTP "
+            "send of this issue that sent anything"
+        )
+    refused = [o for o in others if o.path.name not in recorded and o.path.resolve() != chosen]
+    if refused:
+        raise OtherSend(destination, refused)
+    return others
+
+
+def _same_issue(state_dir: Path, target: Path, slug: str, content: str) -> list[Path]:
+    """The SMTP ledgers other than `target` of the same slug or the same content."""
+    found = []
+    for path in sorted((state_dir / "sends").glob("*.sqlite")):
+        other = peek(path, counts=False) if path != target else None
+        if other is None or other.destination == "outbox":
+            continue
+        if other.slug == slug or (content and other.content == content):
+            found.append(path)
+    return found
+
+
+def continue_sends(
+    ledger: Ledger, sources: list[Peek], *, slug: str, destination: str, content: str
+) -> list[str]:
+    """Label the ledger (what other_sends reads) and carry over who `sources` sent or may have
+    sent; after the snapshot, before anything is sent."""
+    ledger.put("slug", slug)
+    ledger.put("destination", destination)
+    ledger.put("content", content)
+    ledger.put_json("continued_from", sorted(s.path.name for s in sources))
+    ledger.commit()
+    notes = []
+    for source in sources:
+        reply = f"sent through {source.destination or 'another server'} ({source.path.name})"
+        changed = ledger.carry_over(source.path, reply)
+        notes.append(f"continuing from {source.path}: {changed} recipient(s) marked as its sends")
+    return notes
 
 
 def snapshot(

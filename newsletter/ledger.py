@@ -193,6 +193,47 @@ def ledger_path(state_dir: Path, slug: str, destination: str) -> Path:
     return state_dir / "sends" / f"{slug}@{readable}-{tag}.sqlite"
 
 
+@dataclass(frozen=True)
+class Peek:
+    """What another ledger says about itself, read without changing it."""
+
+    path: Path
+    slug: str
+    destination: str  # "" when an older ledger did not record it (only "outbox" is inferred)
+    content: str  # Rendered.content; "" when not recorded
+    sent: int
+    unknown: int  # in doubt, including attempts a killed process left `sending`
+    continued_from: tuple[str, ...]  # file names of ledgers whose states this one carries
+
+
+def peek(path: Path, *, counts: bool = True) -> Peek:
+    """Read a ledger's identity and (with `counts`; else 0) its sent/unknown counts, without
+    changing it; LedgerError when it cannot be read. Counting reads every row: skip it for
+    ledgers that turn out to be of another issue."""
+    slug = path.name.rpartition("@")[0]
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if not {"meta", "recipients"} <= tables:  # killed while it was being created
+                return Peek(path, slug, "", "", 0, 0, ())
+            meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
+            count = "SELECT state, count(*) FROM recipients GROUP BY state"
+            states = dict(db.execute(count)) if counts else {}
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(path, f"not a readable ledger ({exc})") from None
+    outbox = path.name == ledger_path(path.parent.parent, slug, "outbox").name
+    return Peek(
+        path,
+        meta.get("slug", slug),
+        meta.get("destination", "outbox" if outbox else ""),
+        meta.get("content", ""),
+        int(states.get(SENT, 0)),
+        int(states.get(UNKNOWN, 0)) + int(states.get(SENDING, 0)),
+        tuple(json.loads(meta.get("continued_from", "[]"))),
+    )
+
+
 class Ledger:
     """One send's record. Not thread-safe; one writer process at a time (the send lock)."""
 
@@ -406,6 +447,22 @@ class Ledger:
         for row_id in ids:
             self._write(sql, (reason, now, row_id))
         return ids
+
+    def carry_over(self, source: Path, reply: str) -> int:
+        """Who is sent or in doubt in `source` (the same issue through another server) takes
+        that state here, so this send never mails them again; returns how many changed."""
+        with contextlib.closing(sqlite3.connect(source)) as db:
+            done = db.execute("SELECT khash, state FROM recipients WHERE state IN (1, 2, 5)")
+            rows = [(SENT if state == SENT else UNKNOWN, khash) for khash, state in done]
+        sql = (
+            "UPDATE recipients SET state = ?, reply = ?, at = ?, next_at = NULL"
+            " WHERE khash = ? AND state IN (0, 3, 4)"
+        )
+        now = time.time()
+        self._begin()
+        changed = self._db.executemany(sql, ((st, reply, now, kh) for st, kh in rows)).rowcount
+        self.commit()
+        return changed
 
     # -- run boundaries ----------------------------------------------------------------------
 

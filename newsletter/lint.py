@@ -142,6 +142,24 @@ def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem
             "no postal address: anti-spam law requires one in every newsletter",
             field="newsletter.postal_address",
         )
+    yield from _derived_list_id(config)
+
+
+def _derived_list_id(config: Config) -> Iterator[Problem]:
+    """Tokens are bound to the list id: one derived from `from` changes when `from` does."""
+    if config.newsletter.list_id:
+        return
+    from newsletter.tomlsource import load
+
+    derived = config.list_id
+    yield Problem(
+        config.path,
+        f"not set, so it is derived from `from` ({derived}): changing `from` would break the "
+        f'unsubscribe link of every message sent. Set list_id = "{derived}" now',
+        field="newsletter.list_id",
+        line=load(config.path)[1].line("newsletter.list_id"),
+        severity="warning",
+    )
 
 
 def _output(issue: Issue, rendered: Rendered, config: Config) -> Iterator[Problem]:

@@ -124,6 +124,7 @@ class Rendered:
     html: Template
     text: Template
     digest: str  # sha256 over everything above: binds a send's ledger to this exact content
+    content: str = ""  # sha256 of the issue as written, without its slug or file name
 
     def fields(self) -> frozenset[Field]:
         parts = (self.subject, self.preheader, self.html, self.text)

@@ -71,6 +71,7 @@ def render_issue(path: Path, config: Config) -> Rendered:
 
 def render(issue: Issue, config: Config) -> Rendered:
     fields = FieldTable()
+    content = content_digest(issue)
     issue = _fill_content(issue, fields)
     html = render_html(issue, config, fields)
     text = render_text(issue, config, fields)
@@ -80,7 +81,7 @@ def render(issue: Issue, config: Config) -> Rendered:
         fields.split(html),
         fields.split(text),
     )
-    return Rendered(issue.slug, *parts, digest=_digest(parts))
+    return Rendered(issue.slug, *parts, digest=_digest(parts), content=content)
 
 
 def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
@@ -447,6 +448,13 @@ def _cut(line: str, limit: int) -> int:
         if cut > 0:
             return cut + 1 if mark == ">" else cut
     return len(window)  # no break possible: a single 998-octet word, left for MIME to encode
+
+
+def content_digest(issue: Issue) -> str:
+    """The same issue under another file name or slug has the same digest (the rendered one
+    differs: the archive link carries the slug); a send uses it to find earlier sends."""
+    anonymous = dataclasses.replace(issue, path=Path(), slug="")
+    return hashlib.sha256(repr(anonymous).encode()).hexdigest()
 
 
 def _digest(parts: tuple[Template, ...]) -> str:

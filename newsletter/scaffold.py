@@ -41,10 +41,19 @@ def new_issue(folder: Path, title: str, day: dt.date) -> Path:
     return path
 
 
+def config_text(folder: Path) -> str:
+    """The scaffold's newsletter.toml with a list_id fixed now, from the folder's name and the
+    sender's domain: a derived one would change (and void every sent link) with `from`."""
+    skeleton = (SCAFFOLD / "newsletter.toml").read_text(encoding="utf-8")
+    sender = re.search(r'^from = ".*@([^>"]+)>?"', skeleton, re.M)
+    domain = sender.group(1) if sender else "example.org"
+    return skeleton.format(list_id=f"{slugify(folder.resolve().name)}.{domain}")
+
+
 def init(folder: Path, day: dt.date) -> list[tuple[Path, bool]]:
     """Scaffold a newsletter folder; returns (path, created) for each file, skipping existing."""
     plan: list[tuple[Path, str | Path]] = [
-        (folder / "newsletter.toml", SCAFFOLD / "newsletter.toml"),
+        (folder / "newsletter.toml", config_text(folder)),
         (folder / ".gitignore", SCAFFOLD / "gitignore"),
         (folder / "issues" / f"{day:%Y-%m}-first-issue.toml", issue_text("First issue", day)),
         (

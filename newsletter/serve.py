@@ -37,7 +37,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.addresses import address_key, key_digest
-from newsletter.config import SECRET_ENV, Config, load_config, secret
+from newsletter.config import MAKE_SECRET, SECRET_ENV, Config, load_config, secret
 from newsletter.errors import (
     InvalidToken,
     NewsletterError,
@@ -185,8 +185,7 @@ def endpoint_secret(config: Config, environ: Mapping[str, str] | None = None) ->
     if not env.get(SECRET_ENV):
         raise SecretMissing(
             f"{SECRET_ENV} is not set: `serve` checks unsubscribe tokens with it. Set it to the "
-            "same value the sending machine uses (a long random string, e.g. "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            f"same value the sending machine uses (made once with `{MAKE_SECRET}`)"
         )
     return secret(config, create=False, environ=env)
 

@@ -165,9 +165,25 @@ DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
 _SECURITY_LABEL = {"tls": "TLS", "starttls": "STARTTLS", "none": "no encryption"}
 
 
+def canonical_host(host: str) -> str:
+    """One spelling per server name: lowercase, no trailing dot or brackets, IPs compressed."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(name).compressed
+    except ValueError:
+        return name
+
+
+def smtp_destination(host: str, port: int | None, security: str) -> str:
+    """The ledger key of an SMTP server: `smtp://host:port`, however the settings spell it
+    (host case, a trailing dot, the default port written out or left implicit)."""
+    name = canonical_host(host)
+    return f"smtp://{f'[{name}]' if ':' in name else name}:{port or DEFAULT_PORTS[security]}"
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost names and loopback addresses (mail never leaves the machine)."""
-    name = host.strip("[]").lower()
+    name = canonical_host(host)
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
@@ -197,7 +213,7 @@ class SmtpTransport:
         self.host = settings.host
         self.port = settings.port or DEFAULT_PORTS[settings.security]
         self.where = f"{self.host}:{self.port}"
-        self.destination = f"smtp://{self.where}"
+        self.destination = smtp_destination(settings.host, settings.port, settings.security)
         self.description = f"SMTP {self.where} ({_describe(settings)})"
         self._password = password
         self._ssl_context = ssl_context

@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 import trustme
 
+from tests.send_helpers import TEST_SECRET
 from tests.smtpd import HOST, PASSWORD, USER, SmtpServer
+
+
+@pytest.fixture(autouse=True)
+def newsletter_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test starts with NEWSLETTER_SECRET set (SMTP sends, `test` and `serve` need it),
+    to a value of the minimum length; a test about its absence deletes it."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", TEST_SECRET)
+    return TEST_SECRET
 
 
 @pytest.fixture(scope="session")

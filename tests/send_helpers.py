@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 ISSUE = "issues/2021-09-cohes3ion.toml"
 
 NEWSLETTER = [sys.executable, "-m", "newsletter"]  # the real command, in a fresh process
+TEST_SECRET = "test-secret-" + "x" * 20  # a throwaway value of the minimum length
 
 
 def make_folder(tmp: Path, people: int, *, name: str = "news") -> Path:
@@ -45,7 +46,7 @@ def smtp_env(port: int, **extra: str) -> dict[str, str]:
 
 def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update({"NEWSLETTER_SECRET": "test-secret-" + "x" * 20, "PYTHONPATH": str(REPO)})
+    env.update({"NEWSLETTER_SECRET": TEST_SECRET, "PYTHONPATH": str(REPO)})
     env.update(extra or {})
     return env
 

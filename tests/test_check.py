@@ -85,7 +85,8 @@ body = "Hello"
 
 
 def test_warnings_do_not_fail(tmp_path: Path, monkeypatch) -> None:
-    """No preheader, a long subject, plain http and a merge field without default are warnings."""
+    """No preheader, a long subject, plain http, a merge field without default and an unset
+    list_id are warnings."""
     monkeypatch.chdir(tmp_path)
     issue = ISSUE.replace('preheader = "Pre"', "").replace(
         'subject = "News"', f'subject = "{"x" * 95}"'
@@ -98,9 +99,10 @@ def test_warnings_do_not_fail(tmp_path: Path, monkeypatch) -> None:
         "subject is 95 characters",
         "plain http",
         "subscriber.name has no default",
+        "newsletter.list_id: not set",
     ):
         assert needle in result.output
-    assert "0 error(s), 4 warning(s)" in result.output
+    assert "0 error(s), 5 warning(s)" in result.output
 
 
 def test_missing_postal_address_and_subject(tmp_path: Path, monkeypatch) -> None:

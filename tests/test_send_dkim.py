@@ -22,7 +22,7 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_pair, plain_smtp
     (tmp_path / "dkim.pem").write_bytes(key_pair[0])
     monkeypatch.chdir(tmp_path)
     for name, value in {
-        "NEWSLETTER_SECRET": "dkim-test-secret",
+        "NEWSLETTER_SECRET": "dkim-test-secret-0123456789abcdef",
         "NEWSLETTER_DKIM_DOMAIN": DOMAIN,
         "NEWSLETTER_DKIM_SELECTOR": SELECTOR,
         "NEWSLETTER_DKIM_KEY_FILE": "dkim.pem",

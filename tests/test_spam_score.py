@@ -20,7 +20,7 @@ def test_sample_test_message_is_not_spammy(tmp_path: Path, monkeypatch) -> None:
         pytest.fail("spamassassin is missing: .ci/run installs Debian's spamassassin")
     shutil.copy(ROOT / "newsletter.toml", tmp_path / "newsletter.toml")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-for-spam-score")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-for-spam-score-0123456")
     result = run("test", SAMPLE, "--to", "reader@example.org")
     assert result.exit_code == 0, result.output
     [message] = (tmp_path / "outbox" / "new").iterdir()

@@ -1,0 +1,196 @@
+"""One send per issue, however the server or the issue is spelled: a partial send through one
+server refuses a fresh ledger through any other spelling; `--continue-from` mails only the rest."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from newsletter.ledger import ledger_path
+from newsletter.transport import smtp_destination
+from tests.send_helpers import ISSUE, make_folder, run, smtp_env
+from tests.smtpd import SmtpServer, drop_after_data
+
+PEOPLE = 6
+
+
+def _ledgers(folder: Path) -> list[Path]:
+    return sorted((folder / ".newsletter" / "sends").glob("*.sqlite"))
+
+
+def _copies(*servers: SmtpServer) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for server in servers:
+        total.update(server.delivered())
+    return total
+
+
+@pytest.fixture
+def partial(
+    tmp_path: Path, make_smtp_server: Callable[..., SmtpServer]
+) -> tuple[Path, SmtpServer, SmtpServer, Path]:
+    """A folder whose issue went to 2 of 6 readers through server A on 127.0.0.1."""
+    folder = make_folder(tmp_path, PEOPLE)
+    first, other = make_smtp_server(), make_smtp_server()
+    done = run(folder, "send", ISSUE, "--limit", "2", "--yes", env=smtp_env(first.port))
+    assert done.returncode == 3, done.stderr  # recipients remain
+    assert len(first.messages) == 2
+    [ledger] = _ledgers(folder)
+    return folder, first, other, ledger
+
+
+def _rename_issue(folder: Path) -> str:
+    renamed = "issues/2021-09-cohes3ion-again.toml"
+    (folder / ISSUE).rename(folder / renamed)
+    return renamed
+
+
+RESPELLINGS = {
+    "localhost": lambda a, b: ("localhost", a, ISSUE),
+    "LOCALHOST": lambda a, b: ("LOCALHOST", a, ISSUE),
+    "trailing dot": lambda a, b: ("localhost.", a, ISSUE),
+    "another port": lambda a, b: ("127.0.0.1", b, ISSUE),
+    "renamed issue file": lambda a, b: ("127.0.0.1", a, None),
+}
+
+
+@pytest.mark.parametrize("how", sorted(RESPELLINGS))
+def test_another_spelling_refuses_and_mails_nobody(partial, how: str) -> None:
+    """Every other spelling of where or what is sent refuses, naming the ledger and its counts;
+    nobody gets a second copy and no new ledger appears."""
+    folder, first, other, ledger = partial
+    host, port, issue = RESPELLINGS[how](first.port, other.port)
+    issue = issue or _rename_issue(folder)
+    env = smtp_env(port, NEWSLETTER_SMTP_HOST=host)
+    result = run(folder, "send", issue, "--yes", env=env)
+    assert result.returncode == 1, result.stderr
+    assert f"{ledger.resolve()} (smtp://127.0.0.1:{first.port}): 2 sent, 0 unknown" in (
+        result.stderr
+    )
+    assert f"--continue-from {ledger.resolve()}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(first.messages) + len(other.messages) == 2
+    assert _ledgers(folder) == [ledger]
+
+
+def test_continue_from_mails_exactly_the_rest(partial) -> None:
+    """`--continue-from` through another server sends to the 4 not yet mailed, once each; then
+    that send resumes without the flag, and the first server's ledger refuses to resume."""
+    folder, first, other, ledger = partial
+    env = smtp_env(other.port)
+    result = run(folder, "send", ISSUE, "--continue-from", str(ledger), "--yes", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "2 recipient(s) marked as its sends" in result.stderr
+    assert len(other.messages) == PEOPLE - 2
+    assert not set(first.delivered()) & set(other.delivered())
+    assert _copies(first, other) == Counter({f"reader{i}@example.org": 1 for i in range(PEOPLE)})
+    again = run(folder, "send", ISSUE, "--yes", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to send" in again.stderr
+    back = run(folder, "send", ISSUE, "--yes", env=smtp_env(first.port))
+    assert back.returncode == 1
+    assert "another server" in back.stderr
+    assert sum(_copies(first, other).values()) == PEOPLE
+
+
+def test_continue_from_carries_over_a_renamed_issue(partial) -> None:
+    """The same content under another file name continues from the old name's ledger."""
+    folder, first, _, ledger = partial
+    renamed = _rename_issue(folder)
+    env = smtp_env(first.port)
+    result = run(folder, "send", renamed, "--continue-from", str(ledger), "--yes", env=env)
+    assert result.returncode == 0, result.stderr
+    assert _copies(first) == Counter({f"reader{i}@example.org": 1 for i in range(PEOPLE)})
+
+
+def test_continue_from_must_be_a_send_of_this_issue(partial, tmp_path: Path) -> None:
+    """--continue-from naming anything else is refused before anything is sent."""
+    folder, _, other, _ = partial
+    stranger = tmp_path / "elsewhere.sqlite"
+    result = run(
+        folder, "send", ISSUE, "--continue-from", str(stranger), "--yes", env=smtp_env(other.port)
+    )
+    assert result.returncode == 1
+    assert f"--continue-from {stranger}: not a ledger" in result.stderr
+    assert other.messages == []
+
+
+def test_an_outbox_send_never_blocks_an_smtp_send(tmp_path: Path, plain_smtp_server) -> None:
+    """A whole send into the outbox (a rehearsal) does not count as mailing anyone."""
+    folder = make_folder(tmp_path, PEOPLE)
+    rehearsal = run(folder, "send", ISSUE, "--yes")
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    result = run(folder, "send", ISSUE, "--yes", env=smtp_env(plain_smtp_server.port))
+    assert result.returncode == 0, result.stderr
+    assert len(plain_smtp_server.messages) == PEOPLE
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        (("Mail.Example.ORG.", None, "starttls"), "smtp://mail.example.org:587"),
+        (("mail.example.org", 587, "starttls"), "smtp://mail.example.org:587"),
+        (("mail.example.org", None, "tls"), "smtp://mail.example.org:465"),
+        (("[0:0::1]", 25, "none"), "smtp://[::1]:25"),
+        (("127.0.0.1.", 2525, "none"), "smtp://127.0.0.1:2525"),
+    ],
+)
+def test_destination_is_canonical(spelling: tuple[str, int | None, str], canonical: str) -> None:
+    """Case, a trailing dot, brackets, IP spelling and a written-out default port are one key,
+    so they share one ledger."""
+    assert smtp_destination(*spelling) == canonical
+    here = Path(".newsletter")
+    assert ledger_path(here, "x", smtp_destination(*spelling)) == ledger_path(here, "x", canonical)
+
+
+def test_unknown_rows_block_and_carry_over(
+    tmp_path: Path, make_smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """A reader left unknown (the connection dropped after the data) counts as maybe mailed:
+    another server is refused, and `--continue-from` does not mail them either."""
+    folder = make_folder(tmp_path, PEOPLE)
+    first, other = make_smtp_server(), make_smtp_server()
+    first.add_fault(drop_after_data())
+    done = run(folder, "send", ISSUE, "--limit", "1", "--yes", env=smtp_env(first.port))
+    assert done.returncode == 3, done.stderr
+    [ledger] = _ledgers(folder)
+    refused = run(folder, "send", ISSUE, "--yes", env=smtp_env(other.port))
+    assert refused.returncode == 1
+    assert f"{ledger.resolve()} (smtp://127.0.0.1:{first.port}): 0 sent, 1 unknown" in (
+        refused.stderr
+    )
+    moved = run(
+        folder, "send", ISSUE, "--continue-from", str(ledger), "--yes", env=smtp_env(other.port)
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert _copies(first, other) == Counter({f"reader{i}@example.org": 1 for i in range(PEOPLE)})
+
+
+def test_a_ledger_killed_while_created_does_not_block(
+    tmp_path: Path, plain_smtp_server: SmtpServer
+) -> None:
+    """A kill right after the ledger file appeared leaves it empty (no tables): a rerun sends,
+    and such a file elsewhere counts as nobody mailed."""
+    folder = make_folder(tmp_path, PEOPLE)
+    state = folder / ".newsletter"
+    slug = Path(ISSUE).stem
+    here = smtp_destination("127.0.0.1", plain_smtp_server.port, "none")
+    for destination in (here, "smtp://elsewhere.example.org:587"):
+        path = ledger_path(state, slug, destination)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    result = run(folder, "send", ISSUE, "--yes", env=smtp_env(plain_smtp_server.port))
+    assert result.returncode == 0, result.stderr
+    assert len(plain_smtp_server.messages) == PEOPLE
+
+
+def test_continue_from_is_refused_for_the_outbox(partial) -> None:
+    """The outbox mails nobody: continuing a send into it is a mistake, said so."""
+    folder, _, _, ledger = partial
+    result = run(folder, "send", ISSUE, "--continue-from", str(ledger), "--yes")
+    assert result.returncode == 1
+    assert "--continue-from is for SMTP sends" in result.stderr
+    assert not (folder / "outbox").exists()
