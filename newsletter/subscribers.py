@@ -147,7 +147,10 @@ class ListReader:
         self._ended = False
         lines = itertools.chain([first], self._text, self._end())
         self._reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
-        header = next(self._records(1), [])
+        try:
+            header = next(self._reader, [])
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise self._failure(exc, 1) from None
         self.names = [name.strip() for name in header]
         self.lowered = _header_index(path, self.names, required)
         self.index = {name: self.lowered[name] for name in KNOWN if name in self.lowered}
@@ -161,25 +164,21 @@ class ListReader:
         reader = self._reader
         width = len(self.names)
         start = reader.line_num + 1
-        for cells in self._records(start):
-            if cells and (cells[0] or "".join(cells).strip()):
-                if len(cells) < width:
-                    cells += [""] * (width - len(cells))
-                yield start, cells
-            start = reader.line_num + 1
-
-    def _records(self, first: int) -> Iterator[list[str]]:
-        """The csv module's records from line `first` on; its errors become UnreadableList."""
-        reader = self._reader
-        start = first
         try:
             for cells in reader:
-                yield cells
+                if cells and (cells[0] or "".join(cells).strip()):
+                    if len(cells) < width:
+                        cells += [""] * (width - len(cells))
+                    yield start, cells
                 start = reader.line_num + 1
-        except csv.Error as exc:
-            raise self._unreadable(exc, start) from None
-        except UnicodeDecodeError:
-            raise self._not_utf8() from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise self._failure(exc, start) from None
+
+    def _failure(self, exc: csv.Error | UnicodeDecodeError, start: int) -> UnreadableList:
+        """The error of a record starting at line `start` that could not be read."""
+        if isinstance(exc, UnicodeDecodeError):
+            return self._not_utf8()
+        return self._unreadable(exc, start)
 
     def _unreadable(self, exc: csv.Error, start: int) -> UnreadableList:
         """Name the line where the trouble began: for a quote left open, where it opened."""
