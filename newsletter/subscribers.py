@@ -1167,7 +1167,7 @@ def purge(folder: Path, email: str) -> Purged:
             broken.extend(exc.problems)
     if broken:
         done = f"; erased from {', '.join(map(str, files))}" if files else ""
-        note = f"{email}: suppressed{done}; not erased from a list above until it is fixed"
+        note = f"{email}: suppressed{done}; fix the lists above, then purge again"
         raise InvalidInput([*broken, Problem(None, note)])
     return Purged(email, rows, files)
 

@@ -219,3 +219,20 @@ def test_semicolon_in_a_column_name_survives_a_rewrite(folder: Path) -> None:
         ("ann@example.org", "1", "subscribed"),
         ("bob@example.org", "2", "unsubscribed"),
     ]
+
+
+def test_purge_erases_from_the_readable_lists_and_names_the_other(folder: Path) -> None:
+    """One unreadable list does not keep the address in the others; exit 1 says which is left."""
+    broken = folder / "subscribers" / "a.csv"
+    before = stray_quote_list(broken)
+    other = folder / "subscribers" / "b.csv"
+    other.write_text("email,name\r\nu6@example.org,Six\r\nz@example.org,Z\r\n", encoding="utf-8")
+    code, out = cli(folder, "subscribers", "purge", "u6@example.org")
+    assert code == 1
+    assert out.splitlines() == [
+        f"{broken}:301: {STRAY}: check the quotes of this row"
+        ' (a quote inside a quoted field is written "")',
+        f"u6@example.org: suppressed; erased from {other}; fix the lists above, then purge again",
+    ]
+    assert other.read_bytes() == b"email,name\r\nz@example.org,Z\r\n"
+    assert broken.read_bytes() == before
