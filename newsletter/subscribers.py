@@ -130,13 +130,15 @@ class ListReader:
 
     Strict: a quoted field left open (it would swallow every later row), text after a closing
     quote and a field over 128 KiB raise UnreadableList naming the line where the field opened.
-    Lines end at CRLF, LF or a lone CR (old Mac exports), as in Python's universal newlines.
+    Lines end at LF or CRLF; in a file whose first line ends with a lone CR (old Mac exports),
+    at CR. A line break of the other kind outside quotes is refused, never guessed at.
     """
 
     def __init__(self, path: Path, handle: IO[bytes], required: str = "email") -> None:
         self.path = path
         self._handle = handle
-        self._text = _lines_of(handle)
+        self._end_of_line = _line_end(handle)
+        self._text = _lines_of(handle, self._end_of_line)
         try:
             first = self._text.readline().removeprefix("\ufeff")
         except UnicodeDecodeError:
@@ -183,6 +185,8 @@ class ListReader:
     def _unreadable(self, exc: csv.Error, start: int) -> UnreadableList:
         """Name the line where the trouble began: for a quote left open, where it opened."""
         now = max(self._reader.line_num, start)
+        if "new-line" in str(exc):  # a CR in a LF/CRLF file, a LF in a CR file, unquoted
+            return UnreadableList(self.path, self._other_line_end(), line=now)
         opened = self._open_quote(start, now)
         if self._ended:  # only a quoted field still open reaches the end of the file inside a row
             message = f"a quoted field opens here and is never closed: {_QUOTE_HINT}"
@@ -201,6 +205,11 @@ class ListReader:
             message = f"text after the closing quote of a field: {_QUOTE_HINT}"
         return UnreadableList(self.path, message, line=now)
 
+    def _other_line_end(self) -> str:
+        """A line break of the kind this file does not end its lines with, outside quotes."""
+        kind = "line feed (LF)" if self._end_of_line == "\r" else "carriage return (CR)"
+        return f"a {kind} inside a field that is not quoted: quote the field, or remove it"
+
     def _end(self) -> Iterator[str]:
         """Yields no line: records that the csv module asked for one past the last."""
         self._ended = True
@@ -209,7 +218,7 @@ class ListReader:
     def _open_quote(self, start: int, end: int) -> int | None:
         """Re-read lines start..end of the record that failed: where its open quote opened."""
         self._handle.seek(0)
-        text = _lines_of(self._handle)
+        text = _lines_of(self._handle, self._end_of_line)
         lines = list(itertools.islice(text, start - 1, end))
         text.detach()
         if start == 1 and lines:
@@ -219,7 +228,7 @@ class ListReader:
     def _not_utf8(self) -> UnreadableList:
         """The first line that is not UTF-8 (lines split as when reading; latin-1 maps bytes)."""
         self._handle.seek(0)
-        text = _lines_of(self._handle, "latin-1")
+        text = _lines_of(self._handle, self._end_of_line, "latin-1")
         bad = next((n for n, line in enumerate(text, 1) if not _is_utf8(line)), None)
         text.detach()
         return UnreadableList(self.path, "not UTF-8 text: save the file as CSV UTF-8", line=bad)
@@ -233,10 +242,22 @@ def _is_utf8(latin1: str) -> bool:
     return True
 
 
-def _lines_of(handle: IO[bytes], encoding: str = "utf-8") -> io.TextIOWrapper:
-    """The file's physical lines as text: universal newlines (CRLF, LF, lone CR), each line
+def _lines_of(handle: IO[bytes], end: str, encoding: str = "utf-8") -> io.TextIOWrapper:
+    """The file's physical lines as text, split at `end` only ("\n" also ends CRLF lines), each
     keeping its end, so that the csv module keeps line breaks inside quoted fields as written."""
-    return io.TextIOWrapper(handle, encoding=encoding, newline="")
+    return io.TextIOWrapper(handle, encoding=encoding, newline=end)
+
+
+_HEAD = 64 * 1024  # bytes looked at to find how the first line ends
+
+
+def _line_end(handle: IO[bytes]) -> str:
+    """ "\r" when the first line ends with a lone CR (old Mac exports), else "\n" (LF, CRLF)."""
+    head = handle.read(_HEAD)
+    handle.seek(0)
+    found = re.search(rb"\r\n?|\n", head)
+    lone_cr = found is not None and found.group() == b"\r" and found.end() < len(head)
+    return "\r" if lone_cr else "\n"
 
 
 def _open_quote(lines: Iterable[str], first: int, delimiter: str) -> int | None:

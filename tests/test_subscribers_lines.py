@@ -2,9 +2,10 @@
 and a rewrite changes only the row it meant to (a property test against a small model).
 
 The model is an independent RFC 4180 reader with the rules docs/subscribers.md states: lines end
-at CRLF, LF or a lone CR; a field is quoted when it starts with `"`, where `""` is a quote and
-line breaks are kept; after a closing quote comes the delimiter or the line end; a quote never
-closed is refused at the line where it opened; a line that is not UTF-8 is refused.
+at LF (or CRLF), or at CR when the first line ends with a lone CR; a field is quoted when it
+starts with `"`, where `""` is a quote and line breaks are kept; after a closing quote comes the
+delimiter or the line end; outside quotes a line break of the other kind is refused; a quote
+never closed is refused at the line where it opened; a line that is not UTF-8 is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +41,18 @@ class Parsed:
     """The model's reading: a refusal at `refused`, or the header and the rows by start line."""
 
     refused: int | None = None
+    lines: int = 0
     header: list[str] = field(default_factory=list)
     rows: list[tuple[int, list[str]]] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)  # every record, blank ones too
 
 
 def model(data: bytes) -> Parsed:
-    lines = data.splitlines(keepends=True)  # bytes: only CRLF, LF and CR end a line
+    first = re.search(rb"\r\n?|\n", data)
+    mac = first is not None and first.group() == b"\r" and first.end() < len(data)
+    end = b"\r" if mac else b"\n"
+    parts = data.split(end)
+    lines = [part + end for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     if not lines:
         return Parsed(refused=1)
     text: list[str] = []
@@ -55,15 +62,17 @@ def model(data: bytes) -> Parsed:
         except UnicodeDecodeError:
             return Parsed(refused=number)
     text[0] = text[0].removeprefix("\ufeff")
-    return records(text, _delimiter(text[0]))
+    parsed = records(text, _delimiter(text[0]), end.decode())
+    parsed.lines = len(lines)
+    return parsed
 
 
-def records(lines: list[str], delimiter: str) -> Parsed:
+def records(lines: list[str], delimiter: str, end: str) -> Parsed:
     parsed = Parsed()
     number = 0
     while number < len(lines):
         start = number + 1
-        cells, number = record(lines, number, delimiter)
+        cells, number = record(lines, number, delimiter, end)
         if isinstance(cells, int):
             return Parsed(refused=cells)
         parsed.spans.append((start, number))
@@ -74,9 +83,10 @@ def records(lines: list[str], delimiter: str) -> Parsed:
     return parsed
 
 
-def record(lines: list[str], number: int, delimiter: str) -> tuple[list[str] | int, int]:
+def record(lines: list[str], number: int, delimiter: str, end: str) -> tuple[list[str] | int, int]:
     """The cells of the record starting at lines[number] and the index after it; or the line
-    to refuse at (an int) instead of cells."""
+    to refuse at (an int) instead of cells. Outside quotes a CR or LF ends the record, and
+    only more of them may follow it on that line (the csv module's rule)."""
     cells: list[str] = []
     chars: list[str] = []
     state, opened = "start", 0
@@ -85,9 +95,12 @@ def record(lines: list[str], number: int, delimiter: str) -> tuple[list[str] | i
             return opened, number  # the end of the file inside a quoted field
         line = lines[number]
         number += 1
-        body = line.rstrip("\r\n")
+        body = line.removesuffix(end)
         for char in body:
-            if state == "quoted":
+            if state == "eat":
+                if char not in "\r\n":
+                    return number, number
+            elif state == "quoted":
                 state = "quote?" if char == '"' else "quoted"
                 chars += [] if char == '"' else [char]
             elif state == "quote?" and char == '"':
@@ -96,6 +109,10 @@ def record(lines: list[str], number: int, delimiter: str) -> tuple[list[str] | i
             elif char == delimiter and state != "quoted":
                 cells.append("".join(chars))
                 chars, state = [], "start"
+            elif char in "\r\n":
+                if cells or state != "start":
+                    cells.append("".join(chars))
+                chars, state = [], "eat"
             elif state == "quote?":
                 return (opened if opened < number else number), number
             elif state == "start" and char == '"':
@@ -106,7 +123,7 @@ def record(lines: list[str], number: int, delimiter: str) -> tuple[list[str] | i
         if state == "quoted":
             chars.append(line[len(body) :])
             continue
-        if cells or body:
+        if state != "eat" and (cells or body):
             cells.append("".join(chars))
         return cells, number
 
@@ -120,15 +137,17 @@ HEADERS = [b"email,name,status", b"email;name;status", b"\xef\xbb\xbfEmail,Name"
 ENDS = [b"\r\n", b"\n", b"\r"]
 PIECES = [TARGET.encode(), b"a@example.org", b"x", b" ", b"\xc2\xa0", b",", b";", b'"', b'""']
 PIECES += [b"\r\n", b"\n", b"\r", b"\x00", b"\xc3\xa9", b"subscribed", b"bounced"]
-PIECES += [b"\r\ntarget@example.org,", b"\ntarget@example.org;", b"\rtarget@example.org,"]
-made = st.builds(
-    lambda header, end, pieces: header + end + b"".join(pieces),
+PIECES += [b"<end>", b"<end>", b"<end>", b"<end>target@example.org,", b"<end>target@example.org;"]
+made = st.builds(  # <end>: the header's line end, so most files keep to one kind
+    lambda header, end, pieces: (header + b"<end>" + b"".join(pieces)).replace(b"<end>", end),
     st.sampled_from(HEADERS),
     st.sampled_from(ENDS),
     st.lists(st.sampled_from(PIECES), max_size=40),
 )
 raw = st.builds(lambda h, b: h + b, st.sampled_from([b"", *HEADERS]), st.binary(max_size=40))
-targeted = st.builds(lambda body: body.replace(b"\n", b"\ntarget@example.org,", 1), made)
+targeted = st.builds(
+    lambda body: re.sub(rb"(\r\n?|\n)", rb"\1target@example.org,", body, count=1), made
+)
 files = st.one_of(made, targeted, targeted, raw)
 
 STRAY = b'email,name\r\na@example.org,A\r\nb@example.org,"Stray\r\nc@example.org,C\r\n'
@@ -163,7 +182,7 @@ def test_every_line_is_accounted_for_or_refused(data: bytes) -> None:
         assert (last.path, last.line) == (path, expected.refused)
         assert all(p.line is not None and p.line < expected.refused for p in before)
         return
-    lines = len(data.splitlines())
+    lines = expected.lines
     covered = [n for first, last in expected.spans for n in range(first, last + 1)]
     assert covered == list(range(1, lines + 1))  # the model's own accounting is complete
     if isinstance(got, InvalidInput):  # a wrong header: refused at line 1

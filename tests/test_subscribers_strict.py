@@ -190,10 +190,10 @@ def test_quote_open_past_the_field_limit_is_named_where_it_opened(tmp_path: Path
 
 
 def test_not_utf8_far_into_the_file_names_its_line(tmp_path: Path) -> None:
-    """A Latin-1 byte on line 5001 (past any read buffer; lone-CR lines before it) is named."""
+    """A Latin-1 byte on line 5001 of an old Mac file (past any read buffer) is named."""
     path = tmp_path / "list.csv"
     rows = b"".join(b"p%d@example.org,P\r" % i for i in range(4999))
-    path.write_bytes(b"email,name\n" + rows + b"j@example.org,J\xfcrgen\nz@example.org,Z\n")
+    path.write_bytes(b"email,name\r" + rows + b"j@example.org,J\xfcrgen\rz@example.org,Z\r")
     report = check_lists([path])
     assert [(p.line, p.message) for p in report.errors] == [
         (5001, "not UTF-8 text: save the file as CSV UTF-8")
@@ -236,3 +236,25 @@ def test_purge_erases_from_the_readable_lists_and_names_the_other(folder: Path) 
     ]
     assert other.read_bytes() == b"email,name\r\nz@example.org,Z\r\n"
     assert broken.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"email,name\r\na@example.org,Ann\rLee\r\nb@example.org,B\r\n", "carriage return (CR)"),
+        (b"email,name\ra@example.org,Ann\nLee\rb@example.org,B\r", "line feed (LF)"),
+    ],
+    ids=["CR in a CRLF file", "LF in a CR file"],
+)
+def test_a_line_break_of_the_other_kind_outside_quotes_is_refused(
+    folder: Path, data: bytes, kind: str
+) -> None:
+    """Not guessed at (it would split a row for good on the next rewrite): refused at its line."""
+    path = folder / "subscribers" / "list.csv"
+    path.write_bytes(data)
+    code, out = cli(folder, "subscribers", "unsubscribe", "b@example.org")
+    assert code == 1
+    assert out.splitlines()[0] == (
+        f"{path}:2: a {kind} inside a field that is not quoted: quote the field, or remove it"
+    )
+    assert path.read_bytes() == data
