@@ -116,8 +116,9 @@ _QUOTE_HINT = 'check the quotes of this row (a quote inside a quoted field is wr
 
 
 class UnreadableList(InvalidInput):
-    """A list that cannot be read to its end (not CSV, not UTF-8, a quote left open, a field over
-    128 KiB): `path` and `line` say where. Nothing may rewrite such a list."""
+    """A list that cannot be read to its end (missing, empty, not UTF-8, a quote left open, a
+    stray line break, a field over 128 KiB): `path` and `line` say where. Nothing may rewrite
+    such a list; the serve endpoint and unsubscribe still record the address as suppressed."""
 
     def __init__(self, path: Path, message: str, line: int | None = None) -> None:
         super().__init__([Problem(path, message, line=line)])
