@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import io
 import itertools
 import json
 import re
@@ -23,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Literal, cast
 
 from newsletter.addresses import (
     BadAddress,
@@ -110,23 +111,49 @@ def ensure_lists_folder(path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Reading: one list file as a header and a stream of (line, cells)
 
+FIELD_LIMIT_KIB = csv.field_size_limit() // 1024  # the csv module's limit: 128 KiB per field
+_QUOTE_HINT = 'check the quotes of this row (a quote inside a quoted field is written "")'
+
+
+class UnreadableList(InvalidInput):
+    """A list that cannot be read to its end (missing, empty, not UTF-8, a quote left open, a
+    stray line break, a field over 128 KiB): `path` and `line` say where. Nothing may rewrite
+    such a list; the serve endpoint and unsubscribe still record the address as suppressed."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
+        super().__init__([Problem(path, message, line=line)])
+        self.path = path
+        self.line = line
+
 
 class ListReader:
-    """An open list: `names` (the header as written), `index` (known column -> position), rows."""
+    """An open list: `names` (the header as written), `index` (known column -> position), rows.
+
+    Strict: a quoted field left open (it would swallow every later row), text after a closing
+    quote and a field over 128 KiB raise UnreadableList naming the line where the field opened.
+    Lines end at LF or CRLF; in a file whose first line ends with a lone CR (old Mac exports),
+    at CR. A line break of the other kind outside quotes is refused, never guessed at.
+    """
 
     def __init__(self, path: Path, handle: IO[bytes], required: str = "email") -> None:
         self.path = path
-        first = handle.readline().removeprefix(b"\xef\xbb\xbf")
+        self._handle = handle
+        self._end_of_line = _line_end(handle)
+        self._text = _lines_of(handle, self._end_of_line)
         try:
-            text = first.decode()
+            first = self._text.readline().removeprefix("\ufeff")
         except UnicodeDecodeError:
-            raise _not_utf8(path, 1) from None
-        self.delimiter = _delimiter(text)
-        lines = itertools.chain([text], map(bytes.decode, handle))
-        self._reader = csv.reader(lines, delimiter=self.delimiter)
-        header = next(self._reader, None)
-        if header is None:
-            raise InvalidInput.one(path, "empty file: the first line must be the header", line=1)
+            raise self._not_utf8() from None
+        if not first:
+            raise UnreadableList(path, "empty file: the first line must be the header", line=1)
+        self.delimiter = _delimiter(first)
+        self._ended = False
+        lines = itertools.chain([first], self._text, self._end())
+        self._reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
+        try:
+            header = next(self._reader, [])
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise self._failure(exc, 1) from None
         self.names = [name.strip() for name in header]
         self.lowered = _header_index(path, self.names, required)
         self.index = {name: self.lowered[name] for name in KNOWN if name in self.lowered}
@@ -147,34 +174,150 @@ class ListReader:
                         cells += [""] * (width - len(cells))
                     yield start, cells
                 start = reader.line_num + 1
-        except UnicodeDecodeError:
-            raise _not_utf8(self.path, reader.line_num + 1) from None
-        except csv.Error as exc:
-            raise InvalidInput.one(self.path, f"unreadable CSV: {exc}", line=start) from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise self._failure(exc, start) from None
+
+    def _failure(self, exc: csv.Error | UnicodeDecodeError, start: int) -> UnreadableList:
+        """The error of a record starting at line `start` that could not be read."""
+        if isinstance(exc, UnicodeDecodeError):
+            return self._not_utf8()
+        return self._unreadable(exc, start)
+
+    def _unreadable(self, exc: csv.Error, start: int) -> UnreadableList:
+        """Name the line where the trouble began: for a quote left open, where it opened."""
+        now = max(self._reader.line_num, start)
+        if "new-line" in str(exc):  # a CR in a LF/CRLF file, a LF in a CR file, unquoted
+            return UnreadableList(self.path, self._other_line_end(), line=now)
+        opened = self._open_quote(start, now)
+        if self._ended:  # only a quoted field still open reaches the end of the file inside a row
+            message = f"a quoted field opens here and is never closed: {_QUOTE_HINT}"
+            return UnreadableList(self.path, message, line=opened or start)
+        too_long = "field limit" in str(exc)
+        if opened is not None and opened < now:
+            if too_long:
+                what = f"is still open at line {now}, past the {FIELD_LIMIT_KIB} KiB field limit"
+            else:
+                what = f"closes on line {now} with text after the closing quote"
+            message = f"a quoted field opens here and {what}: {_QUOTE_HINT}"
+            return UnreadableList(self.path, message, line=opened)
+        if too_long:
+            message = f"a field longer than {FIELD_LIMIT_KIB} KiB (the limit for one field)"
+        else:
+            message = f"text after the closing quote of a field: {_QUOTE_HINT}"
+        return UnreadableList(self.path, message, line=now)
+
+    def _other_line_end(self) -> str:
+        """A line break of the kind this file does not end its lines with, outside quotes."""
+        kind = "line feed (LF)" if self._end_of_line == "\r" else "carriage return (CR)"
+        return f"a {kind} inside a field that is not quoted: quote the field, or remove it"
+
+    def _end(self) -> Iterator[str]:
+        """Yields no line: records that the csv module asked for one past the last."""
+        self._ended = True
+        yield from ()
+
+    def _open_quote(self, start: int, end: int) -> int | None:
+        """Re-read lines start..end of the record that failed: where its open quote opened."""
+        self._handle.seek(0)
+        text = _lines_of(self._handle, self._end_of_line)
+        lines = list(itertools.islice(text, start - 1, end))
+        text.detach()
+        if start == 1 and lines:
+            lines[0] = lines[0].removeprefix("\ufeff")
+        return _open_quote(lines, start, self.delimiter)
+
+    def _not_utf8(self) -> UnreadableList:
+        """The first line that is not UTF-8 (lines split as when reading; latin-1 maps bytes)."""
+        self._handle.seek(0)
+        text = _lines_of(self._handle, self._end_of_line, "latin-1")
+        bad = next((n for n, line in enumerate(text, 1) if not _is_utf8(line)), None)
+        text.detach()
+        return UnreadableList(self.path, "not UTF-8 text: save the file as CSV UTF-8", line=bad)
+
+
+def _is_utf8(latin1: str) -> bool:
+    try:
+        latin1.encode("latin-1").decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _lines_of(handle: IO[bytes], end: str, encoding: str = "utf-8") -> io.TextIOWrapper:
+    """The file's physical lines as text, split at `end` only ("\n" also ends CRLF lines), each
+    keeping its end, so that the csv module keeps line breaks inside quoted fields as written."""
+    return io.TextIOWrapper(handle, encoding=encoding, newline=end)
+
+
+_HEAD = 64 * 1024  # bytes looked at to find how the first line ends
+
+
+def _line_end(handle: IO[bytes]) -> str:
+    """ "\r" when the first line ends with a lone CR (old Mac exports), else "\n" (LF, CRLF)."""
+    head = handle.read(_HEAD)
+    handle.seek(0)
+    found = re.search(rb"\r\n?|\n", head)
+    lone_cr = found is not None and found.group() == b"\r" and found.end() < len(head)
+    return "\r" if lone_cr else "\n"
+
+
+def _open_quote(lines: Iterable[str], first: int, delimiter: str) -> int | None:
+    """The line where the last quoted field of one record opened when it is still open at the
+    end of `lines`, or closes with text after its quote; None when every quote closed cleanly.
+
+    The csv module's rules (strict): a field is quoted only when its first character is `"`;
+    inside it, `""` is a quote; after the closing quote comes the delimiter or the line end.
+    """
+    opened: int | None = None
+    quoted = False
+    for number, line in enumerate(lines, first):
+        at = 0
+        while at < len(line):
+            if quoted:
+                close = line.find('"', at)
+                if close < 0:
+                    break  # the field goes on to the next line
+                if line.startswith('"', close + 1):
+                    at = close + 2
+                    continue
+                quoted, at = False, close + 1
+                if at < len(line) and line[at] not in (delimiter, "\r", "\n"):
+                    return opened
+                at += 1
+            elif line.startswith('"', at):
+                quoted, opened, at = True, number, at + 1
+            else:
+                comma = line.find(delimiter, at)
+                at = len(line) if comma < 0 else comma + 1
+    return opened if quoted else None
 
 
 @contextlib.contextmanager
 def open_list(path: Path, required: str = "email") -> Iterator[ListReader]:
-    """Open a list for reading; InvalidInput (naming the file and line) when it is unreadable."""
+    """Open a list for reading; UnreadableList or InvalidInput (naming the file and line) when
+    it cannot be read to its end or its header is wrong."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
-        raise InvalidInput.one(path, "no such file") from None
+        raise UnreadableList(path, "no such file") from None
     except OSError as exc:
-        raise InvalidInput.one(path, exc.strerror or "cannot read") from None
+        raise UnreadableList(path, exc.strerror or "cannot read") from None
     with handle:
         yield ListReader(path, handle, required)
 
 
-def _not_utf8(path: Path, line: int) -> InvalidInput:
-    return InvalidInput.one(path, "not UTF-8 text: save the file as CSV UTF-8", line=line)
-
-
 def _delimiter(header: str) -> str:
-    """`;` when the header has more semicolons than commas (European Excel), else `,`."""
+    """`;` when the header has more semicolons than commas (European Excel), else `,`.
+
+    Quoted names do not count: a column named "a;b" does not make a list `;`-delimited.
+    """
+    header = _QUOTED.sub("", header)
     counts = {d: header.count(d) for d in ",;\t"}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] > counts[","] else ","
+
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
 
 
 def _header_index(path: Path, names: list[str], required: str) -> dict[str, int]:
@@ -247,6 +390,9 @@ class RowParser:
     def problems(self, line: int, cells: list[str]) -> list[Problem]:
         """Everything wrong with a row except its address (checked by the caller)."""
         problems: list[Problem] = []
+        name = _name_problem(self.cell(cells, self.name))
+        if name:
+            problems.append(Problem(self.path, name, field="name", line=line))
         if len(cells) > self.width and "".join(cells[self.width :]).strip():
             message = f"{len(cells)} fields, but the header has {self.width}"
             problems.append(Problem(self.path, message, line=line))
@@ -263,6 +409,18 @@ class RowParser:
             if problem:
                 problems.append(Problem(self.path, problem, field=self.names[position], line=line))
         return problems
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a name (already stripped) cannot be stored: a line break, tab, NUL or other control
+    character would break `subscribers list`, headers and greetings. None when it can."""
+    found = _CONTROL.search(name)
+    if found is None:
+        return None
+    return f"a name cannot hold a line break or control character ({found.group()!r})"
 
 
 def _date_problem(text: str) -> str | None:
@@ -647,15 +805,18 @@ def rewrite(path: Path, edit: Edit, *, new: Sequence[str] | None = None) -> bool
 
 
 def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) -> bool:
-    """`rewrite` for a caller already holding the list's lock."""
+    """`rewrite` for a caller already holding the list's lock.
+
+    The new file is written beside the old one while the old one is read to its end, and renamed
+    over it only then: a list that cannot be read completely (UnreadableList) is never replaced.
+    """
 
     def write(out: IO[str]) -> None:
-        writer = csv.writer(out, lineterminator="\r\n")
         if new is not None and not path.exists():
-            _write_rows(writer, edit.header(list(new)), [], edit)
+            _write_rows(out, edit.header(list(new)), [], edit)
         else:
-            with open_list(path) as reader:
-                _write_rows(writer, edit.header(reader.names), reader.rows(), edit)
+            with open_list(path) as reader:  # a row it cannot read aborts before the rename
+                _write_rows(out, edit.header(reader.names), reader.rows(), edit)
         if not edit.changed:
             raise _Unchanged
 
@@ -667,15 +828,25 @@ def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) 
 
 
 def _write_rows(
-    writer: Any, names: list[str], rows: Iterable[tuple[int, list[str]]], edit: Edit
+    out: IO[str], names: list[str], rows: Iterable[tuple[int, list[str]]], edit: Edit
 ) -> None:
-    writer.writerow(names)
+    _write_header(out, names)
+    writer = csv.writer(out, lineterminator="\r\n")
     for line, cells in rows:
         kept = edit.row(line, cells)
         if kept is not None:
             writer.writerow(_fit(kept, len(edit.names)))
     for cells in edit.tail():
         writer.writerow(_fit(cells, len(edit.names)))
+
+
+def _write_header(out: IO[str], names: list[str]) -> None:
+    """The header row; every name quoted when one holds `;` or a tab, so that the list still
+    reads as comma-delimited (the delimiter is guessed from the header's unquoted text)."""
+    if any(";" in name or "\t" in name for name in names):
+        csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL).writerow(names)
+    else:
+        csv.writer(out, lineterminator="\r\n").writerow(names)
 
 
 def _fit(cells: list[str], width: int) -> list[str]:
@@ -942,6 +1113,10 @@ def add(
     and their other non-subscribed rows are scoped to their own lists.
     """
     stored, _smtputf8 = normalise_address(email)
+    name = name.strip()  # Unicode whitespace too (a no-break space from a web form)
+    problem = _name_problem(name)
+    if problem:
+        raise InvalidInput.one(None, problem, field="name")
     path = list_path or lists_folder(folder) / DEFAULT_LIST
     moment = stamp(when) if when is not None else now()
     blocking = [f for f in find(folder, stored, _with(folder, path)) if _blocks_here(f, path)]
@@ -1062,13 +1237,21 @@ def purge(folder: Path, email: str) -> Purged:
     key = address_key(email)
     rows = 0
     files: list[Path] = []
+    broken: list[Problem] = []
     for path in list_files(folder):
-        if not _holds(path, key):
-            continue
-        edit = PurgeEdit(key)
-        if rewrite(path, edit):
-            rows += edit.deleted
-            files.append(path)
+        try:
+            if not _holds(path, key):
+                continue
+            edit = PurgeEdit(key)
+            if rewrite(path, edit):
+                rows += edit.deleted
+                files.append(path)
+        except InvalidInput as exc:  # one broken list must not keep the others unerased
+            broken.extend(exc.problems)
+    if broken:
+        done = f"; erased from {', '.join(map(str, files))}" if files else ""
+        note = f"{email}: suppressed{done}; fix the lists above, then purge again"
+        raise InvalidInput([*broken, Problem(None, note)])
     return Purged(email, rows, files)
 
 
@@ -1203,6 +1386,9 @@ def _record(
         email, _smtputf8 = normalise_address(raw_email)
     except BadAddress as exc:
         problems.append(Problem(path, exc.reason, field="email", line=line))
+    name = _name_problem(values.get("name", ""))
+    if name:
+        problems.append(Problem(path, name, field="name", line=line))
     for column in ("subscribed_at", "unsubscribed_at"):
         problem = _date_problem(values.get(column, ""))
         if problem:
@@ -1449,10 +1635,14 @@ def stats(folder: Path) -> Stats:
 
 
 def lookup(folder: Path, email: str) -> Subscriber | None:
-    """The first row of `email` in any list (example.csv included), for its merge fields."""
+    """The first row of `email` in any list (example.csv included), for its merge fields.
+
+    Every list is read to its end, so that a list that cannot be read is reported as by a send.
+    """
     key = address_key(email)
+    found = None
     for path in list_files(folder):
         for subscriber in read_loosely(path):
-            if address_key(subscriber.email) == key:
-                return subscriber
-    return None
+            if found is None and address_key(subscriber.email) == key:
+                found = subscriber
+    return found

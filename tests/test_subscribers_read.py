@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsletter.errors import InvalidInput
-from newsletter.subscribers import check_lists, read_list, set_status
+from newsletter.subscribers import check_lists, read_list, read_loosely, set_status
 
 FIXTURES = Path(__file__).parent / "fixtures" / "subscribers"
 
@@ -138,7 +138,7 @@ def test_round_trip_keeps_every_field(people: list[tuple[str, str, set[str]]]) -
         with path.open("w", encoding="utf-8", newline="") as handle:
             csv.writer(handle).writerows([header, *original])
         set_status(folder, "target@example.org", "unsubscribed")
-        back = list(read_list(path))
+        back = list(read_loosely(path))  # a name with a line break is kept, though `check` flags it
         assert back[0].status == "unsubscribed"
         for row, person in zip(original[1:], back[1:], strict=True):
             assert person.fields == dict(zip(header, row, strict=True)) | {"unsubscribed_at": ""}
