@@ -599,6 +599,7 @@ def _send_locked(
     )
     if note:
         say(note)
+    _apply_bounces(ledger, config)
     used = {f.name for f in rendered.fields() if f.source == "subscriber"}
     added = snapshot(ledger, prepared.selection, used, add_new=add_new)
     if added is not None and not ledger.attempted():
@@ -770,6 +771,15 @@ def _bouncer(config: Config) -> Callable[[str], Any]:
     return bounce
 
 
+def _apply_bounces(ledger: Ledger, config: Config) -> None:
+    """5.1.x refusals a killed run recorded but did not mark in the lists (docs/sending.md)."""
+    from newsletter.dispatch import apply_bounces
+
+    for change in apply_bounces(ledger, config.root):
+        where = ", ".join(str(p) for p in change.changed) or "the suppression file"
+        say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in the ledger)")
+
+
 def _blocked(config: Config, lists: list[Path]) -> Callable[[], set[tuple[int, str]]]:
     """Cheap between batches: re-reads only the lists (and suppressions) that changed."""
     from newsletter.subscribers import Blocklist
@@ -898,6 +908,7 @@ def status(
     destination = _destination(config)
     ledger = Ledger(ledger_path(config.state_dir, slug, destination), create=False)
     live = SendLock(config.state_dir, slug).held_elsewhere()
+    _apply_bounces(ledger, config)
     doc = report(ledger, issue=slug, destination=destination, live=live)
     if failed and csv_:
         import csv

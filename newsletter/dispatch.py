@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import fcntl
 import functools
 import hashlib
@@ -29,12 +30,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
 from newsletter.ledger import DEFERRED, SENDING, UNKNOWN, Entry, Ledger, Row, ledger_path
 from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
+
+if TYPE_CHECKING:
+    from newsletter.subscribers import StatusChange
 
 BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
 SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
@@ -706,6 +710,27 @@ def snapshot(
     added = ledger.add(entry(s, used) for s in subscribers)
     ledger.sync()
     return added
+
+
+def apply_bounces(ledger: Ledger, folder: Path) -> list[StatusChange]:
+    """Mark `bounced` the 5.1.x refusals of the ledger that the lists do not show yet.
+
+    A run killed between recording a refusal and marking the list leaves exactly that; resume
+    and `status` call this. It decides by reading the lists (not a mark in the ledger), so it
+    is idempotent and never undoes a later re-subscription (subscribers.bounces_to_apply).
+    """
+    from newsletter.subscribers import bounces_to_apply, change_status
+
+    refusals = [(f.email, f.at) for f in ledger.failures() if is_bounce(f.reply)]
+    when = {email: at for email, at in refusals}
+    return [
+        change_status(folder, email, "bounced", when=_utc(when[email]))
+        for email in bounces_to_apply(folder, refusals)
+    ]
+
+
+def _utc(unix: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC)
 
 
 def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:

@@ -91,6 +91,7 @@ class Failure:
     email: str
     code: int | None
     reply: str
+    at: float = 0.0  # unix time of the refusal
 
 
 def key_hash(key: str) -> int:
@@ -369,5 +370,5 @@ class Ledger:
         return (str(r[0]) for r in self._db.execute(sql, states))
 
     def failures(self) -> Iterator[Failure]:
-        sql = "SELECT email, code, reply FROM recipients WHERE state = 4 ORDER BY id"
-        return (Failure(r[0], r[1], r[2] or "") for r in self._db.execute(sql))
+        sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4 ORDER BY id"
+        return (Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in self._db.execute(sql))

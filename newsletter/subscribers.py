@@ -17,6 +17,7 @@ import csv
 import datetime as dt
 import itertools
 import json
+import math
 import re
 import tempfile
 from collections import Counter
@@ -777,6 +778,51 @@ def set_status(
     When no list holds the address and the status suppresses, the suppression file records it.
     """
     return change_status(folder, email, cast(Status, status), lists=lists, when=when).changed
+
+
+def bounces_to_apply(folder: Path, refusals: Iterable[tuple[str, float]]) -> list[str]:
+    """The addresses of 5.1.x refusals (address, unix time) that the lists do not show yet.
+
+    Decided by reading every list of subscribers/ once (where `set_status` marks a bounce):
+    shown means every row of the address is bounced or stronger, or no row holds it and the
+    suppression file does. A row subscribed again after the refusal (a later subscribed_at)
+    means the person came back since: their address is left alone.
+    """
+    wanted = {key_hash(address_key(email)): (email, at) for email, at in refusals}
+    rows: dict[int, list[tuple[str, str]]] = {}
+    for path in list_files(folder) if wanted else []:
+        with open_list(path) as reader:
+            parser = RowParser(reader)
+            for _line, cells in reader.rows():
+                compact = key_hash(address_key(cells[parser.email]))
+                if compact in wanted:
+                    status = parser.cell(cells, parser.status).lower() or "subscribed"
+                    since = parser.cell(cells, reader.index.get("subscribed_at"))
+                    rows.setdefault(compact, []).append((status, since))
+    suppressed = read_suppressed(folder) if wanted else set()
+    return [
+        email
+        for compact, (email, at) in wanted.items()
+        if _bounce_missing(rows.get(compact, []), at, compact in suppressed)
+    ]
+
+
+def _bounce_missing(rows: list[tuple[str, str]], at: float, suppressed: bool) -> bool:
+    if not rows:
+        return not suppressed
+    if any(_after(since, at) for _status, since in rows):
+        return False
+    return any(_should_change(status, "bounced") for status, _since in rows)
+
+
+def _after(when: str, at: float) -> bool:
+    """Is the ISO 8601 time `when` at or after the unix time `at`? (A date alone: its start.)"""
+    if not when or _date_problem(when):
+        return False
+    moment = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp() >= math.floor(at)  # lists keep seconds: the same second counts
 
 
 # ---------------------------------------------------------------------------------------------
