@@ -6,11 +6,12 @@ Core modules raise NewsletterError; `command` turns it into one clear message an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
@@ -534,16 +535,36 @@ def send(
     """Send an issue to the list: show the plan, then send (with --yes or at the prompt)."""
     if on_change not in (None, "continue", "restart"):
         raise typer.BadParameter("must be `continue` or `restart`", param_hint="--on-change")
-    from newsletter.dispatch import SendLock
-
     config = load()
     prepared = _prepare_send(issue, config, list_, tag or [], limit)
-    with SendLock(config.state_dir, prepared.rendered.slug):
+    with _send_lock(config.state_dir, prepared.rendered.slug) as lock:
         code = _send_locked(
             prepared, config, yes=yes, as_json=as_json, add_new=add_new,
-            resend_unknown=resend_unknown, on_change=on_change, limit=limit,
+            resend_unknown=resend_unknown, on_change=on_change, limit=limit, lock=lock,
         )  # fmt: skip
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _send_lock(state_dir: Path, slug: str) -> Iterator[Callable[[], None]]:
+    """The issue's send lock, and a function that takes it if it is not held yet.
+
+    Held from the start when .newsletter/sends/ exists (the plan reads a ledger no other send
+    may change meanwhile); else taken once the send is confirmed, so a plan creates nothing.
+    """
+    from newsletter.dispatch import SendLock
+
+    lock = SendLock(state_dir, slug)
+    with contextlib.ExitStack() as stack:
+        held: list[SendLock] = []
+
+        def take() -> None:
+            if not held:
+                held.append(stack.enter_context(lock))
+
+        if lock.path.parent.is_dir():
+            take()
+        yield take
 
 
 @dataclasses.dataclass(frozen=True)
@@ -588,6 +609,7 @@ def _send_locked(
     resend_unknown: bool,
     on_change: str | None,
     limit: int | None,
+    lock: Callable[[], None],
 ) -> int:
     from newsletter.dispatch import Limits, open_ledger, snapshot
     from newsletter.message import MessageFactory
@@ -617,6 +639,8 @@ def _send_locked(
         return _finish(prepared, ledger, None, as_json)
     if not _confirmed(yes):
         return 0
+    lock()
+    ledger.save()  # the plan was a draft in memory: the ledger file starts here
     result = _run_send(prepared, config, ledger, factory, limits, limit)
     return _finish(prepared, ledger, result, as_json)
 

@@ -38,7 +38,7 @@ from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
 
 if TYPE_CHECKING:
-    from newsletter.subscribers import StatusChange
+    from newsletter.subscribers import Selection, StatusChange
 
 BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
 SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
@@ -663,9 +663,12 @@ class Builder(Protocol):
 def open_ledger(
     state_dir: Path, slug: str, destination: str, digest: str, *, on_change: str | None = None
 ) -> tuple[Ledger, str]:
-    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "")."""
+    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "").
+
+    A draft in memory: nothing is written until `ledger.save()`, once the send is confirmed.
+    """
     path = ledger_path(state_dir, slug, destination)
-    ledger = Ledger(path)
+    ledger = Ledger(path, draft=True)
     if ledger.digest in ("", digest):
         ledger.put("digest", digest)
         ledger.commit()
@@ -676,14 +679,11 @@ def open_ledger(
         return ledger, "the issue changed since the plan was made: the new version is sent"
     if on_change == "restart":
         ledger.close()
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        for suffix in ("", "-wal", "-shm"):
-            old = Path(f"{path}{suffix}")
-            if old.exists():
-                old.rename(f"{path}.replaced-{stamp}{suffix}")
-        return open_ledger(state_dir, slug, destination, digest)[0], (
-            f"the issue changed: started a new send; the old ledger is {path}.replaced-{stamp}"
-        )
+        kept = Path(f"{path}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+        fresh = Ledger(path, draft=True, replacing=kept)
+        fresh.put("digest", digest)
+        fresh.commit()
+        return fresh, f"the issue changed: a new send; the old ledger is kept aside as {kept}"
     counts = ledger.counts()
     raise ContentChanged(
         f"the issue changed after {counts['sent']} of {sum(counts.values())} recipients "
@@ -692,9 +692,18 @@ def open_ledger(
     )
 
 
+class NobodySelected(NewsletterError):
+    """A new send whose lists and tags select nobody: a mistake to say, not a send of zero."""
+
+    def __init__(self, reason: str, lists: list[Path], tags: frozenset[str]) -> None:
+        super().__init__(f"nobody to send to: {reason}")
+        self.lists = lists
+        self.tags = tags
+
+
 def snapshot(
     ledger: Ledger,
-    subscribers: Iterable[Subscriber],
+    selection: Selection,
     used: Collection[str],
     *,
     add_new: bool = False,
@@ -707,7 +716,9 @@ def snapshot(
             return None
     else:
         ledger.reset()
-    added = ledger.add(entry(s, used) for s in subscribers)
+    added = ledger.add(entry(s, used) for s in selection)
+    if not added and not ledger.attempted():
+        raise NobodySelected(selection.why_empty(), selection.lists, selection.tags)
     ledger.sync()
     return added
 

@@ -110,26 +110,84 @@ def ledger_path(state_dir: Path, slug: str, destination: str) -> Path:
     return state_dir / "sends" / f"{slug}@{readable}-{tag}.sqlite"
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def _keep_aside(path: Path, kept: Path) -> None:
+    """Move a ledger (checkpointed first, so it is one file) and its WAL files to `kept`."""
+    if not path.exists():
+        return
+    Ledger(path).close()
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            old.rename(f"{kept}{suffix}")
+
+
 class Ledger:
     """One send's record. Not thread-safe; one writer process at a time (the send lock)."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, create: bool = True, draft: bool = False, replacing: Path | None = None
+    ) -> None:
+        """Open the ledger at `path`. A `draft` is a copy in memory (empty when `replacing`):
+        nothing reaches the disk until `save()`, so a plan that is not sent writes nothing."""
         self.path = path
         if not create and not path.is_file():
             raise LedgerError(path, "no ledger: nothing has been sent to this destination yet")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.draft = draft
+        self._replacing = replacing
+        self._from_file = draft and replacing is None and path.is_file()
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = self._in_memory() if draft else _connect(path)
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(path, f"not a readable ledger ({exc})") from None
         self._in_tx = False
         self._lists: dict[str, int] = {}
         self._list_paths: dict[int, str] = {}
+
+    def _in_memory(self) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if self._from_file:
+            source = _connect(self.path)
+            try:
+                source.backup(db)
+            finally:
+                source.close()
+        return db
+
+    def save(self) -> None:
+        """Write a draft to its file (the send was confirmed) and go on with the file.
+
+        A draft made while no ledger existed never overwrites one that appeared since (another
+        send of the issue started meanwhile); with `replacing`, the old file is kept aside there.
+        """
+        if not self.draft:
+            return
+        self.commit()
+        if self._replacing is not None:
+            _keep_aside(self.path, self._replacing)
+        elif not self._from_file and self.path.exists():
+            raise LedgerError(
+                self.path, "another send of this issue started while the plan was shown: run "
+                "the command again to see where it stands",
+            )  # fmt: skip
+        try:
+            target = _connect(self.path)
+            self._db.backup(target)  # one step: the file gets the whole draft or nothing
+        except sqlite3.Error as exc:
+            raise LedgerError(self.path, f"cannot write the ledger ({exc})") from None
+        self._db.close()
+        self._db = target
+        self.draft = False
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -151,6 +209,8 @@ class Ledger:
     def sync(self) -> None:
         """Make every write so far survive a power loss: commit, then a TRUNCATE checkpoint."""
         self.commit()
+        if self.draft:
+            return
         busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:  # a reader (e.g. `status`) holds an old snapshot: fsync the WAL instead
             self._db.execute("PRAGMA synchronous=FULL")

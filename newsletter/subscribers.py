@@ -516,12 +516,13 @@ class Selection:
         self.tags = frozenset(t.strip().casefold() for t in tags if t.strip())
         self.left_out: dict[str, int] = {}
         self.count = 0
+        self.subscribed = 0  # rows with status subscribed, selected or not
 
     def __iter__(self) -> Iterator[Subscriber]:
         blocks = Blocklist(self.folder, self.lists).blocks()
         left_out: Counter[str] = Counter()
         seen: set[int] = set()
-        self.count = 0
+        self.count = self.subscribed = 0
         for path in self.lists:
             for subscriber in self._from(path, blocks, seen, left_out):
                 self.count += 1
@@ -540,6 +541,7 @@ class Selection:
                 if status != "subscribed":
                     left_out[status if status in _RANK else "invalid"] += 1
                     continue
+                self.subscribed += 1
                 compact = key_hash(address_key(cells[parser.email]))
                 reason = self._reason(parser, cells, compact, blocks, seen)
                 if reason:
@@ -561,6 +563,32 @@ class Selection:
         if self.tags and not self.tags & _folded_tags(parser.cell(cells, parser.tags)):
             return "tag"
         return "duplicate" if compact in seen else ""
+
+    def why_empty(self) -> str:
+        """Why nobody was selected (after iterating), in the user's terms."""
+        if not self.lists:
+            return (
+                "no list to send to: subscribers/ has no .csv list (example.csv is sent to "
+                "only when named with --list)"
+            )
+        names = ", ".join(shown(self.folder, p) for p in self.lists)
+        why = ", ".join(f"{n} {reason}" for reason, n in self.left_out.items())
+        if not self.subscribed:
+            have = "has" if len(self.lists) == 1 else "have"
+            return f"{names} {have} no subscribed reader" + (f" ({why})" if why else "")
+        if self.tags and self.left_out.get("tag"):
+            wanted = " or ".join(repr(t) for t in sorted(self.tags))
+            tag = "tag" if len(self.tags) == 1 else "any of the tags"
+            return f"no subscribed reader of {names} has {tag} {wanted} (left out: {why})"
+        return f"every subscribed reader of {names} is left out ({why})"
+
+
+def shown(folder: Path, path: Path) -> str:
+    """A list as the user knows it: relative to the newsletter folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path.resolve())
 
 
 def _folded_tags(cell: str) -> set[str]:
