@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
     import asyncio
 
     from newsletter.config import Config
-    from newsletter.dispatch import Limits, RunResult
+    from newsletter.dispatch import Joined, Limits, RunResult
     from newsletter.errors import Problem
     from newsletter.ledger import Ledger
     from newsletter.lint import CheckResult
@@ -611,7 +611,7 @@ def _send_locked(
     limit: int | None,
     lock: Callable[[], None],
 ) -> int:
-    from newsletter.dispatch import Limits, open_ledger, snapshot
+    from newsletter.dispatch import Limits, add_new_readers, check_selection, open_ledger, snapshot
     from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
@@ -623,16 +623,21 @@ def _send_locked(
         say(note)
     _apply_bounces(ledger, config)
     used = {f.name for f in rendered.fields() if f.source == "subscriber"}
-    added = snapshot(ledger, prepared.selection, used, add_new=add_new)
-    if added is not None and not ledger.attempted():
-        ledger.put_json("left_out", prepared.selection.left_out)
-        ledger.put_json("lists", [str(p) for p in prepared.selection.lists])
+    issue = str(prepared.issue_path)
+    checked = check_selection(ledger, prepared.selection, issue, add_new=add_new)
+    if checked:
+        say(checked)
+    joined = None
+    if not ledger.attempted():
+        snapshot(ledger, prepared.selection, used)
+    elif add_new:
+        joined = add_new_readers(ledger, prepared.selection, used)
     if resend_unknown:
         say(f"{ledger.resend_unknown()} recipient(s) in doubt will be sent again, as asked")
     factory = MessageFactory(rendered, config, key)
     limits = Limits.from_settings(config.smtp)
     _say_dkim(config)
-    _show_plan(prepared, ledger, factory, limits, added, limit)
+    _show_plan(prepared, ledger, factory, limits, joined, limit)
     counts = ledger.counts()
     if counts["pending"] + counts["deferred"] == 0:  # unknown ones wait for --resend-unknown
         say("nothing to send")
@@ -650,7 +655,7 @@ def _show_plan(
     ledger: Ledger,
     factory: MessageFactory,
     limits: Limits,
-    added: int | None,
+    joined: list[Joined] | None,
     limit: int | None,
 ) -> None:
     from newsletter.dispatch import estimate_seconds, subscriber_of
@@ -666,8 +671,8 @@ def _show_plan(
     why = ", ".join(f"{n} {reason}" for reason, n in left_out.items())
     total = sum(counts.values())
     say(f"recipients: {total} after dedupe and suppression" + (f"; left out: {why}" if why else ""))
-    if added is not None and ledger.attempted():
-        say(f"added {added} who subscribed since the first run (--add-new)")
+    if joined is not None:
+        _say_joined(joined)
     if ledger.attempted():
         done = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "pending")
         say(f"resuming: {done}")
@@ -693,6 +698,17 @@ def _show_plan(
         say(f"estimated duration: {_duration(seconds)}")
     else:
         say("estimated duration: set by the server's pace (no [smtp] rate limit)")
+
+
+def _say_joined(joined: list[Joined]) -> None:
+    """Who --add-new adds, by why they were not in the snapshot (10 names per reason)."""
+    say(f"--add-new: adds {len(joined)} not in the snapshot")
+    by_why: dict[str, list[str]] = {}
+    for one in joined:
+        by_why.setdefault(one.why, []).append(one.email)
+    for why, emails in by_why.items():
+        more = f" and {len(emails) - 10} more" if len(emails) > 10 else ""
+        say(f"  {len(emails)} {why}: {', '.join(emails[:10])}{more}")
 
 
 def _say_dkim(config: Config) -> None:
@@ -875,22 +891,29 @@ def _finish(prepared: _Prepared, ledger: Ledger, result: RunResult | None, as_js
     from newsletter.dispatch import report
 
     doc = report(ledger, issue=prepared.rendered.slug, destination=prepared.transport.destination)
+    again = f"{prepared.issue_path}{_selection_args(ledger, prepared.selection.folder)}"
     ledger.close()
-    _print_report(doc, str(prepared.issue_path), result)
+    _print_report(doc, str(prepared.issue_path), result, again)
     if as_json:
         typer.echo(json.dumps(doc, ensure_ascii=False))
     counts = doc["counts"]
     remaining = counts["pending"] + counts["deferred"]
     if remaining:
-        say(
-            f"{remaining} recipient(s) remain: resume with "
-            f"`newsletter send {prepared.issue_path} --yes`"
-        )
+        say(f"{remaining} recipient(s) remain: resume with `newsletter send {again} --yes`")
         return EXIT_REMAINING
     return 0
 
 
-def _print_report(doc: dict[str, Any], issue: str, result: Any) -> None:
+def _selection_args(ledger: Ledger, root: Path) -> str:
+    """The --list/--tag options of the send's selection, for the commands we suggest."""
+    from newsletter.dispatch import selection_args
+
+    spec = ledger.get_json("selection", None)
+    return selection_args(spec, root) if spec else ""
+
+
+def _print_report(doc: dict[str, Any], issue: str, result: Any, again: str) -> None:
+    """`again`: the issue and the options that continue this send."""
     c = doc["counts"]
     say(
         f"sent {c['sent']}, failed {c['failed']}, deferred {c['deferred']}, "
@@ -910,7 +933,7 @@ def _print_report(doc: dict[str, Any], issue: str, result: Any) -> None:
         say(
             f"{len(doc['unknown'])} unknown (the connection broke after the data went out: they "
             f"may have it). `newsletter status {issue}` lists them; "
-            f"`newsletter send {issue} --resend-unknown --yes` sends them again"
+            f"`newsletter send {again} --resend-unknown --yes` sends them again"
         )
 
 
@@ -943,7 +966,7 @@ def status(
     elif as_json:
         typer.echo(json.dumps(doc, ensure_ascii=False))
     else:
-        _print_report(doc, str(issue), None)
+        _print_report(doc, str(issue), None, f"{issue}{_selection_args(ledger, config.root)}")
         if live:
             say("a send of this issue is running now")
         for email in doc["unknown"]:

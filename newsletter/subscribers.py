@@ -511,6 +511,7 @@ class Selection:
 
     def __init__(self, folder: Path, lists: Sequence[Path] | None, tags: Sequence[str]) -> None:
         self.folder = folder
+        self.default = lists is None  # no --list: every list (resolved anew by a resume)
         chosen = list_files(folder, include_example=False) if lists is None else list(lists)
         self.lists = list(dict.fromkeys(chosen))
         self.tags = frozenset(t.strip().casefold() for t in tags if t.strip())
@@ -563,6 +564,11 @@ class Selection:
         if self.tags and not self.tags & _folded_tags(parser.cell(cells, parser.tags)):
             return "tag"
         return "duplicate" if compact in seen else ""
+
+    def spec(self) -> dict[str, Any]:
+        """What was asked, resolved: a ledger keeps it so that a resume can be compared."""
+        lists = [shown(self.folder, p) for p in self.lists]
+        return {"default": self.default, "lists": lists, "tags": sorted(self.tags)}
 
     def why_empty(self) -> str:
         """Why nobody was selected (after iterating), in the user's terms."""
@@ -841,6 +847,11 @@ def _bounce_missing(rows: list[tuple[str, str]], at: float, suppressed: bool) ->
     if any(_after(since, at) for _status, since in rows):
         return False
     return any(_should_change(status, "bounced") for status, _since in rows)
+
+
+def subscribed_since(subscriber: Subscriber, at: float) -> bool:
+    """Does the subscriber's row say they subscribed at or after the unix time `at`?"""
+    return _after(subscriber.fields.get("subscribed_at", "").strip(), at)
 
 
 def _after(when: str, at: float) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_a_plan_on_a_partial_send_changes_nothing(tmp_path: Path) -> None:
     news.write_text(news.read_text() + "late@example.org,Late,subscribed\n")
     plan = run(folder, "send", ISSUE, "--add-new")
     assert plan.returncode == 0, plan.stderr
-    assert "added 1" in plan.stderr
+    assert "--add-new: adds 1 not in the snapshot" in plan.stderr
     assert {p: p.read_bytes() for p in ledgers} == ledgers
     assert run(folder, "send", ISSUE, "--yes").returncode == 0
     assert "late@example.org" not in _outbox(folder)
@@ -188,3 +189,135 @@ def test_no_list_at_all_is_an_error(tmp_path: Path) -> None:
     done = run(folder, "send", ISSUE, "--yes")
     assert done.returncode == 1
     assert "nobody to send to: no list to send to" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# A resume never ignores what you asked
+
+
+def _two_lists(tmp_path: Path) -> Path:
+    folder = make_folder(tmp_path, 3, name="a")
+    write_list(folder, "b", ["b0@example.org", "b1@example.org"])
+    return folder
+
+
+def test_a_resume_with_another_list_is_refused(tmp_path: Path) -> None:
+    """--list a --limit 1, then --list b: exit 1 naming the snapshot's lists and the ways on;
+    nobody more is mailed."""
+    folder = _two_lists(tmp_path)
+    assert run(folder, "send", ISSUE, "--list", "a", "--limit", "1", "--yes").returncode == 3
+    done = run(folder, "send", ISSUE, "--list", "b", "--yes")
+    assert done.returncode == 1, done.stderr
+    assert (
+        "this send was started with list(s) subscribers/a.csv and no tag filter; this command "
+        "asks for list(s) subscribers/b.csv and no tag filter"
+    ) in done.stderr
+    assert f"`newsletter send {ISSUE} --list a.csv --yes`" in done.stderr
+    assert f"`newsletter send {ISSUE} --list a.csv --list b.csv --add-new --yes`" in done.stderr
+    assert len(_outbox(folder)) == 1
+
+
+def test_a_resume_without_list_after_a_named_list_is_refused(tmp_path: Path) -> None:
+    """No --list means every list: not the same as a first run with --list a. The command the
+    first run printed (with --list) resumes it."""
+    folder = _two_lists(tmp_path)
+    first = run(folder, "send", ISSUE, "--list", "a", "--limit", "1", "--yes")
+    assert f"resume with `newsletter send {ISSUE} --list a.csv --yes`" in first.stderr
+    done = run(folder, "send", ISSUE, "--yes")
+    assert done.returncode == 1
+    assert "this send was started with list(s) subscribers/a.csv and" in done.stderr
+    assert "asks for every list (now: subscribers/a.csv, subscribers/b.csv)" in done.stderr
+    assert run(folder, "send", ISSUE, "--list", "a.csv", "--yes").returncode == 0
+    assert _outbox(folder) == [f"Reader {i} <reader{i}@example.org>" for i in range(3)]
+
+
+def test_the_same_list_spelled_otherwise_resumes(tmp_path: Path) -> None:
+    """`a`, `a.csv`, `subscribers/a.csv` and its absolute path are one list: the resume runs."""
+    folder = _two_lists(tmp_path)
+    assert run(folder, "send", ISSUE, "--list", "a", "--limit", "1", "--yes").returncode == 3
+    again = run(folder, "send", ISSUE, "--list", "subscribers/a.csv", "--limit", "1", "--yes")
+    assert again.returncode == 3, again.stderr
+    absolute = str(folder / "subscribers/a.csv")
+    assert run(folder, "send", ISSUE, "--list", absolute, "--yes").returncode == 0
+    assert len(_outbox(folder)) == 3
+
+
+def test_a_resume_with_other_tags_is_refused(tmp_path: Path) -> None:
+    """--tag x, then no tag: refused naming the tag; --tag X (case folded) resumes."""
+    folder = make_folder(tmp_path, 0)
+    news = folder / "subscribers/news.csv"
+    news.write_text(
+        "email,name,status,tags\n"
+        + "".join(f"t{i}@example.org,T {i},subscribed,x\n" for i in range(3))
+        + "other@example.org,Other,subscribed,y\n"
+    )
+    assert run(folder, "send", ISSUE, "--tag", "x", "--limit", "1", "--yes").returncode == 3
+    done = run(folder, "send", ISSUE, "--yes")
+    assert done.returncode == 1
+    assert "started with every list (then: subscribers/news.csv) and tag(s) 'x';" in (done.stderr)
+    assert f"`newsletter send {ISSUE} --tag x --yes`" in done.stderr
+    assert run(folder, "send", ISSUE, "--tag", "X", "--yes").returncode == 0
+    assert "other@example.org" not in " ".join(_outbox(folder))
+
+
+def test_add_new_says_who_it_adds_and_why(tmp_path: Path) -> None:
+    """--add-new widening the lists: each added reader with the reason, all then mailed."""
+    folder = _two_lists(tmp_path)
+    assert run(folder, "send", ISSUE, "--list", "a", "--limit", "1", "--yes").returncode == 3
+    a = folder / "subscribers/a.csv"
+    a.write_text(
+        a.read_text().replace("email,name,status", "email,name,status,subscribed_at")
+        + "new@example.org,New,subscribed,2099-01-01T00:00:00Z\n"
+    )
+    done = run(folder, "send", ISSUE, "--list", "a", "--list", "b", "--add-new", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "--add-new: adds 3 not in the snapshot" in done.stderr
+    assert "  1 on subscribers/a.csv, subscribed since the first run: new@example.org" in (
+        done.stderr
+    )
+    assert (
+        "  2 on subscribers/b.csv, a list the snapshot did not include: "
+        "b0@example.org, b1@example.org"
+    ) in done.stderr
+    assert len(_outbox(folder)) == 6
+    assert run(folder, "send", ISSUE, "--list", "a", "--list", "b", "--yes").returncode == 0
+
+
+def test_add_new_never_narrows(tmp_path: Path) -> None:
+    """--add-new with a selection that leaves out part of the snapshot is refused too."""
+    folder = _two_lists(tmp_path)
+    run(folder, "send", ISSUE, "--list", "a", "--list", "b", "--limit", "1", "--yes")
+    done = run(folder, "send", ISSUE, "--list", "b", "--add-new", "--yes")
+    assert done.returncode == 1
+    assert "started with list(s) subscribers/a.csv, subscribers/b.csv and" in done.stderr
+
+
+def test_a_list_added_since_a_default_send_waits_for_add_new(tmp_path: Path) -> None:
+    """No --list twice is the same default; a list created since is named by --add-new."""
+    folder = make_folder(tmp_path, 2)
+    assert run(folder, "send", ISSUE, "--limit", "1", "--yes").returncode == 3
+    write_list(folder, "c", ["c0@example.org"])
+    assert run(folder, "send", ISSUE, "--yes").returncode == 0
+    assert len(_outbox(folder)) == 2
+    done = run(folder, "send", ISSUE, "--add-new", "--yes")
+    assert "  1 on subscribers/c.csv, a list the snapshot did not include: c0@example.org" in (
+        done.stderr
+    )
+    assert len(_outbox(folder)) == 3
+
+
+def test_a_ledger_without_a_recorded_selection_checks_its_lists(tmp_path: Path) -> None:
+    """Ledgers of older versions hold the list paths only: those are checked, tags are not."""
+    folder = _two_lists(tmp_path)
+    assert run(folder, "send", ISSUE, "--list", "a", "--limit", "1", "--yes").returncode == 3
+    (ledger,) = (folder / ".newsletter/sends").glob("*.sqlite")
+    with sqlite3.connect(ledger) as db:
+        db.execute("DELETE FROM meta WHERE name IN ('selection', 'snapshot_at')")
+    db.close()
+    refused = run(folder, "send", ISSUE, "--list", "b", "--yes")
+    assert refused.returncode == 1
+    assert "this send was started with" in refused.stderr
+    done = run(folder, "send", ISSUE, "--list", "a", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "does not record its tags: not checked" in done.stderr
+    assert len(_outbox(folder)) == 3
