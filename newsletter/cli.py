@@ -611,7 +611,7 @@ def _send_locked(
     limit: int | None,
     lock: Callable[[], None],
 ) -> int:
-    from newsletter.dispatch import Limits, add_new_readers, check_selection, open_ledger, snapshot
+    from newsletter.dispatch import Limits, open_ledger
     from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
@@ -623,15 +623,7 @@ def _send_locked(
         say(note)
     _apply_bounces(ledger, config)
     used = {f.name for f in rendered.fields() if f.source == "subscriber"}
-    issue = str(prepared.issue_path)
-    checked = check_selection(ledger, prepared.selection, issue, add_new=add_new)
-    if checked:
-        say(checked)
-    joined = None
-    if not ledger.attempted():
-        snapshot(ledger, prepared.selection, used)
-    elif add_new:
-        joined = add_new_readers(ledger, prepared.selection, used)
+    joined = _recipients(prepared, ledger, used, add_new=add_new)
     if resend_unknown:
         say(f"{ledger.resend_unknown()} recipient(s) in doubt will be sent again, as asked")
     factory = MessageFactory(rendered, config, key)
@@ -648,6 +640,24 @@ def _send_locked(
     ledger.save()  # the plan was a draft in memory: the ledger file starts here
     result = _run_send(prepared, config, ledger, factory, limits, limit)
     return _finish(prepared, ledger, result, as_json)
+
+
+def _recipients(
+    prepared: _Prepared, ledger: Ledger, used: set[str], *, add_new: bool
+) -> list[Joined] | None:
+    """A new send: the snapshot of the selection. A resume: the selection must be the
+    snapshot's (or, with --add-new, a wider one); returns who --add-new adds."""
+    from newsletter.dispatch import add_new_readers, check_selection, snapshot
+
+    issue = str(prepared.issue_path)
+    note = check_selection(ledger, prepared.selection, issue, add_new=add_new)
+    if note:
+        say(note)
+    if not ledger.attempted():
+        snapshot(ledger, prepared.selection, used)
+    elif add_new:
+        return add_new_readers(ledger, prepared.selection, used)
+    return None
 
 
 def _show_plan(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import mailbox
+import os
+import pty
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.send_helpers import ISSUE, make_folder, run, smtp_env, write_list
+from tests.send_helpers import ISSUE, command, env_for, make_folder, run, smtp_env, write_list
 from tests.smtpd import SmtpServer, no_such_user
 
 # ---------------------------------------------------------------------------------------------
@@ -321,3 +324,30 @@ def test_a_ledger_without_a_recorded_selection_checks_its_lists(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "does not record its tags: not checked" in done.stderr
     assert len(_outbox(folder)) == 3
+
+
+def _answer_prompt(folder: Path, answer: str) -> subprocess.CompletedProcess[str]:
+    """`send` with a terminal on stdin (a pty), answering its prompt."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer.encode() + b"\n")
+        return subprocess.run(
+            command(folder, "send", ISSUE), cwd=folder, env=env_for(), stdin=terminal,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def test_a_plan_confirmed_at_the_prompt_is_sent_and_recorded(tmp_path: Path) -> None:
+    """At a terminal, "n" writes nothing; "y" creates the ledger and sends the plan."""
+    folder = make_folder(tmp_path, 3)
+    declined = _answer_prompt(folder, "n")
+    assert declined.returncode == 0, declined.stderr
+    assert "not sent" in declined.stderr
+    assert not (folder / ".newsletter/sends").exists()
+    accepted = _answer_prompt(folder, "y")
+    assert accepted.returncode == 0, accepted.stderr
+    assert len(_outbox(folder)) == 3
+    assert run(folder, "status", ISSUE).returncode == 0
