@@ -616,12 +616,12 @@ def _send_locked(
 
     rendered, transport = prepared.rendered, prepared.transport
     key = unsubscribe_secret(config, transport.destination)
+    _apply_earlier_bounces(config, rendered.slug, transport.destination)
     ledger, note = open_ledger(
         config.state_dir, rendered.slug, transport.destination, rendered.digest, on_change=on_change
     )
     if note:
         say(note)
-    _apply_bounces(ledger, config)
     used = {f.name for f in rendered.fields() if f.source == "subscriber"}
     joined = _recipients(prepared, ledger, used, add_new=add_new)
     if resend_unknown:
@@ -648,6 +648,7 @@ def _recipients(
     """A new send: the snapshot of the selection. A resume: the selection must be the
     snapshot's (or, with --add-new, a wider one); returns who --add-new adds."""
     from newsletter.dispatch import add_new_readers, check_selection, snapshot
+    from newsletter.subscribers import shown
 
     issue = str(prepared.issue_path)
     note = check_selection(ledger, prepared.selection, issue, add_new=add_new)
@@ -655,6 +656,9 @@ def _recipients(
         say(note)
     if not ledger.attempted():
         snapshot(ledger, prepared.selection, used)
+        for path in [] if prepared.selection.default else prepared.selection.empty_lists:
+            name = shown(prepared.selection.folder, path)
+            say(f"warning: {name}: nobody from this list is in the plan (see `left out`)")
     elif add_new:
         return add_new_readers(ledger, prepared.selection, used)
     return None
@@ -828,6 +832,19 @@ def _apply_bounces(ledger: Ledger, config: Config) -> None:
     for change in apply_bounces(ledger, config.root):
         where = ", ".join(str(p) for p in change.changed) or "the suppression file"
         say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in the ledger)")
+
+
+def _apply_earlier_bounces(config: Config, slug: str, destination: str) -> None:
+    """Before a send reads its ledger (a resume, or one the changed issue stops or restarts)."""
+    from newsletter.ledger import Ledger, ledger_path
+
+    path = ledger_path(config.state_dir, slug, destination)
+    if path.is_file():
+        ledger = Ledger(path, create=False)
+        try:
+            _apply_bounces(ledger, config)
+        finally:
+            ledger.close()
 
 
 def _blocked(config: Config, lists: list[Path]) -> Callable[[], set[tuple[int, str]]]:

@@ -518,16 +518,21 @@ class Selection:
         self.left_out: dict[str, int] = {}
         self.count = 0
         self.subscribed = 0  # rows with status subscribed, selected or not
+        self.empty_lists: list[Path] = []  # lists that gave nobody to the selection
 
     def __iter__(self) -> Iterator[Subscriber]:
         blocks = Blocklist(self.folder, self.lists).blocks()
         left_out: Counter[str] = Counter()
         seen: set[int] = set()
         self.count = self.subscribed = 0
+        self.empty_lists = []
         for path in self.lists:
+            before = self.count
             for subscriber in self._from(path, blocks, seen, left_out):
                 self.count += 1
                 yield subscriber
+            if self.count == before:
+                self.empty_lists.append(path)
         self.left_out = {
             reason: left_out[reason] for reason in LEFT_OUT_REASONS if left_out[reason]
         }

@@ -70,6 +70,19 @@ def test_resume_applies_a_bounce_and_never_mails_it(
     assert news.read_bytes() == after
 
 
+def test_a_send_stopped_by_a_changed_issue_still_applies_the_bounce(
+    make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    """The issue changed since: send stops to ask (exit 1), the bounce is applied all the same."""
+    folder, env, _before = _bounced_then_killed(make_smtp_server, tmp_path)
+    issue = folder / ISSUE
+    issue.write_text(issue.read_text().replace('subject = "', 'subject = "Corrected: ', 1))
+    done = run(folder, "send", ISSUE, "--yes", env=env)
+    assert done.returncode == 1
+    assert "--on-change continue" in done.stderr
+    assert "reader1@example.org,Reader 1,bounced" in (folder / "subscribers/news.csv").read_text()
+
+
 def test_bounce_of_an_address_in_no_list_goes_to_the_suppression_file(
     make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
 ) -> None:
@@ -351,3 +364,13 @@ def test_a_plan_confirmed_at_the_prompt_is_sent_and_recorded(tmp_path: Path) -> 
     assert accepted.returncode == 0, accepted.stderr
     assert len(_outbox(folder)) == 3
     assert run(folder, "status", ISSUE).returncode == 0
+
+
+def test_a_named_list_that_gives_nobody_is_named_in_the_plan(tmp_path: Path) -> None:
+    """--list a --list b where b gives nobody: the plan warns about b and sends to a."""
+    folder = make_folder(tmp_path, 2, name="a")
+    write_list(folder, "b", ["gone@example.org"], status="unsubscribed")
+    done = run(folder, "send", ISSUE, "--list", "a", "--list", "b", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "warning: subscribers/b.csv: nobody from this list is in the plan" in done.stderr
+    assert len(_outbox(folder)) == 2
