@@ -637,7 +637,7 @@ def _send_locked(
     if not _confirmed(yes):
         return 0
     lock()
-    ledger.save()  # the plan was a draft in memory: the ledger file starts here
+    ledger.save()  # the plan was a draft: the ledger file starts here
     result = _run_send(prepared, config, ledger, factory, limits, limit)
     return _finish(prepared, ledger, result, as_json)
 

@@ -666,7 +666,7 @@ def open_ledger(
 ) -> tuple[Ledger, str]:
     """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "").
 
-    A draft in memory: nothing is written until `ledger.save()`, once the send is confirmed.
+    A draft: nothing is written to it until `ledger.save()`, once the send is confirmed.
     """
     path = ledger_path(state_dir, slug, destination)
     ledger = Ledger(path, draft=True)

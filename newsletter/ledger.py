@@ -137,8 +137,8 @@ class Ledger:
     def __init__(
         self, path: Path, *, create: bool = True, draft: bool = False, replacing: Path | None = None
     ) -> None:
-        """Open the ledger at `path`. A `draft` is a copy in memory (empty when `replacing`):
-        nothing reaches the disk until `save()`, so a plan that is not sent writes nothing."""
+        """Open the ledger at `path`. A `draft` is a private copy (empty when `replacing`):
+        nothing reaches `path` until `save()`, so a plan that is not sent writes nothing."""
         self.path = path
         if not create and not path.is_file():
             raise LedgerError(path, "no ledger: nothing has been sent to this destination yet")
@@ -146,7 +146,7 @@ class Ledger:
         self._replacing = replacing
         self._from_file = draft and replacing is None and path.is_file()
         try:
-            self._db = self._in_memory() if draft else _connect(path)
+            self._db = self._draft_db() if draft else _connect(path)
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(path, f"not a readable ledger ({exc})") from None
@@ -154,8 +154,10 @@ class Ledger:
         self._lists: dict[str, int] = {}
         self._list_paths: dict[int, str] = {}
 
-    def _in_memory(self) -> sqlite3.Connection:
-        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    def _draft_db(self) -> sqlite3.Connection:
+        # "": SQLite's private temporary database (mode 0600, unlinked when made): a million-row
+        # plan stays in the page cache's few MB, the rest spills to that file
+        db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
         if self._from_file:
             source = _connect(self.path)
             try:
