@@ -24,12 +24,13 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
     import asyncio
 
     from newsletter.config import Config
-    from newsletter.dispatch import Joined, Limits, RunResult
+    from newsletter.dispatch import Limits, RunResult
     from newsletter.errors import Problem
     from newsletter.ledger import Ledger
     from newsletter.lint import CheckResult
     from newsletter.message import MessageFactory
     from newsletter.models import Rendered
+    from newsletter.resume import Joined
     from newsletter.subscribers import Selection
     from newsletter.transport import Transport
 
@@ -647,7 +648,8 @@ def _recipients(
 ) -> list[Joined] | None:
     """A new send: the snapshot of the selection. A resume: the selection must be the
     snapshot's (or, with --add-new, a wider one); returns who --add-new adds."""
-    from newsletter.dispatch import add_new_readers, check_selection, snapshot
+    from newsletter.dispatch import snapshot
+    from newsletter.resume import add_new_readers, check_selection
     from newsletter.subscribers import shown
 
     issue = str(prepared.issue_path)
@@ -827,7 +829,7 @@ def _bouncer(config: Config) -> Callable[[str], Any]:
 
 def _apply_bounces(ledger: Ledger, config: Config) -> None:
     """5.1.x refusals a killed run recorded but did not mark in the lists (docs/sending.md)."""
-    from newsletter.dispatch import apply_bounces
+    from newsletter.resume import apply_bounces
 
     for change in apply_bounces(ledger, config.root):
         where = ", ".join(str(p) for p in change.changed) or "the suppression file"
@@ -933,7 +935,7 @@ def _finish(prepared: _Prepared, ledger: Ledger, result: RunResult | None, as_js
 
 def _selection_args(ledger: Ledger, root: Path) -> str:
     """The --list/--tag options of the send's selection, for the commands we suggest."""
-    from newsletter.dispatch import selection_args
+    from newsletter.resume import selection_args
 
     spec = ledger.get_json("selection", None)
     return selection_args(spec, root) if spec else ""
