@@ -6,12 +6,13 @@ Core modules raise NewsletterError; `command` turns it into one clear message an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
     from newsletter.lint import CheckResult
     from newsletter.message import MessageFactory
     from newsletter.models import Rendered
+    from newsletter.resume import Joined
     from newsletter.subscribers import Selection
     from newsletter.transport import Transport
 
@@ -561,17 +563,37 @@ def send(
     """Send an issue to the list: show the plan, then send (with --yes or at the prompt)."""
     if on_change not in (None, "continue", "restart"):
         raise typer.BadParameter("must be `continue` or `restart`", param_hint="--on-change")
-    from newsletter.dispatch import SendLock
-
     config = load()
     prepared = _prepare_send(issue, config, list_, tag or [], limit)
-    with SendLock(config.state_dir, prepared.rendered.slug):
+    with _send_lock(config.state_dir, prepared.rendered.slug) as lock:
         code = _send_locked(
             prepared, config, yes=yes, as_json=as_json, add_new=add_new,
-            resend_unknown=resend_unknown, on_change=on_change, limit=limit,
+            resend_unknown=resend_unknown, on_change=on_change, limit=limit, lock=lock,
             continue_from=continue_from,
         )  # fmt: skip
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _send_lock(state_dir: Path, slug: str) -> Iterator[Callable[[], None]]:
+    """The issue's send lock, and a function that takes it if it is not held yet.
+
+    Held from the start when .newsletter/sends/ exists (the plan reads a ledger no other send
+    may change meanwhile); else taken once the send is confirmed, so a plan creates nothing.
+    """
+    from newsletter.dispatch import SendLock
+
+    lock = SendLock(state_dir, slug)
+    with contextlib.ExitStack() as stack:
+        held: list[SendLock] = []
+
+        def take() -> None:
+            if not held:
+                held.append(stack.enter_context(lock))
+
+        if lock.path.parent.is_dir():
+            take()
+        yield take
 
 
 @dataclasses.dataclass(frozen=True)
@@ -616,9 +638,10 @@ def _send_locked(
     resend_unknown: bool,
     on_change: str | None,
     limit: int | None,
+    lock: Callable[[], None],
     continue_from: Path | None,
 ) -> int:
-    from newsletter.dispatch import Limits, continue_sends, open_ledger, other_sends, snapshot
+    from newsletter.dispatch import Limits, continue_sends, open_ledger, other_sends
     from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
@@ -626,16 +649,14 @@ def _send_locked(
     sources = other_sends(
         config.state_dir, rendered.slug, rendered.content, transport.destination, continue_from
     )
+    _apply_earlier_bounces(config, rendered.slug, transport.destination)
     ledger, note = open_ledger(
         config.state_dir, rendered.slug, transport.destination, rendered.digest, on_change=on_change
     )
     if note:
         say(note)
     used = {f.name for f in rendered.fields() if f.source == "subscriber"}
-    added = snapshot(ledger, prepared.selection, used, add_new=add_new)
-    if added is not None and not ledger.attempted():
-        ledger.put_json("left_out", prepared.selection.left_out)
-        ledger.put_json("lists", [str(p) for p in prepared.selection.lists])
+    joined = _recipients(prepared, ledger, used, add_new=add_new)
     for line in continue_sends(
         ledger, sources, slug=rendered.slug, destination=transport.destination,
         content=rendered.content,
@@ -646,15 +667,40 @@ def _send_locked(
     factory = MessageFactory(rendered, config, key)
     limits = Limits.from_settings(config.smtp)
     _say_dkim(config)
-    _show_plan(prepared, ledger, factory, limits, added, limit)
+    _show_plan(prepared, ledger, factory, limits, joined, limit)
     counts = ledger.counts()
     if counts["pending"] + counts["deferred"] == 0:  # unknown ones wait for --resend-unknown
         say("nothing to send")
         return _finish(prepared, ledger, None, as_json)
     if not _confirmed(yes):
         return 0
+    lock()
+    ledger.save()  # the plan was a draft: the ledger file starts here
     result = _run_send(prepared, config, ledger, factory, limits, limit)
     return _finish(prepared, ledger, result, as_json)
+
+
+def _recipients(
+    prepared: _Prepared, ledger: Ledger, used: set[str], *, add_new: bool
+) -> list[Joined] | None:
+    """A new send: the snapshot of the selection. A resume: the selection must be the
+    snapshot's (or, with --add-new, a wider one); returns who --add-new adds."""
+    from newsletter.dispatch import snapshot
+    from newsletter.resume import add_new_readers, check_selection
+    from newsletter.subscribers import shown
+
+    issue = str(prepared.issue_path)
+    note = check_selection(ledger, prepared.selection, issue, add_new=add_new)
+    if note:
+        say(note)
+    if not ledger.attempted():
+        snapshot(ledger, prepared.selection, used)
+        for path in [] if prepared.selection.default else prepared.selection.empty_lists:
+            name = shown(prepared.selection.folder, path)
+            say(f"warning: {name}: nobody from this list is in the plan (see `left out`)")
+    elif add_new:
+        return add_new_readers(ledger, prepared.selection, used)
+    return None
 
 
 def _show_plan(
@@ -662,7 +708,7 @@ def _show_plan(
     ledger: Ledger,
     factory: MessageFactory,
     limits: Limits,
-    added: int | None,
+    joined: list[Joined] | None,
     limit: int | None,
 ) -> None:
     from newsletter.dispatch import estimate_seconds, subscriber_of
@@ -678,8 +724,8 @@ def _show_plan(
     why = ", ".join(f"{n} {reason}" for reason, n in left_out.items())
     total = sum(counts.values())
     say(f"recipients: {total} after dedupe and suppression" + (f"; left out: {why}" if why else ""))
-    if added is not None and ledger.attempted():
-        say(f"added {added} who subscribed since the first run (--add-new)")
+    if joined is not None:
+        _say_joined(joined)
     if ledger.attempted():
         done = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "pending")
         say(f"resuming: {done}")
@@ -705,6 +751,17 @@ def _show_plan(
         say(f"estimated duration: {_duration(seconds)}")
     else:
         say("estimated duration: set by the server's pace (no [smtp] rate limit)")
+
+
+def _say_joined(joined: list[Joined]) -> None:
+    """Who --add-new adds, by why they were not in the snapshot (10 names per reason)."""
+    say(f"--add-new: adds {len(joined)} not in the snapshot")
+    by_why: dict[str, list[str]] = {}
+    for one in joined:
+        by_why.setdefault(one.why, []).append(one.email)
+    for why, emails in by_why.items():
+        more = f" and {len(emails) - 10} more" if len(emails) > 10 else ""
+        say(f"  {len(emails)} {why}: {', '.join(emails[:10])}{more}")
 
 
 def _say_dkim(config: Config) -> None:
@@ -807,6 +864,28 @@ def _bouncer(config: Config) -> Callable[[str], Any]:
     return bounce
 
 
+def _apply_bounces(ledger: Ledger, config: Config) -> None:
+    """5.1.x refusals a killed run recorded but did not mark in the lists (docs/sending.md)."""
+    from newsletter.resume import apply_bounces
+
+    for change in apply_bounces(ledger, config.root):
+        where = ", ".join(str(p) for p in change.changed) or "the suppression file"
+        say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in the ledger)")
+
+
+def _apply_earlier_bounces(config: Config, slug: str, destination: str) -> None:
+    """Before a send reads its ledger (a resume, or one the changed issue stops or restarts)."""
+    from newsletter.ledger import Ledger, ledger_path
+
+    path = ledger_path(config.state_dir, slug, destination)
+    if path.is_file():
+        ledger = Ledger(path, create=False)
+        try:
+            _apply_bounces(ledger, config)
+        finally:
+            ledger.close()
+
+
 def _blocked(config: Config, lists: list[Path]) -> Callable[[], set[tuple[int, str]]]:
     """Cheap between batches: re-reads only the lists (and suppressions) that changed."""
     from newsletter.subscribers import Blocklist
@@ -878,22 +957,29 @@ def _finish(prepared: _Prepared, ledger: Ledger, result: RunResult | None, as_js
     from newsletter.dispatch import report
 
     doc = report(ledger, issue=prepared.rendered.slug, destination=prepared.transport.destination)
+    again = f"{prepared.issue_path}{_selection_args(ledger, prepared.selection.folder)}"
     ledger.close()
-    _print_report(doc, str(prepared.issue_path), result)
+    _print_report(doc, str(prepared.issue_path), result, again)
     if as_json:
         typer.echo(json.dumps(doc, ensure_ascii=False))
     counts = doc["counts"]
     remaining = counts["pending"] + counts["deferred"]
     if remaining:
-        say(
-            f"{remaining} recipient(s) remain: resume with "
-            f"`newsletter send {prepared.issue_path} --yes`"
-        )
+        say(f"{remaining} recipient(s) remain: resume with `newsletter send {again} --yes`")
         return EXIT_REMAINING
     return 0
 
 
-def _print_report(doc: dict[str, Any], issue: str, result: Any) -> None:
+def _selection_args(ledger: Ledger, root: Path) -> str:
+    """The --list/--tag options of the send's selection, for the commands we suggest."""
+    from newsletter.resume import selection_args
+
+    spec = ledger.get_json("selection", None)
+    return selection_args(spec, root) if spec else ""
+
+
+def _print_report(doc: dict[str, Any], issue: str, result: Any, again: str) -> None:
+    """`again`: the issue and the options that continue this send."""
     c = doc["counts"]
     say(
         f"sent {c['sent']}, failed {c['failed']}, deferred {c['deferred']}, "
@@ -913,7 +999,7 @@ def _print_report(doc: dict[str, Any], issue: str, result: Any) -> None:
         say(
             f"{len(doc['unknown'])} unknown (the connection broke after the data went out: they "
             f"may have it). `newsletter status {issue}` lists them; "
-            f"`newsletter send {issue} --resend-unknown --yes` sends them again"
+            f"`newsletter send {again} --resend-unknown --yes` sends them again"
         )
 
 
@@ -935,6 +1021,7 @@ def status(
     destination = _destination(config)
     ledger = Ledger(ledger_path(config.state_dir, slug, destination), create=False)
     live = SendLock(config.state_dir, slug).held_elsewhere()
+    _apply_bounces(ledger, config)
     doc = report(ledger, issue=slug, destination=destination, live=live)
     if failed and csv_:
         import csv
@@ -945,7 +1032,7 @@ def status(
     elif as_json:
         typer.echo(json.dumps(doc, ensure_ascii=False))
     else:
-        _print_report(doc, str(issue), None)
+        _print_report(doc, str(issue), None, f"{issue}{_selection_args(ledger, config.root)}")
         if live:
             say("a send of this issue is running now")
         for email in doc["unknown"]:

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
 from newsletter.fileio import make_folder, open_private, reporting
@@ -46,6 +46,9 @@ from newsletter.ledger import (
 )
 from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
+
+if TYPE_CHECKING:
+    from newsletter.subscribers import Selection
 
 BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
 SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
@@ -676,9 +679,12 @@ class Builder(Protocol):
 def open_ledger(
     state_dir: Path, slug: str, destination: str, digest: str, *, on_change: str | None = None
 ) -> tuple[Ledger, str]:
-    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "")."""
+    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "").
+
+    A draft: nothing is written to it until `ledger.save()`, once the send is confirmed.
+    """
     path = ledger_path(state_dir, slug, destination)
-    ledger = Ledger(path)
+    ledger = Ledger(path, draft=True)
     if ledger.digest in ("", digest):
         ledger.put("digest", digest)
         ledger.commit()
@@ -689,14 +695,11 @@ def open_ledger(
         return ledger, "the issue changed since the plan was made: the new version is sent"
     if on_change == "restart":
         ledger.close()
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        for suffix in ("", "-wal", "-shm"):
-            old = Path(f"{path}{suffix}")
-            if old.exists():
-                old.rename(f"{path}.replaced-{stamp}{suffix}")
-        return open_ledger(state_dir, slug, destination, digest)[0], (
-            f"the issue changed: started a new send; the old ledger is {path}.replaced-{stamp}"
-        )
+        kept = Path(f"{path}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+        fresh = Ledger(path, draft=True, replacing=kept)
+        fresh.put("digest", digest)
+        fresh.commit()
+        return fresh, f"the issue changed: a new send; the old ledger is kept aside as {kept}"
     counts = ledger.counts()
     raise ContentChanged(
         f"the issue changed after {counts['sent']} of {sum(counts.values())} recipients "
@@ -782,24 +785,32 @@ def continue_sends(
     return notes
 
 
-def snapshot(
-    ledger: Ledger,
-    subscribers: Iterable[Subscriber],
-    used: Collection[str],
-    *,
-    add_new: bool = False,
-) -> int | None:
-    """Record the recipients: the whole plan while nothing was attempted (it may have changed
-    since a plan that was not sent), else only with `add_new` those not in the ledger yet.
-    Returns how many were added, or None when the snapshot was left as it was."""
-    if ledger.attempted():
-        if not add_new:
-            return None
-    else:
-        ledger.reset()
-    added = ledger.add(entry(s, used) for s in subscribers)
+class NobodySelected(NewsletterError):
+    """A new send whose lists and tags select nobody: a mistake to say, not a send of zero."""
+
+    def __init__(self, reason: str, lists: list[Path], tags: frozenset[str]) -> None:
+        super().__init__(f"nobody to send to: {reason}")
+        self.lists = lists
+        self.tags = tags
+
+
+def snapshot(ledger: Ledger, selection: Selection, used: Collection[str]) -> int:
+    """Record the recipients of a send that has not started (a plan not sent may be stale):
+    them, and what was asked (for resumes to compare). Returns how many."""
+    ledger.reset()
+    added = ledger.add(entry(s, used) for s in selection)
+    if not added:
+        raise NobodySelected(selection.why_empty(), selection.lists, selection.tags)
+    ledger.put_json("left_out", selection.left_out)
+    record_selection(ledger, selection)
+    ledger.put("snapshot_at", f"{time.time():.0f}")
     ledger.sync()
     return added
+
+
+def record_selection(ledger: Ledger, selection: Selection) -> None:
+    ledger.put_json("selection", selection.spec())
+    ledger.put_json("lists", [str(p) for p in selection.lists])
 
 
 def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:

@@ -75,10 +75,13 @@ class _Connection:
     file, and a failed statement leaves the ledger as of its last commit: an open transaction
     is rolled back (SQLite may or may not have done so itself after a full disk)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, private: bool = False) -> None:
+        """`private`: SQLite's temporary database ("": mode 0600, unlinked when made), errors
+        still named after `path` (the ledger it is a draft of)."""
         self.path = path
         with self._errors():
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            where = "" if private else path
+            self._db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
 
     @property
     def in_transaction(self) -> bool:
@@ -95,6 +98,11 @@ class _Connection:
     def executescript(self, script: str) -> sqlite3.Cursor:
         with self._errors():
             return self._db.executescript(script)
+
+    def backup(self, target: _Connection) -> None:
+        """Copy the whole database into `target` in one step."""
+        with self._errors(), target._errors():
+            self._db.backup(target._db)
 
     def close(self) -> None:
         with self._errors():
@@ -175,6 +183,7 @@ class Failure:
     email: str
     code: int | None
     reply: str
+    at: float = 0.0  # unix time of the refusal
 
 
 def key_hash(key: str) -> int:
@@ -234,25 +243,82 @@ def peek(path: Path, *, counts: bool = True) -> Peek:
     )
 
 
+def _connect(path: Path) -> _Connection:
+    """The ledger file, created owner-only (SQLite gives its -wal and -shm files its mode)."""
+    make_folder(path.parent)
+    with reporting(path, "cannot open the ledger"):
+        os.close(open_private(path, os.O_RDONLY))
+    db = _Connection(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def _keep_aside(path: Path, kept: Path) -> None:
+    """Move a ledger (checkpointed first, so it is one file) and its WAL files to `kept`."""
+    if not path.exists():
+        return
+    Ledger(path).close()
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            old.rename(f"{kept}{suffix}")
+
+
 class Ledger:
     """One send's record. Not thread-safe; one writer process at a time (the send lock)."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, create: bool = True, draft: bool = False, replacing: Path | None = None
+    ) -> None:
+        """Open the ledger at `path`. A `draft` is a private copy (empty when `replacing`):
+        nothing reaches `path` until `save()`, so a plan that is not sent writes nothing."""
         self.path = path
         if not create and not path.is_file():
             raise LedgerError(path, "no ledger: nothing has been sent to this destination yet")
-        make_folder(path.parent)
-        with reporting(path, "cannot open the ledger"):
-            # SQLite gives its -wal, -shm and -journal files the database file's mode
-            os.close(open_private(path, os.O_RDONLY))
-        self._db = _Connection(path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self.draft = draft
+        self._replacing = replacing
+        self._from_file = draft and replacing is None and path.is_file()
+        self._db = self._draft_db() if draft else _connect(path)
         self._db.executescript(_SCHEMA)
         self._lists: dict[str, int] = {}
         self._list_paths: dict[int, str] = {}
+
+    def _draft_db(self) -> _Connection:
+        # SQLite's private temporary database: a million-row plan stays in the page cache's few
+        # MB, the rest spills to that file
+        db = _Connection(self.path, private=True)
+        if self._from_file:
+            source = _connect(self.path)
+            try:
+                source.backup(db)
+            finally:
+                source.close()
+        return db
+
+    def save(self) -> None:
+        """Write a draft to its file (the send was confirmed) and go on with the file.
+
+        A draft made while no ledger existed never overwrites one that appeared since (another
+        send of the issue started meanwhile); with `replacing`, the old file is kept aside there.
+        """
+        if not self.draft:
+            return
+        self.commit()
+        if self._replacing is not None:
+            _keep_aside(self.path, self._replacing)
+        elif not self._from_file and self.path.exists():
+            raise LedgerError(
+                self.path, "another send of this issue started while the plan was shown: run "
+                "the command again to see where it stands",
+            )  # fmt: skip
+        target = _connect(self.path)
+        self._db.backup(target)  # one step: the file gets the whole draft or nothing
+        self._db.close()
+        self._db = target
+        self.draft = False
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -272,6 +338,8 @@ class Ledger:
     def sync(self) -> None:
         """Make every write so far survive a power loss: commit, then a TRUNCATE checkpoint."""
         self.commit()
+        if self.draft:
+            return
         busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:  # a reader (e.g. `status`) holds an old snapshot: fsync the WAL instead
             self._db.execute("PRAGMA synchronous=FULL")
@@ -507,5 +575,5 @@ class Ledger:
         return (str(r[0]) for r in self._db.execute(sql, states))
 
     def failures(self) -> Iterator[Failure]:
-        sql = "SELECT email, code, reply FROM recipients WHERE state = 4 ORDER BY id"
-        return (Failure(r[0], r[1], r[2] or "") for r in self._db.execute(sql))
+        sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4 ORDER BY id"
+        return (Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in self._db.execute(sql))

@@ -18,13 +18,14 @@ import datetime as dt
 import io
 import itertools
 import json
+import math
 import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Any, Literal, cast
 
 from newsletter.addresses import (
     BadAddress,
@@ -692,21 +693,28 @@ class Selection:
 
     def __init__(self, folder: Path, lists: Sequence[Path] | None, tags: Sequence[str]) -> None:
         self.folder = folder
+        self.default = lists is None  # no --list: every list (resolved anew by a resume)
         chosen = list_files(folder, include_example=False) if lists is None else list(lists)
         self.lists = list(dict.fromkeys(chosen))
         self.tags = frozenset(t.strip().casefold() for t in tags if t.strip())
         self.left_out: dict[str, int] = {}
         self.count = 0
+        self.subscribed = 0  # rows with status subscribed, selected or not
+        self.empty_lists: list[Path] = []  # lists that gave nobody to the selection
 
     def __iter__(self) -> Iterator[Subscriber]:
         blocks = Blocklist(self.folder, self.lists).blocks()
         left_out: Counter[str] = Counter()
         seen: set[int] = set()
-        self.count = 0
+        self.count = self.subscribed = 0
+        self.empty_lists = []
         for path in self.lists:
+            before = self.count
             for subscriber in self._from(path, blocks, seen, left_out):
                 self.count += 1
                 yield subscriber
+            if self.count == before:
+                self.empty_lists.append(path)
         self.left_out = {
             reason: left_out[reason] for reason in LEFT_OUT_REASONS if left_out[reason]
         }
@@ -721,6 +729,7 @@ class Selection:
                 if status != "subscribed":
                     left_out[status if status in _RANK else "invalid"] += 1
                     continue
+                self.subscribed += 1
                 compact = key_hash(address_key(cells[parser.email]))
                 reason = self._reason(parser, cells, compact, blocks, seen)
                 if reason:
@@ -742,6 +751,37 @@ class Selection:
         if self.tags and not self.tags & _folded_tags(parser.cell(cells, parser.tags)):
             return "tag"
         return "duplicate" if compact in seen else ""
+
+    def spec(self) -> dict[str, Any]:
+        """What was asked, resolved: a ledger keeps it so that a resume can be compared."""
+        lists = [shown(self.folder, p) for p in self.lists]
+        return {"default": self.default, "lists": lists, "tags": sorted(self.tags)}
+
+    def why_empty(self) -> str:
+        """Why nobody was selected (after iterating), in the user's terms."""
+        if not self.lists:
+            return (
+                "no list to send to: subscribers/ has no .csv list (example.csv is sent to "
+                "only when named with --list)"
+            )
+        names = ", ".join(shown(self.folder, p) for p in self.lists)
+        why = ", ".join(f"{n} {reason}" for reason, n in self.left_out.items())
+        if not self.subscribed:
+            have = "has" if len(self.lists) == 1 else "have"
+            return f"{names} {have} no subscribed reader" + (f" ({why})" if why else "")
+        if self.tags and self.left_out.get("tag"):
+            wanted = " or ".join(repr(t) for t in sorted(self.tags))
+            tag = "tag" if len(self.tags) == 1 else "any of the tags"
+            return f"no subscribed reader of {names} has {tag} {wanted} (left out: {why})"
+        return f"every subscribed reader of {names} is left out ({why})"
+
+
+def shown(folder: Path, path: Path) -> str:
+    """A list as the user knows it: relative to the newsletter folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path.resolve())
 
 
 def _folded_tags(cell: str) -> set[str]:
@@ -1009,6 +1049,56 @@ def set_status(
     When no list holds the address and the status suppresses, the suppression file records it.
     """
     return change_status(folder, email, cast(Status, status), lists=lists, when=when).changed
+
+
+def bounces_to_apply(folder: Path, refusals: Iterable[tuple[str, float]]) -> list[str]:
+    """The addresses of 5.1.x refusals (address, unix time) that the lists do not show yet.
+
+    Decided by reading every list of subscribers/ once (where `set_status` marks a bounce):
+    shown means every row of the address is bounced or stronger, or no row holds it and the
+    suppression file does. A row subscribed again after the refusal (a later subscribed_at)
+    means the person came back since: their address is left alone.
+    """
+    wanted = {key_hash(address_key(email)): (email, at) for email, at in refusals}
+    rows: dict[int, list[tuple[str, str]]] = {}
+    for path in list_files(folder) if wanted else []:
+        with open_list(path) as reader:
+            parser = RowParser(reader)
+            for _line, cells in reader.rows():
+                compact = key_hash(address_key(cells[parser.email]))
+                if compact in wanted:
+                    status = parser.cell(cells, parser.status).lower() or "subscribed"
+                    since = parser.cell(cells, reader.index.get("subscribed_at"))
+                    rows.setdefault(compact, []).append((status, since))
+    suppressed = read_suppressed(folder) if wanted else set()
+    return [
+        email
+        for compact, (email, at) in wanted.items()
+        if _bounce_missing(rows.get(compact, []), at, compact in suppressed)
+    ]
+
+
+def _bounce_missing(rows: list[tuple[str, str]], at: float, suppressed: bool) -> bool:
+    if not rows:
+        return not suppressed
+    if any(_after(since, at) for _status, since in rows):
+        return False
+    return any(_should_change(status, "bounced") for status, _since in rows)
+
+
+def subscribed_since(subscriber: Subscriber, at: float) -> bool:
+    """Does the subscriber's row say they subscribed at or after the unix time `at`?"""
+    return _after(subscriber.fields.get("subscribed_at", "").strip(), at)
+
+
+def _after(when: str, at: float) -> bool:
+    """Is the ISO 8601 time `when` at or after the unix time `at`? (A date alone: its start.)"""
+    if not when or _date_problem(when):
+        return False
+    moment = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp() >= math.floor(at)  # lists keep seconds: the same second counts
 
 
 # ---------------------------------------------------------------------------------------------

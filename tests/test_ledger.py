@@ -158,3 +158,42 @@ def test_a_million_rows_stay_compact(tmp_path: Path) -> None:
         ledger.sent(i, 250, "2.0.0 Ok: queued as 4Xz7Q2mJ9kz1")
     ledger.close()
     assert (tmp_path / "big.sqlite").stat().st_size / 20_000 < 130
+
+
+def test_a_draft_writes_nothing_until_saved(tmp_path: Path) -> None:
+    """A draft in memory creates neither the file nor its folder; save() writes it whole."""
+    path = tmp_path / "sends" / "l.sqlite"
+    draft = Ledger(path, draft=True)
+    draft.add(people(3))
+    draft.sync()
+    assert not path.parent.exists()
+    draft.save()
+    draft.close()
+    assert [r.email for r in Ledger(path).pending(0, 10)] == [e.email for e in people(3)]
+
+
+def test_a_draft_never_overwrites_a_ledger_that_appeared_since(tmp_path: Path) -> None:
+    """Made while no ledger existed, a draft refuses to save over one another send created."""
+    path = tmp_path / "l.sqlite"
+    draft = Ledger(path, draft=True)
+    draft.add(people(1))
+    other = Ledger(path)
+    other.add(people(2))
+    other.close()
+    with pytest.raises(LedgerError, match="another send of this issue started"):
+        draft.save()
+    assert len(Ledger(path).pending(0, 10)) == 2
+
+
+def test_a_draft_of_a_ledger_saves_its_changes_over_it(tmp_path: Path) -> None:
+    """A draft copied from a ledger keeps its rows and states; save() replaces the file."""
+    ledger = new_ledger(tmp_path, 2)
+    ledger.start(1)
+    ledger.sent(1, 250, "ok")
+    ledger.close()
+    draft = Ledger(ledger.path, draft=True)
+    draft.add([Entry(key="new@example.org", email="new@example.org")])
+    draft.save()
+    draft.close()
+    counts = Ledger(ledger.path).counts()
+    assert (counts["sent"], counts["pending"]) == (1, 2)

@@ -75,14 +75,13 @@ def test_second_concurrent_send_exits_1(tmp_path: Path) -> None:
     assert "another `newsletter send` of this issue is running" in done.stderr
 
 
-def test_no_recipients_is_nothing_to_send(tmp_path: Path) -> None:
-    """A list where nobody is subscribed: the plan says nothing to send, exit 0."""
+def test_no_recipients_is_an_error(tmp_path: Path) -> None:
+    """A list where nobody is subscribed: exit 1 saying so (a send of zero is a mistake)."""
     folder = make_folder(tmp_path, 0)
     write_list(folder, "news", ["gone@example.org"], status="unsubscribed")
     done = run(folder, "send", ISSUE, "--yes")
-    assert done.returncode == 0, done.stderr
-    assert "nothing to send" in done.stderr
-    assert "1 unsubscribed" in done.stderr
+    assert done.returncode == 1, done.stderr
+    assert "subscribers/news.csv has no subscribed reader (1 unsubscribed)" in done.stderr
 
 
 def test_status_json_matches_send_json(tmp_path: Path) -> None:
