@@ -20,6 +20,7 @@ import idna
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import NewsletterError
+from newsletter.models import HEADER_CONTROL
 
 
 class BadAddress(NewsletterError):
@@ -107,13 +108,12 @@ _MAILBOX = re.compile(
     rf"\s*(?:(?P<name>{_QUOTED}|{_PLAIN_NAME}?)\s*<(?P<angle>[^<>]*)>|(?P<bare>[^\s<>\",]+))\s*"
 )
 _NAME_THEN_ADDRESS = re.compile(r"\s*(?P<name>[^<>]*?)\s*<(?P<address>[^<>]*)>\s*")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def parse_mailbox(text: str, *, name_allowed: bool = True) -> tuple[str, str]:
     """(display name, address) of exactly one mailbox, its address with a domain; raises
     BadAddress saying what is wrong and how to write it instead."""
-    if bad := _CONTROL.search(text):
+    if bad := HEADER_CONTROL.search(text):
         raise BadAddress(text, f"contains a control character (U+{ord(bad.group()):04X})")
     if "=?" in text:
         raise BadAddress(text, "write the name as plain text, not as an encoded word (=?...?=)")

@@ -73,7 +73,9 @@ def _mailbox(toml_key: str, *, name_allowed: bool) -> Check:
 
 def _header_text(value: str) -> str | None:
     """Text that goes into a mail header: no line breaks or other control characters."""
-    bad = re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", value)
+    from newsletter.models import HEADER_CONTROL
+
+    bad = HEADER_CONTROL.search(value)
     return f"contains a control character (U+{ord(bad.group()):04X})" if bad else None
 
 

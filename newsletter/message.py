@@ -29,13 +29,13 @@ from email.utils import format_datetime
 
 from newsletter.config import LIST_ID, Config
 from newsletter.errors import ConfigError, MessageError
-from newsletter.models import Field, Rendered, Subscriber, Template
+from newsletter.models import HEADER_CONTROL, Field, Rendered, Subscriber, Template
 from newsletter.tokens import TokenMaker
 
 MAX_LINE = 998  # octets per line, CRLF excluded (RFC 5322 2.1.1)
 MESSAGE_FIELDS = frozenset({"unsubscribe_url"})  # values of source "message" this module knows
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = HEADER_CONTROL
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 _MULTILINE = re.compile(r"[\r\n\x00]")  # values the plan cannot take: the general join
 _ADDRESS_BAD = re.compile(r"[\s<>(),;:\"\[\]\\]")

@@ -6,6 +6,7 @@ as ``blocks[2].items[0].url`` to the line it was written on.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -51,6 +52,15 @@ class KeyLines:
     def __init__(self, text: str) -> None:
         self._lines: dict[str, int] = {}
         self._scan(text.splitlines())
+
+    def locate(self, problems: list[Problem], path: Path) -> list[Problem]:
+        """`problems` with the line of their field filled in where `path` has none yet."""
+        return [
+            dataclasses.replace(p, line=self.line(p.field))
+            if p.path == path and p.line is None and p.field
+            else p
+            for p in problems
+        ]
 
     def line(self, path: str) -> int | None:
         """The line of `path`, or of its nearest ancestor that was found."""
