@@ -35,7 +35,21 @@ def load(path: Path) -> tuple[dict[str, Any], KeyLines]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput([_syntax_problem(path, str(exc))]) from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        message = "invalid TOML: arrays or inline tables nested too deeply to read"
+        raise InvalidInput([Problem(path, message, line=_deep_line(text))]) from None
     return data, KeyLines(text)
+
+
+def _deep_line(text: str, depth: int = 100) -> int | None:
+    """The first line where brackets nest `depth` deep (a rough count: strings not skipped)."""
+    level = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        for char in line:
+            level += (char in "[{") - (char in "]}")
+            if level >= depth:
+                return number
+    return None
 
 
 def _syntax_problem(path: Path, message: str) -> Problem:
