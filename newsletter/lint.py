@@ -32,6 +32,7 @@ PLACEHOLDER_TLDS = (".example", ".invalid", ".test", ".localhost")
 
 def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> list[Problem]:
     problems = [*_links(issue, lines), *_images(issue, lines), *_metadata(issue, lines, config)]
+    problems += _dkim(config)
     problems += [*_empty_text(issue, lines), *_subject_line(issue, rendered, lines)]
     problems += _output(issue, rendered, config)
     return problems
@@ -158,6 +159,18 @@ def _subject_line(issue: Issue, rendered: Rendered, lines: KeyLines) -> Iterator
                 line=lines.line("subject"),
             )
             return
+
+
+def _dkim(config: Config) -> list[Problem]:
+    """The DKIM settings `send` would refuse: half set, or a key file it cannot read."""
+    from newsletter.dkim import DkimSigner
+    from newsletter.errors import InvalidInput
+
+    try:
+        DkimSigner.from_config(config)
+    except InvalidInput as exc:
+        return exc.problems
+    return []
 
 
 def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem]:

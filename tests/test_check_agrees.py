@@ -190,3 +190,27 @@ def test_bad_data_first_in_line_does_not_stop_the_send(tmp_path: Path, monkeypat
     assert "failed: bob@example.com" in result.output
     [message] = (tmp_path / "outbox" / "new").iterdir()
     assert b"Subject: News for Paris" in message.read_bytes()
+
+
+DKIM_HALF_SET = {
+    "no selector": ('dkim_domain = "example.org"\ndkim_key_file = "k.pem"\n', "dkim_selector"),
+    "no key file": ('dkim_domain = "example.org"\ndkim_selector = "s1"\n', "dkim_key_file"),
+    "key file missing": (
+        'dkim_domain = "example.org"\ndkim_selector = "s1"\ndkim_key_file = "none.pem"\n',
+        "dkim_key_file",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "send"])
+@pytest.mark.parametrize(("settings", "key"), DKIM_HALF_SET.values(), ids=DKIM_HALF_SET.keys())
+def test_dkim_settings_send_refuses_are_check_errors(
+    tmp_path: Path, monkeypatch, command: str, settings: str, key: str
+) -> None:
+    """DKIM settings that stop `send` are a check error naming the key; send writes nothing."""
+    path = _folder(tmp_path, HEAD + TEXT, MINIMAL_CONFIG + settings)
+    monkeypatch.chdir(tmp_path)
+    result = run(command, path, *(["--yes"] if command == "send" else []))
+    where = f"{tmp_path / 'newsletter.toml'}: newsletter.{key}: "
+    _refused(result.output, result.exit_code, where, "")
+    assert not (tmp_path / ".newsletter" / "sends").exists()
