@@ -214,3 +214,41 @@ def test_dkim_settings_send_refuses_are_check_errors(
     where = f"{tmp_path / 'newsletter.toml'}: newsletter.{key}: "
     _refused(result.output, result.exit_code, where, "")
     assert not (tmp_path / ".newsletter" / "sends").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "needle"),
+    [
+        ('name = "Test\\nnews"', "name", "U+000A"),
+        ('name = "Test\\u0000news"', "name", "U+0000"),
+        ('list_id = "news example"', "list_id", "is not a list id"),
+        ('list_id = "bücher.example.org"', "list_id", "is not a list id"),
+    ],
+)
+def test_header_settings_send_refuses_are_config_errors(
+    tmp_path: Path, monkeypatch, line: str, key: str, needle: str
+) -> None:
+    """A newsletter name or list id that no header can carry is newsletter.toml:line: key."""
+    config = (
+        MINIMAL_CONFIG.replace('name = "Test news"', line)
+        if key == "name"
+        else (MINIMAL_CONFIG + line + "\n")
+    )
+    path = _folder(tmp_path, HEAD + TEXT, config)
+    monkeypatch.chdir(tmp_path)
+    result = run("check", path)
+    number = 2 if key == "name" else 6
+    where = f"{tmp_path / 'newsletter.toml'}:{number}: newsletter.{key}: "
+    _refused(result.output, result.exit_code, where, needle)
+
+
+def test_idn_sender_domain_gives_an_ascii_list_id(tmp_path: Path, monkeypatch) -> None:
+    """`from` on an IDN domain: check passes and send builds List-Id from the ASCII form."""
+    config = MINIMAL_CONFIG.replace("news@example.org", "news@bücher.example")
+    path = _folder(tmp_path, HEAD + TEXT, config)
+    monkeypatch.chdir(tmp_path)
+    assert run("check", path).exit_code == 0
+    result = run("send", path, "--yes")
+    assert result.exit_code == 0, result.output
+    [message] = (tmp_path / "outbox" / "new").iterdir()
+    assert b"List-Id: Test news <xn--bcher-kva.example>" in message.read_bytes()
