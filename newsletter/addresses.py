@@ -13,21 +13,24 @@ is what protects an unsubscribe typed in a different case.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 
 import idna
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import NewsletterError
+from newsletter.models import HEADER_CONTROL
 
 
 class BadAddress(NewsletterError):
     """An address that does not pass the syntax check; `.address` is what was given."""
 
-    def __init__(self, address: str, reason: str) -> None:
+    def __init__(self, address: str, reason: str, fix: str = "") -> None:
         super().__init__(f"{address!r}: {reason}" if address else reason)
         self.address = address
         self.reason = reason
+        self.fix = fix  # the same mailbox written so that it parses, when that can be guessed
 
 
 def normalise_address(raw: str) -> tuple[str, bool]:
@@ -94,3 +97,49 @@ def key_digest(key: str) -> str:
 def digest_hash(digest: str) -> int:
     """The compact key of a suppression-file digest (its first 8 bytes)."""
     return int(digest[:16], 16)
+
+
+# One mailbox as a person writes it in newsletter.toml: `news@example.org`, `Name <news@...>` or
+# `"Name, with specials" <news@...>`. Looser parsers (email.utils.parseaddr) read an unquoted
+# comma as the end of one address, so `Acme, Inc. <news@...>` silently became `Acme`.
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_PLAIN_NAME = r'[^"(),:;<>@\[\]\\]*'  # no specials but '.', which "J. Smith" needs
+_MAILBOX = re.compile(
+    rf"\s*(?:(?P<name>{_QUOTED}|{_PLAIN_NAME}?)\s*<(?P<angle>[^<>]*)>|(?P<bare>[^\s<>\",]+))\s*"
+)
+_NAME_THEN_ADDRESS = re.compile(r"\s*(?P<name>[^<>]*?)\s*<(?P<address>[^<>]*)>\s*")
+
+
+def parse_mailbox(text: str, *, name_allowed: bool = True) -> tuple[str, str]:
+    """(display name, address) of exactly one mailbox, its address with a domain; raises
+    BadAddress saying what is wrong and how to write it instead."""
+    if bad := HEADER_CONTROL.search(text):
+        raise BadAddress(text, f"contains a control character (U+{ord(bad.group()):04X})")
+    if "=?" in text:
+        raise BadAddress(text, "write the name as plain text, not as an encoded word (=?...?=)")
+    match = _MAILBOX.fullmatch(text)
+    if match is None:
+        fix = _quoted_name(text) if name_allowed else ""
+        reason = "is not one email address" + (
+            ": quote a display name that has commas or other specials" if fix else ""
+        )
+        raise BadAddress(text, reason, fix)
+    raw_name = match.group("name") or ""
+    if raw_name and not name_allowed:
+        raise BadAddress(text, "must be an address alone, such as news@example.org (no name)")
+    name = re.sub(r"\\(.)", r"\1", raw_name[1:-1]) if raw_name.startswith('"') else raw_name
+    address = match.group("angle") if match.group("bare") is None else match.group("bare")
+    try:
+        normalise_address(address)
+    except BadAddress as exc:
+        inner = "" if address == text else f"{address.strip()!r} "
+        raise BadAddress(text, f"{inner}is not an address: {exc.reason}") from None
+    return name.strip(), address.strip()
+
+
+def _quoted_name(text: str) -> str:
+    """`Name, Inc. <a@b.org>` as `"Name, Inc." <a@b.org>`; "" when that is not the mistake."""
+    found = _NAME_THEN_ADDRESS.fullmatch(text)
+    if found is None or '"' in found.group("name") or "\\" in found.group("name"):
+        return ""
+    return f'"{found.group("name")}" <{found.group("address")}>'

@@ -711,7 +711,8 @@ def _show_plan(
     joined: list[Joined] | None,
     limit: int | None,
 ) -> None:
-    from newsletter.dispatch import estimate_seconds, subscriber_of
+    from newsletter.dispatch import estimate_seconds
+    from newsletter.models import Subscriber
 
     rendered = prepared.rendered
     counts = ledger.counts()
@@ -735,12 +736,10 @@ def _show_plan(
     to_send = counts["pending"] + counts["deferred"]
     if limit is not None:
         to_send = min(to_send, limit)
-    first = ledger.pending(0, 1)
-    size = (
-        len(factory.build(subscriber_of(first[0]), eight_bit=True, dot_stuffed=True))
-        if first
-        else 0
-    )
+    # A neutral sample reader (merge fields at their defaults), never the first in line: one
+    # recipient's bad data must not stop the whole send here; the send loop skips that one.
+    sample = Subscriber(email=f"reader@{factory.domain}")
+    size = len(factory.build(sample, eight_bit=True, dot_stuffed=True)) if to_send else 0
     rate = f"{limits.rate:g}/s" if limits.rate else "no rate limit"
     say(
         f"sending: {to_send} message(s) of ~{size / 1024:.0f} KB, "

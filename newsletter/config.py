@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,12 +38,14 @@ def key(default: Any, doc: str, *, toml: str = "", check: Check | None = None) -
 
 
 def _https(value: str) -> str | None:
+    from newsletter.urls import url_problem
+
     if not value:
         return None
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.netloc:
-        return f"must be an https:// URL, not {value!r}"
-    return None
+    problem = url_problem(value)
+    if problem is None and urlsplit(value).scheme != "https":
+        problem = "is not https://"
+    return f"must be an https:// URL: {value!r} {problem}" if problem else None
 
 
 def _base_url(value: str) -> str | None:
@@ -52,10 +55,39 @@ def _base_url(value: str) -> str | None:
     return problem
 
 
-def _address(value: str) -> str | None:
-    if value and "@" not in value:
-        return f"must be an email address, not {value!r}"
-    return None
+def _mailbox(toml_key: str, *, name_allowed: bool) -> Check:
+    """One email address with a domain (and a display name when allowed), strictly parsed."""
+
+    def check(value: str) -> str | None:
+        from newsletter.addresses import BadAddress, parse_mailbox
+
+        if not value:
+            return None
+        try:
+            parse_mailbox(value, name_allowed=name_allowed)
+        except BadAddress as exc:
+            fix = f", as in {toml_key} = '{exc.fix}'" if exc.fix else ""
+            return f"{value!r} {exc.reason}{fix}"
+        return None
+
+    return check
+
+
+def _header_text(value: str) -> str | None:
+    """Text that goes into a mail header: no line breaks or other control characters."""
+    from newsletter.models import HEADER_CONTROL
+
+    bad = HEADER_CONTROL.search(value)
+    return f"contains a control character (U+{ord(bad.group()):04X})" if bad else None
+
+
+# RFC 2919 list id: dot-atom text with at least one dot, e.g. news.example.org
+LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+
+
+def _list_id(value: str) -> str | None:
+    ok = not value or LIST_ID.fullmatch(value)
+    return None if ok else f"{value!r} is not a list id such as news.example.org"
 
 
 def _one_of(*choices: str) -> Check:
@@ -78,9 +110,20 @@ def _colour(value: str) -> str | None:
 class Settings:
     """[newsletter]"""
 
-    name: str = key("", "Newsletter name, shown in the header and the From display name.")
-    from_: str = key("", "Sender, `Name <address>` or an address.", toml="from", check=_address)
-    reply_to: str = key("", "Reply-To address; empty: replies go to `from`.", check=_address)
+    name: str = key(
+        "", "Newsletter name, shown in the header and the From display name.", check=_header_text
+    )
+    from_: str = key(
+        "",
+        'Sender: an address or `Name <address>`; quote a name with commas: `"Acme, Inc." <...>`.',
+        toml="from",
+        check=_mailbox("from", name_allowed=True),
+    )
+    reply_to: str = key(
+        "",
+        "Reply-To, written like `from`; empty: replies go to `from`.",
+        check=_mailbox("reply_to", name_allowed=True),
+    )
     postal_address: str = key(
         "", "Sender's postal address, shown in every footer (required by anti-spam law)."
     )
@@ -89,6 +132,7 @@ class Settings:
         "List-Id (RFC 2919), e.g. `news.example.org`. Unsubscribe links are signed with it: set "
         "it once (`init` does) and never change it. Empty: derived from `from`'s domain, and "
         "`check` warns.",
+        check=_list_id,
     )
     base_url: str = key(
         "",
@@ -111,12 +155,20 @@ class Settings:
     youtube: str = key("", "YouTube channel URL.", check=_https)
     footer: str = key("", "Footer text (Markdown), e.g. why the reader gets this email.")
     unsubscribe_text: str = key("Unsubscribe", "Wording of the footer's unsubscribe link.")
-    test_to: str = key("", "Default recipient of `newsletter test`.", check=_address)
+    test_to: str = key(
+        "",
+        "Default recipient of `newsletter test` (an address alone).",
+        check=_mailbox("test_to", name_allowed=False),
+    )
     unsubscribe_mailto: str = key(
-        "", "Address for mailto: unsubscribes in List-Unsubscribe.", check=_address
+        "",
+        "Address for mailto: unsubscribes in List-Unsubscribe (an address alone).",
+        check=_mailbox("unsubscribe_mailto", name_allowed=False),
     )
     envelope_from: str = key(
-        "", "SMTP envelope sender (bounces go there); empty: the `from` address.", check=_address
+        "",
+        "SMTP envelope sender (bounces go there); empty: the `from` address.",
+        check=_mailbox("envelope_from", name_allowed=False),
     )
     dkim_domain: str = key("", "DKIM signing domain (d=); empty: no signing.")
     dkim_selector: str = key("", "DKIM selector (s=).")
@@ -167,8 +219,20 @@ class Config:
         return _split_address(self.newsletter.from_)[0] or self.newsletter.name
 
     @property
+    def reply_to(self) -> tuple[str, str] | None:
+        """(display name, address) of Reply-To, or None when replies go to `from`."""
+        return _split_address(self.newsletter.reply_to) if self.newsletter.reply_to else None
+
+    @property
     def list_id(self) -> str:
-        return self.newsletter.list_id or self.from_address.rpartition("@")[2]
+        """The configured list id, else `from`'s domain in its ASCII (IDNA) form."""
+        if self.newsletter.list_id:
+            return self.newsletter.list_id
+        domain = self.from_address.rpartition("@")[2]
+        try:
+            return domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return domain
 
     @property
     def state_dir(self) -> Path:
@@ -191,9 +255,9 @@ class Config:
 
 
 def _split_address(value: str) -> tuple[str, str]:
-    from email.utils import parseaddr
+    from newsletter.addresses import parse_mailbox
 
-    return parseaddr(value)
+    return parse_mailbox(value)  # the same strict parse that load_config checked
 
 
 def default_templates_dir() -> Path:
@@ -243,9 +307,10 @@ def load_config(
         )
     settings = _section(Settings, "newsletter", data, env, path, lines, problems)
     smtp = _section(SmtpSettings, "smtp", data, env, path, lines, problems)
-    if not settings.name:
+    reported = {p.field for p in problems}  # a key given but refused is not also "missing"
+    if not settings.name and not reported & {"newsletter.name", env_var("newsletter", "name")}:
         problems.append(_problem(path, lines, "newsletter.name", "missing (the newsletter's name)"))
-    if not settings.from_:
+    if not settings.from_ and not reported & {"newsletter.from", env_var("newsletter", "from")}:
         problems.append(_problem(path, lines, "newsletter.from", "missing (the sender address)"))
     if problems:
         raise ConfigError(problems)

@@ -12,12 +12,12 @@ import re
 import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter import models
 from newsletter.errors import InvalidInput, Problem
 from newsletter.tomlsource import KeyLines, load
+from newsletter.urls import split, url_problem
 
 BLOCK_KINDS: dict[str, type[Any]] = {
     "article": models.Article,
@@ -88,6 +88,9 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(b, dict) for b in value):
             self.fail("blocks", "must be an array of tables ([[blocks]])")
             return None
+        if not value:
+            self.fail("blocks", "empty: an issue needs at least one [[blocks]] table")
+            return None
         built = [self.block(b, f"blocks[{i}]") for i, b in enumerate(value)]
         return tuple(b for b in built if b is not None)
 
@@ -100,6 +103,8 @@ class _Reader:
         block = self.build(BLOCK_KINDS[kind], fields, where)
         if isinstance(block, models.Event):
             self.check_timezones(block, where)
+        if isinstance(block, models.ImageRow):
+            self.check_captions(block, where)
         return block  # type: ignore[no-any-return]  # build returns an instance of the block class
 
     def build(
@@ -122,8 +127,12 @@ class _Reader:
                 ok = ok and converted is not _BAD
                 values[key] = converted
         for name, fld in fields.items():
-            if name not in values and _required(fld):
-                self.fail(f"{where}.{name}" if where else name, "missing")
+            path = f"{where}.{name}" if where else name
+            if name not in values and required(fld):
+                self.fail(path, "missing")
+                ok = False
+            elif required(fld) and name not in skip and values[name] == ():
+                self.fail(path, "empty: give at least one (or remove the block)")
                 ok = False
         return cls(**values) if ok else None
 
@@ -168,26 +177,36 @@ class _Reader:
 
     def checked(self, obj: Any, path: str) -> Any:
         if isinstance(obj, models.Image):
-            if urlsplit(obj.src).scheme != "https" or not urlsplit(obj.src).netloc:
+            parts = split(obj.src)
+            if url_problem(obj.src) or parts is None or parts.scheme != "https":
                 self.fail(f"{path}.src", "images must be absolute https:// URLs")
             if obj.width <= 0 or obj.width > 1200:
                 self.fail(f"{path}.width", "must be between 1 and 1200 (CSS pixels)")
         return obj
 
     def check_timezones(self, event: models.Event, where: str) -> None:
-        if not event.timezones:
-            self.fail(f"{where}.timezones", "give at least one time zone, e.g. 'Europe/London'")
         for i, name in enumerate(event.timezones):
             try:
                 ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                self.fail(f"{where}.timezones[{i}]", f"unknown time zone {name!r}")
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder: OSError
+                self.fail(
+                    f"{where}.timezones[{i}]",
+                    f"unknown time zone {name!r}: use an IANA name such as 'Europe/London'",
+                )
+
+    def check_captions(self, row: models.ImageRow, where: str) -> None:
+        if row.captions and len(row.captions) != len(row.images):
+            self.fail(
+                f"{where}.captions",
+                f"{len(row.captions)} caption(s) for {len(row.images)} image(s): "
+                'give one per image, in order ("" for none), or leave captions out',
+            )
 
 
 _BAD = object()
 
 
-def _required(fld: dataclasses.Field[Any]) -> bool:
+def required(fld: dataclasses.Field[Any]) -> bool:
     return fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
 
 

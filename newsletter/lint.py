@@ -15,9 +15,11 @@ from urllib.parse import urlsplit
 from newsletter import mdtext
 from newsletter.config import Config
 from newsletter.errors import Problem
-from newsletter.models import Field, Image, Issue, Rendered
+from newsletter.issue import required
+from newsletter.models import HEADER_CONTROL, Field, Image, Issue, Rendered
 from newsletter.render import fill, preview_value
 from newsletter.tomlsource import KeyLines
+from newsletter.urls import split, url_problem
 
 GMAIL_CLIP = 102_400  # Gmail clips bigger HTML and hides the rest, unsubscribe link included
 SIZE_WARNING = 90 * 1024
@@ -30,6 +32,8 @@ PLACEHOLDER_TLDS = (".example", ".invalid", ".test", ".localhost")
 
 def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> list[Problem]:
     problems = [*_links(issue, lines), *_images(issue, lines), *_metadata(issue, lines, config)]
+    problems += _dkim(config)
+    problems += [*_empty_text(issue, lines), *_subject_line(issue, rendered, lines)]
     problems += _output(issue, rendered, config)
     return problems
 
@@ -78,8 +82,11 @@ def _url(path: Path, lines: KeyLines, where: str, url: str, prefix: str) -> Iter
         )
 
     reason = placeholder(url)
+    broken = url_problem(url)
     if reason:
         yield problem(reason)
+    elif broken:
+        yield problem(f"{url!r} {broken}")
     elif urlsplit(url).scheme == "http":
         yield problem(f"{url!r} is plain http: use https if the site has it", "warning")
     elif urlsplit(url).scheme not in ("https", "mailto"):
@@ -93,8 +100,11 @@ def placeholder(url: str) -> str:
         return "empty link"
     if url.startswith("#"):
         return f"{url!r} is a placeholder link"
-    host = (urlsplit(url).hostname or "").lower()
-    if urlsplit(url).scheme == "mailto":
+    parts = split(url)
+    if parts is None:
+        return ""  # not a URL at all: url_problem says so
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "mailto":
         host = url.rpartition("@")[2].lower()
     if (
         host in PLACEHOLDER_HOSTS
@@ -116,6 +126,53 @@ def _images(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
             )
 
 
+def _empty_text(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
+    """A required text left empty ("" or blanks): an empty heading, body or link text."""
+    handled = ("subject", "alt", *URL_FIELDS)  # with messages of their own above
+    for where, node in nodes(issue):
+        if not dataclasses.is_dataclass(node) or isinstance(node, type):
+            continue
+        for fld in dataclasses.fields(node):
+            value = getattr(node, fld.name)
+            blank = isinstance(value, str) and not value.strip()
+            if blank and required(fld) and fld.name not in handled:
+                path = f"{where}.{fld.name}".lstrip(".")
+                yield Problem(
+                    issue.path,
+                    "empty: write it, or remove the block",
+                    field=path,
+                    line=lines.line(path),
+                )
+
+
+def _subject_line(issue: Issue, rendered: Rendered, lines: KeyLines) -> Iterator[Problem]:
+    """The subject as rendered is one header line: no line break or other control character
+    (building the message refuses them, so `check` does too)."""
+    for piece in rendered.subject:
+        bad = HEADER_CONTROL.search(piece) if isinstance(piece, str) else None
+        if bad is not None:
+            yield Problem(
+                issue.path,
+                f"contains control character U+{ord(bad.group()):04X} (a line break or tab?): "
+                "a subject is one line of text",
+                field="subject",
+                line=lines.line("subject"),
+            )
+            return
+
+
+def _dkim(config: Config) -> list[Problem]:
+    """The DKIM settings `send` would refuse: half set, or a key file it cannot read."""
+    from newsletter.dkim import DkimSigner
+    from newsletter.errors import InvalidInput
+
+    try:
+        DkimSigner.from_config(config)
+    except InvalidInput as exc:
+        return exc.problems
+    return []
+
+
 def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem]:
     path = issue.path
     if not issue.subject.strip():
@@ -135,6 +192,12 @@ def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem
             "no preheader: mail apps show the first text of the body instead",
             field="preheader",
             severity="warning",
+        )
+    if not config.newsletter.base_url:
+        yield Problem(
+            config.path,
+            "missing: the https URL of the unsubscribe endpoint, needed in every message",
+            field="newsletter.base_url",
         )
     if not config.newsletter.postal_address.strip():
         yield Problem(
@@ -225,7 +288,10 @@ def check_issue(path: Path, config: Config) -> CheckResult:
 
     try:
         issue, lines = read_issue(path)
-        rendered = render(issue, config)
     except InvalidInput as exc:
         return CheckResult(path, exc.problems, None)
+    try:
+        rendered = render(issue, config)
+    except InvalidInput as exc:
+        return CheckResult(path, lines.locate(exc.problems, path), None)
     return CheckResult(path, lint(issue, lines, rendered, config), rendered)

@@ -27,19 +27,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import format_datetime
 
-from newsletter.config import Config
+from newsletter.config import LIST_ID, Config
 from newsletter.errors import ConfigError, MessageError
-from newsletter.models import Field, Rendered, Subscriber, Template
+from newsletter.models import HEADER_CONTROL, Field, Rendered, Subscriber, Template
 from newsletter.tokens import TokenMaker
 
 MAX_LINE = 998  # octets per line, CRLF excluded (RFC 5322 2.1.1)
 MESSAGE_FIELDS = frozenset({"unsubscribe_url"})  # values of source "message" this module knows
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = HEADER_CONTROL
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 _MULTILINE = re.compile(r"[\r\n\x00]")  # values the plan cannot take: the general join
 _ADDRESS_BAD = re.compile(r"[\s<>(),;:\"\[\]\\]")
-_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # as email.utils.formataddr: these need quoting
 _SPACES = re.compile(" {2,}")
 _WORD_OCTETS = 45  # UTF-8 octets per encoded word: base64 of 45 is 60, the word 72 characters
@@ -323,9 +322,10 @@ class _Head:
         if mailto:
             check_header_value(mailto, field="newsletter.unsubscribe_mailto")
         tail = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
-        if config.newsletter.reply_to:
-            reply_to = check_header_value(config.newsletter.reply_to, field="newsletter.reply_to")
-            tail.append(f"Reply-To: {reply_to}")
+        if config.reply_to is not None:
+            reply_name, reply_address = config.reply_to  # parsed strictly by load_config
+            reply_to = mailbox(tidy_header_text(reply_name), reply_address)
+            tail.append(f"Reply-To: {check_header_value(reply_to, field='newsletter.reply_to')}")
         tail.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
         return cls(
             from_to=from_to,
@@ -338,7 +338,7 @@ class _Head:
 def _list_id(config: Config) -> str:
     """RFC 2919: `Name <list.id>`."""
     list_id = config.list_id
-    if not _LIST_ID.fullmatch(list_id):
+    if not LIST_ID.fullmatch(list_id):
         raise MessageError(
             f"{list_id!r} is not a list id such as news.example.org", field="newsletter.list_id"
         )
@@ -645,8 +645,10 @@ def build_reference(
     mailto = config.newsletter.unsubscribe_mailto
     msg["List-Unsubscribe"] = f"<{url}>" + (f", <mailto:{mailto}>" if mailto else "")
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if config.newsletter.reply_to:
-        msg["Reply-To"] = config.newsletter.reply_to
+    if config.reply_to is not None:
+        msg["Reply-To"] = Address(
+            tidy_header_text(config.reply_to[0]), addr_spec=config.reply_to[1]
+        )
     msg.set_content(_fill(rendered.text, raw, str))
     msg.add_alternative(_fill(rendered.html, raw, _html_escape), subtype="html")
     return msg.as_bytes()

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+# Characters no mail header value may carry: a CR or LF would start a new header (injection),
+# the others corrupt it. One rule for every check of text bound for a header (config, issue,
+# addresses, message building), so `check` refuses exactly what building a message would.
+HEADER_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 # ---------------------------------------------------------------------------------------------
 # The issue, as the author wrote it (issue.py builds it; render.py reads it)

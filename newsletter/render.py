@@ -8,6 +8,7 @@ literal chunks and open Fields, which the message stage fills per recipient with
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import functools
@@ -27,7 +28,7 @@ from markupsafe import Markup
 from newsletter import mdtext
 from newsletter.config import Config
 from newsletter.errors import InvalidInput, Problem
-from newsletter.issue import load_issue
+from newsletter.issue import read_issue
 from newsletter.models import Event, Field, Issue, Rendered, Template
 
 MAX_LINE = 998  # octets per line on the SMTP wire (RFC 5321)
@@ -66,7 +67,11 @@ SOCIAL = (
 
 
 def render_issue(path: Path, config: Config) -> Rendered:
-    return render(load_issue(path), config)
+    issue, lines = read_issue(path)
+    try:
+        return render(issue, config)
+    except InvalidInput as exc:
+        raise InvalidInput(lines.locate(exc.problems, path)) from None
 
 
 def render(issue: Issue, config: Config) -> Rendered:
@@ -222,10 +227,78 @@ def _content_string(
     if "{{" not in text and "{%" not in text:
         return text
     try:
-        return env.from_string(text).render(context)
+        tree = env.parse(text)
+        _allowed_in_content(tree)
+        return env.from_string(tree).render(context)
     except jinja2.TemplateError as exc:
         problems.append(Problem(path, f"template error: {exc}", field=where))
-        return text
+    except RecursionError:
+        problems.append(Problem(path, "template error: nested too deeply", field=where))
+    return text
+
+
+# Issue text is a template written by people and rendered once, with markers for the merge
+# fields: it needs output, merge fields with defaults and simple conditions, nothing that
+# loops, calls or reaches other templates. Allowing only these keeps rendering time linear in
+# the text (`range(10**5)` nested twice, `"x" * 10**9` or `{% include %}` cannot run).
+_CONTENT_NODES = (
+    jinja2.nodes.Template,
+    jinja2.nodes.Output,
+    jinja2.nodes.TemplateData,
+    jinja2.nodes.Const,
+    jinja2.nodes.Name,
+    jinja2.nodes.Getattr,
+    jinja2.nodes.Getitem,
+    jinja2.nodes.Keyword,
+    jinja2.nodes.Filter,
+    jinja2.nodes.If,
+    jinja2.nodes.CondExpr,
+    jinja2.nodes.Not,
+    jinja2.nodes.And,
+    jinja2.nodes.Or,
+    jinja2.nodes.Compare,
+    jinja2.nodes.Operand,
+    jinja2.nodes.Test,
+    jinja2.nodes.Concat,
+)
+_CONTENT_FILTERS = frozenset({"default", "d"})
+_TAG_NAMES = {"FromImport": "import", "CallBlock": "call", "Assign": "set", "AssignBlock": "set"}
+
+
+def _allowed_in_content(tree: jinja2.nodes.Template) -> None:
+    """Raise a SecurityError naming the first construct issue text may not use."""
+    queue: collections.deque[jinja2.nodes.Node] = collections.deque([tree])
+    while queue:  # a loop, not recursion: the tree may be deep; outer constructs first
+        node = queue.popleft()
+        if not isinstance(node, _CONTENT_NODES) or (
+            isinstance(node, jinja2.nodes.Filter) and node.name not in _CONTENT_FILTERS
+        ):
+            raise jinja2.exceptions.SecurityError(
+                f"{_construct(node)} (line {node.lineno} of the text) is not allowed in issue "
+                'text, which takes merge fields such as {{ subscriber.name | default("reader") }}'
+                " and {% if %}; to show braces as written, put them in {% raw %}...{% endraw %}"
+            )
+        queue.extend(node.iter_child_nodes())
+
+
+def _construct(node: jinja2.nodes.Node) -> str:
+    kind = type(node).__name__
+    if isinstance(node, jinja2.nodes.Filter):
+        return f"the filter {node.name!r}"
+    if isinstance(node, jinja2.nodes.Call):
+        return "a function call such as range(...)"
+    if isinstance(node, jinja2.nodes.Stmt):
+        return f"{{% {_TAG_NAMES.get(kind, kind.lower())} %}}"
+    return f"the operation {kind!r}"
+
+
+class _NoTemplates(jinja2.BaseLoader):
+    """Issue text may not include, import or extend templates (checked before rendering too)."""
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        raise jinja2.exceptions.SecurityError(f"issue text cannot load templates ({template!r})")
 
 
 def _join(where: str, name: str) -> str:
@@ -234,8 +307,11 @@ def _join(where: str, name: str) -> str:
 
 @functools.cache
 def _content_env() -> jinja2.Environment:
-    env = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+    env = jinja2.sandbox.SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, loader=_NoTemplates()
+    )
     env.filters["default"] = env.filters["d"] = _default
+    env.globals.clear()  # no range, lipsum, cycler...: only the context's `subscriber`
     return env
 
 

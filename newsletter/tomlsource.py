@@ -6,6 +6,7 @@ as ``blocks[2].items[0].url`` to the line it was written on.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -34,7 +35,21 @@ def load(path: Path) -> tuple[dict[str, Any], KeyLines]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput([_syntax_problem(path, str(exc))]) from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        message = "invalid TOML: arrays or inline tables nested too deeply to read"
+        raise InvalidInput([Problem(path, message, line=_deep_line(text))]) from None
     return data, KeyLines(text)
+
+
+def _deep_line(text: str, depth: int = 100) -> int | None:
+    """The first line where brackets nest `depth` deep (a rough count: strings not skipped)."""
+    level = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        for char in line:
+            level += (char in "[{") - (char in "]}")
+            if level >= depth:
+                return number
+    return None
 
 
 def _syntax_problem(path: Path, message: str) -> Problem:
@@ -51,6 +66,15 @@ class KeyLines:
     def __init__(self, text: str) -> None:
         self._lines: dict[str, int] = {}
         self._scan(text.splitlines())
+
+    def locate(self, problems: list[Problem], path: Path) -> list[Problem]:
+        """`problems` with the line of their field filled in where `path` has none yet."""
+        return [
+            dataclasses.replace(p, line=self.line(p.field))
+            if p.path == path and p.line is None and p.field
+            else p
+            for p in problems
+        ]
 
     def line(self, path: str) -> int | None:
         """The line of `path`, or of its nearest ancestor that was found."""
