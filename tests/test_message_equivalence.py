@@ -46,7 +46,11 @@ HEADER_TEXT = st.text(
     st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\u2028\u2029"),
     max_size=40,
 )
-LONG = st.text(st.sampled_from("ab é😀."), min_size=200, max_size=700)
+LONG = st.text(st.sampled_from("ab é😀."), min_size=200, max_size=700)  # lines past 998 octets
+# Names long enough for many encoded words, split between UTF-8 sequences and folded; not
+# longer, since the reference build folds a header in quadratic time (CPython's _fold_as_ew:
+# 0.2 s for a 1,000-character name, 9 s for 5,600) and the fast path has no limit in between.
+LONG_NAME = st.text(st.sampled_from("ab é😀."), min_size=100, max_size=250)
 
 
 def mixed(base: st.SearchStrategy[str], *extra: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
@@ -58,7 +62,7 @@ def header_safe(value: str) -> str:
 
 
 body_values = mixed(ANY_TEXT, LONG)
-names = mixed(HEADER_TEXT, LONG).map(header_safe)
+names = mixed(HEADER_TEXT, LONG_NAME).map(header_safe)
 local_parts = st.from_regex(r"[a-z0-9_+-]{1,10}(\.[a-z0-9_+-]{1,10}){0,2}", fullmatch=True)
 emails = local_parts.map(lambda local: f"{local}@example.org")
 
