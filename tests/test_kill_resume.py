@@ -79,10 +79,10 @@ def wait_for_messages(
         if (count := len(server.messages)) != last:
             last, since = count, time.monotonic()
         elif time.monotonic() - since > STALL:
-            phase = "before its first message" if last == first else f"after {last - first}"
+            phase = "its first message" if last == first else f"message {last - first + 1}"
             waiting = sorted(EVERYONE - set(server.delivered()))
             pytest.fail(
-                f"the send made no progress for {STALL:g} s {phase} (messages in this run); "
+                f"the send made no progress for {STALL:g} s, waiting for {phase} of this run; "
                 f"{len(waiting)} never received, e.g. {waiting[:5]}; stderr:\n{log.read_text()}"
             )
 
