@@ -1,4 +1,4 @@
-"""Shared fixtures: a test CA (trustme) and real SMTP servers from tests/smtpd.py."""
+"""Shared fixtures (a test CA, real SMTP servers from tests/smtpd.py) and hypothesis settings."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ from typing import Any
 
 import pytest
 import trustme
+from hypothesis import HealthCheck, settings
 
 from tests.send_helpers import TEST_SECRET
 from tests.smtpd import HOST, PASSWORD, USER, SmtpServer
+
+# On a loaded machine every example runs slower: hypothesis's per-example deadline (200 ms) and
+# its too_slow health check then fail correct code. This profile drops both timing limits and
+# keeps everything else; it is the default (`pytest --hypothesis-profile=...` still overrides).
+settings.register_profile(
+    "newsletter", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("newsletter")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.waits import HANG
+
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = "issues/2021-09-cohes3ion.toml"
 
@@ -39,7 +43,7 @@ def smtp_env(port: int, **extra: str) -> dict[str, str]:
         "NEWSLETTER_SMTP_PORT": str(port),
         "NEWSLETTER_SMTP_SECURITY": "none",
         "NEWSLETTER_SMTP_RETRY_DELAYS": "0.05,0.1",
-        "NEWSLETTER_SMTP_TIMEOUT": "2",
+        "NEWSLETTER_SMTP_TIMEOUT": "30",  # healthy paths: only a hang may reach it, never load
         **extra,
     }
 
@@ -56,16 +60,20 @@ def command(folder: Path, *args: str) -> list[str]:
 
 
 def run(
-    folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kw: Any
+    folder: Path, *args: str, env: dict[str, str] | None = None, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(folder, *args),
-        cwd=folder,
-        env=env_for(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        **kw,
-    )
+    """Run `newsletter ARGS` to its end; fail naming it if it hangs (no budget for its work)."""
+    try:
+        return subprocess.run(
+            command(folder, *args),
+            cwd=folder,
+            env=env_for(env),
+            capture_output=True,
+            text=True,
+            timeout=HANG,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            **kw,
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"`newsletter {' '.join(args)}` hung for {HANG:g} s; stderr: {hung.stderr!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from tests.compose_helpers import write
+from tests.waits import HANG, wait_until
 
 SECRET = b"test-secret-not-for-production-0123456789"
 HEADER = "email,name,status,tags,subscribed_at,unsubscribed_at,source"
@@ -51,13 +51,10 @@ def running(app: ASGIApp) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "the server did not start"
+    wait_until(lambda: server.started, "uvicorn serving", alive=thread.is_alive, stall=HANG)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(HANG)

@@ -11,6 +11,7 @@ run against a real server:
         ... send to ("127.0.0.1", server.port) ...
     server.messages      # [Received(sender, recipients, data, mail_options, tls, login), ...]
     server.delivered()   # Counter: recipient -> copies accepted
+    server.wait_for_messages(10, timeout=1)  # True once 10 messages arrived in all
 
 The server runs its own event loop in a thread, so a test may drive it from asyncio or from a
 subprocess (`newsletter send`). `stop()` closes every session and the loop: nothing leaks.
@@ -141,6 +142,7 @@ class SmtpServer:
     def __post_init__(self) -> None:
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified for each message recorded
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -154,6 +156,12 @@ class SmtpServer:
         left = fault.times if fault.times > 0 else -1
         with self._lock:
             self._rules.append(_Rule(fault, recipient, left))
+
+    def wait_for_messages(self, count: int, timeout: float) -> bool:
+        """Block until `count` messages have arrived in all, or `timeout` s passed: whether
+        they did. Lets a test act on the server's progress rather than on a clock."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.messages) >= count, timeout)
 
     def delivered(self) -> Counter[str]:
         """How many copies each recipient got."""
@@ -173,7 +181,9 @@ class SmtpServer:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="smtpd", daemon=True)
         self._thread.start()
-        if not ready.wait(10) or self._error is not None:
+        while not ready.wait(1.0) and self._thread.is_alive():
+            pass  # a busy machine may take long to start a thread; a dead one never will
+        if not ready.is_set() or self._error is not None:
             self.stop()
             raise RuntimeError(f"test SMTP server did not start: {self._error!r}")
 
@@ -256,8 +266,9 @@ class SmtpServer:
         return self.hook(command, recipient, count) if self.hook else None
 
     def _record(self, received: Received) -> None:
-        with self._lock:
+        with self._arrived:
             self.messages.append(received)
+            self._arrived.notify_all()
 
 
 class _Session(SMTP):
@@ -359,7 +370,7 @@ def settings_for(server: SmtpServer, **overrides: Any) -> Any:
         "port": server.port,
         "security": security,
         "username": USER if server.users else "",
-        "timeout": 5.0,
+        "timeout": 30.0,  # only a hang reaches it; tests of timeouts set their own
     }
     values.update(overrides)
     return SmtpSettings(**values)

@@ -91,7 +91,9 @@ text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(plain=text, markdown=text)
 def test_fields_cannot_inject_markup(tmp_path_factory, plain: str, markdown: str) -> None:
@@ -108,7 +110,9 @@ def test_fields_cannot_inject_markup(tmp_path_factory, plain: str, markdown: str
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(value=text)
 def test_merge_values_cannot_inject_markup(tmp_path_factory, value: str) -> None:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from newsletter.config import load_config
 from newsletter.serve import preview_app
 from tests.compose_helpers import MINIMAL_CONFIG, write
+from tests.serve_helpers import running
 
 ISSUE = (
     'title = "T"\nsubject = "S"\ndate = 2024-01-02\n[[blocks]]\nkind = "text"\nbody = "{body}"\n'
@@ -24,25 +23,21 @@ ISSUE = (
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
     issue = write(tmp_path / "issues" / "x.toml", ISSUE.format(body="First version"))
-    app = preview_app(issue, load_config(explicit=tmp_path))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", issue
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(preview_app(issue, load_config(explicit=tmp_path))) as url:
+        yield url, issue
 
 
 def _edit(path: Path, body: str) -> None:
+    _write(path, ISSUE.format(body=body))
+
+
+def _write(path: Path, text: str) -> None:
+    """Write `text` so that the server sees a change, however coarse the file clock."""
     before = path.stat().st_mtime_ns
-    path.write_text(ISSUE.format(body=body))
-    while path.stat().st_mtime_ns == before:  # coarse clocks: make the change visible
+    path.write_text(text)
+    while path.stat().st_mtime_ns == before:
         time.sleep(0.01)
-        path.write_text(ISSUE.format(body=body))
+        path.write_text(text)
 
 
 def test_serves_the_rendered_issue_with_reload_script(served) -> None:
@@ -67,8 +62,7 @@ def test_change_bumps_version_and_content(served) -> None:
 def test_errors_show_in_the_page(served) -> None:
     """A broken issue shows its located error in the page; the server keeps running."""
     url, issue = served
-    issue.write_text(ISSUE.format(body="x") + "bogus = 1\n")
-    time.sleep(0.05)
+    _write(issue, ISSUE.format(body="x") + "bogus = 1\n")
     page = httpx.get(url + "/", timeout=10)
     assert page.status_code == 200
     assert "does not render" in page.text

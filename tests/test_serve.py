@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy
@@ -32,6 +31,7 @@ from newsletter.subscribers import read_list, suppressed_path
 from newsletter.tokens import make_token
 from tests.compose_helpers import sample_folder
 from tests.serve_helpers import SECRET, make_folder, running, write_list
+from tests.waits import HANG, wait_until
 
 ONE_CLICK = {"content": b"List-Unsubscribe=One-Click"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -261,21 +261,26 @@ def test_serve_command_runs_and_logs_no_token(tmp_path: Path) -> None:
         assert post_one_click(link).status_code == 200
     finally:
         server.terminate()
-        _out, err = server.communicate(timeout=20)
+        _out, err = server.communicate(timeout=HANG)
     assert {p.email: p.status for p in read_list(path)}["ada@example.org"] == "unsubscribed"
     assert hashlib.sha256(b"ada@example.org").hexdigest() in err
     assert link.rsplit("/", 1)[1] not in err and "ada@" not in err and SECRET.decode() not in err
 
 
 def _wait_until_up(url: str, server: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and server.poll() is None:
+    """Until `serve` answers (however long a busy machine takes to start it), or has exited."""
+
+    def answers() -> bool:
         try:
-            httpx.get(url, timeout=1)
-            return
+            httpx.get(url, timeout=10)
         except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("`newsletter serve` did not start")
+            return False
+        return True
+
+    def alive() -> bool:
+        return server.poll() is None
+
+    wait_until(answers, "`newsletter serve` answering", alive=alive, stall=HANG)
 
 
 def test_broken_list_still_records_the_unsubscribe(site: Site) -> None:

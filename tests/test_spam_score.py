@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.compose_helpers import ROOT, SAMPLE, run
+from tests.waits import HANG
 
 MAX_SCORE = 1.0
 
@@ -28,7 +29,7 @@ def test_sample_test_message_is_not_spammy(tmp_path: Path, monkeypatch) -> None:
         ["spamassassin", "-L", "-t"],
         input=message.read_bytes(),
         capture_output=True,
-        timeout=120,
+        timeout=HANG,
         check=True,
     ).stdout.decode(errors="replace")
     details = report.split("Content analysis details:", 1)[1].split("\n\n", 2)
