@@ -58,8 +58,9 @@ def check_header_value(value: str, *, field: str, recipient: str = "") -> str:
 
 
 def tidy_header_text(value: str) -> str:
-    """Header text as it is sent: single spaces, none at the ends."""
-    return _SPACES.sub(" ", value).strip(" ")
+    """Header text as it is sent: single spaces, no whitespace of any kind at the ends (a name
+    of only no-break spaces is blank, as merge fields treat it)."""
+    return _SPACES.sub(" ", value).strip()
 
 
 def field_value(fld: Field, subscriber: Subscriber, message_values: Mapping[str, str]) -> str:
