@@ -28,9 +28,10 @@ from newsletter import mdtext
 from newsletter.config import Config
 from newsletter.errors import InvalidInput, Problem
 from newsletter.issue import load_issue
+from newsletter.markup import MAX_LINE, wrap_lines
 from newsletter.models import Event, Field, Issue, Rendered, Template
 
-MAX_LINE = 998  # octets per line on the SMTP wire (RFC 5321)
+FIELD_ROOM = 200  # octets kept free on an HTML line for merge-field values (unsubscribe URLs)
 MONTHS = (
     "January",
     "February",
@@ -86,7 +87,7 @@ def render(issue: Issue, config: Config) -> Rendered:
 def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
     source = _template(config, "base.mjml.j2", _context(issue, config, fields))
     html = _inline(_mjml(source, issue), config)
-    return wrap_lines(html)
+    return wrap_lines(html, MAX_LINE - FIELD_ROOM)  # a value past 998 would cost base64
 
 
 def render_text(issue: Issue, config: Config, fields: FieldTable) -> str:
@@ -426,27 +427,6 @@ def _inline(html: str, config: Config) -> str:
         extra_css=css,
     )
     return str(inliner.inline(html))
-
-
-def wrap_lines(html: str, limit: int = MAX_LINE) -> str:
-    """Break lines longer than `limit` octets after a '>' (or at a space), never inside a word."""
-    out: list[str] = []
-    for line in html.split("\n"):
-        while len(line.encode()) > limit:
-            cut = _cut(line, limit)
-            out.append(line[:cut])
-            line = line[cut:]
-        out.append(line)
-    return "\n".join(out)
-
-
-def _cut(line: str, limit: int) -> int:
-    window = line.encode()[:limit].decode(errors="ignore")
-    for mark in (">", " "):
-        cut = window.rfind(mark)
-        if cut > 0:
-            return cut + 1 if mark == ">" else cut
-    return len(window)  # no break possible: a single 998-octet word, left for MIME to encode
 
 
 def _digest(parts: tuple[Template, ...]) -> str:
