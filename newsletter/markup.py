@@ -1,4 +1,4 @@
-"""HTML as text: where a line may break without changing the page.
+"""HTML as text: where a line may break without changing the page, and how deep elements nest.
 
 SMTP allows 998 octets per line; MJML writes lines of 45,000. `wrap_lines` breaks them only
 where a newline cannot change what the reader sees:
@@ -27,6 +27,7 @@ import unicodedata
 from collections.abc import Iterator
 
 MAX_LINE = 998  # octets per line on the SMTP wire (RFC 5321)
+MAX_DEPTH = 100  # elements nested in one Markdown value; MJML's parser recurses per level
 
 # Inside a tag: a whitespace run, `=value` (quoted values whole), or an attribute name. A quote
 # outside a value makes the tag unparsable here, and the rest of the page is left unbroken.
@@ -48,6 +49,9 @@ _KEEPS_SPACE = re.compile(
     rb"white-space(?:-collapse)?\s*:\s*(?:pre|break-spaces|preserve)", re.IGNORECASE
 )
 _BLANK = b" \t"
+_ANY_TAG = re.compile(
+    r"<!--.*?-->|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>]*)[^>]*?(?P<selfclosing>/?)>", re.S
+)
 
 
 def wrap_lines(html: str, limit: int = MAX_LINE) -> str:
@@ -241,3 +245,18 @@ def _char_after(data: bytes, pos: int) -> str:
     lead = data[pos]
     size = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
     return data[pos : pos + size].decode(errors="replace")
+
+
+def nesting_depth(html: str) -> int:
+    """How deep elements nest in `html`. Loose on purpose: anything shaped like a tag counts
+    (in an attribute value too), and an element never closed counts as still open."""
+    depth = deepest = 0
+    for tag in _ANY_TAG.finditer(html):
+        if tag["name"] is None:
+            continue  # a comment
+        if tag["end"]:
+            depth = max(depth - 1, 0)
+        elif tag["name"].lower().encode() not in _VOID and not tag["selfclosing"]:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -26,9 +26,9 @@ from markupsafe import Markup
 
 from newsletter import mdtext
 from newsletter.config import Config
-from newsletter.errors import InvalidInput, Problem
+from newsletter.errors import InvalidInput, NewsletterError, Problem, TooDeep
 from newsletter.issue import load_issue
-from newsletter.markup import MAX_LINE, wrap_lines
+from newsletter.markup import MAX_DEPTH, MAX_LINE, nesting_depth, wrap_lines
 from newsletter.models import Event, Field, Issue, Rendered, Template
 
 FIELD_ROOM = 200  # octets kept free on an HTML line for merge-field values (unsubscribe URLs)
@@ -85,8 +85,11 @@ def render(issue: Issue, config: Config) -> Rendered:
 
 
 def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
-    source = _template(config, "base.mjml.j2", _context(issue, config, fields))
-    html = _inline(_mjml(source, issue), config)
+    try:
+        source = _template(config, "base.mjml.j2", _context(issue, config, fields))
+    except TooDeep as exc:
+        raise InvalidInput([_too_deep(issue, config, exc)]) from None
+    html = _inline(_mjml(source, issue, config), config)
     return wrap_lines(html, MAX_LINE - FIELD_ROOM)  # a value past 998 would cost base64
 
 
@@ -276,6 +279,8 @@ def _template(config: Config, name: str, context: dict[str, Any]) -> str:
                 )
             ]
         ) from None
+    except NewsletterError:
+        raise  # from a filter (Markdown nested too deep): the caller says where
     except jinja2.TemplateNotFound as exc:
         raise InvalidInput.one(
             None,
@@ -392,8 +397,48 @@ def event_times(event: Event) -> str:
 # MJML, CSS inlining, line length
 
 
-def _mjml(source: str, issue: Issue) -> str:
+def _too_deep(issue: Issue, config: Config, exc: TooDeep) -> Problem:
+    """Name the issue field (or the config's footer) whose Markdown nests too deep."""
+    where = next((w for w, text in _strings(issue, "") if text == exc.source), None)
+    path = issue.path
+    if where is None and config.newsletter.footer == exc.source:
+        path, where = config.path, "newsletter.footer"
+    if where is None:
+        return Problem(None, f"a Markdown value in the templates: {exc}")
+    return Problem(path, str(exc), field=where, line=_key_line(path, where))
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(TOML path, text) of every string in an issue."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            if f.name not in ("path", "kind"):
+                yield from _strings(getattr(value, f.name), _join(where, f.name))
+
+
+def _key_line(path: Path, where: str) -> int | None:
+    from newsletter.tomlsource import KeyLines
+
+    try:
+        return KeyLines(path.read_text(encoding="utf-8")).line(where)
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _mjml(source: str, issue: Issue, config: Config) -> str:
     from mjml import mjml2html
+
+    depth = nesting_depth(source)
+    if depth > 2 * MAX_DEPTH:  # values are bounded on their own: only templates get here
+        raise InvalidInput.one(
+            config.template_dirs()[0] / "base.mjml.j2",
+            f"the templates make MJML nested {depth} levels deep (the limit is {2 * MAX_DEPTH})",
+        )
 
     try:
         return str(mjml2html(source, disable_comments=True))
