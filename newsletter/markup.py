@@ -49,6 +49,7 @@ _KEEPS_SPACE = re.compile(
     rb"white-space(?:-collapse)?\s*:\s*(?:pre|break-spaces|preserve)", re.IGNORECASE
 )
 _BLANK = b" \t"
+_HAS_BLANK = re.compile(rb"[ \t]+")
 _ANY_TAG = re.compile(
     r"<!--.*?-->|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>]*)[^>]*?(?P<selfclosing>/?)>", re.S
 )
@@ -118,8 +119,9 @@ class BreakPlaces:
         if low > high:
             return None
         if self.in_tag[index]:
-            found = [p for p in self._tag_places(index) if low <= p <= high]
-            return (found[-1] if backwards else found[0]) if found else None
+            places = self._tag_places(index)
+            lo, hi = bisect.bisect_left(places, low), bisect.bisect_right(places, high)
+            return (places[hi - 1] if backwards else places[lo]) if lo < hi else None
         return _text_place(self.data, low, high + 1, backwards=backwards)
 
     def _tag_places(self, index: int) -> list[int]:
@@ -140,9 +142,10 @@ class BreakPlaces:
             assert token is not None  # the last alternative matches any byte
             pos = token.end()
             if token["text"] is not None and not keeping:
-                self._add(token.start(), pos, in_tag=False)
+                if _HAS_BLANK.search(token["text"]):
+                    self._add(token.start(), pos, in_tag=False)
             elif token["tag"] is not None:
-                if re.search(rb"[ \t]", token["attrs"]):
+                if _HAS_BLANK.search(token["attrs"]):
                     self._add(token.start("attrs"), token.end("attrs"), in_tag=True)
                 name = token["name"].lower()
                 if token["end"]:
@@ -187,19 +190,27 @@ def _raw_text(data: bytes, pos: int, name: bytes) -> tuple[int, bytes]:
 
 def _text_place(data: bytes, low: int, high: int, *, backwards: bool) -> int | None:
     """The last (or first) space or tab in data[low:high] whose run may hold a newline."""
-    while low < high:
-        found = [data.rfind(c, low, high) if backwards else data.find(c, low, high) for c in _BLANK]
-        hits = [p for p in found if p >= 0]
-        if not hits:
-            return None
-        place = max(hits) if backwards else min(hits)
+    return _last_text_place(data, low, high) if backwards else _first_text_place(data, low, high)
+
+
+def _last_text_place(data: bytes, low: int, high: int) -> int | None:
+    space, tab = data.rfind(b" ", low, high), data.rfind(b"\t", low, high)
+    while max(space, tab) >= 0:
+        place = max(space, tab)
         run_start, run_end = _run(data, place)
         if _may_break(data, run_start, run_end):
             return place
-        if backwards:
-            high = run_start
-        else:
-            low = run_end
+        if space >= run_start:  # search again only below the run: each octet is seen once
+            space = data.rfind(b" ", low, run_start)
+        if tab >= run_start:
+            tab = data.rfind(b"\t", low, run_start)
+    return None
+
+
+def _first_text_place(data: bytes, low: int, high: int) -> int | None:
+    for run in _HAS_BLANK.finditer(data, low, high):
+        if _may_break(data, *_run(data, run.start())):
+            return run.start()
     return None
 
 

@@ -43,7 +43,11 @@ class _Page(HTMLParser):
             self.open.pop()
 
     def handle_data(self, data: str) -> None:
-        self.chars.append((data, any(keep for _, keep in self.open)))
+        raw = self.open and self.open[-1][0] in ("textarea", "style")
+        self.chars.append((data, raw or any(keep for _, keep in self.open)))
+
+    def handle_comment(self, data: str) -> None:
+        self.tags.append(("!--", [("", data)]))
 
 
 def seen(html: str) -> tuple[str, list[tuple[str, list[tuple[str, str | None]]]]]:
@@ -117,8 +121,19 @@ def kept(draw: st.DrawFn) -> list[Piece]:
     return [(opening, False), *draw(text(keep=True)), (closing, False)]
 
 
+@st.composite
+def untouchable(draw: st.DrawFn) -> list[Piece]:
+    """Comments (Outlook reads conditional ones as HTML), textarea and style content."""
+    inner = "".join(p for p, _ in draw(text(keep=True)))
+    kind = draw(
+        st.sampled_from(["<!-- {} -->", '<!--[if mso | IE]><td a="1" b=2> {} <![endif]-->'])
+    )
+    kind = draw(st.sampled_from([kind, "<textarea> {} </textarea>", "<style> p {{ }} {} </style>"]))
+    return [(kind.format(inner.replace("<", "&lt;").replace("-", "")), False)]
+
+
 MARKUP = st.recursive(
-    st.one_of(text(), kept(), st.just([("<br>", False)])), element, max_leaves=12
+    st.one_of(text(), kept(), untouchable(), st.just([("<br>", False)])), element, max_leaves=12
 ).map(lambda pieces: [("<p>", False), *pieces, ("</p>", False)])
 
 
