@@ -403,8 +403,8 @@ def _too_deep(issue: Issue, config: Config, exc: TooDeep) -> Problem:
     path = issue.path
     if where is None and config.newsletter.footer == exc.source:
         path, where = config.path, "newsletter.footer"
-    if where is None:
-        return Problem(None, f"a Markdown value in the templates: {exc}")
+    if where is None:  # a value a template made itself
+        return Problem(config.template_dirs()[0], f"a value given to a Markdown filter: {exc}")
     return Problem(path, str(exc), field=where, line=_key_line(path, where))
 
 
@@ -436,7 +436,7 @@ def _mjml(source: str, issue: Issue, config: Config) -> str:
     depth = nesting_depth(source)
     if depth > 2 * MAX_DEPTH:  # values are bounded on their own: only templates get here
         raise InvalidInput.one(
-            config.template_dirs()[0] / "base.mjml.j2",
+            config.template_dirs()[0],
             f"the templates make MJML nested {depth} levels deep (the limit is {2 * MAX_DEPTH})",
         )
 
