@@ -61,6 +61,19 @@ class InvalidInput(NewsletterError):
         return cls([Problem(path, message, field=field, line=line)])
 
 
+class TooDeep(NewsletterError):
+    """Markup nested deeper than the renderer can take; `source` is the value that made it."""
+
+    def __init__(self, source: str, depth: int, limit: int) -> None:
+        super().__init__(
+            f"its Markdown nests {depth} elements inside one another (the limit is {limit}): "
+            "use fewer nested emphasis markers, quotes or lists"
+        )
+        self.source = source
+        self.depth = depth
+        self.limit = limit
+
+
 class ConfigError(InvalidInput):
     """newsletter.toml or the environment is wrong or incomplete."""
 

@@ -2,6 +2,12 @@
 
 Raw HTML in Markdown is escaped unless the author sets `allow_html = true` in the issue.
 markdown-it's link validation drops javascript:, vbscript:, file: and data: targets.
+
+HTML from one value may nest at most `markup.MAX_DEPTH` elements deep: MJML's parser recurses
+once per level and crashed the process (SIGSEGV) on 10,000 levels of `<strong>` that 20,000
+asterisks make. Deeper nesting raises `TooDeep`, whatever makes it: emphasis, quotes, lists or
+raw HTML. markdown-it silently drops blocks nested past its `maxNesting`, so that is set just
+past the limit: such input is refused rather than cut short.
 """
 
 from __future__ import annotations
@@ -13,20 +19,31 @@ from collections.abc import Callable, Iterator, Sequence
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from newsletter.errors import TooDeep
+from newsletter.markup import MAX_DEPTH, nesting_depth
+
 WIDTH = 72
 
 
 @functools.cache
 def _parser(allow_html: bool) -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": allow_html, "typographer": False})
+    options = {"html": allow_html, "typographer": False, "maxNesting": MAX_DEPTH + 2}
+    return MarkdownIt("commonmark", options)
 
 
 def to_html(source: str, *, allow_html: bool = False) -> str:
-    return str(_parser(allow_html).render(source)).strip()
+    return _bounded(str(_parser(allow_html).render(source)).strip(), source)
 
 
 def to_html_inline(source: str, *, allow_html: bool = False) -> str:
-    return str(_parser(allow_html).renderInline(source)).strip()
+    return _bounded(str(_parser(allow_html).renderInline(source)).strip(), source)
+
+
+def _bounded(html: str, source: str) -> str:
+    depth = nesting_depth(html)
+    if depth > MAX_DEPTH:
+        raise TooDeep(source, depth, MAX_DEPTH)
+    return html
 
 
 def link_targets(source: str) -> Iterator[tuple[str, str]]:

@@ -118,7 +118,8 @@ class Field:
 
 
 # Literal text and open fields, in order. Literal text in `html` is already HTML; a filled value
-# must be HTML-escaped there. Lines of literal text are at most 998 octets, joined with "\n".
+# must be HTML-escaped there. Lines of literal text, joined with "\n", are at most 998 octets
+# wherever the HTML has a place to break (markup.py); message.py sends a longer one base64.
 Template = tuple[str | Field, ...]
 
 

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -27,11 +27,12 @@ from markupsafe import Markup
 
 from newsletter import mdtext
 from newsletter.config import Config
-from newsletter.errors import InvalidInput, Problem
+from newsletter.errors import InvalidInput, NewsletterError, Problem, TooDeep
 from newsletter.issue import read_issue
+from newsletter.markup import MAX_DEPTH, MAX_LINE, nesting_depth, wrap_lines
 from newsletter.models import Event, Field, Issue, Rendered, Template
 
-MAX_LINE = 998  # octets per line on the SMTP wire (RFC 5321)
+FIELD_ROOM = 200  # octets kept free on an HTML line for merge-field values (unsubscribe URLs)
 MONTHS = (
     "January",
     "February",
@@ -90,9 +91,12 @@ def render(issue: Issue, config: Config) -> Rendered:
 
 
 def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
-    source = _template(config, "base.mjml.j2", _context(issue, config, fields))
-    html = _inline(_mjml(source, issue), config)
-    return wrap_lines(html)
+    try:
+        source = _template(config, "base.mjml.j2", _context(issue, config, fields))
+    except TooDeep as exc:
+        raise InvalidInput([_too_deep(issue, config, exc)]) from None
+    html = _inline(_mjml(source, issue, config), config)
+    return wrap_lines(html, MAX_LINE - FIELD_ROOM)  # a value past 998 would cost base64
 
 
 def render_text(issue: Issue, config: Config, fields: FieldTable) -> str:
@@ -352,6 +356,8 @@ def _template(config: Config, name: str, context: dict[str, Any]) -> str:
                 )
             ]
         ) from None
+    except NewsletterError:
+        raise  # from a filter (Markdown nested too deep): the caller says where
     except jinja2.TemplateNotFound as exc:
         raise InvalidInput.one(
             None,
@@ -468,8 +474,48 @@ def event_times(event: Event) -> str:
 # MJML, CSS inlining, line length
 
 
-def _mjml(source: str, issue: Issue) -> str:
+def _too_deep(issue: Issue, config: Config, exc: TooDeep) -> Problem:
+    """Name the issue field (or the config's footer) whose Markdown nests too deep."""
+    where = next((w for w, text in _strings(issue, "") if text == exc.source), None)
+    path = issue.path
+    if where is None and config.newsletter.footer == exc.source:
+        path, where = config.path, "newsletter.footer"
+    if where is None:  # a value a template made itself
+        return Problem(config.template_dirs()[0], f"a value given to a Markdown filter: {exc}")
+    return Problem(path, str(exc), field=where, line=_key_line(path, where))
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(TOML path, text) of every string in an issue."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            if f.name not in ("path", "kind"):
+                yield from _strings(getattr(value, f.name), _join(where, f.name))
+
+
+def _key_line(path: Path, where: str) -> int | None:
+    from newsletter.tomlsource import KeyLines
+
+    try:
+        return KeyLines(path.read_text(encoding="utf-8")).line(where)
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _mjml(source: str, issue: Issue, config: Config) -> str:
     from mjml import mjml2html
+
+    depth = nesting_depth(source)
+    if depth > 2 * MAX_DEPTH:  # values are bounded on their own: only templates get here
+        raise InvalidInput.one(
+            config.template_dirs()[0],
+            f"the templates make MJML nested {depth} levels deep (the limit is {2 * MAX_DEPTH})",
+        )
 
     try:
         return str(mjml2html(source, disable_comments=True))
@@ -503,27 +549,6 @@ def _inline(html: str, config: Config) -> str:
         extra_css=css,
     )
     return str(inliner.inline(html))
-
-
-def wrap_lines(html: str, limit: int = MAX_LINE) -> str:
-    """Break lines longer than `limit` octets after a '>' (or at a space), never inside a word."""
-    out: list[str] = []
-    for line in html.split("\n"):
-        while len(line.encode()) > limit:
-            cut = _cut(line, limit)
-            out.append(line[:cut])
-            line = line[cut:]
-        out.append(line)
-    return "\n".join(out)
-
-
-def _cut(line: str, limit: int) -> int:
-    window = line.encode()[:limit].decode(errors="ignore")
-    for mark in (">", " "):
-        cut = window.rfind(mark)
-        if cut > 0:
-            return cut + 1 if mark == ">" else cut
-    return len(window)  # no break possible: a single 998-octet word, left for MIME to encode
 
 
 def content_digest(issue: Issue) -> str:

@@ -160,3 +160,50 @@ def test_text_contrast_meets_wcag_aa(browser, tmp_path: Path) -> None:
     assert worst, "no text found"
     print("lowest contrast:", worst)
     assert worst[0][0] >= 4.5, worst
+
+
+INLINE = '''
+title = "Inline"
+subject = "Inline"
+date = 2024-01-02
+[[blocks]]
+kind = "text"
+heading = "Partners"
+body = """
+PARAGRAPH
+
+PARAGRAPH
+
+    code   keeps   its   spaces
+"""
+'''
+SENTENCE = (
+    "The partners met in **Czechia**, on 16 November, and in *Łódź* (_Poland_) \u2013 "
+    'see [the report](https://www.example.net/report?a=1&b=2 "A title with spaces") '
+    "or `inline code` & more: 中文 中文 ab. "
+)
+
+
+@pytest.mark.parametrize("issue_text", [None, INLINE], ids=["sample", "inline markup"])
+def test_wrapping_never_changes_the_text(browser, tmp_path: Path, monkeypatch, issue_text) -> None:  # type: ignore[no-untyped-def]
+    """innerText is the same unwrapped, as rendered (wrapped at 798 octets) and wrapped at 40."""
+    from newsletter import render
+
+    if issue_text is None:
+        issue, config = SAMPLE, ROOT / "newsletter.toml"
+    else:
+        config = write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+        body = issue_text.replace("PARAGRAPH", SENTENCE * 12)
+        issue = write(tmp_path / "issues" / "inline.toml", body)
+    wrapped = _render(issue, config, tmp_path / "wrapped.html").read_text(encoding="utf-8")
+    (tmp_path / "tight.html").write_text(render.wrap_lines(wrapped, 40), encoding="utf-8")
+    unwrapped = lambda html, limit=0: html  # noqa: E731  # the reference: wrapping turned off
+    monkeypatch.setattr(render, "wrap_lines", unwrapped)
+    _render(issue, config, tmp_path / "unwrapped.html")
+    texts = [
+        _page(browser, tmp_path / f"{name}.html", 800).evaluate("document.body.innerText")
+        for name in ("unwrapped", "wrapped", "tight")
+    ]
+    assert "Czechia, on 16 November" in texts[0] or issue_text is None
+    assert texts[1] == texts[0]
+    assert texts[2] == texts[0]

@@ -11,7 +11,7 @@ import pytest
 from newsletter.config import load_config
 from newsletter.issue import load_issue
 from newsletter.models import Field
-from newsletter.render import fill, preview_value, render, render_issue, wrap_lines
+from newsletter.render import fill, preview_value, render, render_issue
 from tests.compose_helpers import MINIMAL_CONFIG, ROOT, SAMPLE, write
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -68,7 +68,7 @@ def test_sample_keeps_every_seed_item(config) -> None:
         "https://twitter.com/cohes3ion",
         "https://www.linkedin.com/company/cohes3ion",
     ):
-        assert needle in html, needle
+        assert needle in html.replace("\n", " "), needle  # long lines break at spaces
         assert needle in text, needle
 
 
@@ -76,14 +76,6 @@ def test_html_lines_fit_smtp(config) -> None:
     """No line of the HTML is longer than SMTP's 998 octets."""
     html, _ = _outputs(config)
     assert max(len(line.encode()) for line in html.split("\n")) <= 998
-
-
-def test_wrap_lines_breaks_between_tags() -> None:
-    """A long line is cut after '>' and the pieces join back to the same text."""
-    line = "<td>" + "<span>word</span>" * 200 + "</td>"
-    wrapped = wrap_lines(line, limit=100)
-    assert wrapped.replace("\n", "") == line
-    assert all(len(part) <= 100 and part.endswith(">") for part in wrapped.split("\n")[:-1])
 
 
 def test_media_queries_survive_inlining(config) -> None:
