@@ -424,7 +424,9 @@ def subscribers_list(
     root = load().root
     rows = subscribers.browse(root, status=status, tag=tag)
     suppressed = subscribers.read_suppressed(root)
-    if json_:
+    if json_:  # every list read to its end first: a list that stops halfway prints no "[..."
+        for _ in subscribers.browse(root):
+            pass
         typer.echo("[", nl=False)
     for number, person in enumerate(rows):
         tags = subscribers.join_tags(person.tags)

@@ -78,6 +78,17 @@ def test_stray_quote_stops_every_command_at_its_line(folder: Path, name: str) ->
     assert not list(path.parent.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("bad", [2, 301, 1001], ids=["first", "middle", "last"])
+def test_list_json_of_an_unreadable_list_prints_no_json(folder: Path, bad: int) -> None:
+    """`list --json` refuses before printing: stdout is never the start of a JSON document."""
+    path = folder / "subscribers" / "news.csv"
+    stray_quote_list(path, bad=bad)
+    result = CliRunner().invoke(app, ["--config", str(folder), "subscribers", "list", "--json"])
+    assert result.exit_code == 1
+    assert f"{path}:{bad}: {STRAY}" in result.stderr
+    assert result.stdout == ""
+
+
 def test_unsubscribe_from_an_unreadable_list_still_suppresses(folder: Path) -> None:
     """The unsubscribe is recorded in the suppression file though the list cannot be changed."""
     stray_quote_list(folder / "subscribers" / "news.csv")
