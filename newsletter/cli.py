@@ -647,7 +647,7 @@ def _send_locked(
     from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
-    key = unsubscribe_secret(config, transport.destination)
+    key = unsubscribe_secret(config, transport.destination, create=yes)
     sources = other_sends(
         config.state_dir, rendered.slug, rendered.content, transport.destination, continue_from
     )
@@ -677,6 +677,9 @@ def _send_locked(
     if not _confirmed(yes):
         return 0
     lock()
+    if not yes:  # confirmed at the prompt: the plan may have signed with a stand-in key
+        key = unsubscribe_secret(config, transport.destination)
+        factory = MessageFactory(rendered, config, key)
     ledger.save()  # the plan was a draft: the ledger file starts here
     result = _run_send(prepared, config, ledger, factory, limits, limit)
     return _finish(prepared, ledger, result, as_json)
@@ -1054,12 +1057,17 @@ def _destination(config: Config) -> str:
 # The test send
 
 
-def unsubscribe_secret(config: Config, destination: str) -> bytes:
-    """The token secret; an outbox send may create .newsletter/secret once (and says so)."""
+def unsubscribe_secret(config: Config, destination: str, *, create: bool = True) -> bytes:
+    """The token secret; an outbox send may create .newsletter/secret once (and says so).
+
+    Not `create` (a plan): where that file would be made, a stand-in of the same length, so
+    the plan's size estimate is right and a plan writes nothing."""
     from newsletter.config import SECRET_ENV, secret
 
     stored = config.state_dir / "secret"
     existed = stored.exists()
+    if destination == "outbox" and not create and not existed and not os.environ.get(SECRET_ENV):
+        return b"0" * 43  # secrets.token_urlsafe(32), as _stored_secret makes it
     key = secret(config, create=destination == "outbox")
     if not existed and stored.exists():
         say(

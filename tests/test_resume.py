@@ -5,13 +5,17 @@ from __future__ import annotations
 import mailbox
 import os
 import pty
+import re
 import sqlite3
 import subprocess
 from collections.abc import Callable
+from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
 
+from newsletter.config import load_config
+from newsletter.tokens import verify_token
 from tests.send_helpers import ISSUE, command, env_for, make_folder, run, smtp_env, write_list
 from tests.smtpd import SmtpServer, no_such_user
 
@@ -339,13 +343,15 @@ def test_a_ledger_without_a_recorded_selection_checks_its_lists(tmp_path: Path) 
     assert len(_outbox(folder)) == 3
 
 
-def _answer_prompt(folder: Path, answer: str) -> subprocess.CompletedProcess[str]:
+def _answer_prompt(
+    folder: Path, answer: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`send` with a terminal on stdin (a pty), answering its prompt."""
     controller, terminal = pty.openpty()
     try:
         os.write(controller, answer.encode() + b"\n")
         return subprocess.run(
-            command(folder, "send", ISSUE), cwd=folder, env=env_for(), stdin=terminal,
+            command(folder, "send", ISSUE), cwd=folder, env=env_for(env), stdin=terminal,
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     finally:
@@ -364,6 +370,25 @@ def test_a_plan_confirmed_at_the_prompt_is_sent_and_recorded(tmp_path: Path) -> 
     assert accepted.returncode == 0, accepted.stderr
     assert len(_outbox(folder)) == 3
     assert run(folder, "status", ISSUE).returncode == 0
+
+
+def test_an_outbox_plan_without_a_secret_writes_no_secret(tmp_path: Path) -> None:
+    """Without NEWSLETTER_SECRET an outbox plan (declined too) leaves no .newsletter/ at all;
+    confirmed, .newsletter/secret is made then, and the links sent verify with it."""
+    folder = make_folder(tmp_path, 2)
+    unset = {"NEWSLETTER_SECRET": ""}
+    plan = run(folder, "send", ISSUE, "--add-new", "--resend-unknown", env=unset)
+    assert plan.returncode == 0, plan.stderr
+    assert "recipients: 2" in plan.stderr
+    assert _answer_prompt(folder, "n", unset).returncode == 0
+    assert not (folder / ".newsletter").exists()
+    accepted = _answer_prompt(folder, "y", unset)
+    assert accepted.returncode == 0, accepted.stderr
+    secret = (folder / ".newsletter/secret").read_bytes().strip()
+    list_id = load_config(explicit=folder).list_id
+    for message in mailbox.Maildir(folder / "outbox", create=False):
+        [token] = re.findall(r"/unsubscribe/([\w-]+)>", str(message["List-Unsubscribe"]))
+        assert verify_token(secret, list_id, token) == parseaddr(str(message["To"]))[1]
 
 
 def test_a_named_list_that_gives_nobody_is_named_in_the_plan(tmp_path: Path) -> None:
