@@ -91,6 +91,12 @@ def list_files(folder: Path, *, include_example: bool = True) -> list[Path]:
     return [p for p in found if include_example or p.name != EXAMPLE_LIST]
 
 
+def _absent(path: Path) -> bool:
+    """No list there yet. A link to a missing file is not that: it is a list that cannot be
+    read (a disk not mounted), never skipped, nor replaced by a new file."""
+    return not path.exists() and not path.is_symlink()
+
+
 def suppressed_path(folder: Path) -> Path:
     return folder / ".newsletter" / SUPPRESSED_FILE
 
@@ -852,7 +858,7 @@ def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) 
     """
 
     def write(out: IO[str]) -> None:
-        if new is not None and not path.exists():
+        if new is not None and _absent(path):
             _write_rows(out, edit.header(list(new)), [], edit)
         else:
             with open_list(path) as reader:  # a row it cannot read aborts before the rename
@@ -1004,7 +1010,7 @@ def apply_status(
     broken: list[Problem] = []
     for path in paths:
         try:
-            if not path.exists() or not _holds(path, key):
+            if _absent(path) or not _holds(path, key):
                 continue
             edit = StatusEdit(key, status, moment, scope_list=scope_list)
             if rewrite(path, edit):
@@ -1119,7 +1125,7 @@ def find(folder: Path, email: str, lists: Sequence[Path] | None = None) -> list[
     key = address_key(email)
     found: list[Found] = []
     for path in list_files(folder) if lists is None else lists:
-        if not path.exists():
+        if _absent(path):
             continue
         with open_list(path) as reader:
             parser = RowParser(reader)
@@ -1570,14 +1576,14 @@ def _check_source(
 
 
 def _names(path: Path) -> list[str] | None:
-    if not path.exists():
+    if _absent(path):
         return None
     with open_list(path) as reader:
         return reader.names
 
 
 def _keys(path: Path) -> set[int]:
-    if not path.exists():
+    if _absent(path):
         return set()
     with open_list(path) as reader:
         email = reader.index["email"]
