@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
     from newsletter.message import MessageFactory
     from newsletter.models import Rendered
     from newsletter.resume import Joined
-    from newsletter.subscribers import Selection
+    from newsletter.subscribers import Selection, StatusChange
     from newsletter.transport import Transport
 
 P = ParamSpec("P")
@@ -651,7 +651,7 @@ def _send_locked(
     sources = other_sends(
         config.state_dir, rendered.slug, rendered.content, transport.destination, continue_from
     )
-    _apply_earlier_bounces(config, rendered.slug, transport.destination)
+    _apply_earlier_bounces(config)
     ledger, note = open_ledger(
         config.state_dir, rendered.slug, transport.destination, rendered.digest, on_change=on_change
     )
@@ -872,22 +872,25 @@ def _apply_bounces(ledger: Ledger, config: Config) -> None:
     """5.1.x refusals a killed run recorded but did not mark in the lists (docs/sending.md)."""
     from newsletter.resume import apply_bounces
 
-    for change in apply_bounces(ledger, config.root):
+    _say_bounced(apply_bounces(ledger, config.root))
+
+
+def _say_bounced(changes: list[StatusChange]) -> None:
+    for change in changes:
         where = ", ".join(str(p) for p in change.changed) or "the suppression file"
-        say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in the ledger)")
+        say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in a ledger)")
 
 
-def _apply_earlier_bounces(config: Config, slug: str, destination: str) -> None:
-    """Before a send reads its ledger (a resume, or one the changed issue stops or restarts)."""
-    from newsletter.ledger import Ledger, ledger_path
+def _apply_earlier_bounces(config: Config) -> None:
+    """Before a send reads its ledger and the lists: the 5.1.x refusals of every earlier send,
+    of this issue or another (a run killed before marking them, never resumed), so neither a
+    resume nor the next issue mails a bounced reader."""
+    from newsletter.ledger import failures_in
+    from newsletter.resume import apply_refusals
 
-    path = ledger_path(config.state_dir, slug, destination)
-    if path.is_file():
-        ledger = Ledger(path, create=False)
-        try:
-            _apply_bounces(ledger, config)
-        finally:
-            ledger.close()
+    ledgers = sorted((config.state_dir / "sends").glob("*.sqlite"))
+    failures = [failure for path in ledgers for failure in failures_in(path)]
+    _say_bounced(apply_refusals(failures, config.root))
 
 
 def _blocked(config: Config, lists: list[Path]) -> Callable[[], set[tuple[int, str]]]:

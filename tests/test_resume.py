@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mailbox
 import os
 import pty
@@ -72,6 +73,22 @@ def test_resume_applies_a_bounce_and_never_mails_it(
     assert again.returncode == 0, again.stderr
     assert "marked bounced" not in again.stderr
     assert news.read_bytes() == after
+
+
+def test_the_next_issue_applies_a_bounce_an_earlier_send_left(
+    make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    """Never resumed nor asked about, the first issue's 5.1.1 refusal still counts: the next
+    issue's send marks the reader bounced before it reads the lists, and never tries them."""
+    folder, env, _before = _bounced_then_killed(make_smtp_server, tmp_path)
+    text = (folder / ISSUE).read_text().replace('subject = "', 'subject = "Next: ', 1)
+    (folder / "issues/2021-10-next.toml").write_text(text)
+    done = run(folder, "send", "issues/2021-10-next.toml", "--yes", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "reader1@example.org: marked bounced in" in done.stderr
+    assert "reader1@example.org,Reader 1,bounced" in (folder / "subscribers/news.csv").read_text()
+    report = json.loads(done.stdout)
+    assert report["failed"] == [] and report["counts"]["sent"] == 2
 
 
 def test_a_send_stopped_by_a_changed_issue_still_applies_the_bounce(
