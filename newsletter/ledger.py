@@ -252,8 +252,9 @@ def failures_in(path: Path) -> list[Failure]:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
             if "recipients" not in tables:
                 return []
-            sql = "SELECT email, code, reply, at FROM recipients WHERE state = ?"
-            rows = db.execute(sql, (FAILED,)).fetchall()
+            # state = 4 (FAILED) written out: SQLite then reads only recipients_notable
+            sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4"
+            rows = db.execute(sql).fetchall()
     except sqlite3.Error as exc:
         raise ledger_error(path, exc) from None
     return [Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows]
