@@ -252,8 +252,7 @@ def failures_in(path: Path) -> list[Failure]:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
             if "recipients" not in tables:
                 return []
-            # state = 4 (FAILED) written out: SQLite then reads only recipients_notable
-            sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4"
+            sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4"  # FAILED
             rows = db.execute(sql).fetchall()
     except sqlite3.Error as exc:
         raise ledger_error(path, exc) from None
