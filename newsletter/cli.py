@@ -877,8 +877,11 @@ def _apply_bounces(ledger: Ledger, config: Config) -> None:
 
 def _say_bounced(changes: list[StatusChange]) -> None:
     for change in changes:
-        where = ", ".join(str(p) for p in change.changed) or "the suppression file"
+        places = [str(p) for p in change.changed] + ["the suppression file"] * change.suppressed
+        where = ", ".join(places) or "the suppression file"
         say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in a ledger)")
+    for problem in dict.fromkeys(str(p) for change in changes for p in change.broken):
+        say(f"warning: {problem} (its bounces are kept in the suppression file meanwhile)")
 
 
 def _apply_earlier_bounces(config: Config) -> None:

@@ -172,14 +172,15 @@ def apply_bounces(ledger: Ledger, folder: Path) -> list[StatusChange]:
 
 def apply_refusals(failures: Iterable[Failure], folder: Path) -> list[StatusChange]:
     """`apply_bounces` for failures of any number of ledgers (an address's latest refusal
-    decides whether a re-subscription came after it)."""
-    from newsletter.subscribers import bounces_to_apply, change_status
+    decides whether a re-subscription came after it). A list that cannot be read is in each
+    change's `broken`, the address then in the suppression file: reporting goes on."""
+    from newsletter.subscribers import apply_status, bounces_to_apply
 
     bounces = sorted((f for f in failures if is_bounce(f.reply)), key=lambda f: f.at)
     refusals = [(f.email, f.at) for f in bounces]
     when = {email: at for email, at in refusals}
     return [
-        change_status(folder, email, "bounced", when=_utc(when[email]))
+        apply_status(folder, email, "bounced", when=_utc(when[email]))
         for email in bounces_to_apply(folder, refusals)
     ]
 

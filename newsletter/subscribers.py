@@ -22,7 +22,7 @@ import math
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -1067,29 +1067,43 @@ def bounces_to_apply(folder: Path, refusals: Iterable[tuple[str, float]]) -> lis
     """
     wanted = {key_hash(address_key(email)): (email, at) for email, at in refusals}
     rows: dict[int, list[tuple[str, str]]] = {}
+    unreadable = False
     for path in list_files(folder) if wanted else []:
-        with open_list(path) as reader:
-            parser = RowParser(reader)
-            for _line, cells in reader.rows():
-                compact = key_hash(address_key(cells[parser.email]))
-                if compact in wanted:
-                    status = parser.cell(cells, parser.status).lower() or "subscribed"
-                    since = parser.cell(cells, reader.index.get("subscribed_at"))
-                    rows.setdefault(compact, []).append((status, since))
+        try:
+            _bounce_rows(path, wanted, rows)
+        except (NewsletterError, OSError, csv.Error):
+            unreadable = True  # it may hold any of them: only the suppression file shows those
     suppressed = read_suppressed(folder) if wanted else set()
     return [
         email
         for compact, (email, at) in wanted.items()
-        if _bounce_missing(rows.get(compact, []), at, compact in suppressed)
+        if _bounce_missing(rows.get(compact, []), at, compact in suppressed, unreadable)
     ]
 
 
-def _bounce_missing(rows: list[tuple[str, str]], at: float, suppressed: bool) -> bool:
-    if not rows:
-        return not suppressed
+def _bounce_rows(
+    path: Path, wanted: Collection[int], rows: dict[int, list[tuple[str, str]]]
+) -> None:
+    """Add the (status, subscribed_at) of each row of `path` whose address is `wanted`."""
+    with open_list(path) as reader:
+        parser = RowParser(reader)
+        for _line, cells in reader.rows():
+            compact = key_hash(address_key(cells[parser.email]))
+            if compact in wanted:
+                status = parser.cell(cells, parser.status).lower() or "subscribed"
+                since = parser.cell(cells, reader.index.get("subscribed_at"))
+                rows.setdefault(compact, []).append((status, since))
+
+
+def _bounce_missing(
+    rows: list[tuple[str, str]], at: float, suppressed: bool, unreadable: bool
+) -> bool:
     if any(_after(since, at) for _status, since in rows):
         return False
-    return any(_should_change(status, "bounced") for status, _since in rows)
+    weaker = any(_should_change(status, "bounced") for status, _since in rows)
+    if not rows or unreadable:  # then the suppression file is where the bounce shows
+        return weaker or not suppressed
+    return weaker
 
 
 def subscribed_since(subscriber: Subscriber, at: float) -> bool:

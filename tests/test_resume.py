@@ -91,6 +91,28 @@ def test_the_next_issue_applies_a_bounce_an_earlier_send_left(
     assert report["failed"] == [] and report["counts"]["sent"] == 2
 
 
+def test_status_with_an_unreadable_list_still_records_the_bounce(
+    make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    """Another list cannot be read: status still reports, marks the readable list, puts the
+    address in the suppression file (the broken list may hold it) and names that list; once."""
+    folder, env, _before = _bounced_then_killed(make_smtp_server, tmp_path)
+    broken = folder / "subscribers/other.csv"
+    broken.write_bytes(b'email,name\r\nx@example.org,"Stray\r\n')
+    first = run(folder, "status", ISSUE, "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["counts"]["failed"] == 1
+    assert f"{broken}:2: a quoted field opens here" in first.stderr
+    assert "reader1@example.org,Reader 1,bounced" in (folder / "subscribers/news.csv").read_text()
+    suppressed = (folder / ".newsletter/suppressed").read_text()
+    assert " bounced" in suppressed
+    again = run(folder, "status", ISSUE, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "marked bounced" not in again.stderr
+    assert (folder / ".newsletter/suppressed").read_text() == suppressed
+    assert broken.read_bytes() == b'email,name\r\nx@example.org,"Stray\r\n'
+
+
 def test_a_send_stopped_by_a_changed_issue_still_applies_the_bounce(
     make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
 ) -> None:
