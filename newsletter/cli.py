@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
     from newsletter.message import MessageFactory
     from newsletter.models import Rendered
     from newsletter.resume import Joined
-    from newsletter.subscribers import Selection
+    from newsletter.subscribers import Selection, StatusChange
     from newsletter.transport import Transport
 
 P = ParamSpec("P")
@@ -424,7 +424,9 @@ def subscribers_list(
     root = load().root
     rows = subscribers.browse(root, status=status, tag=tag)
     suppressed = subscribers.read_suppressed(root)
-    if json_:
+    if json_:  # every list read to its end first: a list that stops halfway prints no "[..."
+        for _ in subscribers.browse(root):
+            pass
         typer.echo("[", nl=False)
     for number, person in enumerate(rows):
         tags = subscribers.join_tags(person.tags)
@@ -645,11 +647,11 @@ def _send_locked(
     from newsletter.message import MessageFactory
 
     rendered, transport = prepared.rendered, prepared.transport
-    key = unsubscribe_secret(config, transport.destination)
+    key = unsubscribe_secret(config, transport.destination, create=yes)
     sources = other_sends(
         config.state_dir, rendered.slug, rendered.content, transport.destination, continue_from
     )
-    _apply_earlier_bounces(config, rendered.slug, transport.destination)
+    _apply_earlier_bounces(config)
     ledger, note = open_ledger(
         config.state_dir, rendered.slug, transport.destination, rendered.digest, on_change=on_change
     )
@@ -675,6 +677,9 @@ def _send_locked(
     if not _confirmed(yes):
         return 0
     lock()
+    if not yes:  # confirmed at the prompt: the plan may have signed with a stand-in key
+        key = unsubscribe_secret(config, transport.destination)
+        factory = MessageFactory(rendered, config, key)
     ledger.save()  # the plan was a draft: the ledger file starts here
     result = _run_send(prepared, config, ledger, factory, limits, limit)
     return _finish(prepared, ledger, result, as_json)
@@ -867,22 +872,28 @@ def _apply_bounces(ledger: Ledger, config: Config) -> None:
     """5.1.x refusals a killed run recorded but did not mark in the lists (docs/sending.md)."""
     from newsletter.resume import apply_bounces
 
-    for change in apply_bounces(ledger, config.root):
-        where = ", ".join(str(p) for p in change.changed) or "the suppression file"
-        say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in the ledger)")
+    _say_bounced(apply_bounces(ledger, config.root))
 
 
-def _apply_earlier_bounces(config: Config, slug: str, destination: str) -> None:
-    """Before a send reads its ledger (a resume, or one the changed issue stops or restarts)."""
-    from newsletter.ledger import Ledger, ledger_path
+def _say_bounced(changes: list[StatusChange]) -> None:
+    for change in changes:
+        places = [str(p) for p in change.changed] + ["the suppression file"] * change.suppressed
+        where = ", ".join(places) or "the suppression file"
+        say(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in a ledger)")
+    for problem in dict.fromkeys(str(p) for change in changes for p in change.broken):
+        say(f"warning: {problem} (its bounces are kept in the suppression file meanwhile)")
 
-    path = ledger_path(config.state_dir, slug, destination)
-    if path.is_file():
-        ledger = Ledger(path, create=False)
-        try:
-            _apply_bounces(ledger, config)
-        finally:
-            ledger.close()
+
+def _apply_earlier_bounces(config: Config) -> None:
+    """Before a send reads its ledger and the lists: the 5.1.x refusals of every earlier send,
+    of this issue or another (a run killed before marking them, never resumed), so neither a
+    resume nor the next issue mails a bounced reader."""
+    from newsletter.ledger import failures_in
+    from newsletter.resume import apply_refusals
+
+    ledgers = sorted((config.state_dir / "sends").glob("*.sqlite"))
+    failures = [failure for path in ledgers for failure in failures_in(path)]
+    _say_bounced(apply_refusals(failures, config.root))
 
 
 def _blocked(config: Config, lists: list[Path]) -> Callable[[], set[tuple[int, str]]]:
@@ -1052,12 +1063,17 @@ def _destination(config: Config) -> str:
 # The test send
 
 
-def unsubscribe_secret(config: Config, destination: str) -> bytes:
-    """The token secret; an outbox send may create .newsletter/secret once (and says so)."""
+def unsubscribe_secret(config: Config, destination: str, *, create: bool = True) -> bytes:
+    """The token secret; an outbox send may create .newsletter/secret once (and says so).
+
+    Not `create` (a plan): where that file would be made, a stand-in of the same length, so
+    the plan's size estimate is right and a plan writes nothing."""
     from newsletter.config import SECRET_ENV, secret
 
     stored = config.state_dir / "secret"
     existed = stored.exists()
+    if destination == "outbox" and not create and not existed and not os.environ.get(SECRET_ENV):
+        return b"0" * 43  # secrets.token_urlsafe(32), as _stored_secret makes it
     key = secret(config, create=destination == "outbox")
     if not existed and stored.exists():
         say(

@@ -470,10 +470,14 @@ def secret(config: Config, *, create: bool, environ: Mapping[str, str] | None = 
 
 
 def _long_enough(value: str, where: str) -> None:
-    """A short secret can be recovered from a single token (3 characters: in 0.12 s)."""
-    if len(value) < MIN_SECRET_CHARS:
+    """A short secret can be recovered from a single token (3 characters: in 0.12 s).
+
+    White space around it adds no secrecy (a value of 40 spaces is one guess): not counted."""
+    count = len(value.strip())
+    besides = "" if count == len(value) else " besides white space"
+    if count < MIN_SECRET_CHARS:
         raise SecretMissing(
-            f"{where} is too short ({len(value)} characters; at least {MIN_SECRET_CHARS}): "
+            f"{where} is too short ({count} characters{besides}; at least {MIN_SECRET_CHARS}): "
             f"a short secret can be guessed from one unsubscribe link. Make one with "
             f"`{MAKE_SECRET}`"
         )

@@ -243,6 +243,22 @@ def peek(path: Path, *, counts: bool = True) -> Peek:
     )
 
 
+def failures_in(path: Path) -> list[Failure]:
+    """The failed rows of the ledger at `path`, read without changing it (none for a ledger
+    killed before its tables existed); `ledger_error` when it cannot be read."""
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if "recipients" not in tables:
+                return []
+            sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4"  # FAILED
+            rows = db.execute(sql).fetchall()
+    except sqlite3.Error as exc:
+        raise ledger_error(path, exc) from None
+    return [Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows]
+
+
 def _connect(path: Path) -> _Connection:
     """The ledger file, created owner-only (SQLite gives its -wal and -shm files its mode)."""
     make_folder(path.parent)

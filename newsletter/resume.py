@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import datetime
 import shlex
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from newsletter.dispatch import entry, is_bounce, record_selection
 from newsletter.errors import NewsletterError
-from newsletter.ledger import Ledger
+from newsletter.ledger import Failure, Ledger
 from newsletter.models import Subscriber
 
 if TYPE_CHECKING:
@@ -167,12 +167,20 @@ def apply_bounces(ledger: Ledger, folder: Path) -> list[StatusChange]:
     and `status` call this. It decides by reading the lists (not a mark in the ledger), so it
     is idempotent and never undoes a later re-subscription (subscribers.bounces_to_apply).
     """
-    from newsletter.subscribers import bounces_to_apply, change_status
+    return apply_refusals(ledger.failures(), folder)
 
-    refusals = [(f.email, f.at) for f in ledger.failures() if is_bounce(f.reply)]
+
+def apply_refusals(failures: Iterable[Failure], folder: Path) -> list[StatusChange]:
+    """`apply_bounces` for failures of any number of ledgers (an address's latest refusal
+    decides whether a re-subscription came after it). A list that cannot be read is in each
+    change's `broken`, the address then in the suppression file: reporting goes on."""
+    from newsletter.subscribers import apply_status, bounces_to_apply
+
+    bounces = sorted((f for f in failures if is_bounce(f.reply)), key=lambda f: f.at)
+    refusals = [(f.email, f.at) for f in bounces]
     when = {email: at for email, at in refusals}
     return [
-        change_status(folder, email, "bounced", when=_utc(when[email]))
+        apply_status(folder, email, "bounced", when=_utc(when[email]))
         for email in bounces_to_apply(folder, refusals)
     ]
 

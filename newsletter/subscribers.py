@@ -22,7 +22,7 @@ import math
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -89,6 +89,12 @@ def list_files(folder: Path, *, include_example: bool = True) -> list[Path]:
     """The lists of a newsletter folder: every *.csv in subscribers/, by name."""
     found = sorted(lists_folder(folder).glob("*.csv"))
     return [p for p in found if include_example or p.name != EXAMPLE_LIST]
+
+
+def _absent(path: Path) -> bool:
+    """No list there yet. A link to a missing file is not that: it is a list that cannot be
+    read (a disk not mounted), never skipped, nor replaced by a new file."""
+    return not path.exists() and not path.is_symlink()
 
 
 def suppressed_path(folder: Path) -> Path:
@@ -852,7 +858,7 @@ def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) 
     """
 
     def write(out: IO[str]) -> None:
-        if new is not None and not path.exists():
+        if new is not None and _absent(path):
             _write_rows(out, edit.header(list(new)), [], edit)
         else:
             with open_list(path) as reader:  # a row it cannot read aborts before the rename
@@ -1004,7 +1010,7 @@ def apply_status(
     broken: list[Problem] = []
     for path in paths:
         try:
-            if not path.exists() or not _holds(path, key):
+            if _absent(path) or not _holds(path, key):
                 continue
             edit = StatusEdit(key, status, moment, scope_list=scope_list)
             if rewrite(path, edit):
@@ -1061,29 +1067,43 @@ def bounces_to_apply(folder: Path, refusals: Iterable[tuple[str, float]]) -> lis
     """
     wanted = {key_hash(address_key(email)): (email, at) for email, at in refusals}
     rows: dict[int, list[tuple[str, str]]] = {}
+    unreadable = False
     for path in list_files(folder) if wanted else []:
-        with open_list(path) as reader:
-            parser = RowParser(reader)
-            for _line, cells in reader.rows():
-                compact = key_hash(address_key(cells[parser.email]))
-                if compact in wanted:
-                    status = parser.cell(cells, parser.status).lower() or "subscribed"
-                    since = parser.cell(cells, reader.index.get("subscribed_at"))
-                    rows.setdefault(compact, []).append((status, since))
+        try:
+            _bounce_rows(path, wanted, rows)
+        except (NewsletterError, OSError, csv.Error):
+            unreadable = True  # it may hold any of them: only the suppression file shows those
     suppressed = read_suppressed(folder) if wanted else set()
     return [
         email
         for compact, (email, at) in wanted.items()
-        if _bounce_missing(rows.get(compact, []), at, compact in suppressed)
+        if _bounce_missing(rows.get(compact, []), at, compact in suppressed, unreadable)
     ]
 
 
-def _bounce_missing(rows: list[tuple[str, str]], at: float, suppressed: bool) -> bool:
-    if not rows:
-        return not suppressed
+def _bounce_rows(
+    path: Path, wanted: Collection[int], rows: dict[int, list[tuple[str, str]]]
+) -> None:
+    """Add the (status, subscribed_at) of each row of `path` whose address is `wanted`."""
+    with open_list(path) as reader:
+        parser = RowParser(reader)
+        for _line, cells in reader.rows():
+            compact = key_hash(address_key(cells[parser.email]))
+            if compact in wanted:
+                status = parser.cell(cells, parser.status).lower() or "subscribed"
+                since = parser.cell(cells, reader.index.get("subscribed_at"))
+                rows.setdefault(compact, []).append((status, since))
+
+
+def _bounce_missing(
+    rows: list[tuple[str, str]], at: float, suppressed: bool, unreadable: bool
+) -> bool:
     if any(_after(since, at) for _status, since in rows):
         return False
-    return any(_should_change(status, "bounced") for status, _since in rows)
+    weaker = any(_should_change(status, "bounced") for status, _since in rows)
+    if not rows or unreadable:  # then the suppression file is where the bounce shows
+        return weaker or not suppressed
+    return weaker
 
 
 def subscribed_since(subscriber: Subscriber, at: float) -> bool:
@@ -1119,7 +1139,7 @@ def find(folder: Path, email: str, lists: Sequence[Path] | None = None) -> list[
     key = address_key(email)
     found: list[Found] = []
     for path in list_files(folder) if lists is None else lists:
-        if not path.exists():
+        if _absent(path):
             continue
         with open_list(path) as reader:
             parser = RowParser(reader)
@@ -1570,14 +1590,14 @@ def _check_source(
 
 
 def _names(path: Path) -> list[str] | None:
-    if not path.exists():
+    if _absent(path):
         return None
     with open_list(path) as reader:
         return reader.names
 
 
 def _keys(path: Path) -> set[int]:
-    if not path.exists():
+    if _absent(path):
         return set()
     with open_list(path) as reader:
         email = reader.index["email"]

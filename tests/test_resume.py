@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import mailbox
 import os
 import pty
+import re
 import sqlite3
 import subprocess
 from collections.abc import Callable
+from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
 
+from newsletter.config import load_config
+from newsletter.tokens import verify_token
 from tests.send_helpers import ISSUE, command, env_for, make_folder, run, smtp_env, write_list
 from tests.smtpd import SmtpServer, no_such_user
 
@@ -68,6 +73,44 @@ def test_resume_applies_a_bounce_and_never_mails_it(
     assert again.returncode == 0, again.stderr
     assert "marked bounced" not in again.stderr
     assert news.read_bytes() == after
+
+
+def test_the_next_issue_applies_a_bounce_an_earlier_send_left(
+    make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    """Never resumed nor asked about, the first issue's 5.1.1 refusal still counts: the next
+    issue's send marks the reader bounced before it reads the lists, and never tries them."""
+    folder, env, _before = _bounced_then_killed(make_smtp_server, tmp_path)
+    text = (folder / ISSUE).read_text().replace('subject = "', 'subject = "Next: ', 1)
+    (folder / "issues/2021-10-next.toml").write_text(text)
+    done = run(folder, "send", "issues/2021-10-next.toml", "--yes", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "reader1@example.org: marked bounced in" in done.stderr
+    assert "reader1@example.org,Reader 1,bounced" in (folder / "subscribers/news.csv").read_text()
+    report = json.loads(done.stdout)
+    assert report["failed"] == [] and report["counts"]["sent"] == 2
+
+
+def test_status_with_an_unreadable_list_still_records_the_bounce(
+    make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    """Another list cannot be read: status still reports, marks the readable list, puts the
+    address in the suppression file (the broken list may hold it) and names that list; once."""
+    folder, env, _before = _bounced_then_killed(make_smtp_server, tmp_path)
+    broken = folder / "subscribers/other.csv"
+    broken.write_bytes(b'email,name\r\nx@example.org,"Stray\r\n')
+    first = run(folder, "status", ISSUE, "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["counts"]["failed"] == 1
+    assert f"{broken}:2: a quoted field opens here" in first.stderr
+    assert "reader1@example.org,Reader 1,bounced" in (folder / "subscribers/news.csv").read_text()
+    suppressed = (folder / ".newsletter/suppressed").read_text()
+    assert " bounced" in suppressed
+    again = run(folder, "status", ISSUE, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "marked bounced" not in again.stderr
+    assert (folder / ".newsletter/suppressed").read_text() == suppressed
+    assert broken.read_bytes() == b'email,name\r\nx@example.org,"Stray\r\n'
 
 
 def test_a_send_stopped_by_a_changed_issue_still_applies_the_bounce(
@@ -339,13 +382,15 @@ def test_a_ledger_without_a_recorded_selection_checks_its_lists(tmp_path: Path) 
     assert len(_outbox(folder)) == 3
 
 
-def _answer_prompt(folder: Path, answer: str) -> subprocess.CompletedProcess[str]:
+def _answer_prompt(
+    folder: Path, answer: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`send` with a terminal on stdin (a pty), answering its prompt."""
     controller, terminal = pty.openpty()
     try:
         os.write(controller, answer.encode() + b"\n")
         return subprocess.run(
-            command(folder, "send", ISSUE), cwd=folder, env=env_for(), stdin=terminal,
+            command(folder, "send", ISSUE), cwd=folder, env=env_for(env), stdin=terminal,
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     finally:
@@ -364,6 +409,25 @@ def test_a_plan_confirmed_at_the_prompt_is_sent_and_recorded(tmp_path: Path) -> 
     assert accepted.returncode == 0, accepted.stderr
     assert len(_outbox(folder)) == 3
     assert run(folder, "status", ISSUE).returncode == 0
+
+
+def test_an_outbox_plan_without_a_secret_writes_no_secret(tmp_path: Path) -> None:
+    """Without NEWSLETTER_SECRET an outbox plan (declined too) leaves no .newsletter/ at all;
+    confirmed, .newsletter/secret is made then, and the links sent verify with it."""
+    folder = make_folder(tmp_path, 2)
+    unset = {"NEWSLETTER_SECRET": ""}
+    plan = run(folder, "send", ISSUE, "--add-new", "--resend-unknown", env=unset)
+    assert plan.returncode == 0, plan.stderr
+    assert "recipients: 2" in plan.stderr
+    assert _answer_prompt(folder, "n", unset).returncode == 0
+    assert not (folder / ".newsletter").exists()
+    accepted = _answer_prompt(folder, "y", unset)
+    assert accepted.returncode == 0, accepted.stderr
+    secret = (folder / ".newsletter/secret").read_bytes().strip()
+    list_id = load_config(explicit=folder).list_id
+    for message in mailbox.Maildir(folder / "outbox", create=False):
+        [token] = re.findall(r"/unsubscribe/([\w-]+)>", str(message["List-Unsubscribe"]))
+        assert verify_token(secret, list_id, token) == parseaddr(str(message["To"]))[1]
 
 
 def test_a_named_list_that_gives_nobody_is_named_in_the_plan(tmp_path: Path) -> None:

@@ -80,6 +80,24 @@ def test_a_short_secret_is_refused_and_never_printed(
     assert not (folder / "outbox").exists()
 
 
+@pytest.mark.parametrize(
+    "value", [" " * 40, "\t" * 40, "s" * 16 + " " * 16, " " * 8 + SHORT], ids=repr
+)
+@pytest.mark.parametrize("name", sorted(SMTP_COMMANDS))
+def test_a_secret_padded_with_white_space_is_refused(
+    folder: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, name, value
+) -> None:
+    """White space adds no secrecy: 32 characters or more besides it, or the run stops."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", value)
+    _via_smtp(monkeypatch, plain_smtp_server, "127.0.0.1")
+    result = run(*SMTP_COMMANDS[name])
+    assert result.exit_code == 1, result.output
+    assert "NEWSLETTER_SECRET is too short" in result.output
+    assert value.strip() not in result.output or not value.strip()
+    assert plain_smtp_server.messages == []
+    assert not list(folder.glob(".newsletter/sends/*.sqlite"))
+
+
 def test_a_short_stored_secret_is_refused(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hand-written .newsletter/secret under 32 characters is refused, naming the file."""
     monkeypatch.delenv("NEWSLETTER_SECRET")

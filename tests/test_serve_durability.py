@@ -154,6 +154,23 @@ def test_a_broken_list_still_records_the_unsubscribe(
     assert "ada@" not in caplog.text.lower()
 
 
+def test_a_list_linked_to_a_missing_file_still_records_the_unsubscribe(site: Site, caplog) -> None:
+    """A list that is a link to a file not there now (a disk not mounted) is a list that cannot
+    be read, not one to skip: the suppression file takes the address, the log names the list,
+    and the link is left as it is for when its file is back."""
+    target = site.root / "elsewhere" / "events.csv"
+    site.events.unlink()
+    site.events.symlink_to(target)
+    with caplog.at_level(logging.INFO, logger="newsletter.serve"):
+        answer = post(site)
+    assert answer.status_code == 200
+    assert statuses(site.main)[ADA] == "unsubscribed"
+    assert ADA_DIGEST in site.suppressed()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "events.csv" in warnings[0]
+    assert site.events.is_symlink() and not target.exists()
+
+
 def test_a_read_only_subscribers_folder_still_records_the_unsubscribe(site: Site, caplog) -> None:
     """No list can be written at all: 200 and the suppression entry; both lists are named."""
     with caplog.at_level(logging.WARNING, logger="newsletter.serve"), immutable(site.main.parent):

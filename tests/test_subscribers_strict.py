@@ -78,6 +78,42 @@ def test_stray_quote_stops_every_command_at_its_line(folder: Path, name: str) ->
     assert not list(path.parent.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("bad", [2, 301, 1001], ids=["first", "middle", "last"])
+def test_list_json_of_an_unreadable_list_prints_no_json(folder: Path, bad: int) -> None:
+    """`list --json` refuses before printing: stdout is never the start of a JSON document."""
+    path = folder / "subscribers" / "news.csv"
+    stray_quote_list(path, bad=bad)
+    result = CliRunner().invoke(app, ["--config", str(folder), "subscribers", "list", "--json"])
+    assert result.exit_code == 1
+    assert f"{path}:{bad}: {STRAY}" in result.stderr
+    assert result.stdout == ""
+
+
+LINKED = {
+    "add to it": ["subscribers", "add", "new@example.org", "--list", "events"],
+    "add elsewhere": ["subscribers", "add", "new@example.org"],
+    "import into it": ["subscribers", "import", "SOURCE", "--into", "events"],
+    "unsubscribe": ["subscribers", "unsubscribe", "u5@example.org"],
+    "remove": ["subscribers", "remove", "u5@example.org", "--list", "events"],
+}
+
+
+@pytest.mark.parametrize("name", LINKED)
+def test_a_list_linked_to_a_missing_file_is_unreadable_not_new(folder: Path, name: str) -> None:
+    """subscribers/events.csv links to a file not there now (a disk not mounted): commands
+    name it and exit 1; none replaces the link with a new list or skips it as absent."""
+    stray_quote_list(folder / "subscribers" / "news.csv", rows=10, bad=0)
+    events = folder / "subscribers" / "events.csv"
+    events.symlink_to(folder / "elsewhere" / "events.csv")
+    source = folder / "source.csv"
+    source.write_text("email,name\r\nnew@example.org,New\r\n")
+    args = [str(source) if a == "SOURCE" else a for a in LINKED[name]]
+    code, err = cli(folder, *args)
+    assert code == 1, err
+    assert f"{events}: no such file" in err
+    assert events.is_symlink() and not events.exists()
+
+
 def test_unsubscribe_from_an_unreadable_list_still_suppresses(folder: Path) -> None:
     """The unsubscribe is recorded in the suppression file though the list cannot be changed."""
     stray_quote_list(folder / "subscribers" / "news.csv")
