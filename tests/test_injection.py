@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -57,9 +57,11 @@ def _parse(html: str) -> _Tags:
     return parser
 
 
-@functools.cache
-def _config(folder: str) -> Config:
-    path = Path(folder) / "newsletter.toml"
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A folder of its own: a newsletter.toml in pytest's shared temp root would be found by
+    every other test that looks for one in its parents."""
+    path = tmp_path_factory.mktemp("injection") / "newsletter.toml"
     path.write_text(MINIMAL_CONFIG)
     return load_config(explicit=path)
 
@@ -96,11 +98,10 @@ text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(plain=text, markdown=text)
-def test_fields_cannot_inject_markup(tmp_path_factory, plain: str, markdown: str) -> None:
+def test_fields_cannot_inject_markup(config: Config, plain: str, markdown: str) -> None:
     """Plain fields add no tags; Markdown fields add only Markdown's own tags and attributes."""
     assume("{" not in plain + markdown)  # Jinja syntax is rejected with a clear error instead
     assume(not CONTROL.search(plain + markdown))  # issue.py rejects control characters
-    config = _config(str(tmp_path_factory.getbasetemp()))
     baseline = _parse(_html(_issue("x", "x"), config))
     found = _parse(_html(_issue(plain, markdown), config))
     assert set(found.tags) <= set(baseline.tags) | MARKDOWN_TAGS
@@ -115,9 +116,8 @@ def test_fields_cannot_inject_markup(tmp_path_factory, plain: str, markdown: str
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(value=text)
-def test_merge_values_cannot_inject_markup(tmp_path_factory, value: str) -> None:
+def test_merge_values_cannot_inject_markup(config: Config, value: str) -> None:
     """A subscriber's value filled into the HTML is escaped, even inside attributes."""
-    config = _config(str(tmp_path_factory.getbasetemp()))
     issue = _issue("Hi {{ subscriber.name }}", "Dear {{ subscriber.name }}")
     baseline = _parse(_html(issue, config, "x"))
     found = _parse(_html(issue, config, value))
