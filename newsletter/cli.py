@@ -806,7 +806,7 @@ def _run_send(
     from newsletter.dispatch import Dispatcher, composer
     from newsletter.dkim import DkimSigner, SigningPool
 
-    sender = config.newsletter.envelope_from or config.from_address
+    sender = config.envelope_sender
     counts = ledger.counts()
     total = min(counts["pending"] + counts["deferred"], limit or sys.maxsize)
 
@@ -1124,7 +1124,7 @@ def send_test_copy(
         signed = signer.sign(factory.build(subscriber, to=address, eight_bit=eight_bit))
         return dot_stuff(signed) if dot_stuffed else signed
 
-    sender = config.newsletter.envelope_from or config.from_address
+    sender = config.envelope_sender
     accepted = asyncio.run(send_test(transport, build, sender, address))
     typer.echo(f"sent a test of {issue} to {address}: {accepted.code} {accepted.reply}")
 

@@ -55,16 +55,22 @@ def _base_url(value: str) -> str | None:
     return problem
 
 
-def _mailbox(toml_key: str, *, name_allowed: bool) -> Check:
-    """One email address with a domain (and a display name when allowed), strictly parsed."""
+def _mailbox(toml_key: str, *, name_allowed: bool, sender: bool = True) -> Check:
+    """One email address with a domain (and a display name when allowed), strictly parsed.
+    A `sender` address goes into every message or MAIL FROM: its local part must be ASCII
+    (else every reader's server would need SMTPUTF8); its domain is sent in IDNA form."""
 
     def check(value: str) -> str | None:
-        from newsletter.addresses import BadAddress, parse_mailbox
+        from newsletter.addresses import BadAddress, ascii_address, parse_mailbox
 
         if not value:
             return None
         try:
-            parse_mailbox(value, name_allowed=name_allowed)
+            address = ascii_address(parse_mailbox(value, name_allowed=name_allowed)[1])
+            if sender and not address.isascii():
+                return (
+                    f"{value!r}: the part before @ must be ASCII (else every server needs SMTPUTF8)"
+                )
         except BadAddress as exc:
             fix = f", as in {toml_key} = '{exc.fix}'" if exc.fix else ""
             return f"{value!r} {exc.reason}{fix}"
@@ -158,7 +164,7 @@ class Settings:
     test_to: str = key(
         "",
         "Default recipient of `newsletter test` (an address alone).",
-        check=_mailbox("test_to", name_allowed=False),
+        check=_mailbox("test_to", name_allowed=False, sender=False),
     )
     unsubscribe_mailto: str = key(
         "",
@@ -215,6 +221,21 @@ class Config:
         return _split_address(self.newsletter.from_)[1]
 
     @property
+    def envelope_sender(self) -> str:
+        """MAIL FROM: envelope_from, else the `from` address (ASCII: an IDN domain in IDNA)."""
+        return (
+            _wire(self.newsletter.envelope_from)
+            if self.newsletter.envelope_from
+            else self.from_address
+        )
+
+    @property
+    def unsubscribe_mailto(self) -> str:
+        return (
+            _wire(self.newsletter.unsubscribe_mailto) if self.newsletter.unsubscribe_mailto else ""
+        )
+
+    @property
     def from_name(self) -> str:
         return _split_address(self.newsletter.from_)[0] or self.newsletter.name
 
@@ -255,9 +276,18 @@ class Config:
 
 
 def _split_address(value: str) -> tuple[str, str]:
+    """(name, address) as load_config checked them; the address in its ASCII form, since the
+    header (From, Reply-To) and MAIL FROM of a message without SMTPUTF8 must be ASCII."""
     from newsletter.addresses import parse_mailbox
 
-    return parse_mailbox(value)  # the same strict parse that load_config checked
+    name, address = parse_mailbox(value)
+    return name, _wire(address)
+
+
+def _wire(address: str) -> str:
+    from newsletter.addresses import ascii_address
+
+    return ascii_address(address.strip())
 
 
 def default_templates_dir() -> Path:
