@@ -66,6 +66,31 @@ REFUSED_BY_SEND = {
         "9: blocks[0].cta.url",
         "cannot be parsed as a URL",
     ),
+    "url with a space in its host": (
+        HEAD + ARTICLE + 'cta = { text = "x", url = "https://exa mple.org/" }\n',
+        "9: blocks[0].cta.url",
+        "is not a host name",
+    ),
+    "url with a blank in its path": (
+        HEAD + ARTICLE + 'cta = { text = "x", url = "https://a.org/a\u00a0b" }\n',
+        "9: blocks[0].cta.url",
+        "%20",
+    ),
+    "url with port 0": (
+        HEAD + ARTICLE + 'cta = { text = "x", url = "https://a.org:0/" }\n',
+        "9: blocks[0].cta.url",
+        "cannot be parsed as a URL",
+    ),
+    "url with a space in its host in Markdown": (
+        HEAD + TEXT.replace("Hello", "see [here](<https://exa mple.org/x>)"),
+        "7: blocks[0].body",
+        "is not a host name",
+    ),
+    "image src with a space in its host": (
+        HEAD + ARTICLE + 'image = { src = "https://i mg.org/a.png", alt = "A", width = 100 }\n',
+        "9: blocks[0].image.src",
+        "https://",
+    ),
     "url without host in Markdown": (
         HEAD + TEXT.replace("Hello", "see [here](https:///x)"),
         "7: blocks[0].body",
