@@ -90,6 +90,32 @@ def test_issue_text_takes_merge_fields_not_programs(
     assert "is not allowed in issue text" in line
 
 
+NOT_A_MERGE_FIELD = {
+    "a private item of subscriber": ("{{ subscriber['__class__'] }}", "subscriber['__class__']"),
+    "a number as a field name": ("{{ subscriber[0] }}", "subscriber[0]"),
+    "an attribute of a merge field": ("{{ subscriber.name.upper }}", "subscriber.name.upper"),
+    "an item of a merge field": ("{{ subscriber.name[0] }}", "subscriber.name[0]"),
+    "the marker's own data": ("{{ subscriber.name.table }}", "subscriber.name.table"),
+    "the template itself": ("{{ self }}", "'self'"),
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "named"), NOT_A_MERGE_FIELD.values(), ids=NOT_A_MERGE_FIELD.keys()
+)
+@pytest.mark.parametrize("command", ["check", "send"])
+def test_only_subscriber_fields_are_merge_fields(
+    tmp_path: Path, monkeypatch, command: str, source: str, named: str
+) -> None:
+    """`subscriber.x` and `subscriber["x"]` are the only names: anything else (items, attributes
+    of a field, Jinja's own names) is one located error, never a traceback or a Python repr."""
+    body = source.replace("\\", "\\\\").replace('"', '\\"')
+    text = f'{HEAD}[[blocks]]\nkind = "text"\nbody = "{body}"\n'
+    line = _one_clear_line(tmp_path, monkeypatch, command, text)
+    assert line.startswith(f"{tmp_path / 'issues' / 'x.toml'}:7: blocks[0].body: template error: ")
+    assert named in line
+
+
 def test_deeply_nested_expression_is_an_error(tmp_path: Path, monkeypatch) -> None:
     """An expression nested past Python's recursion limit is an error, not a RecursionError."""
     body = "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}"
