@@ -9,6 +9,7 @@ Secrets are never keys: they come only from the environment (see `smtp_password`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -104,7 +105,22 @@ def _one_of(*choices: str) -> Check:
 
 
 def _positive(value: float | None) -> str | None:
-    return None if value is None or value > 0 else "must be greater than 0"
+    ok = value is None or (math.isfinite(value) and value > 0)
+    return None if ok else "must be a number greater than 0"
+
+
+def _port(value: int | None) -> str | None:
+    return None if value is None or 1 <= value <= 65535 else "must be a port from 1 to 65535"
+
+
+def _connections(value: int) -> str | None:
+    # each connection is a task and a socket: a typo such as 1000000000 must not start them all
+    return None if 1 <= value <= 1000 else "must be from 1 to 1000"
+
+
+def _delays(value: tuple[float, ...]) -> str | None:
+    ok = all(math.isfinite(v) and v >= 0 for v in value)
+    return None if ok else "must be a list of seconds, each 0 or more"
 
 
 def _colour(value: str) -> str | None:
@@ -186,7 +202,9 @@ class SmtpSettings:
     """[smtp]"""
 
     host: str = key("", "SMTP server; empty: messages go to the outbox/ Maildir.")
-    port: int | None = key(None, "Port; empty: 587 for starttls, 465 for tls, 25 for none.")
+    port: int | None = key(
+        None, "Port; empty: 587 for starttls, 465 for tls, 25 for none.", check=_port
+    )
     security: str = key(
         "starttls",
         "`starttls`, `tls` (implicit, port 465) or `none`.",
@@ -197,12 +215,14 @@ class SmtpSettings:
     allow_plaintext: bool = key(
         False, "Allow `security = none` to a host that is not loopback (unencrypted!)."
     )
-    connections: int = key(4, "Concurrent SMTP connections, each reused.", check=_positive)
+    connections: int = key(4, "Concurrent SMTP connections, each reused.", check=_connections)
     rate: float | None = key(None, "Messages per second at most; empty: no limit.", check=_positive)
     hourly_limit: int | None = key(None, "Messages per hour at most.", check=_positive)
     daily_limit: int | None = key(None, "Messages per day at most.", check=_positive)
     retry_delays: tuple[float, ...] = key(
-        (2.0, 10.0, 30.0), "Seconds before each retry of a temporary failure (jittered)."
+        (2.0, 10.0, 30.0),
+        "Seconds before each retry of a temporary failure (jittered).",
+        check=_delays,
     )
     pause_after: int = key(
         5, "Pause the send after this many connection failures in a row.", check=_positive
