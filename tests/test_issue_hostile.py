@@ -156,6 +156,21 @@ def test_deeply_nested_toml_is_an_error(
     assert "nested too deeply" in line
 
 
+@pytest.mark.parametrize("text", NESTED.values(), ids=NESTED.keys())
+def test_archive_of_a_deeply_nested_issue_is_an_error(
+    tmp_path: Path, monkeypatch, text: str
+) -> None:
+    """`archive` reads every issue file, also to see if a broken one is a draft: the same
+    located error there, not a RecursionError."""
+    path = _issue(tmp_path, text)
+    monkeypatch.chdir(tmp_path)
+    result = run("archive", "-o", tmp_path / "site")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"{path}:1: invalid TOML: " in result.output
+    assert "nested too deeply" in result.output
+
+
 def test_deeply_nested_config_is_an_error(tmp_path: Path, monkeypatch) -> None:
     """The same for newsletter.toml, which every command reads first."""
     path = _issue(tmp_path, HEAD)
@@ -167,3 +182,15 @@ def test_deeply_nested_config_is_an_error(tmp_path: Path, monkeypatch) -> None:
     assert "Traceback" not in result.output
     assert f"{config}:" in result.output
     assert "nested too deeply" in result.output
+
+
+def test_a_byte_order_mark_is_read_as_utf8(tmp_path: Path, monkeypatch) -> None:
+    """Editors on Windows save UTF-8 with a byte-order mark: an issue and a newsletter.toml that
+    start with one are read like any other, not refused as `1:1: invalid TOML`."""
+    bom = "\ufeff"
+    path = _issue(tmp_path, bom + HEAD + '[[blocks]]\nkind = "text"\nbody = "Hello"\n')
+    config = tmp_path / "newsletter.toml"
+    config.write_text(bom + config.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = run("check", path)
+    assert result.exit_code == 0, result.output
