@@ -225,10 +225,11 @@ def preview(
     """Render an issue and open it in the browser (or serve it live with --serve)."""
     config = load()
     if serve:
-        from newsletter.serve import run_preview
+        from newsletter.serve import listen, run_preview
 
-        say(f"previewing {issue} at http://127.0.0.1:{port}/  (Ctrl-C stops)")
-        run_preview(issue, config, port=port)
+        sock = listen("127.0.0.1", port)
+        say(f"previewing {issue} at http://127.0.0.1:{sock.getsockname()[1]}/  (Ctrl-C stops)")
+        run_preview(issue, config, sock=sock)
         return
     import webbrowser
 
@@ -1144,15 +1145,16 @@ def serve(
     """Serve the one-click unsubscribe endpoint (RFC 8058) for the links in sent messages."""
     import logging
 
-    from newsletter.serve import endpoint_secret, route_prefix, run_unsubscribe
+    from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe
 
     config = load()
     key = endpoint_secret(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
-    say(f"unsubscribe endpoint at http://{host}:{port}{path}  (Ctrl-C stops)")
+    sock = listen(host, port)
+    say(f"unsubscribe endpoint at http://{host}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
     say(f"changes go to the lists in {config.subscribers_dir}")
-    run_unsubscribe(config, key, host=host, port=port)
+    run_unsubscribe(config, key, sock=sock)
 
 
 @app.command()
