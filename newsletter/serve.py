@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -387,11 +387,14 @@ async def _form(request: Request) -> list[tuple[str, str]]:
 async def _read_body(request: Request) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BadForm(f"body over {MAX_BODY} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise BadForm(f"body over {MAX_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody to answer; a warning line, not an ASGI traceback
+        raise BadForm("the client closed the connection before its body ended") from None
     return b"".join(chunks)
 
 
