@@ -33,6 +33,13 @@ SIGNED_HEADERS = (
     "List-Unsubscribe-Post",
     "MIME-Version",
     "Content-Type",
+    # Not in the message, signed as absent: added in transit, clients would show them ("on
+    # behalf of", more recipients, the thread it joins) or decode the body by them.
+    "Sender",
+    "Cc",
+    "In-Reply-To",
+    "References",
+    "Content-Transfer-Encoding",
 )
 
 

@@ -196,3 +196,26 @@ def test_h_names_each_header_once_more_than_present(
     for name in OVERSIGNED:
         present = len(re.findall(rf"(?im)^{re.escape(name)}:", head.decode()))
         assert names.count(name.lower()) == present + 1, name
+
+
+def insert_below(data: bytes, name: str) -> bytes:
+    """`data` with a `name:` header added as the last header (below any original)."""
+    end = data.index(b"\r\n\r\n")
+    return data[:end] + f"\r\n{name}: forged@evil.example".encode() + data[end:]
+
+
+# Headers the message does not carry but mail clients show or act on if one is added in
+# transit: who it is "on behalf of", more recipients, the thread it joins, how the body decodes.
+ABSENT_BUT_SHOWN = ("Sender", "Cc", "In-Reply-To", "References", "Content-Transfer-Encoding")
+
+
+@pytest.mark.parametrize("where", ["top", "bottom"])
+@pytest.mark.parametrize("name", OVERSIGNED + ABSENT_BUT_SHOWN)
+def test_any_added_header_that_readers_see_fails(
+    config: Config, key_pair: tuple[bytes, bytes], name: str, where: str
+) -> None:
+    """A covered header added at the top or at the bottom of the header block (below the
+    original, where a verifier looks first) breaks the signature; also one the message lacks."""
+    data = signed_message(config)
+    tampered = insert_above(data, name, at_top=True) if where == "top" else insert_below(data, name)
+    assert not dkim.verify(tampered, dnsfunc=stub_dns(key_pair[1]))
