@@ -97,6 +97,30 @@ def _list_id(value: str) -> str | None:
     return None if ok else f"{value!r} is not a list id such as news.example.org"
 
 
+# A DNS name as DKIM's d= and s= carry it (in a header, and in the key's DNS query): labels of
+# letters, digits, '-' and '_', joined by dots. Anything else (';', a space, a line break) would
+# change the DKIM-Signature header itself.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def ascii_domain(value: str) -> str:
+    """`value` in its ASCII (IDNA) form; unchanged when it has none."""
+    try:
+        return value.encode("idna").decode("ascii")
+    except UnicodeError:
+        return value
+
+
+def _dns_name(example: str, *, domain: bool) -> Check:
+    def check(value: str) -> str | None:
+        name = ascii_domain(value) if domain else value
+        ok = not value or (_DNS_NAME.fullmatch(name) and (not domain or "." in name))
+        return None if ok else f"{value!r} is not a DNS name such as {example}"
+
+    return check
+
+
 def _one_of(*choices: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -192,8 +216,12 @@ class Settings:
         "SMTP envelope sender (bounces go there); empty: the `from` address.",
         check=_mailbox("envelope_from", name_allowed=False),
     )
-    dkim_domain: str = key("", "DKIM signing domain (d=); empty: no signing.")
-    dkim_selector: str = key("", "DKIM selector (s=).")
+    dkim_domain: str = key(
+        "",
+        "DKIM signing domain (d=); empty: no signing.",
+        check=_dns_name("example.org", domain=True),
+    )
+    dkim_selector: str = key("", "DKIM selector (s=).", check=_dns_name("news2024", domain=False))
     dkim_key_file: str = key("", "Path of the DKIM private key (PEM), relative to the folder.")
 
 

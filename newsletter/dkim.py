@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from newsletter.config import Config
+from newsletter.config import Config, ascii_domain
 from newsletter.errors import ConfigError, MessageError, Problem
 
 # What the signature covers. Each is oversigned: h= names it once more than the message
@@ -76,7 +76,7 @@ class DkimSigner:
             problems = [Problem(config.path, "needed for DKIM signing", field=m) for m in missing]
             raise ConfigError(problems)
         key = _read_key(config, config.root / settings.dkim_key_file)
-        return cls(settings.dkim_domain, settings.dkim_selector, key)
+        return cls(ascii_domain(settings.dkim_domain), settings.dkim_selector, key)
 
     def sign(self, message: bytes) -> bytes:
         """`message` (CRLF, not dot-stuffed) with a DKIM-Signature header in front."""
