@@ -121,6 +121,21 @@ def _dns_name(example: str, *, domain: bool) -> Check:
     return check
 
 
+def _host(value: str) -> str | None:
+    """A host name (IDN allowed, one trailing dot) or an IP address, as a connection takes it."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    name = ascii_domain(value.removesuffix("."))
+    if not value or _DNS_NAME.fullmatch(name):
+        return None
+    return f"{value!r} is not a host name or IP address (the port goes in [smtp] port)"
+
+
 def _one_of(*choices: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -229,7 +244,7 @@ class Settings:
 class SmtpSettings:
     """[smtp]"""
 
-    host: str = key("", "SMTP server; empty: messages go to the outbox/ Maildir.")
+    host: str = key("", "SMTP server; empty: messages go to the outbox/ Maildir.", check=_host)
     port: int | None = key(
         None, "Port; empty: 587 for starttls, 465 for tls, 25 for none.", check=_port
     )

@@ -32,7 +32,7 @@ PLACEHOLDER_TLDS = (".example", ".invalid", ".test", ".localhost")
 
 def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> list[Problem]:
     problems = [*_links(issue, lines), *_images(issue, lines), *_metadata(issue, lines, config)]
-    problems += _dkim(config)
+    problems += [*_dkim(config), *_smtp(config)]
     problems += [*_empty_text(issue, lines), *_subject_line(issue, rendered, lines)]
     problems += _output(issue, rendered, config)
     return problems
@@ -170,6 +170,21 @@ def _dkim(config: Config) -> list[Problem]:
         DkimSigner.from_config(config)
     except InvalidInput as exc:
         return exc.problems
+    return []
+
+
+def _smtp(config: Config) -> list[Problem]:
+    """The [smtp] settings `send` refuses before connecting (clear text off this machine)."""
+    from newsletter.errors import InvalidInput
+
+    if not config.smtp.host:
+        return []  # the outbox: no connection
+    from newsletter.transport import check_security
+
+    try:
+        check_security(config.smtp)
+    except InvalidInput as exc:
+        return [dataclasses.replace(p, path=config.path) for p in exc.problems]
     return []
 
 

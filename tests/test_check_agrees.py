@@ -277,3 +277,44 @@ def test_idn_sender_domain_gives_an_ascii_list_id(tmp_path: Path, monkeypatch) -
     assert result.exit_code == 0, result.output
     [message] = (tmp_path / "outbox" / "new").iterdir()
     assert b"List-Id: Test news <xn--bcher-kva.example>" in message.read_bytes()
+
+
+SMTP_REFUSED = {
+    "plaintext off this machine": ('host = "smtp.acme-mail.net"\nsecurity = "none"\n', "security"),
+    "password in clear text": (
+        'host = "smtp.acme-mail.net"\nsecurity = "none"\nallow_plaintext = true\n'
+        'username = "news"\n',
+        "security",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "send"])
+@pytest.mark.parametrize(("settings", "key"), SMTP_REFUSED.values(), ids=SMTP_REFUSED.keys())
+def test_smtp_settings_send_refuses_are_check_errors(
+    tmp_path: Path, monkeypatch, command: str, settings: str, key: str
+) -> None:
+    """[smtp] settings that stop `send` before it connects are a check error naming the key
+    (check said "0 error(s)" for `security = "none"` to a remote host)."""
+    path = _folder(tmp_path, HEAD + TEXT, MINIMAL_CONFIG + "[smtp]\n" + settings)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "not used: refused before any connection")
+    result = run(command, path, *(["--yes"] if command == "send" else []))
+    _refused(result.output, result.exit_code, f"smtp.{key}: ", "unencrypted")
+    assert not (tmp_path / ".newsletter" / "sends").exists()
+
+
+@pytest.mark.parametrize(
+    "host", ["smtp.acme-mail.net:587", "[::1]", "exa mple.org", "a\nb", "smtp..acme.net", "-x"]
+)
+def test_smtp_host_that_is_not_a_host_is_a_config_error(
+    tmp_path: Path, monkeypatch, host: str
+) -> None:
+    """[smtp] host is a host name or an IP address: a port, brackets or a blank in it is
+    newsletter.toml:line: smtp.host (was: a send paused after five failed connections)."""
+    escaped = host.replace("\n", "\\n")
+    path = _folder(tmp_path, HEAD + TEXT, MINIMAL_CONFIG + f'[smtp]\nhost = "{escaped}"\n')
+    monkeypatch.chdir(tmp_path)
+    result = run("check", path)
+    _refused(result.output, result.exit_code, f"{tmp_path / 'newsletter.toml'}:7: smtp.host: ", "")
