@@ -194,3 +194,36 @@ def test_a_byte_order_mark_is_read_as_utf8(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = run("check", path)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("day", "start", "zones"),
+    [
+        ("9999-12-31", "23:59", '["Etc/GMT+12", "Pacific/Kiritimati"]'),
+        ("0001-01-01", "00:00", '["Pacific/Kiritimati", "Etc/GMT+12"]'),
+    ],
+    ids=["past 9999", "before year 1"],
+)
+@pytest.mark.parametrize("command", ["check", "render"])
+def test_event_time_outside_the_calendar_is_located_at_the_date(
+    tmp_path: Path, monkeypatch, command: str, day: str, start: str, zones: str
+) -> None:
+    """An event whose start, shown in another zone, falls outside years 1-9999 is an error at
+    the issue's date line (was "template error: date value out of range" in event.mjml.j2)."""
+    text = (
+        f'{HEAD}[[blocks]]\nkind = "event"\ntitle = "E"\ndate = {day}\nstart = "{start}"\n'
+        f"timezones = {zones}\n"
+    )
+    line = _one_clear_line(tmp_path, monkeypatch, command, text)
+    assert line.startswith(f"{tmp_path / 'issues' / 'x.toml'}:8: blocks[0].date: ")
+    assert "years 1 to 9999" in line
+
+
+def test_a_decimal_where_a_whole_number_goes_says_so(tmp_path: Path, monkeypatch) -> None:
+    """`width = 1.5`: "must be a whole number, not a decimal number" (was "..., not a number")."""
+    text = (
+        f'{HEAD}[[blocks]]\nkind = "article"\nheading = "H"\nbody = "b"\n'
+        'image = { src = "https://i.org/a.png", alt = "A", width = 1.5 }\n'
+    )
+    line = _one_clear_line(tmp_path, monkeypatch, "check", text)
+    assert line.endswith("image.width: must be a whole number, not a decimal number")
