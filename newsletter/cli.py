@@ -1092,7 +1092,7 @@ def send_test_copy(
     from newsletter.transport import open_transport
 
     config = load()
-    address = to or config.newsletter.test_to
+    address = _address_option("--to", to) if to else config.newsletter.test_to
     if not address:
         raise NewsletterError("no recipient: pass --to ADDRESS or set [newsletter] test_to")
     result = check_issue(issue, config)
@@ -1128,6 +1128,16 @@ def send_test_copy(
     sender = config.envelope_sender
     accepted = asyncio.run(send_test(transport, build, sender, address))
     typer.echo(f"sent a test of {issue} to {address}: {accepted.code} {accepted.reply}")
+
+
+def _address_option(option: str, value: str) -> str:
+    """An address given on the command line, parsed as strictly as test_to in the file."""
+    from newsletter.addresses import BadAddress, parse_mailbox
+
+    try:
+        return parse_mailbox(value, name_allowed=False)[1]
+    except BadAddress as exc:
+        raise NewsletterError(f"{option}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -186,3 +186,26 @@ def test_sender_side_address_needs_an_ascii_local_part(tmp_path: Path, key: str)
     message = _config_error(tmp_path, key, "ñews@example.org")
     assert f"newsletter.{key}: " in message
     assert "ASCII" in message
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "news@localhost",
+        "=?utf-8?q?x?=@example.org",
+        "Acme, Inc. <x@example.org>",
+        "x@example.org\nBcc: victim@example.net",
+        "x@[127.0.0.1]",
+    ],
+)
+def test_test_to_option_is_parsed_like_test_to(tmp_path: Path, monkeypatch, to: str) -> None:
+    """`test --to` takes what `test_to` takes, and refuses the rest in one line naming --to
+    (`news@localhost` and an encoded word were sent; a line break split the error in two)."""
+    folder = sample_folder(tmp_path)
+    monkeypatch.chdir(folder)
+    result = run("test", "issues/2021-09-cohes3ion.toml", "--to", to)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if "--to" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: --to: "), result.output
+    assert not (folder / "outbox").exists()
