@@ -289,10 +289,26 @@ def _allowed_in_content(tree: jinja2.nodes.Template) -> None:
             raise jinja2.exceptions.SecurityError(
                 f"{_construct(node)} (line {line} of the text) is not allowed in {_HOW}"
             )
+        if isinstance(node, jinja2.nodes.If | jinja2.nodes.CondExpr):
+            _constant_condition(node, line)
         if isinstance(node, jinja2.nodes.Name | jinja2.nodes.Getattr | jinja2.nodes.Getitem):
             _merge_field(node, line)
             continue  # a merge field: nothing inside it to check
         queue.extend((child, line) for child in node.iter_child_nodes())
+
+
+def _constant_condition(node: jinja2.nodes.If | jinja2.nodes.CondExpr, line: int) -> None:
+    """A condition may not test a merge field: the text is rendered once, before any reader is
+    known, so it would be decided once for everyone (a marker is never empty)."""
+    if node.test is None or not any(
+        name.name == "subscriber" for name in node.test.find_all(jinja2.nodes.Name)
+    ):
+        return
+    raise jinja2.exceptions.SecurityError(
+        f"a condition on a merge field (line {line} of the text) would be decided once for "
+        "every reader, not per reader: issue text is rendered before any reader is known; give "
+        'the field a default instead, such as {{ subscriber.name | default("reader") }}'
+    )
 
 
 def _merge_field(node: jinja2.nodes.Expr, line: int) -> None:

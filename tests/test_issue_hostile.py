@@ -138,6 +138,30 @@ def test_merge_fields_conditions_and_raw_still_work(tmp_path: Path) -> None:
     assert "yes {{ as written }}" in text
 
 
+CONDITION_ON_A_FIELD = {
+    "if": "{% if subscriber.name %}Dear {{ subscriber.name }}{% else %}Dear reader{% endif %}",
+    "elif": "{% if false %}a{% elif subscriber.city == 'Paris' %}b{% endif %}",
+    "inline if": "{{ 'a' if subscriber.name else 'b' }}",
+    "a test": "{% if subscriber.name is defined %}a{% endif %}",
+}
+
+
+@pytest.mark.parametrize("source", CONDITION_ON_A_FIELD.values(), ids=CONDITION_ON_A_FIELD.keys())
+@pytest.mark.parametrize("command", ["check", "send"])
+def test_a_condition_on_a_merge_field_is_an_error(
+    tmp_path: Path, monkeypatch, command: str, source: str
+) -> None:
+    """Issue text is rendered once, before any reader is known: a condition on a merge field
+    would be decided once for everyone (it always took the first branch, so a reader with no
+    name got "Dear ,"). It is a located error saying to use a default instead."""
+    body = source.replace("\\", "\\\\").replace('"', '\\"')
+    text = f'{HEAD}[[blocks]]\nkind = "text"\nbody = "{body}"\n'
+    line = _one_clear_line(tmp_path, monkeypatch, command, text)
+    assert line.startswith(f"{tmp_path / 'issues' / 'x.toml'}:7: blocks[0].body: template error: ")
+    assert "once for every reader" in line
+    assert "default(" in line
+
+
 NESTED = {
     "arrays": "a = " + "[" * 100_000 + "]" * 100_000 + "\n",
     "inline tables": "a = " + "{b = " * 100_000 + "1" + "}" * 100_000 + "\n",
