@@ -163,8 +163,24 @@ def _delays(value: tuple[float, ...]) -> str | None:
 
 
 def _colour(value: str) -> str | None:
-    ok = len(value) == 7 and value.startswith("#")
+    ok = re.fullmatch(r"#[0-9A-Fa-f]{6}", value)
     return None if ok else f"must be a colour such as '#1a5276', not {value!r}"
+
+
+def _name(value: str) -> str | None:
+    if value and not value.strip():  # "" is reported as missing
+        return "is blank: write the newsletter's name (From, List-Id and every page show it)"
+    return _header_text(value)
+
+
+def _link_text(value: str) -> str | None:
+    ok = value.strip()
+    return None if ok else "is blank: every copy's unsubscribe link would have no visible text"
+
+
+def _language(value: str) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", value)
+    return None if ok else f"must be a language tag such as 'en' or 'pt-BR', not {value!r}"
 
 
 @dataclass(frozen=True)
@@ -172,7 +188,7 @@ class Settings:
     """[newsletter]"""
 
     name: str = key(
-        "", "Newsletter name, shown in the header and the From display name.", check=_header_text
+        "", "Newsletter name, shown in the header and the From display name.", check=_name
     )
     from_: str = key(
         "",
@@ -206,7 +222,7 @@ class Settings:
     accent_colour: str = key("#1a5276", "Headings, buttons and links.", check=_colour)
     text_colour: str = key("#222222", "Body text.", check=_colour)
     background_colour: str = key("#f4f4f4", "Page background around the content.", check=_colour)
-    language: str = key("en", "Language of the issue (HTML `lang`).")
+    language: str = key("en", "Language of the issue (HTML `lang`).", check=_language)
     website: str = key("", "Project web site, linked in the footer.", check=_https)
     twitter: str = key("", "Twitter/X profile URL.", check=_https)
     linkedin: str = key("", "LinkedIn page URL.", check=_https)
@@ -215,7 +231,9 @@ class Settings:
     facebook: str = key("", "Facebook page URL.", check=_https)
     youtube: str = key("", "YouTube channel URL.", check=_https)
     footer: str = key("", "Footer text (Markdown), e.g. why the reader gets this email.")
-    unsubscribe_text: str = key("Unsubscribe", "Wording of the footer's unsubscribe link.")
+    unsubscribe_text: str = key(
+        "Unsubscribe", "Wording of the footer's unsubscribe link.", check=_link_text
+    )
     test_to: str = key(
         "",
         "Default recipient of `newsletter test` (an address alone).",

@@ -157,3 +157,30 @@ def test_cli_send_with_an_impossible_port_is_one_line(tmp_path: Path, monkeypatc
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     assert result.output.startswith("error: NEWSLETTER_SMTP_PORT: ")
+
+
+SHOWN_TEXT_REFUSED = {
+    "blank name": ('name = "  "', "name"),
+    "name of no-break spaces": ('name = "\\u00a0"', "name"),
+    "empty unsubscribe text": ('unsubscribe_text = ""', "unsubscribe_text"),
+    "blank unsubscribe text": ('unsubscribe_text = " \\t"', "unsubscribe_text"),
+    "colour that is not hex": ('accent_colour = "#zzzzzz"', "accent_colour"),
+    "language that is not a tag": ('language = "en gb"', "language"),
+    "empty language": ('language = ""', "language"),
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "name"), SHOWN_TEXT_REFUSED.values(), ids=SHOWN_TEXT_REFUSED.keys()
+)
+def test_settings_shown_in_every_copy_must_be_usable(tmp_path: Path, line: str, name: str) -> None:
+    """Text every copy shows (the name, the unsubscribe link's wording) may not be blank, and a
+    colour or language must be one: an empty unsubscribe_text made the footer's unsubscribe link
+    invisible in every copy while check said 0 errors."""
+    text = MINIMAL_CONFIG.replace('name = "Test news"\n', "") + f"{line}\n"
+    if name != "name":
+        text += 'name = "Test news"\n'
+    path = write(tmp_path / "newsletter.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=path, environ={})
+    assert f"{path}:5: newsletter.{name}: " in str(caught.value)
