@@ -21,9 +21,15 @@ def split(url: str) -> SplitResult | None:
     return None if port == 0 else parts
 
 
+# A merge field or tag in a link (`?u={{ subscriber.email }}`) is filled per reader: judge the
+# link with each one as a plain word, so the blanks inside the braces are not the link's own.
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+
+
 def url_problem(url: str) -> str | None:
     """Why `url` is not a usable web or mailto: link, or None. Says nothing about its scheme
     beyond that: callers decide which schemes they accept."""
+    url = _TEMPLATE.sub("x", url)
     parts = split(url.strip())
     if parts is None:
         return "cannot be parsed as a URL (check the brackets, the port and the host)"

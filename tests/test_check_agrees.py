@@ -318,3 +318,23 @@ def test_smtp_host_that_is_not_a_host_is_a_config_error(
     monkeypatch.chdir(tmp_path)
     result = run("check", path)
     _refused(result.output, result.exit_code, f"{tmp_path / 'newsletter.toml'}:7: smtp.host: ", "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://a.org/r?u={{ subscriber.email }}",
+        "https://a.org/{{ subscriber.city | default('paris') }}/",
+        "https://{{ subscriber.region | default('eu') }}.a.org/",
+    ],
+)
+def test_a_personalised_link_is_not_a_blank_or_a_bad_host(
+    tmp_path: Path, monkeypatch, url: str
+) -> None:
+    """Merge fields in a link are filled per reader: the blanks inside `{{ }}` and a host made
+    of one are not the link's own, so check and send take the link."""
+    toml_url = url.replace("'", "\\u0027")
+    path = _folder(tmp_path, HEAD + ARTICLE + f'cta = {{ text = "x", url = "{toml_url}" }}\n')
+    monkeypatch.chdir(tmp_path)
+    result = run("check", path)
+    assert "blocks[0].cta.url" not in result.output, result.output
