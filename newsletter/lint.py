@@ -149,7 +149,8 @@ def _subject_line(issue: Issue, rendered: Rendered, lines: KeyLines) -> Iterator
     """The subject as rendered is one header line: no line break or other control character
     (building the message refuses them, so `check` does too)."""
     for piece in rendered.subject:
-        bad = HEADER_CONTROL.search(piece) if isinstance(piece, str) else None
+        text = piece if isinstance(piece, str) else piece.default  # a default fills it per reader
+        bad = HEADER_CONTROL.search(text) if text else None
         if bad is not None:
             yield Problem(
                 issue.path,

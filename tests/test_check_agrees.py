@@ -50,6 +50,17 @@ REFUSED_BY_SEND = {
         "2: subject",
         "U+000A",
     ),
+    "LF in a merge field's default in subject": (
+        HEAD.replace('"News"\npre', """'a{{ subscriber.name | default("x\\ny") }}'\npre""") + TEXT,
+        "2: subject",
+        "U+000A",
+    ),
+    "U+2028 in a merge field's default in subject": (
+        HEAD.replace('"News"\npre', """'a{{ subscriber.city | default("x\u2028y") }}'\npre""")
+        + TEXT,
+        "2: subject",
+        "U+2028",
+    ),
     "NUL in subject": (HEAD.replace('"News"\npre', '"a\\u0000b"\npre') + TEXT, "2: subject", ""),
     "url without host": (
         HEAD + ARTICLE + 'cta = { text = "x", url = "https://" }\n',
