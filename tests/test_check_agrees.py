@@ -102,6 +102,16 @@ REFUSED_BY_SEND = {
         "9: blocks[0].image.src",
         "https://",
     ),
+    "javascript: link in Markdown": (
+        HEAD + TEXT.replace("Hello", "see [here](javascript:alert(1))"),
+        "7: blocks[0].body",
+        "is not an https:// or mailto: link",
+    ),
+    "data: image in Markdown": (
+        HEAD + TEXT.replace("Hello", "![a chart](data:image/png;base64,AAAA)"),
+        "7: blocks[0].body",
+        "is not an https:// or mailto: link",
+    ),
     "url without host in Markdown": (
         HEAD + TEXT.replace("Hello", "see [here](https:///x)"),
         "7: blocks[0].body",
