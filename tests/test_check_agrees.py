@@ -359,3 +359,27 @@ def test_a_personalised_link_is_not_a_blank_or_a_bad_host(
     monkeypatch.chdir(tmp_path)
     result = run("check", path)
     assert "blocks[0].cta.url" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("footer", "needle"),
+    [
+        ("[site](#)", "placeholder"),
+        ("[site](javascript:alert(1))", "is not an https:// or mailto: link"),
+        ("[site](<https://exa mple.org/>)", "is not a host name"),
+        ("[site](https://example.org/)", "placeholder host"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "send"])
+def test_footer_links_are_checked_like_issue_links(
+    tmp_path: Path, monkeypatch, command: str, footer: str, needle: str
+) -> None:
+    """The footer (Markdown in newsletter.toml) is in every copy: its links are checked as the
+    issue's are, naming newsletter.footer (they passed unchecked)."""
+    config = MINIMAL_CONFIG + f'footer = "{footer}"\n'
+    path = _folder(tmp_path, HEAD + TEXT, config)
+    monkeypatch.chdir(tmp_path)
+    result = run(command, path, *(["--yes"] if command == "send" else []))
+    where = f"{tmp_path / 'newsletter.toml'}: newsletter.footer: link 'site': "
+    _refused(result.output, result.exit_code, where, needle)
+    assert not (tmp_path / ".newsletter" / "sends").exists()
