@@ -137,6 +137,18 @@ def parse_mailbox(text: str, *, name_allowed: bool = True) -> tuple[str, str]:
     return name.strip(), address.strip()
 
 
+def ascii_address(address: str) -> str:
+    """The address with its domain in ASCII (IDNA): the form for headers and MAIL FROM of a
+    message that does not use SMTPUTF8. A non-ASCII local part stays as it is."""
+    local, _, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except (idna.IDNAError, UnicodeError):
+        raise BadAddress(address, "its domain has no ASCII (IDNA) form") from None
+
+
 def _quoted_name(text: str) -> str:
     """`Name, Inc. <a@b.org>` as `"Name, Inc." <a@b.org>`; "" when that is not the mistake."""
     found = _NAME_THEN_ADDRESS.fullmatch(text)

@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import html
 import re
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,9 +90,11 @@ def published(config: Config, folder: Path | None = None) -> list[Issue]:
 
 
 def _marked_draft(path: Path) -> bool:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8")).get("draft") is True
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    from newsletter import tomlsource
+
+    try:  # read as load_issue reads it (byte-order mark, nesting bound), errors included
+        return tomlsource.load(path)[0].get("draft") is True
+    except InvalidInput:
         return False
 
 

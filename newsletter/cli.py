@@ -225,10 +225,11 @@ def preview(
     """Render an issue and open it in the browser (or serve it live with --serve)."""
     config = load()
     if serve:
-        from newsletter.serve import run_preview
+        from newsletter.serve import listen, run_preview
 
-        say(f"previewing {issue} at http://127.0.0.1:{port}/  (Ctrl-C stops)")
-        run_preview(issue, config, port=port)
+        sock = listen("127.0.0.1", port)
+        say(f"previewing {issue} at http://127.0.0.1:{sock.getsockname()[1]}/  (Ctrl-C stops)")
+        run_preview(issue, config, sock=sock)
         return
     import webbrowser
 
@@ -811,7 +812,7 @@ def _run_send(
     from newsletter.dispatch import Dispatcher, composer
     from newsletter.dkim import DkimSigner, SigningPool
 
-    sender = config.newsletter.envelope_from or config.from_address
+    sender = config.envelope_sender
     counts = ledger.counts()
     total = min(counts["pending"] + counts["deferred"], limit or sys.maxsize)
 
@@ -1107,7 +1108,7 @@ def send_test_copy(
     from newsletter.transport import open_transport
 
     config = load()
-    address = to or config.newsletter.test_to
+    address = _address_option("--to", to) if to else config.newsletter.test_to
     if not address:
         raise NewsletterError("no recipient: pass --to ADDRESS or set [newsletter] test_to")
     result = check_issue(issue, config)
@@ -1140,9 +1141,19 @@ def send_test_copy(
         signed = signer.sign(factory.build(subscriber, to=address, eight_bit=eight_bit))
         return dot_stuff(signed) if dot_stuffed else signed
 
-    sender = config.newsletter.envelope_from or config.from_address
+    sender = config.envelope_sender
     accepted = asyncio.run(send_test(transport, build, sender, address))
     typer.echo(f"sent a test of {issue} to {address}: {accepted.code} {accepted.reply}")
+
+
+def _address_option(option: str, value: str) -> str:
+    """An address given on the command line, parsed as strictly as test_to in the file."""
+    from newsletter.addresses import BadAddress, parse_mailbox
+
+    try:
+        return parse_mailbox(value, name_allowed=False)[1]
+    except BadAddress as exc:
+        raise NewsletterError(f"{option}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1160,15 +1171,16 @@ def serve(
     """Serve the one-click unsubscribe endpoint (RFC 8058) for the links in sent messages."""
     import logging
 
-    from newsletter.serve import endpoint_secret, route_prefix, run_unsubscribe
+    from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe
 
     config = load()
     key = endpoint_secret(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
-    say(f"unsubscribe endpoint at http://{host}:{port}{path}  (Ctrl-C stops)")
+    sock = listen(host, port)
+    say(f"unsubscribe endpoint at http://{host}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
     say(f"changes go to the lists in {config.subscribers_dir}")
-    run_unsubscribe(config, key, host=host, port=port)
+    run_unsubscribe(config, key, sock=sock)
 
 
 @app.command()

@@ -9,6 +9,7 @@ Secrets are never keys: they come only from the environment (see `smtp_password`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -55,16 +56,22 @@ def _base_url(value: str) -> str | None:
     return problem
 
 
-def _mailbox(toml_key: str, *, name_allowed: bool) -> Check:
-    """One email address with a domain (and a display name when allowed), strictly parsed."""
+def _mailbox(toml_key: str, *, name_allowed: bool, sender: bool = True) -> Check:
+    """One email address with a domain (and a display name when allowed), strictly parsed.
+    A `sender` address goes into every message or MAIL FROM: its local part must be ASCII
+    (else every reader's server would need SMTPUTF8); its domain is sent in IDNA form."""
 
     def check(value: str) -> str | None:
-        from newsletter.addresses import BadAddress, parse_mailbox
+        from newsletter.addresses import BadAddress, ascii_address, parse_mailbox
 
         if not value:
             return None
         try:
-            parse_mailbox(value, name_allowed=name_allowed)
+            address = ascii_address(parse_mailbox(value, name_allowed=name_allowed)[1])
+            if sender and not address.isascii():
+                return (
+                    f"{value!r}: the part before @ must be ASCII (else every server needs SMTPUTF8)"
+                )
         except BadAddress as exc:
             fix = f", as in {toml_key} = '{exc.fix}'" if exc.fix else ""
             return f"{value!r} {exc.reason}{fix}"
@@ -90,6 +97,45 @@ def _list_id(value: str) -> str | None:
     return None if ok else f"{value!r} is not a list id such as news.example.org"
 
 
+# A DNS name as DKIM's d= and s= carry it (in a header, and in the key's DNS query): labels of
+# letters, digits, '-' and '_', joined by dots. Anything else (';', a space, a line break) would
+# change the DKIM-Signature header itself.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def ascii_domain(value: str) -> str:
+    """`value` in its ASCII (IDNA) form; unchanged when it has none."""
+    try:
+        return value.encode("idna").decode("ascii")
+    except UnicodeError:
+        return value
+
+
+def _dns_name(example: str, *, domain: bool) -> Check:
+    def check(value: str) -> str | None:
+        name = ascii_domain(value) if domain else value
+        ok = not value or (_DNS_NAME.fullmatch(name) and (not domain or "." in name))
+        return None if ok else f"{value!r} is not a DNS name such as {example}"
+
+    return check
+
+
+def _host(value: str) -> str | None:
+    """A host name (IDN allowed, one trailing dot) or an IP address, as a connection takes it."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    name = ascii_domain(value.removesuffix("."))
+    if not value or _DNS_NAME.fullmatch(name):
+        return None
+    return f"{value!r} is not a host name or IP address (the port goes in [smtp] port)"
+
+
 def _one_of(*choices: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -98,12 +144,43 @@ def _one_of(*choices: str) -> Check:
 
 
 def _positive(value: float | None) -> str | None:
-    return None if value is None or value > 0 else "must be greater than 0"
+    ok = value is None or (math.isfinite(value) and value > 0)
+    return None if ok else "must be a number greater than 0"
+
+
+def _port(value: int | None) -> str | None:
+    return None if value is None or 1 <= value <= 65535 else "must be a port from 1 to 65535"
+
+
+def _connections(value: int) -> str | None:
+    # each connection is a task and a socket: a typo such as 1000000000 must not start them all
+    return None if 1 <= value <= 1000 else "must be from 1 to 1000"
+
+
+def _delays(value: tuple[float, ...]) -> str | None:
+    ok = all(math.isfinite(v) and v >= 0 for v in value)
+    return None if ok else "must be a list of seconds, each 0 or more"
 
 
 def _colour(value: str) -> str | None:
-    ok = len(value) == 7 and value.startswith("#")
+    ok = re.fullmatch(r"#[0-9A-Fa-f]{6}", value)
     return None if ok else f"must be a colour such as '#1a5276', not {value!r}"
+
+
+def _name(value: str) -> str | None:
+    if value and not value.strip():  # "" is reported as missing
+        return "is blank: write the newsletter's name (From, List-Id and every page show it)"
+    return _header_text(value)
+
+
+def _link_text(value: str) -> str | None:
+    ok = value.strip()
+    return None if ok else "is blank: every copy's unsubscribe link would have no visible text"
+
+
+def _language(value: str) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", value)
+    return None if ok else f"must be a language tag such as 'en' or 'pt-BR', not {value!r}"
 
 
 @dataclass(frozen=True)
@@ -111,7 +188,7 @@ class Settings:
     """[newsletter]"""
 
     name: str = key(
-        "", "Newsletter name, shown in the header and the From display name.", check=_header_text
+        "", "Newsletter name, shown in the header and the From display name.", check=_name
     )
     from_: str = key(
         "",
@@ -145,7 +222,7 @@ class Settings:
     accent_colour: str = key("#1a5276", "Headings, buttons and links.", check=_colour)
     text_colour: str = key("#222222", "Body text.", check=_colour)
     background_colour: str = key("#f4f4f4", "Page background around the content.", check=_colour)
-    language: str = key("en", "Language of the issue (HTML `lang`).")
+    language: str = key("en", "Language of the issue (HTML `lang`).", check=_language)
     website: str = key("", "Project web site, linked in the footer.", check=_https)
     twitter: str = key("", "Twitter/X profile URL.", check=_https)
     linkedin: str = key("", "LinkedIn page URL.", check=_https)
@@ -154,11 +231,13 @@ class Settings:
     facebook: str = key("", "Facebook page URL.", check=_https)
     youtube: str = key("", "YouTube channel URL.", check=_https)
     footer: str = key("", "Footer text (Markdown), e.g. why the reader gets this email.")
-    unsubscribe_text: str = key("Unsubscribe", "Wording of the footer's unsubscribe link.")
+    unsubscribe_text: str = key(
+        "Unsubscribe", "Wording of the footer's unsubscribe link.", check=_link_text
+    )
     test_to: str = key(
         "",
         "Default recipient of `newsletter test` (an address alone).",
-        check=_mailbox("test_to", name_allowed=False),
+        check=_mailbox("test_to", name_allowed=False, sender=False),
     )
     unsubscribe_mailto: str = key(
         "",
@@ -170,8 +249,12 @@ class Settings:
         "SMTP envelope sender (bounces go there); empty: the `from` address.",
         check=_mailbox("envelope_from", name_allowed=False),
     )
-    dkim_domain: str = key("", "DKIM signing domain (d=); empty: no signing.")
-    dkim_selector: str = key("", "DKIM selector (s=).")
+    dkim_domain: str = key(
+        "",
+        "DKIM signing domain (d=); empty: no signing.",
+        check=_dns_name("example.org", domain=True),
+    )
+    dkim_selector: str = key("", "DKIM selector (s=).", check=_dns_name("news2024", domain=False))
     dkim_key_file: str = key("", "Path of the DKIM private key (PEM), relative to the folder.")
 
 
@@ -179,8 +262,10 @@ class Settings:
 class SmtpSettings:
     """[smtp]"""
 
-    host: str = key("", "SMTP server; empty: messages go to the outbox/ Maildir.")
-    port: int | None = key(None, "Port; empty: 587 for starttls, 465 for tls, 25 for none.")
+    host: str = key("", "SMTP server; empty: messages go to the outbox/ Maildir.", check=_host)
+    port: int | None = key(
+        None, "Port; empty: 587 for starttls, 465 for tls, 25 for none.", check=_port
+    )
     security: str = key(
         "starttls",
         "`starttls`, `tls` (implicit, port 465) or `none`.",
@@ -191,12 +276,14 @@ class SmtpSettings:
     allow_plaintext: bool = key(
         False, "Allow `security = none` to a host that is not loopback (unencrypted!)."
     )
-    connections: int = key(4, "Concurrent SMTP connections, each reused.", check=_positive)
+    connections: int = key(4, "Concurrent SMTP connections, each reused.", check=_connections)
     rate: float | None = key(None, "Messages per second at most; empty: no limit.", check=_positive)
     hourly_limit: int | None = key(None, "Messages per hour at most.", check=_positive)
     daily_limit: int | None = key(None, "Messages per day at most.", check=_positive)
     retry_delays: tuple[float, ...] = key(
-        (2.0, 10.0, 30.0), "Seconds before each retry of a temporary failure (jittered)."
+        (2.0, 10.0, 30.0),
+        "Seconds before each retry of a temporary failure (jittered).",
+        check=_delays,
     )
     pause_after: int = key(
         5, "Pause the send after this many connection failures in a row.", check=_positive
@@ -213,6 +300,21 @@ class Config:
     @property
     def from_address(self) -> str:
         return _split_address(self.newsletter.from_)[1]
+
+    @property
+    def envelope_sender(self) -> str:
+        """MAIL FROM: envelope_from, else the `from` address (ASCII: an IDN domain in IDNA)."""
+        return (
+            _wire(self.newsletter.envelope_from)
+            if self.newsletter.envelope_from
+            else self.from_address
+        )
+
+    @property
+    def unsubscribe_mailto(self) -> str:
+        return (
+            _wire(self.newsletter.unsubscribe_mailto) if self.newsletter.unsubscribe_mailto else ""
+        )
 
     @property
     def from_name(self) -> str:
@@ -255,9 +357,18 @@ class Config:
 
 
 def _split_address(value: str) -> tuple[str, str]:
+    """(name, address) as load_config checked them; the address in its ASCII form, since the
+    header (From, Reply-To) and MAIL FROM of a message without SMTPUTF8 must be ASCII."""
     from newsletter.addresses import parse_mailbox
 
-    return parse_mailbox(value)  # the same strict parse that load_config checked
+    name, address = parse_mailbox(value)
+    return name, _wire(address)
+
+
+def _wire(address: str) -> str:
+    from newsletter.addresses import ascii_address
+
+    return ascii_address(address.strip())
 
 
 def default_templates_dir() -> Path:

@@ -822,11 +822,11 @@ def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:
 
 
 def subscriber_of(row: Row) -> Subscriber:
-    local = row.email.rpartition("@")[0]
     fields = {"email": row.email, "name": row.name, **row.fields}
     path = _path(row.list_path) if row.list_path else None
+    # Any non-ASCII address needs SMTPUTF8: the message to it carries it in UTF-8 in To.
     return Subscriber(
-        row.email, row.name, fields=fields, list_path=path, smtputf8=not local.isascii()
+        row.email, row.name, fields=fields, list_path=path, smtputf8=not row.email.isascii()
     )
 
 

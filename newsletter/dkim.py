@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from newsletter.config import Config
+from newsletter.config import Config, ascii_domain
 from newsletter.errors import ConfigError, MessageError, Problem
 
 # What the signature covers. Each is oversigned: h= names it once more than the message
@@ -33,6 +33,13 @@ SIGNED_HEADERS = (
     "List-Unsubscribe-Post",
     "MIME-Version",
     "Content-Type",
+    # Not in the message, signed as absent: added in transit, clients would show them ("on
+    # behalf of", more recipients, the thread it joins) or decode the body by them.
+    "Sender",
+    "Cc",
+    "In-Reply-To",
+    "References",
+    "Content-Transfer-Encoding",
 )
 
 
@@ -69,7 +76,7 @@ class DkimSigner:
             problems = [Problem(config.path, "needed for DKIM signing", field=m) for m in missing]
             raise ConfigError(problems)
         key = _read_key(config, config.root / settings.dkim_key_file)
-        return cls(settings.dkim_domain, settings.dkim_selector, key)
+        return cls(ascii_domain(settings.dkim_domain), settings.dkim_selector, key)
 
     def sign(self, message: bytes) -> bytes:
         """`message` (CRLF, not dot-stuffed) with a DKIM-Signature header in front."""

@@ -185,14 +185,29 @@ class _Reader:
         return obj
 
     def check_timezones(self, event: models.Event, where: str) -> None:
+        zones = []
         for i, name in enumerate(event.timezones):
             try:
-                ZoneInfo(name)
+                zones.append(ZoneInfo(name))
             except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder: OSError
                 self.fail(
                     f"{where}.timezones[{i}]",
                     f"unknown time zone {name!r}: use an IANA name such as 'Europe/London'",
                 )
+        if zones and len(zones) == len(event.timezones):
+            self.check_calendar(event, zones, where)
+
+    def check_calendar(self, event: models.Event, zones: list[ZoneInfo], where: str) -> None:
+        """The start, shown in each zone, must be a date Python can hold (years 1 to 9999)."""
+        start = dt.datetime.combine(event.date, event.start, tzinfo=zones[0])
+        try:
+            for zone in zones:
+                start.astimezone(zone)
+        except OverflowError:
+            self.fail(
+                f"{where}.date",
+                "in another of its time zones the start falls outside the years 1 to 9999",
+            )
 
     def check_captions(self, row: models.ImageRow, where: str) -> None:
         if row.captions and len(row.captions) != len(row.images):
@@ -226,7 +241,7 @@ def _toml_type(value: Any) -> str:
         str: "a string",
         bool: "a boolean",
         int: "a number",
-        float: "a number",
+        float: "a decimal number",
         list: "an array",
         dict: "a table",
         dt.date: "a date",

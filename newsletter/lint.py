@@ -32,7 +32,7 @@ PLACEHOLDER_TLDS = (".example", ".invalid", ".test", ".localhost")
 
 def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> list[Problem]:
     problems = [*_links(issue, lines), *_images(issue, lines), *_metadata(issue, lines, config)]
-    problems += _dkim(config)
+    problems += [*_dkim(config), *_smtp(config), *_footer_links(config)]
     problems += [*_empty_text(issue, lines), *_subject_line(issue, rendered, lines)]
     problems += _output(issue, rendered, config)
     return problems
@@ -73,6 +73,13 @@ def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
         elif name in MARKDOWN_FIELDS:
             for label, url in mdtext.link_targets(text):
                 yield from _url(issue.path, lines, where, url, f"link '{label}': ")
+
+
+def _footer_links(config: Config) -> Iterator[Problem]:
+    """The footer's Markdown is in every copy: its links meet the issue's rule."""
+    no_lines = KeyLines("")  # the config's lines are not kept: the key names the place
+    for label, url in mdtext.link_targets(config.newsletter.footer):
+        yield from _url(config.path, no_lines, "newsletter.footer", url, f"link '{label}': ")
 
 
 def _url(path: Path, lines: KeyLines, where: str, url: str, prefix: str) -> Iterator[Problem]:
@@ -149,7 +156,8 @@ def _subject_line(issue: Issue, rendered: Rendered, lines: KeyLines) -> Iterator
     """The subject as rendered is one header line: no line break or other control character
     (building the message refuses them, so `check` does too)."""
     for piece in rendered.subject:
-        bad = HEADER_CONTROL.search(piece) if isinstance(piece, str) else None
+        text = piece if isinstance(piece, str) else piece.default  # a default fills it per reader
+        bad = HEADER_CONTROL.search(text) if text else None
         if bad is not None:
             yield Problem(
                 issue.path,
@@ -170,6 +178,21 @@ def _dkim(config: Config) -> list[Problem]:
         DkimSigner.from_config(config)
     except InvalidInput as exc:
         return exc.problems
+    return []
+
+
+def _smtp(config: Config) -> list[Problem]:
+    """The [smtp] settings `send` refuses before connecting (clear text off this machine)."""
+    from newsletter.errors import InvalidInput
+
+    if not config.smtp.host:
+        return []  # the outbox: no connection
+    from newsletter.transport import check_security
+
+    try:
+        check_security(config.smtp)
+    except InvalidInput as exc:
+        return [dataclasses.replace(p, path=config.path) for p in exc.problems]
     return []
 
 

@@ -46,12 +46,25 @@ def _bounded(html: str, source: str) -> str:
     return html
 
 
+class _EveryLink(MarkdownIt):
+    """Keeps the links rendering drops (javascript:, vbscript:, file:), so that `check` names
+    them instead of letting them print as raw Markdown in every copy."""
+
+    def validateLink(self, url: str) -> bool:  # markdown-it's own name
+        return True
+
+
+@functools.cache
+def _every_link() -> MarkdownIt:
+    return _EveryLink("commonmark", {"html": True, "typographer": False})
+
+
 def link_targets(source: str) -> Iterator[tuple[str, str]]:
     """(link text, href) of every link and image in `source`, in order."""
-    for token in _parser(True).parseInline(source) if "\n" not in source else []:
+    for token in _every_link().parseInline(source) if "\n" not in source else []:
         yield from _inline_links(token.children or [])
     if "\n" in source:
-        for token in _parser(True).parse(source):
+        for token in _every_link().parse(source):
             yield from _inline_links(token.children or [])
 
 

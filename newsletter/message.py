@@ -319,7 +319,7 @@ class _Head:
         sender = check_header_value(config.from_address, field="newsletter.from")
         from_to = f"From: {mailbox(name, sender)}\r\nTo: ".encode()
         lists = f"MIME-Version: 1.0\r\nList-Id: {_list_id(config)}\r\nList-Unsubscribe: <"
-        mailto = config.newsletter.unsubscribe_mailto
+        mailto = config.unsubscribe_mailto
         if mailto:
             check_header_value(mailto, field="newsletter.unsubscribe_mailto")
         tail = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
@@ -643,7 +643,7 @@ def build_reference(
     msg["Message-ID"] = message_id
     msg["MIME-Version"] = "1.0"
     msg["List-Id"] = _list_id(config)
-    mailto = config.newsletter.unsubscribe_mailto
+    mailto = config.unsubscribe_mailto
     msg["List-Unsubscribe"] = f"<{url}>" + (f", <mailto:{mailto}>" if mailto else "")
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if config.reply_to is not None:

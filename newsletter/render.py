@@ -266,23 +266,85 @@ _CONTENT_NODES = (
     jinja2.nodes.Concat,
 )
 _CONTENT_FILTERS = frozenset({"default", "d"})
-_TAG_NAMES = {"FromImport": "import", "CallBlock": "call", "Assign": "set", "AssignBlock": "set"}
+_TAG_NAMES = {
+    "FromImport": "import",
+    "CallBlock": "call",
+    "Assign": "set",
+    "AssignBlock": "set",
+    "FilterBlock": "filter",
+    "Scope": "autoescape",
+    "ScopedEvalContextModifier": "autoescape",
+}
+_HOW = (
+    'issue text, which takes merge fields such as {{ subscriber.name | default("reader") }}'
+    " and {% if %}; to show braces as written, put them in {% raw %}...{% endraw %}"
+)
 
 
 def _allowed_in_content(tree: jinja2.nodes.Template) -> None:
     """Raise a SecurityError naming the first construct issue text may not use."""
-    queue: collections.deque[jinja2.nodes.Node] = collections.deque([tree])
+    queue: collections.deque[tuple[jinja2.nodes.Node, int]] = collections.deque([(tree, 1)])
     while queue:  # a loop, not recursion: the tree may be deep; outer constructs first
-        node = queue.popleft()
+        node, line = queue.popleft()
+        line = node.lineno or line  # some wrapper nodes carry no line of their own
         if not isinstance(node, _CONTENT_NODES) or (
             isinstance(node, jinja2.nodes.Filter) and node.name not in _CONTENT_FILTERS
         ):
             raise jinja2.exceptions.SecurityError(
-                f"{_construct(node)} (line {node.lineno} of the text) is not allowed in issue "
-                'text, which takes merge fields such as {{ subscriber.name | default("reader") }}'
-                " and {% if %}; to show braces as written, put them in {% raw %}...{% endraw %}"
+                f"{_construct(node)} (line {line} of the text) is not allowed in {_HOW}"
             )
-        queue.extend(node.iter_child_nodes())
+        if isinstance(node, jinja2.nodes.If | jinja2.nodes.CondExpr):
+            _constant_condition(node, line)
+        if isinstance(node, jinja2.nodes.Name | jinja2.nodes.Getattr | jinja2.nodes.Getitem):
+            _merge_field(node, line)
+            continue  # a merge field: nothing inside it to check
+        queue.extend((child, line) for child in node.iter_child_nodes())
+
+
+def _constant_condition(node: jinja2.nodes.If | jinja2.nodes.CondExpr, line: int) -> None:
+    """A condition may not test a merge field: the text is rendered once, before any reader is
+    known, so it would be decided once for everyone (a marker is never empty)."""
+    if node.test is None or not any(
+        name.name == "subscriber" for name in node.test.find_all(jinja2.nodes.Name)
+    ):
+        return
+    raise jinja2.exceptions.SecurityError(
+        f"a condition on a merge field (line {line} of the text) would be decided once for "
+        "every reader, not per reader: issue text is rendered before any reader is known; give "
+        'the field a default instead, such as {{ subscriber.name | default("reader") }}'
+    )
+
+
+def _merge_field(node: jinja2.nodes.Expr, line: int) -> None:
+    """Names in issue text are merge fields, `subscriber.x` or `subscriber["x"]`, and nothing
+    else: not Jinja's own names (`self`), nor items or attributes of a field's value."""
+    inner = getattr(node, "node", None)
+    key = node.attr if isinstance(node, jinja2.nodes.Getattr) else None
+    if isinstance(node, jinja2.nodes.Getitem) and isinstance(node.arg, jinja2.nodes.Const):
+        key = node.arg.value if isinstance(node.arg.value, str) else None
+    is_subscriber = isinstance(inner, jinja2.nodes.Name) and inner.name == "subscriber"
+    if is_subscriber and isinstance(key, str) and not key.startswith("_"):
+        return
+    root = node
+    while isinstance(root, jinja2.nodes.Getattr | jinja2.nodes.Getitem):
+        root = root.node
+    if isinstance(root, jinja2.nodes.Name) and root.name != "subscriber":  # a typo, or `self`
+        raise jinja2.exceptions.UndefinedError(f"{root.name!r} is undefined")
+    raise jinja2.exceptions.SecurityError(
+        f"{_expression(node)} (line {line} of the text) is not a merge field: {_HOW}"
+    )
+
+
+def _expression(node: jinja2.nodes.Node) -> str:
+    """`subscriber.name.upper`, `subscriber[0]`, `'self'`: the name as the author wrote it."""
+    if isinstance(node, jinja2.nodes.Name):
+        return repr(node.name)
+    if isinstance(node, jinja2.nodes.Getattr):
+        return f"{_expression(node.node).strip(chr(39))}.{node.attr}"
+    if isinstance(node, jinja2.nodes.Getitem):
+        arg = node.arg.value if isinstance(node.arg, jinja2.nodes.Const) else "..."
+        return f"{_expression(node.node).strip(chr(39))}[{arg!r}]"
+    return f"the expression {type(node).__name__!r}"
 
 
 def _construct(node: jinja2.nodes.Node) -> str:

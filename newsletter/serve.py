@@ -22,6 +22,7 @@ import html
 import logging
 import os
 import re
+import socket
 from collections.abc import Mapping
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -32,9 +33,10 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from newsletter.addresses import address_key, key_digest
 from newsletter.config import MAKE_SECRET, SECRET_ENV, Config, load_config, secret
@@ -147,10 +149,40 @@ def preview_app(issue: Path, config: Config) -> Starlette:
     return Starlette(routes=routes)
 
 
-def run_preview(issue: Path, config: Config, *, port: int) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or one error naming the address and what to do.
+    (Left to uvicorn, a port over 65535 is an OverflowError traceback, and a port in use is a
+    log line and exit 3, which means "recipients remain" elsewhere.)"""
+    where = f"{host}:{port}"
+    if not 0 <= port <= 65535:
+        raise NewsletterError(f"{where}: cannot listen: a port is a number from 1 to 65535")
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        reason = exc.strerror or str(exc)
+        raise NewsletterError(
+            f"{where}: cannot listen: {reason}; choose another --port (or --host), "
+            "or stop what listens there"
+        ) from None
+    return sock
+
+
+def _serve(app: ASGIApp, sock: socket.socket, *, access_log: bool = True) -> None:
     import uvicorn
 
-    uvicorn.run(preview_app(issue, config), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=access_log))
+    server.run(sockets=[sock])
+
+
+def run_preview(issue: Path, config: Config, *, sock: socket.socket) -> None:
+    _serve(preview_app(issue, config), sock)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,11 +387,14 @@ async def _form(request: Request) -> list[tuple[str, str]]:
 async def _read_body(request: Request) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BadForm(f"body over {MAX_BODY} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise BadForm(f"body over {MAX_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody to answer; a warning line, not an ASGI traceback
+        raise BadForm("the client closed the connection before its body ended") from None
     return b"".join(chunks)
 
 
@@ -423,9 +458,6 @@ def _headers(head: bytes) -> Message:
     return BytesHeaderParser(policy=email_policy).parsebytes(head + b"\r\n\r\n")
 
 
-def run_unsubscribe(config: Config, secret: bytes, *, host: str, port: int) -> None:
+def run_unsubscribe(config: Config, secret: bytes, *, sock: socket.socket) -> None:
     """Serve the endpoint until interrupted. No access log: request paths carry tokens."""
-    import uvicorn
-
-    app = unsubscribe_app(config, secret)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    _serve(unsubscribe_app(config, secret), sock, access_log=False)

@@ -24,7 +24,7 @@ _TOML_ERROR = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
 def load(path: Path) -> tuple[dict[str, Any], KeyLines]:
     """Parse `path`; raise InvalidInput with file:line:col on a syntax error."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not TOML
     except FileNotFoundError:
         raise InvalidInput.one(path, "no such file") from None
     except UnicodeDecodeError as exc:

@@ -202,7 +202,7 @@ class SmtpTransport:
         *,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        _check_security(settings)
+        check_security(settings)
         if settings.username and password is None:
             raise SecretMissing(
                 f"[smtp] username is set but {PASSWORD_ENV} is not: set it in the environment "
@@ -281,7 +281,7 @@ class SmtpTransport:
         return text.replace(self._password, "***") if self._password else text
 
 
-def _check_security(settings: SmtpSettings) -> None:
+def check_security(settings: SmtpSettings) -> None:
     """Refuse settings that would send mail or a password in clear text off this machine."""
     if settings.security != "none" or is_loopback(settings.host):
         return

@@ -3,27 +3,42 @@ check, the issue check and lint, so `check` refuses exactly what would break a s
 
 from __future__ import annotations
 
+import re
 from urllib.parse import SplitResult, urlsplit
+
+# A host as a link can carry it: DNS labels (letters, IDN letters included, digits, '-', '_')
+# joined by dots, an IPv4 address, or an IPv6 address (its brackets already taken off).
+_HOST = re.compile(r"[\w-]+(?:\.[\w-]+)*\.?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
 def split(url: str) -> SplitResult | None:
     """`url` split into its parts, or None when it cannot be (e.g. `https://[::1`)."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018  # raises ValueError on a port that is not a number in range
+        port = parts.port  # raises ValueError on a port that is not a number in range
     except ValueError:
         return None
-    return parts
+    return None if port == 0 else parts
+
+
+# A merge field or tag in a link (`?u={{ subscriber.email }}`) is filled per reader: judge the
+# link with each one as a plain word, so the blanks inside the braces are not the link's own.
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 
 
 def url_problem(url: str) -> str | None:
     """Why `url` is not a usable web or mailto: link, or None. Says nothing about its scheme
     beyond that: callers decide which schemes they accept."""
+    url = _TEMPLATE.sub("x", url)
     parts = split(url.strip())
     if parts is None:
         return "cannot be parsed as a URL (check the brackets, the port and the host)"
     if parts.scheme in ("http", "https") and not parts.hostname:
         return "has no host (write it in full, e.g. https://example.org/page)"
+    if parts.scheme in ("http", "https") and not _HOST.fullmatch(parts.hostname or ""):
+        return f"{parts.hostname!r} is not a host name (letters, digits, '-' and dots)"
+    if any(char.isspace() for char in url.strip()):
+        return "contains a space or other blank: write it as %20"
     if parts.scheme == "mailto" and "@" not in parts.path:
         return "has no address after mailto:"
     return None

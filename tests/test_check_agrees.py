@@ -50,6 +50,17 @@ REFUSED_BY_SEND = {
         "2: subject",
         "U+000A",
     ),
+    "LF in a merge field's default in subject": (
+        HEAD.replace('"News"\npre', """'a{{ subscriber.name | default("x\\ny") }}'\npre""") + TEXT,
+        "2: subject",
+        "U+000A",
+    ),
+    "U+2028 in a merge field's default in subject": (
+        HEAD.replace('"News"\npre', """'a{{ subscriber.city | default("x\u2028y") }}'\npre""")
+        + TEXT,
+        "2: subject",
+        "U+2028",
+    ),
     "NUL in subject": (HEAD.replace('"News"\npre', '"a\\u0000b"\npre') + TEXT, "2: subject", ""),
     "url without host": (
         HEAD + ARTICLE + 'cta = { text = "x", url = "https://" }\n',
@@ -65,6 +76,41 @@ REFUSED_BY_SEND = {
         HEAD + ARTICLE + 'cta = { text = "x", url = "https://a.org:99999/" }\n',
         "9: blocks[0].cta.url",
         "cannot be parsed as a URL",
+    ),
+    "url with a space in its host": (
+        HEAD + ARTICLE + 'cta = { text = "x", url = "https://exa mple.org/" }\n',
+        "9: blocks[0].cta.url",
+        "is not a host name",
+    ),
+    "url with a blank in its path": (
+        HEAD + ARTICLE + 'cta = { text = "x", url = "https://a.org/a\u00a0b" }\n',
+        "9: blocks[0].cta.url",
+        "%20",
+    ),
+    "url with port 0": (
+        HEAD + ARTICLE + 'cta = { text = "x", url = "https://a.org:0/" }\n',
+        "9: blocks[0].cta.url",
+        "cannot be parsed as a URL",
+    ),
+    "url with a space in its host in Markdown": (
+        HEAD + TEXT.replace("Hello", "see [here](<https://exa mple.org/x>)"),
+        "7: blocks[0].body",
+        "is not a host name",
+    ),
+    "image src with a space in its host": (
+        HEAD + ARTICLE + 'image = { src = "https://i mg.org/a.png", alt = "A", width = 100 }\n',
+        "9: blocks[0].image.src",
+        "https://",
+    ),
+    "javascript: link in Markdown": (
+        HEAD + TEXT.replace("Hello", "see [here](javascript:alert(1))"),
+        "7: blocks[0].body",
+        "is not an https:// or mailto: link",
+    ),
+    "data: image in Markdown": (
+        HEAD + TEXT.replace("Hello", "![a chart](data:image/png;base64,AAAA)"),
+        "7: blocks[0].body",
+        "is not an https:// or mailto: link",
     ),
     "url without host in Markdown": (
         HEAD + TEXT.replace("Hello", "see [here](https:///x)"),
@@ -252,3 +298,88 @@ def test_idn_sender_domain_gives_an_ascii_list_id(tmp_path: Path, monkeypatch) -
     assert result.exit_code == 0, result.output
     [message] = (tmp_path / "outbox" / "new").iterdir()
     assert b"List-Id: Test news <xn--bcher-kva.example>" in message.read_bytes()
+
+
+SMTP_REFUSED = {
+    "plaintext off this machine": ('host = "smtp.acme-mail.net"\nsecurity = "none"\n', "security"),
+    "password in clear text": (
+        'host = "smtp.acme-mail.net"\nsecurity = "none"\nallow_plaintext = true\n'
+        'username = "news"\n',
+        "security",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "send"])
+@pytest.mark.parametrize(("settings", "key"), SMTP_REFUSED.values(), ids=SMTP_REFUSED.keys())
+def test_smtp_settings_send_refuses_are_check_errors(
+    tmp_path: Path, monkeypatch, command: str, settings: str, key: str
+) -> None:
+    """[smtp] settings that stop `send` before it connects are a check error naming the key
+    (check said "0 error(s)" for `security = "none"` to a remote host)."""
+    path = _folder(tmp_path, HEAD + TEXT, MINIMAL_CONFIG + "[smtp]\n" + settings)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "not used: refused before any connection")
+    result = run(command, path, *(["--yes"] if command == "send" else []))
+    _refused(result.output, result.exit_code, f"smtp.{key}: ", "unencrypted")
+    assert not (tmp_path / ".newsletter" / "sends").exists()
+
+
+@pytest.mark.parametrize(
+    "host", ["smtp.acme-mail.net:587", "[::1]", "exa mple.org", "a\nb", "smtp..acme.net", "-x"]
+)
+def test_smtp_host_that_is_not_a_host_is_a_config_error(
+    tmp_path: Path, monkeypatch, host: str
+) -> None:
+    """[smtp] host is a host name or an IP address: a port, brackets or a blank in it is
+    newsletter.toml:line: smtp.host (was: a send paused after five failed connections)."""
+    escaped = host.replace("\n", "\\n")
+    path = _folder(tmp_path, HEAD + TEXT, MINIMAL_CONFIG + f'[smtp]\nhost = "{escaped}"\n')
+    monkeypatch.chdir(tmp_path)
+    result = run("check", path)
+    _refused(result.output, result.exit_code, f"{tmp_path / 'newsletter.toml'}:7: smtp.host: ", "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://a.org/r?u={{ subscriber.email }}",
+        "https://a.org/{{ subscriber.city | default('paris') }}/",
+        "https://{{ subscriber.region | default('eu') }}.a.org/",
+    ],
+)
+def test_a_personalised_link_is_not_a_blank_or_a_bad_host(
+    tmp_path: Path, monkeypatch, url: str
+) -> None:
+    """Merge fields in a link are filled per reader: the blanks inside `{{ }}` and a host made
+    of one are not the link's own, so check and send take the link."""
+    toml_url = url.replace("'", "\\u0027")
+    path = _folder(tmp_path, HEAD + ARTICLE + f'cta = {{ text = "x", url = "{toml_url}" }}\n')
+    monkeypatch.chdir(tmp_path)
+    result = run("check", path)
+    assert "blocks[0].cta.url" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("footer", "needle"),
+    [
+        ("[site](#)", "placeholder"),
+        ("[site](javascript:alert(1))", "is not an https:// or mailto: link"),
+        ("[site](<https://exa mple.org/>)", "is not a host name"),
+        ("[site](https://example.org/)", "placeholder host"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "send"])
+def test_footer_links_are_checked_like_issue_links(
+    tmp_path: Path, monkeypatch, command: str, footer: str, needle: str
+) -> None:
+    """The footer (Markdown in newsletter.toml) is in every copy: its links are checked as the
+    issue's are, naming newsletter.footer (they passed unchecked)."""
+    config = MINIMAL_CONFIG + f'footer = "{footer}"\n'
+    path = _folder(tmp_path, HEAD + TEXT, config)
+    monkeypatch.chdir(tmp_path)
+    result = run(command, path, *(["--yes"] if command == "send" else []))
+    where = f"{tmp_path / 'newsletter.toml'}: newsletter.footer: link 'site': "
+    _refused(result.output, result.exit_code, where, needle)
+    assert not (tmp_path / ".newsletter" / "sends").exists()

@@ -112,3 +112,75 @@ def test_password_from_the_keyring() -> None:
         assert smtp_password(other, environ={}) is None
     finally:
         keyring.set_keyring(before)
+
+
+OUT_OF_RANGE = {
+    "port over 65535": ("port", "70000"),
+    "port far over": ("port", "99999999999999999999999"),
+    "port 0": ("port", "0"),
+    "negative port": ("port", "-1"),
+    "negative retry delay": ("retry_delays", "[-1.0]"),
+    "retry delay nan": ("retry_delays", "[nan]"),
+    "retry delay inf": ("retry_delays", "[inf]"),
+    "timeout inf": ("timeout", "inf"),
+    "rate nan": ("rate", "nan"),
+    "connections over a sane bound": ("connections", "1000000000"),
+}
+
+
+@pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
+def test_numbers_out_of_range_are_located_errors(tmp_path: Path, name: str, value: str) -> None:
+    """An [smtp] number no connection can use is newsletter.toml:line: smtp.key, in the file
+    and from the environment (send ended in an OverflowError traceback)."""
+    path = write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + f"[smtp]\n{name} = {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=path, environ={})
+    assert f"{path}:7: smtp.{name}: " in str(caught.value)
+    env_value = value.strip("[]")
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    variable = f"NEWSLETTER_SMTP_{name.upper()}"
+    with pytest.raises(ConfigError, match=f"{variable}: "):
+        load_config(explicit=path, environ={variable: env_value})
+
+
+def test_cli_send_with_an_impossible_port_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    """`send` through an SMTP port out of range: exit 1, one line naming the key."""
+    from tests.compose_helpers import sample_folder
+
+    folder = sample_folder(tmp_path)
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", "70000")
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    result = run("send", "issues/2021-09-cohes3ion.toml", "--yes")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.output.startswith("error: NEWSLETTER_SMTP_PORT: ")
+
+
+SHOWN_TEXT_REFUSED = {
+    "blank name": ('name = "  "', "name"),
+    "name of no-break spaces": ('name = "\\u00a0"', "name"),
+    "empty unsubscribe text": ('unsubscribe_text = ""', "unsubscribe_text"),
+    "blank unsubscribe text": ('unsubscribe_text = " \\t"', "unsubscribe_text"),
+    "colour that is not hex": ('accent_colour = "#zzzzzz"', "accent_colour"),
+    "language that is not a tag": ('language = "en gb"', "language"),
+    "empty language": ('language = ""', "language"),
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "name"), SHOWN_TEXT_REFUSED.values(), ids=SHOWN_TEXT_REFUSED.keys()
+)
+def test_settings_shown_in_every_copy_must_be_usable(tmp_path: Path, line: str, name: str) -> None:
+    """Text every copy shows (the name, the unsubscribe link's wording) may not be blank, and a
+    colour or language must be one: an empty unsubscribe_text made the footer's unsubscribe link
+    invisible in every copy while check said 0 errors."""
+    text = MINIMAL_CONFIG.replace('name = "Test news"\n', "") + f"{line}\n"
+    if name != "name":
+        text += 'name = "Test news"\n'
+    path = write(tmp_path / "newsletter.toml", text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=path, environ={})
+    assert f"{path}:5: newsletter.{name}: " in str(caught.value)

@@ -134,3 +134,78 @@ def test_any_quoted_display_name_parses_back(name: str) -> None:
             parse_mailbox(text)
         return
     assert parse_mailbox(text) == (name.strip(), "news@example.org")
+
+
+# -- Internationalised addresses: what the tool puts on the wire ---------------------------------
+
+IDN_FROM = "Acme <news@exämple.org>"  # the domain in Unicode; its ASCII form is xn--exmple-cua.org
+
+
+def _send_to_server(tmp_path: Path, emails: list[str], **env: str) -> tuple[object, str]:
+    """`newsletter send --yes` of the sample to a real SMTP server: (server, list text after)."""
+    from tests.send_helpers import ISSUE, make_folder, smtp_env, write_list
+    from tests.send_helpers import run as run_cli
+    from tests.smtpd import SmtpServer
+
+    folder = make_folder(tmp_path, 0)
+    listed = write_list(folder, "news", emails)
+    with SmtpServer() as server:
+        result = run_cli(folder, "send", ISSUE, "--yes", env=smtp_env(server.port, **env))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return server, listed.read_text(encoding="utf-8")
+
+
+def test_idn_sender_goes_out_in_ascii_and_bounces_nobody(tmp_path: Path) -> None:
+    """A `from` on an IDN domain is sent as its ASCII (IDNA) form in MAIL FROM and in From,
+    so a server without SMTPUTF8 takes it; no reader is failed (or marked bounced) for it."""
+    server, listed = _send_to_server(
+        tmp_path, ["a@example.org", "b@example.org"], NEWSLETTER_FROM=IDN_FROM
+    )
+    assert sorted(server.delivered()) == ["a@example.org", "b@example.org"]
+    for received in server.messages:
+        assert received.sender == "news@xn--exmple-cua.org"
+        head = received.data.split(b"\r\n\r\n", 1)[0]
+        assert head.isascii()
+        assert b"From: Acme <news@xn--exmple-cua.org>" in head
+    assert "bounced" not in listed
+
+
+def test_idn_recipient_is_delivered_with_smtputf8(tmp_path: Path) -> None:
+    """A reader on an IDN domain, whose To header is UTF-8, is sent with SMTPUTF8 (not refused
+    by the tool as "non-ASCII without SMTPUTF8" and marked bounced)."""
+    server, listed = _send_to_server(tmp_path, ["c@exämple.org"])
+    assert list(server.delivered()) == ["c@exämple.org"]
+    assert "SMTPUTF8" in server.messages[0].mail_options
+    assert "bounced" not in listed
+
+
+@pytest.mark.parametrize("key", ["from", "reply_to", "unsubscribe_mailto", "envelope_from"])
+def test_sender_side_address_needs_an_ascii_local_part(tmp_path: Path, key: str) -> None:
+    """An address written into every message (or MAIL FROM) with a non-ASCII local part would
+    need SMTPUTF8 at every reader's server: a located error, not a send that fails everyone."""
+    message = _config_error(tmp_path, key, "ñews@example.org")
+    assert f"newsletter.{key}: " in message
+    assert "ASCII" in message
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "news@localhost",
+        "=?utf-8?q?x?=@example.org",
+        "Acme, Inc. <x@example.org>",
+        "x@example.org\nBcc: victim@example.net",
+        "x@[127.0.0.1]",
+    ],
+)
+def test_test_to_option_is_parsed_like_test_to(tmp_path: Path, monkeypatch, to: str) -> None:
+    """`test --to` takes what `test_to` takes, and refuses the rest in one line naming --to
+    (`news@localhost` and an encoded word were sent; a line break split the error in two)."""
+    folder = sample_folder(tmp_path)
+    monkeypatch.chdir(folder)
+    result = run("test", "issues/2021-09-cohes3ion.toml", "--to", to)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if "--to" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: --to: "), result.output
+    assert not (folder / "outbox").exists()

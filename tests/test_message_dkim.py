@@ -196,3 +196,71 @@ def test_h_names_each_header_once_more_than_present(
     for name in OVERSIGNED:
         present = len(re.findall(rf"(?im)^{re.escape(name)}:", head.decode()))
         assert names.count(name.lower()) == present + 1, name
+
+
+def insert_below(data: bytes, name: str) -> bytes:
+    """`data` with a `name:` header added as the last header (below any original)."""
+    end = data.index(b"\r\n\r\n")
+    return data[:end] + f"\r\n{name}: forged@evil.example".encode() + data[end:]
+
+
+# Headers the message does not carry but mail clients show or act on if one is added in
+# transit: who it is "on behalf of", more recipients, the thread it joins, how the body decodes.
+ABSENT_BUT_SHOWN = ("Sender", "Cc", "In-Reply-To", "References", "Content-Transfer-Encoding")
+
+
+@pytest.mark.parametrize("where", ["top", "bottom"])
+@pytest.mark.parametrize("name", OVERSIGNED + ABSENT_BUT_SHOWN)
+def test_any_added_header_that_readers_see_fails(
+    config: Config, key_pair: tuple[bytes, bytes], name: str, where: str
+) -> None:
+    """A covered header added at the top or at the bottom of the header block (below the
+    original, where a verifier looks first) breaks the signature; also one the message lacks."""
+    data = signed_message(config)
+    tampered = insert_above(data, name, at_top=True) if where == "top" else insert_below(data, name)
+    assert not dkim.verify(tampered, dnsfunc=stub_dns(key_pair[1]))
+
+
+NOT_A_DNS_NAME = {
+    "a tag after the selector": ("dkim_selector", "sel; d=evil.example"),
+    "a line break in the selector": ("dkim_selector", "sel\nBcc: victim@example.net"),
+    "a space in the domain": ("dkim_domain", "exa mple.org"),
+    "a lone dot as domain": ("dkim_domain", "."),
+    "an at sign in the selector": ("dkim_selector", "s@l"),
+    "a domain with no dot": ("dkim_domain", "localhost"),
+}
+
+
+@pytest.mark.parametrize(("key", "value"), NOT_A_DNS_NAME.values(), ids=NOT_A_DNS_NAME.keys())
+def test_dkim_names_that_are_not_dns_names_are_config_errors(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    """d= and s= go into the DKIM-Signature header and a DNS query: anything but a DNS name is
+    an error naming the key (a selector `sel; d=evil.example` or one with a line break was
+    written into every message)."""
+    from newsletter.config import load_config
+    from tests.compose_helpers import MINIMAL_CONFIG, write
+
+    (tmp_path / "dkim.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    env = {
+        "NEWSLETTER_DKIM_DOMAIN": DOMAIN,
+        "NEWSLETTER_DKIM_SELECTOR": SELECTOR,
+        "NEWSLETTER_DKIM_KEY_FILE": "dkim.pem",
+        f"NEWSLETTER_{key.upper()}": value,
+    }
+    with pytest.raises(ConfigError, match=f"NEWSLETTER_{key.upper()}: "):
+        load_config(explicit=tmp_path, environ=env)
+
+
+def test_an_idn_dkim_domain_is_signed_in_ascii(
+    tmp_path: Path, key_pair: tuple[bytes, bytes]
+) -> None:
+    """d= of an IDN domain is its ASCII (IDNA) form: a header of a message without SMTPUTF8."""
+    (tmp_path / "dkim.pem").write_bytes(key_pair[0])
+    config = make_config(
+        tmp_path, dkim_domain="exämple.org", dkim_selector=SELECTOR, dkim_key_file="dkim.pem"
+    )
+    signer = DkimSigner.from_config(config)
+    assert signer is not None
+    assert signer.domain == "xn--exmple-cua.org"

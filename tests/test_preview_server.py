@@ -69,3 +69,38 @@ def test_errors_show_in_the_page(served) -> None:
     assert "bogus: unknown key" in page.text
     _edit(issue, "Fixed again")
     assert "Fixed again" in httpx.get(url + "/", timeout=10).text
+
+
+def _port_in_use() -> tuple[object, int]:
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder, holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", [["serve"], ["preview", "issues/x.toml", "--serve"]])
+@pytest.mark.parametrize("port", ["70000", "-1", "in use"])
+def test_a_port_that_cannot_be_listened_on_is_one_line(
+    tmp_path: Path, monkeypatch, command: list[str], port: str
+) -> None:
+    """serve and preview --serve on a port out of range or in use: exit 1 with one line naming
+    the address and what to do (was an OverflowError traceback, or uvicorn's exit 3)."""
+    from tests.compose_helpers import run
+
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    write(tmp_path / "issues" / "x.toml", ISSUE.format(body="x"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    holder, busy = _port_in_use()
+    try:
+        number = str(busy) if port == "in use" else port
+        result = run(*command, "--port", number)
+    finally:
+        holder.close()  # type: ignore[attr-defined]
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.output
+    assert f"127.0.0.1:{number}: cannot listen" in errors[0]

@@ -256,3 +256,33 @@ def test_an_unexpected_error_is_a_private_500_page(
     assert answer.status_code == 500
     assert {k: answer.headers.get(k) for k in PRIVATE} == PRIVATE
     assert "unsubscribed" not in answer.text.lower()
+
+
+def test_a_client_gone_before_its_body_ended_is_one_log_line(site: Site, caplog) -> None:
+    """A POST whose sender closes the connection before the Content-Length it announced is one
+    warning line, nothing written: not "Exception in ASGI application" and a traceback."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from tests.waits import HANG, wait_until
+
+    before = site.files()
+    url = urlsplit(site.link)
+    head = (
+        f"POST {url.path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    with caplog.at_level(logging.DEBUG):
+        with socket.create_connection((url.hostname, url.port)) as client:
+            client.sendall(head.encode() + b"List-Unsubscribe=One-Click")
+            client.shutdown(socket.SHUT_WR)
+            client.recv(1)  # the server's answer, or the end of the connection: it has read
+        server = lambda: [  # noqa: E731  # re-read while waiting
+            r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+        ]
+        wait_until(lambda: bool(server()), "the server logging the request", stall=HANG)
+    records = server()
+    assert len(records) == 1, [r.getMessage()[:200] for r in records]
+    assert records[0].exc_info is None
+    assert "\n" not in records[0].getMessage()
+    assert site.files() == before
