@@ -555,11 +555,12 @@ def send(
     ] = False,
     on_change: OnChange = None,
     continue_from: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             "--continue-from",
             help="A ledger (.newsletter/sends/...) of this issue sent in part through another "
-            "server: continue through this one, never mailing its sent or unknown recipients.",
+            "server: continue through this one, never mailing its sent or unknown recipients "
+            "(repeat for each such ledger).",
         ),
     ] = None,
 ) -> None:
@@ -572,7 +573,7 @@ def send(
         code = _send_locked(
             prepared, config, yes=yes, as_json=as_json, add_new=add_new,
             resend_unknown=resend_unknown, on_change=on_change, limit=limit, lock=lock,
-            continue_from=continue_from,
+            continue_from=continue_from or [],
         )  # fmt: skip
     raise typer.Exit(code)
 
@@ -642,7 +643,7 @@ def _send_locked(
     on_change: str | None,
     limit: int | None,
     lock: Callable[[], None],
-    continue_from: Path | None,
+    continue_from: list[Path],
 ) -> int:
     from newsletter.dispatch import Limits, continue_sends, open_ledger, other_sends
     from newsletter.message import MessageFactory

@@ -194,3 +194,29 @@ def test_continue_from_is_refused_for_the_outbox(partial) -> None:
     assert result.returncode == 1
     assert "--continue-from is for SMTP sends" in result.stderr
     assert not (folder / "outbox").exists()
+
+
+def test_a_third_server_continues_from_both_earlier_ones(
+    partial, make_smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """Two partial sends through two servers, then a third: the refusal names both ledgers in
+    one command that works (each `--continue-from` once); everyone gets exactly one copy."""
+    folder, first, second, ledger = partial
+    env = smtp_env(second.port)
+    moved = run(folder, "send", ISSUE, "--limit", "2", "--continue-from", str(ledger), "--yes",
+                env=env)  # fmt: skip
+    assert moved.returncode == 3, moved.stderr
+    [later] = [path for path in _ledgers(folder) if path != ledger]
+    third = make_smtp_server()
+    refused = run(folder, "send", ISSUE, "--continue-from", str(later), "--yes",
+                  env=smtp_env(third.port))  # fmt: skip
+    assert refused.returncode == 1
+    assert f"{ledger.resolve()} (smtp://127.0.0.1:{first.port}): 2 sent" in refused.stderr
+    assert f"--continue-from {ledger.resolve()}" in refused.stderr
+    assert f"--continue-from {later.resolve()}" in refused.stderr, refused.stderr
+    assert third.messages == []
+    both = ["--continue-from", str(ledger), "--continue-from", str(later)]
+    result = run(folder, "send", ISSUE, *both, "--yes", env=smtp_env(third.port))
+    assert result.returncode == 0, result.stderr
+    copies = _copies(first, second, third)
+    assert copies == Counter({f"reader{i}@example.org": 1 for i in range(PEOPLE)})
