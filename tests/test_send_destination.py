@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.ledger import ledger_path
-from newsletter.transport import smtp_destination
+from newsletter.transport import is_loopback, smtp_destination
 from tests.send_helpers import ISSUE, make_folder, run, smtp_env
 from tests.smtpd import SmtpServer, drop_after_data
 
@@ -136,12 +136,20 @@ def test_an_outbox_send_never_blocks_an_smtp_send(tmp_path: Path, plain_smtp_ser
         (("mail.example.org", None, "tls"), "smtp://mail.example.org:465"),
         (("[0:0::1]", 25, "none"), "smtp://[::1]:25"),
         (("127.0.0.1.", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("127.1", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("2130706433", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("0x7f.0.0.1", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("::ffff:127.0.0.1", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("[::FFFF:7f00:1]", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("0:0:0:0:0:0:0:1", 2525, "none"), "smtp://[::1]:2525"),
+        (("10.0.0.300", 25, "none"), "smtp://10.0.0.300:25"),  # no address: left as written
     ],
 )
 def test_destination_is_canonical(spelling: tuple[str, int | None, str], canonical: str) -> None:
     """Case, a trailing dot, brackets, IP spelling and a written-out default port are one key,
     so they share one ledger."""
     assert smtp_destination(*spelling) == canonical
+    assert is_loopback(spelling[0]) == ("127.0.0.1" in canonical or "[::1]" in canonical)
     here = Path(".newsletter")
     assert ledger_path(here, "x", smtp_destination(*spelling)) == ledger_path(here, "x", canonical)
 
