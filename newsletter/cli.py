@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
     from newsletter.ledger import Ledger
     from newsletter.lint import CheckResult
     from newsletter.message import MessageFactory
-    from newsletter.models import Rendered
+    from newsletter.models import Issue, Rendered
     from newsletter.resume import Joined
     from newsletter.subscribers import Selection, StatusChange
     from newsletter.transport import Transport
@@ -1029,9 +1029,12 @@ def status(
     from newsletter.ledger import Ledger, ledger_path
 
     config = load()
-    slug = load_issue(issue).slug
+    loaded = load_issue(issue)
+    slug = loaded.slug
     destination = _destination(config)
-    ledger = Ledger(ledger_path(config.state_dir, slug, destination), create=False)
+    path = ledger_path(config.state_dir, slug, destination)
+    _no_send_elsewhere(config, loaded, path, destination)
+    ledger = Ledger(path, create=False)
     live = SendLock(config.state_dir, slug).held_elsewhere()
     _apply_bounces(ledger, config)
     doc = report(ledger, issue=slug, destination=destination, live=live)
@@ -1049,6 +1052,23 @@ def status(
             say("a send of this issue is running now")
         for email in doc["unknown"]:
             typer.echo(f"unknown: {email}")
+
+
+def _no_send_elsewhere(config: Config, issue: Issue, path: Path, destination: str) -> None:
+    """No ledger here, but a send of this issue through another server: name it rather than
+    say "nothing has been sent", which reads as nobody having been mailed."""
+    from newsletter.dispatch import describe, sends_elsewhere
+    from newsletter.render import content_digest
+
+    if path.is_file():
+        return
+    others = sends_elsewhere(config.state_dir, issue.slug, content_digest(issue), path)
+    if others:
+        raise NewsletterError(
+            f"nothing has been sent through {destination}, but this issue was sent in part "
+            f"through another server: {describe(others)}. Run `status` with the [smtp] host "
+            "and port of that send"
+        )
 
 
 def _destination(config: Config) -> str:

@@ -715,10 +715,7 @@ class OtherSend(NewsletterError):
         self.destination = destination
         self.others = others  # the ledgers not yet continued from
         self.needed = needed  # all those one command must name (given ones included)
-        found = "; ".join(
-            f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
-            for o in others
-        )
+        found = describe(others)
         flags = " ".join(f"--continue-from {o.path}" for o in needed)
         super().__init__(
             f"this issue was already sent in part through another server: {found}. Sending "
@@ -726,6 +723,22 @@ class OtherSend(NewsletterError):
             "Send through the same [smtp] host and port as then, or continue through this "
             f"server without mailing anyone twice: add `{flags}`"
         )
+
+
+def describe(ledgers: list[Peek]) -> str:
+    return "; ".join(
+        f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
+        for o in ledgers
+    )
+
+
+def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> list[Peek]:
+    """The SMTP ledgers of this issue other than `target` that sent or may have sent."""
+    return [
+        other
+        for path in _same_issue(state_dir, target, slug, content)
+        if (other := peek(path)).sent or other.unknown
+    ]
 
 
 def other_sends(
@@ -742,11 +755,7 @@ def other_sends(
     target = ledger_path(state_dir, slug, destination)
     recorded = set(peek(target).continued_from) if target.is_file() else set()
     chosen = {path.resolve() for path in continue_from}
-    others = [
-        other
-        for path in _same_issue(state_dir, target, slug, content)
-        if (other := peek(path)).sent or other.unknown
-    ]
+    others = sends_elsewhere(state_dir, slug, content, target)
     for path in continue_from:
         if path.resolve() in {o.path.resolve() for o in others}:
             continue

@@ -228,3 +228,18 @@ def test_a_third_server_continues_from_both_earlier_ones(
     assert result.returncode == 0, result.stderr
     copies = _copies(first, second, third)
     assert copies == Counter({f"reader{i}@example.org": 1 for i in range(PEOPLE)})
+
+
+@pytest.mark.parametrize("where", ["another server", "the outbox"])
+def test_status_elsewhere_names_the_send_that_happened(partial, where: str) -> None:
+    """`status` through a server that sent nothing does not say "nothing has been sent" and stop
+    there: it names the ledger of the partial send and its counts."""
+    folder, first, other, ledger = partial
+    env = smtp_env(other.port) if where == "another server" else None
+    result = run(folder, "status", ISSUE, env=env)
+    assert result.returncode == 1
+    assert f"{ledger.resolve()} (smtp://127.0.0.1:{first.port}): 2 sent, 0 unknown" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert _ledgers(folder) == [ledger]
