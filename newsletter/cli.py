@@ -1033,7 +1033,7 @@ def status(
     slug = loaded.slug
     destination = _destination(config)
     path = ledger_path(config.state_dir, slug, destination)
-    _no_send_elsewhere(config, loaded, path, destination)
+    _sends_elsewhere(config, loaded, path, destination)
     ledger = Ledger(path, create=False)
     live = SendLock(config.state_dir, slug).held_elsewhere()
     _apply_bounces(ledger, config)
@@ -1054,21 +1054,25 @@ def status(
             typer.echo(f"unknown: {email}")
 
 
-def _no_send_elsewhere(config: Config, issue: Issue, path: Path, destination: str) -> None:
-    """No ledger here, but a send of this issue through another server: name it rather than
-    say "nothing has been sent", which reads as nobody having been mailed."""
+def _sends_elsewhere(config: Config, issue: Issue, path: Path, destination: str) -> None:
+    """Name the sends of this issue through other servers that this ledger does not carry:
+    without a ledger here, "nothing has been sent" would read as nobody having been mailed."""
     from newsletter.dispatch import describe, sends_elsewhere
+    from newsletter.ledger import peek
     from newsletter.render import content_digest
 
-    if path.is_file():
+    known = set(peek(path).continued_from) if path.is_file() else set()
+    found = sends_elsewhere(config.state_dir, issue.slug, content_digest(issue), path)
+    others = [other for other in found if other.path.name not in known]
+    if not others:
         return
-    others = sends_elsewhere(config.state_dir, issue.slug, content_digest(issue), path)
-    if others:
+    where = f"this issue was sent in part through another server: {describe(others)}"
+    if not path.is_file():
         raise NewsletterError(
-            f"nothing has been sent through {destination}, but this issue was sent in part "
-            f"through another server: {describe(others)}. Run `status` with the [smtp] host "
-            "and port of that send"
+            f"nothing has been sent through {destination}, but {where}. Run `status` with the "
+            "[smtp] host and port of that send"
         )
+    say(f"warning: {where}; the counts below do not include those")
 
 
 def _destination(config: Config) -> str:

@@ -243,3 +243,18 @@ def test_status_elsewhere_names_the_send_that_happened(partial, where: str) -> N
     )
     assert "Traceback" not in result.stderr
     assert _ledgers(folder) == [ledger]
+
+
+def test_status_names_sends_through_another_server_it_does_not_know(partial) -> None:
+    """After a continued send through server B, `status` through A (whose ledger does not know
+    B's sends) says B's ledger sent more, rather than reporting A's counts alone."""
+    folder, first, other, ledger = partial
+    moved = run(folder, "send", ISSUE, "--limit", "1", "--continue-from", str(ledger), "--yes",
+                env=smtp_env(other.port))  # fmt: skip
+    assert moved.returncode == 3, moved.stderr
+    [later] = [path for path in _ledgers(folder) if path != ledger]
+    result = run(folder, "status", ISSUE, env=smtp_env(first.port))
+    assert result.returncode == 0, result.stderr
+    assert f"{later.resolve()} (smtp://127.0.0.1:{other.port}): 3 sent, 0 unknown" in (
+        result.stderr
+    )
