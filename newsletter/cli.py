@@ -569,7 +569,8 @@ def send(
         raise typer.BadParameter("must be `continue` or `restart`", param_hint="--on-change")
     config = load()
     prepared = _prepare_send(issue, config, list_, tag or [], limit)
-    with _send_lock(config.state_dir, prepared.rendered.slug) as lock:
+    rendered = prepared.rendered
+    with _send_lock(config.state_dir, rendered.slug, rendered.content) as lock:
         code = _send_locked(
             prepared, config, yes=yes, as_json=as_json, add_new=add_new,
             resend_unknown=resend_unknown, on_change=on_change, limit=limit, lock=lock,
@@ -579,24 +580,27 @@ def send(
 
 
 @contextlib.contextmanager
-def _send_lock(state_dir: Path, slug: str) -> Iterator[Callable[[], None]]:
-    """The issue's send lock, and a function that takes it if it is not held yet.
+def _send_lock(state_dir: Path, slug: str, content: str) -> Iterator[Callable[[], None]]:
+    """The issue's send lock, and a function that takes it if it is not held yet, with the
+    lock on the issue's content (a copy under another file name is the same issue).
 
-    Held from the start when .newsletter/sends/ exists (the plan reads a ledger no other send
-    may change meanwhile); else taken once the send is confirmed, so a plan creates nothing.
+    The slug's lock is held from the start when .newsletter/sends/ exists (the plan reads a
+    ledger no other send may change meanwhile); the rest once the send is confirmed, so a plan
+    creates nothing.
     """
     from newsletter.dispatch import SendLock
 
-    lock = SendLock(state_dir, slug)
+    by_slug, by_content = SendLock(state_dir, slug), SendLock(state_dir, f".content-{content[:16]}")
     with contextlib.ExitStack() as stack:
         held: list[SendLock] = []
 
         def take() -> None:
-            if not held:
-                held.append(stack.enter_context(lock))
+            for lock in (by_slug, by_content):
+                if lock not in held:
+                    held.append(stack.enter_context(lock))
 
-        if lock.path.parent.is_dir():
-            take()
+        if by_slug.path.parent.is_dir():
+            held.append(stack.enter_context(by_slug))
         yield take
 
 
@@ -679,6 +683,11 @@ def _send_locked(
     if not _confirmed(yes):
         return 0
     lock()
+    # taken only now when .newsletter/sends/ was missing: a send through another server may
+    # have started and sent meanwhile
+    other_sends(
+        config.state_dir, rendered.slug, rendered.content, transport.destination, continue_from
+    )
     if not yes:  # confirmed at the prompt: the plan may have signed with a stand-in key
         key = unsubscribe_secret(config, transport.destination)
         factory = MessageFactory(rendered, config, key)

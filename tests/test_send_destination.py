@@ -3,6 +3,10 @@ server refuses a fresh ledger through any other spelling; `--continue-from` mail
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +15,7 @@ import pytest
 
 from newsletter.ledger import ledger_path
 from newsletter.transport import is_loopback, smtp_destination
-from tests.send_helpers import ISSUE, make_folder, run, smtp_env
+from tests.send_helpers import HANG, ISSUE, command, env_for, make_folder, run, smtp_env
 from tests.smtpd import SmtpServer, drop_after_data
 
 PEOPLE = 6
@@ -258,3 +262,39 @@ def test_status_names_sends_through_another_server_it_does_not_know(partial) -> 
     assert f"{later.resolve()} (smtp://127.0.0.1:{other.port}): 3 sent, 0 unknown" in (
         result.stderr
     )
+
+
+def test_a_copy_of_the_issue_cannot_be_sent_while_the_original_is_connecting(
+    tmp_path: Path, plain_smtp_server: SmtpServer
+) -> None:
+    """The same issue under two file names, sent at once through two servers: while the first
+    waits for its server's greeting (nothing sent or in flight yet), the second is refused and
+    mails nobody."""
+    folder = make_folder(tmp_path, PEOPLE)
+    copy = "issues/2021-09-same-content.toml"
+    shutil.copy(folder / ISSUE, folder / copy)
+    connected = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def accept(listener: socket.socket) -> None:
+        accepted.append(listener.accept()[0])
+        connected.set()
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never greets
+        port = silent.getsockname()[1]
+        threading.Thread(target=accept, args=(silent,), daemon=True).start()
+        sending = subprocess.Popen(
+            command(folder, "send", ISSUE, "--yes"), cwd=folder, env=env_for(smtp_env(port)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert connected.wait(HANG), "the first send never connected"
+            second = run(folder, "send", copy, "--yes", env=smtp_env(plain_smtp_server.port))
+        finally:
+            sending.kill()
+            sending.wait()
+            for conn in accepted:
+                conn.close()
+    assert second.returncode == 1, second.stderr
+    assert "is running" in second.stderr
+    assert plain_smtp_server.messages == []
