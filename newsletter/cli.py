@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
     from newsletter.ledger import Ledger
     from newsletter.lint import CheckResult
     from newsletter.message import MessageFactory
-    from newsletter.models import Rendered
+    from newsletter.models import Issue, Rendered
     from newsletter.resume import Joined
     from newsletter.subscribers import Selection, StatusChange
     from newsletter.transport import Transport
@@ -555,11 +555,12 @@ def send(
     ] = False,
     on_change: OnChange = None,
     continue_from: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             "--continue-from",
             help="A ledger (.newsletter/sends/...) of this issue sent in part through another "
-            "server: continue through this one, never mailing its sent or unknown recipients.",
+            "server: continue through this one, never mailing its sent or unknown recipients "
+            "(repeat for each such ledger).",
         ),
     ] = None,
 ) -> None:
@@ -568,34 +569,38 @@ def send(
         raise typer.BadParameter("must be `continue` or `restart`", param_hint="--on-change")
     config = load()
     prepared = _prepare_send(issue, config, list_, tag or [], limit)
-    with _send_lock(config.state_dir, prepared.rendered.slug) as lock:
+    rendered = prepared.rendered
+    with _send_lock(config.state_dir, rendered.slug, rendered.content) as lock:
         code = _send_locked(
             prepared, config, yes=yes, as_json=as_json, add_new=add_new,
             resend_unknown=resend_unknown, on_change=on_change, limit=limit, lock=lock,
-            continue_from=continue_from,
+            continue_from=continue_from or [],
         )  # fmt: skip
     raise typer.Exit(code)
 
 
 @contextlib.contextmanager
-def _send_lock(state_dir: Path, slug: str) -> Iterator[Callable[[], None]]:
-    """The issue's send lock, and a function that takes it if it is not held yet.
+def _send_lock(state_dir: Path, slug: str, content: str) -> Iterator[Callable[[], None]]:
+    """The issue's send lock, and a function that takes it if it is not held yet, with the
+    lock on the issue's content (a copy under another file name is the same issue).
 
-    Held from the start when .newsletter/sends/ exists (the plan reads a ledger no other send
-    may change meanwhile); else taken once the send is confirmed, so a plan creates nothing.
+    The slug's lock is held from the start when .newsletter/sends/ exists (the plan reads a
+    ledger no other send may change meanwhile); the rest once the send is confirmed, so a plan
+    creates nothing.
     """
     from newsletter.dispatch import SendLock
 
-    lock = SendLock(state_dir, slug)
+    by_slug, by_content = SendLock(state_dir, slug), SendLock(state_dir, f".content-{content[:16]}")
     with contextlib.ExitStack() as stack:
         held: list[SendLock] = []
 
         def take() -> None:
-            if not held:
-                held.append(stack.enter_context(lock))
+            for lock in (by_slug, by_content):
+                if lock not in held:
+                    held.append(stack.enter_context(lock))
 
-        if lock.path.parent.is_dir():
-            take()
+        if by_slug.path.parent.is_dir():
+            held.append(stack.enter_context(by_slug))
         yield take
 
 
@@ -642,7 +647,7 @@ def _send_locked(
     on_change: str | None,
     limit: int | None,
     lock: Callable[[], None],
-    continue_from: Path | None,
+    continue_from: list[Path],
 ) -> int:
     from newsletter.dispatch import Limits, continue_sends, open_ledger, other_sends
     from newsletter.message import MessageFactory
@@ -678,6 +683,11 @@ def _send_locked(
     if not _confirmed(yes):
         return 0
     lock()
+    # taken only now when .newsletter/sends/ was missing: a send through another server may
+    # have started and sent meanwhile
+    other_sends(
+        config.state_dir, rendered.slug, rendered.content, transport.destination, continue_from
+    )
     if not yes:  # confirmed at the prompt: the plan may have signed with a stand-in key
         key = unsubscribe_secret(config, transport.destination)
         factory = MessageFactory(rendered, config, key)
@@ -1028,9 +1038,12 @@ def status(
     from newsletter.ledger import Ledger, ledger_path
 
     config = load()
-    slug = load_issue(issue).slug
+    loaded = load_issue(issue)
+    slug = loaded.slug
     destination = _destination(config)
-    ledger = Ledger(ledger_path(config.state_dir, slug, destination), create=False)
+    path = ledger_path(config.state_dir, slug, destination)
+    _sends_elsewhere(config, loaded, path, destination)
+    ledger = Ledger(path, create=False)
     live = SendLock(config.state_dir, slug).held_elsewhere()
     _apply_bounces(ledger, config)
     doc = report(ledger, issue=slug, destination=destination, live=live)
@@ -1048,6 +1061,27 @@ def status(
             say("a send of this issue is running now")
         for email in doc["unknown"]:
             typer.echo(f"unknown: {email}")
+
+
+def _sends_elsewhere(config: Config, issue: Issue, path: Path, destination: str) -> None:
+    """Name the sends of this issue through other servers that this ledger does not carry:
+    without a ledger here, "nothing has been sent" would read as nobody having been mailed."""
+    from newsletter.dispatch import describe, sends_elsewhere
+    from newsletter.ledger import peek
+    from newsletter.render import content_digest
+
+    known = set(peek(path).continued_from) if path.is_file() else set()
+    found = sends_elsewhere(config.state_dir, issue.slug, content_digest(issue), path)
+    others = [other for other in found if other.path.name not in known]
+    if not others:
+        return
+    where = f"this issue was sent in part through another server: {describe(others)}"
+    if not path.is_file():
+        raise NewsletterError(
+            f"nothing has been sent through {destination}, but {where}. Run `status` with the "
+            "[smtp] host and port of that send"
+        )
+    say(f"warning: {where}; the counts below do not include those")
 
 
 def _destination(config: Config) -> str:

@@ -26,7 +26,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -711,47 +711,62 @@ def open_ledger(
 class OtherSend(NewsletterError):
     """The issue was sent in part through another server: a fresh ledger would mail them again."""
 
-    def __init__(self, destination: str, others: list[Peek]) -> None:
+    def __init__(self, destination: str, others: list[Peek], needed: list[Peek]) -> None:
         self.destination = destination
-        self.others = others
-        found = "; ".join(
-            f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
-            for o in others
-        )
+        self.others = others  # the ledgers not yet continued from
+        self.needed = needed  # all those one command must name (given ones included)
+        found = describe(others)
+        flags = " ".join(f"--continue-from {o.path}" for o in needed)
         super().__init__(
             f"this issue was already sent in part through another server: {found}. Sending "
             f"through {destination} would start a new ledger and mail those readers again. "
             "Send through the same [smtp] host and port as then, or continue through this "
-            f"server without mailing anyone twice: add `--continue-from {others[0].path}`"
+            f"server without mailing anyone twice: add `{flags}`"
         )
 
 
+def describe(ledgers: list[Peek]) -> str:
+    return "; ".join(
+        f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
+        for o in ledgers
+    )
+
+
+def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> list[Peek]:
+    """The SMTP ledgers of this issue other than `target` that sent or may have sent."""
+    return [
+        other
+        for path in _same_issue(state_dir, target, slug, content)
+        if (other := peek(path)).sent or other.unknown
+    ]
+
+
 def other_sends(
-    state_dir: Path, slug: str, content: str, destination: str, continue_from: Path | None
+    state_dir: Path, slug: str, content: str, destination: str, continue_from: Sequence[Path]
 ) -> list[Peek]:
     """Before a ledger is created or resumed: the other SMTP ledgers of this issue (same slug,
     or same content under another name) that sent or may have sent anything. Each must be one
-    this send continues from (`continue_from`, or recorded by an earlier run), else OtherSend."""
+    this send continues from (each `--continue-from`, or recorded by an earlier run), else
+    OtherSend, naming all of them (a third server must be able to continue from two)."""
     if destination == "outbox":
         if continue_from:
             raise NewsletterError("--continue-from is for SMTP sends: this one goes to the outbox")
         return []  # the outbox mails nobody
     target = ledger_path(state_dir, slug, destination)
     recorded = set(peek(target).continued_from) if target.is_file() else set()
-    chosen = continue_from.resolve() if continue_from else None
-    others = [
-        other
-        for path in _same_issue(state_dir, target, slug, content)
-        if (other := peek(path)).sent or other.unknown
-    ]
-    if chosen and chosen not in {o.path.resolve() for o in others}:
+    chosen = {path.resolve() for path in continue_from}
+    others = sends_elsewhere(state_dir, slug, content, target)
+    for path in continue_from:
+        if path.resolve() in {o.path.resolve() for o in others}:
+            continue
         raise NewsletterError(
-            f"--continue-from {continue_from}: not a ledger in {state_dir / 'sends'} of an SMTP "
+            f"--continue-from {path}: not a ledger in {state_dir / 'sends'} of an SMTP "
             "send of this issue that sent anything"
         )
-    refused = [o for o in others if o.path.name not in recorded and o.path.resolve() != chosen]
+    needed = [o for o in others if o.path.name not in recorded]
+    refused = [o for o in needed if o.path.resolve() not in chosen]
     if refused:
-        raise OtherSend(destination, refused)
+        raise OtherSend(destination, refused, needed)
     return others
 
 

@@ -165,13 +165,33 @@ DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
 _SECURITY_LABEL = {"tls": "TLS", "starttls": "STARTTLS", "none": "no encryption"}
 
 
+# The numeric forms the resolver (inet_aton) also reads as IPv4: 127.1, 2130706433, 0x7f.0.0.1.
+_SHORT_IPV4 = re.compile(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}")
+
+
 def canonical_host(host: str) -> str:
-    """One spelling per server name: lowercase, no trailing dot or brackets, IPs compressed."""
+    """One spelling per server name: lowercase, no trailing dot or brackets, IPs compressed
+    (also IPv4 written short or mapped into IPv6: the same server, so the same ledger)."""
     name = host.strip().strip("[]").lower().rstrip(".")
     try:
-        return ipaddress.ip_address(name).compressed
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(name)
     except ValueError:
-        return name
+        short = _short_ipv4(name)
+        if short is None:
+            return name
+        address = short
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.compressed
+
+
+def _short_ipv4(name: str) -> ipaddress.IPv4Address | None:
+    if not _SHORT_IPV4.fullmatch(name):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(name))
+    except OSError:
+        return None
 
 
 def smtp_destination(host: str, port: int | None, security: str) -> str:

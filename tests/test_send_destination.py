@@ -3,6 +3,10 @@ server refuses a fresh ledger through any other spelling; `--continue-from` mail
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from newsletter.ledger import ledger_path
-from newsletter.transport import smtp_destination
-from tests.send_helpers import ISSUE, make_folder, run, smtp_env
+from newsletter.transport import is_loopback, smtp_destination
+from tests.send_helpers import HANG, ISSUE, command, env_for, make_folder, run, smtp_env
 from tests.smtpd import SmtpServer, drop_after_data
 
 PEOPLE = 6
@@ -136,12 +140,20 @@ def test_an_outbox_send_never_blocks_an_smtp_send(tmp_path: Path, plain_smtp_ser
         (("mail.example.org", None, "tls"), "smtp://mail.example.org:465"),
         (("[0:0::1]", 25, "none"), "smtp://[::1]:25"),
         (("127.0.0.1.", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("127.1", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("2130706433", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("0x7f.0.0.1", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("::ffff:127.0.0.1", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("[::FFFF:7f00:1]", 2525, "none"), "smtp://127.0.0.1:2525"),
+        (("0:0:0:0:0:0:0:1", 2525, "none"), "smtp://[::1]:2525"),
+        (("10.0.0.300", 25, "none"), "smtp://10.0.0.300:25"),  # no address: left as written
     ],
 )
 def test_destination_is_canonical(spelling: tuple[str, int | None, str], canonical: str) -> None:
     """Case, a trailing dot, brackets, IP spelling and a written-out default port are one key,
     so they share one ledger."""
     assert smtp_destination(*spelling) == canonical
+    assert is_loopback(spelling[0]) == ("127.0.0.1" in canonical or "[::1]" in canonical)
     here = Path(".newsletter")
     assert ledger_path(here, "x", smtp_destination(*spelling)) == ledger_path(here, "x", canonical)
 
@@ -194,3 +206,95 @@ def test_continue_from_is_refused_for_the_outbox(partial) -> None:
     assert result.returncode == 1
     assert "--continue-from is for SMTP sends" in result.stderr
     assert not (folder / "outbox").exists()
+
+
+def test_a_third_server_continues_from_both_earlier_ones(
+    partial, make_smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """Two partial sends through two servers, then a third: the refusal names both ledgers in
+    one command that works (each `--continue-from` once); everyone gets exactly one copy."""
+    folder, first, second, ledger = partial
+    env = smtp_env(second.port)
+    moved = run(folder, "send", ISSUE, "--limit", "2", "--continue-from", str(ledger), "--yes",
+                env=env)  # fmt: skip
+    assert moved.returncode == 3, moved.stderr
+    [later] = [path for path in _ledgers(folder) if path != ledger]
+    third = make_smtp_server()
+    refused = run(folder, "send", ISSUE, "--continue-from", str(later), "--yes",
+                  env=smtp_env(third.port))  # fmt: skip
+    assert refused.returncode == 1
+    assert f"{ledger.resolve()} (smtp://127.0.0.1:{first.port}): 2 sent" in refused.stderr
+    assert f"--continue-from {ledger.resolve()}" in refused.stderr
+    assert f"--continue-from {later.resolve()}" in refused.stderr, refused.stderr
+    assert third.messages == []
+    both = ["--continue-from", str(ledger), "--continue-from", str(later)]
+    result = run(folder, "send", ISSUE, *both, "--yes", env=smtp_env(third.port))
+    assert result.returncode == 0, result.stderr
+    copies = _copies(first, second, third)
+    assert copies == Counter({f"reader{i}@example.org": 1 for i in range(PEOPLE)})
+
+
+@pytest.mark.parametrize("where", ["another server", "the outbox"])
+def test_status_elsewhere_names_the_send_that_happened(partial, where: str) -> None:
+    """`status` through a server that sent nothing does not say "nothing has been sent" and stop
+    there: it names the ledger of the partial send and its counts."""
+    folder, first, other, ledger = partial
+    env = smtp_env(other.port) if where == "another server" else None
+    result = run(folder, "status", ISSUE, env=env)
+    assert result.returncode == 1
+    assert f"{ledger.resolve()} (smtp://127.0.0.1:{first.port}): 2 sent, 0 unknown" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert _ledgers(folder) == [ledger]
+
+
+def test_status_names_sends_through_another_server_it_does_not_know(partial) -> None:
+    """After a continued send through server B, `status` through A (whose ledger does not know
+    B's sends) says B's ledger sent more, rather than reporting A's counts alone."""
+    folder, first, other, ledger = partial
+    moved = run(folder, "send", ISSUE, "--limit", "1", "--continue-from", str(ledger), "--yes",
+                env=smtp_env(other.port))  # fmt: skip
+    assert moved.returncode == 3, moved.stderr
+    [later] = [path for path in _ledgers(folder) if path != ledger]
+    result = run(folder, "status", ISSUE, env=smtp_env(first.port))
+    assert result.returncode == 0, result.stderr
+    assert f"{later.resolve()} (smtp://127.0.0.1:{other.port}): 3 sent, 0 unknown" in (
+        result.stderr
+    )
+
+
+def test_a_copy_of_the_issue_cannot_be_sent_while_the_original_is_connecting(
+    tmp_path: Path, plain_smtp_server: SmtpServer
+) -> None:
+    """The same issue under two file names, sent at once through two servers: while the first
+    waits for its server's greeting (nothing sent or in flight yet), the second is refused and
+    mails nobody."""
+    folder = make_folder(tmp_path, PEOPLE)
+    copy = "issues/2021-09-same-content.toml"
+    shutil.copy(folder / ISSUE, folder / copy)
+    connected = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def accept(listener: socket.socket) -> None:
+        accepted.append(listener.accept()[0])
+        connected.set()
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never greets
+        port = silent.getsockname()[1]
+        threading.Thread(target=accept, args=(silent,), daemon=True).start()
+        sending = subprocess.Popen(
+            command(folder, "send", ISSUE, "--yes"), cwd=folder, env=env_for(smtp_env(port)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert connected.wait(HANG), "the first send never connected"
+            second = run(folder, "send", copy, "--yes", env=smtp_env(plain_smtp_server.port))
+        finally:
+            sending.kill()
+            sending.wait()
+            for conn in accepted:
+                conn.close()
+    assert second.returncode == 1, second.stderr
+    assert "is running" in second.stderr
+    assert plain_smtp_server.messages == []
