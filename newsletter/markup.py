@@ -50,8 +50,11 @@ _KEEPS_SPACE = re.compile(
 )
 _BLANK = b" \t"
 _HAS_BLANK = re.compile(rb"[ \t]+")
+# A quoted attribute value is skipped whole: '/>' or '>' inside one ends no tag.
 _ANY_TAG = re.compile(
-    r"<!--.*?-->|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>]*)[^>]*?(?P<selfclosing>/?)>", re.S
+    r"<!--.*?-->"
+    r"|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>]*)(?:\"[^\"]*\"|'[^']*'|[^>\"'])*?(?P<selfclosing>/?)>",
+    re.S,
 )
 
 

@@ -23,6 +23,9 @@ SHAPES = {
     "quoted lists": "> 1. " * 200 + "a",
     "raw html": "<div>" * 5000 + "a" + "</div>" * 5000,
     "unclosed raw html": "<span>" * 5000 + "a",
+    "'/>' in a quoted attribute": '<div title="/>">' * 5000 + "a",
+    "'/>' in a single-quoted attribute": "<div title='/>'>" * 5000 + "a",
+    "'/>' in an inline attribute": 'x <span title="/>">' * 5000 + "a",
 }
 
 
