@@ -8,8 +8,9 @@ where a newline cannot change what the reader sees:
 
 It never adds a character to text, never touches attribute values, comments (Outlook reads its
 conditional comments as HTML), script/style/textarea/title, `<pre>`, `<listing>`, or any element
-whose inline style keeps white space (`white-space: pre`, `pre-wrap`, `pre-line`,
-`break-spaces`); if a style sheet in the page sets such a value, no text is broken at all. A text
+whose inline style may keep white space (any `white-space` value but `normal` or `nowrap`,
+read after CSS comments and escapes: `pre`, `var(--w)`, `inherit`...); if a style sheet in the
+page sets such a value, no text is broken at all. A text
 space between two East Asian wide characters stays (Gecko, hence Thunderbird, drops a newline
 there), as does one next to U+200B. A line with no such place is left long: the message stage
 then sends that part base64-encoded.
@@ -25,6 +26,7 @@ import bisect
 import re
 import unicodedata
 from collections.abc import Iterator
+from html import unescape
 
 MAX_LINE = 998  # octets per line on the SMTP wire (RFC 5321)
 MAX_DEPTH = 100  # elements nested in one Markdown value; MJML's parser recurses per level
@@ -45,9 +47,11 @@ _RAW = frozenset({b"script", b"style", b"textarea", b"title", b"xmp", b"iframe",
 _RAW |= {b"noframes", b"noscript"}
 _PRE = frozenset({b"pre", b"listing", b"plaintext"})
 _VOID = frozenset(b"area base br col embed hr img input link meta param source track wbr".split())
-_KEEPS_SPACE = re.compile(
-    rb"white-space(?:-collapse)?\s*:\s*(?:pre|break-spaces|preserve)", re.IGNORECASE
-)
+# CSS as the browser reads it: comments gone, escapes decoded (`\\70 re` is `pre`).
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)", re.DOTALL)
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.DOTALL)
+_WHITE_SPACE = re.compile(r"white-space[\w-]*\s*:\s*([^;}\"']*)", re.IGNORECASE)
+_COLLAPSES = frozenset({"normal", "nowrap"})  # white space collapses as by default
 _BLANK = b" \t"
 _HAS_BLANK = re.compile(rb"[ \t]+")
 # A quoted attribute value is skipped whole: '/>' or '>' inside one ends no tag.
@@ -154,11 +158,13 @@ class BreakPlaces:
                 if token["end"]:
                     _close(keeping, name)
                     continue
-                if name not in _VOID and (keeping or name in _PRE or _KEEPS_SPACE.search(token[0])):
+                if name not in _VOID and (
+                    keeping or name in _PRE or _keeps_space(token[0], tag=True)
+                ):
                     keeping.append(name)
                 if name in _RAW:
                     pos, content = _raw_text(self.data, pos, name)
-                    sheet_keeps |= name == b"style" and bool(_KEEPS_SPACE.search(content))
+                    sheet_keeps |= name == b"style" and _keeps_space(content, tag=False)
                 if name == b"plaintext":
                     break
         if sheet_keeps:
@@ -175,6 +181,24 @@ class BreakPlaces:
         self.starts = [self.starts[i] for i in kept]
         self.ends = [self.ends[i] for i in kept]
         self.in_tag = [True] * len(kept)
+
+
+def _keeps_space(css: bytes, *, tag: bool) -> bool:
+    """Whether a tag's attributes or a style sheet may set a white-space that keeps spaces.
+
+    Any value but plain `normal` or `nowrap` counts (`var(--w)`, `inherit`: unknown here)."""
+    text = css.decode(errors="replace")
+    text = unescape(text) if tag else text  # attribute values are decoded, sheets not
+    text = _CSS_ESCAPE.sub(_css_char, _CSS_COMMENT.sub(" ", text))
+    for value in _WHITE_SPACE.findall(text):
+        if value.lower().replace("!important", "").strip() not in _COLLAPSES:
+            return True
+    return False
+
+
+def _css_char(escape: re.Match[str]) -> str:
+    code = int(escape[1], 16) if escape[1] else ord(escape[2])
+    return chr(code) if 0 < code <= 0x10FFFF else "\ufffd"
 
 
 def _close(keeping: list[bytes], name: bytes) -> None:

@@ -195,6 +195,35 @@ def test_a_style_sheet_keeping_spaces_stops_text_breaks() -> None:
     assert "word " * 400 in wrap_lines(html)
 
 
+KEEPING_STYLES = [
+    "white-space:/**/pre",  # a CSS comment
+    "white-space: /* x */ pre-wrap",
+    "--w: pre; white-space: var(--w)",  # a custom property
+    "white-space: \\70 re",  # a CSS escape: \70 is 'p'
+    "\\77 hite-space: pre",
+    "white-space:&#112;re",  # an entity: attribute values are decoded first
+    "WHITE-SPACE: PRE-LINE",
+    "white-space: inherit",  # from a parent the page may set elsewhere
+]
+
+
+def test_every_spelling_of_white_space_keeps_the_text() -> None:
+    """A style that may keep spaces, however CSS spells it, keeps them in attribute and sheet."""
+    for style in KEEPING_STYLES:
+        text = "word   " * 200
+        attribute = f'<p style="{style}">{text}</p>'
+        sheet = f"<style>.k {{ {style} }}</style><p class=k>{text}</p>"
+        assert text in wrap_lines(attribute, limit=60), style
+        assert text in wrap_lines(sheet.replace("&#112;", "p"), limit=60), style
+
+
+def test_collapsing_white_space_values_still_break() -> None:
+    """normal and nowrap collapse spaces as the default does: text there still breaks."""
+    for style in ("white-space: nowrap", "white-space:normal !important", "color: red"):
+        html = f'<style>td {{ {style} }}</style><td style="{style}">' + "word " * 200 + "</td>"
+        assert wrap_lines(html, limit=60).count("\n") > 10, style
+
+
 def test_no_newline_between_east_asian_wide_characters() -> None:
     """Gecko drops a newline between two wide characters: such a space is never used."""
     html = "<p>" + "中文 " * 400 + "</p>"
