@@ -97,6 +97,7 @@ class BreakPlaces:
         self.ends: list[int] = []
         self.in_tag: list[bool] = []
         self._tag_cache: dict[int, list[int]] = {}
+        self._runs = _Runs(data)
         self._scan()
 
     def last(self, low: int, high: int) -> int | None:
@@ -129,7 +130,7 @@ class BreakPlaces:
             places = self._tag_places(index)
             lo, hi = bisect.bisect_left(places, low), bisect.bisect_right(places, high)
             return (places[hi - 1] if backwards else places[lo]) if lo < hi else None
-        return _text_place(self.data, low, high + 1, backwards=backwards)
+        return _text_place(self._runs, low, high + 1, backwards=backwards)
 
     def _tag_places(self, index: int) -> list[int]:
         if index not in self._tag_cache:  # one tag at a time: consecutive cuts ask again
@@ -215,17 +216,18 @@ def _raw_text(data: bytes, pos: int, name: bytes) -> tuple[int, bytes]:
     return stop, data[pos:stop]
 
 
-def _text_place(data: bytes, low: int, high: int, *, backwards: bool) -> int | None:
+def _text_place(runs: _Runs, low: int, high: int, *, backwards: bool) -> int | None:
     """The last (or first) space or tab in data[low:high] whose run may hold a newline."""
-    return _last_text_place(data, low, high) if backwards else _first_text_place(data, low, high)
+    return _last_text_place(runs, low, high) if backwards else _first_text_place(runs, low, high)
 
 
-def _last_text_place(data: bytes, low: int, high: int) -> int | None:
+def _last_text_place(runs: _Runs, low: int, high: int) -> int | None:
+    data = runs.data
     space, tab = data.rfind(b" ", low, high), data.rfind(b"\t", low, high)
     while max(space, tab) >= 0:
         place = max(space, tab)
-        run_start, run_end = _run(data, place)
-        if _may_break(data, run_start, run_end):
+        run_start, free = runs.at(place)
+        if free:
             return place
         if space >= run_start:  # search again only below the run: each octet is seen once
             space = data.rfind(b" ", low, run_start)
@@ -234,11 +236,30 @@ def _last_text_place(data: bytes, low: int, high: int) -> int | None:
     return None
 
 
-def _first_text_place(data: bytes, low: int, high: int) -> int | None:
-    for run in _HAS_BLANK.finditer(data, low, high):
-        if _may_break(data, *_run(data, run.start())):
+def _first_text_place(runs: _Runs, low: int, high: int) -> int | None:
+    for run in _HAS_BLANK.finditer(runs.data, low, high):
+        if runs.at(run.start())[1]:
             return run.start()
     return None
+
+
+class _Runs:
+    """Runs of spaces and tabs in text, and whether a newline may replace one of them. The
+    last run is remembered: every cut in one long run asks about it again, and measuring it
+    each time made wrapping quadratic in its length."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._last = (0, 0, False)  # start, end, free
+
+    def at(self, place: int) -> tuple[int, bool]:
+        """The start of the run around `place`, and whether a newline may go in it."""
+        start, end, free = self._last
+        if not start <= place < end:
+            start, end = _run(self.data, place)
+            free = _may_break(self.data, start, end)
+            self._last = (start, end, free)
+        return start, free
 
 
 def _run(data: bytes, place: int) -> tuple[int, int]:

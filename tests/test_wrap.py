@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
 from html.parser import HTMLParser
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from newsletter import markup
 from newsletter.render import wrap_lines
 
 Piece = tuple[str, bool]  # (markup, True when it is one whitespace character sure to be free)
@@ -244,3 +247,40 @@ def test_a_long_unbreakable_run_breaks_right_after_it() -> None:
     """A run longer than the limit goes on one line, and wrapping resumes after it."""
     html = "<p>a " + "x" * 2000 + " b c d</p>"
     assert wrap_lines(html).split("\n") == ["<p>a", "x" * 2000, "b c d</p>"]
+
+
+def _steps(html: str) -> int:
+    """Lines of Python that wrap_lines runs in markup.py for `html` (a count, not a clock)."""
+    steps = 0
+
+    def trace(frame, event, arg):  # type: ignore[no-untyped-def]
+        nonlocal steps
+        if frame.f_code.co_filename != markup.__file__:
+            return None
+        if event == "line":
+            steps += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        wrap_lines(html, limit=100)
+    finally:
+        sys.settrace(None)
+    return steps
+
+
+GROWING = {
+    "a run of spaces": lambda n: "<p>a" + " " * n + "b</p>",
+    "a run of spaces and tabs": lambda n: "<p>a" + " \t" * (n // 2) + "b</p>",
+    "spaces between wide characters": lambda n: "<p>" + "中 " * (n // 4) + "</p>",
+    "spaces next to tags": lambda n: "<p>" + "<b> </b>" * (n // 8) + "</p>",
+    "inline markup": lambda n: "<p>" + '<a href="x">a</a>, <em>b</em>) c ' * (n // 32) + "</p>",
+    "attributes": lambda n: "<p " + 'a="1" ' * (n // 6) + ">x</p>",
+}
+
+
+@pytest.mark.parametrize("shape", list(GROWING))
+def test_wrapping_work_grows_linearly(shape: str) -> None:
+    """Four times the input costs at most five times the steps (counted, never timed)."""
+    small, large = (_steps(GROWING[shape](n)) for n in (5_000, 20_000))
+    assert large <= 5 * small, (small, large)
