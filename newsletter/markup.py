@@ -52,6 +52,7 @@ _CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)", re.DOTALL)
 _CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.DOTALL)
 _WHITE_SPACE = re.compile(r"white-space[\w-]*\s*:\s*([^;}\"']*)", re.IGNORECASE)
 _COLLAPSES = frozenset({"normal", "nowrap"})  # white space collapses as by default
+_MAY_NAME_WHITE_SPACE = re.compile(rb"white-space|[\\&]", re.IGNORECASE)  # escapes may spell it
 _BLANK = b" \t"
 _HAS_BLANK = re.compile(rb"[ \t]+")
 # A quoted attribute value is skipped whole: '/>' or '>' inside one ends no tag.
@@ -188,6 +189,8 @@ def _keeps_space(css: bytes, *, tag: bool) -> bool:
     """Whether a tag's attributes or a style sheet may set a white-space that keeps spaces.
 
     Any value but plain `normal` or `nowrap` counts (`var(--w)`, `inherit`: unknown here)."""
+    if not _MAY_NAME_WHITE_SPACE.search(css):
+        return False
     text = css.decode(errors="replace")
     text = unescape(text) if tag else text  # attribute values are decoded, sheets not
     text = _CSS_ESCAPE.sub(_css_char, _CSS_COMMENT.sub(" ", text))
