@@ -10,10 +10,11 @@ It never adds a character to text, never touches attribute values, comments (Out
 conditional comments as HTML), script/style/textarea/title, `<pre>`, `<listing>`, or any element
 whose inline style may keep white space (any `white-space` value but `normal` or `nowrap`,
 read after CSS comments and escapes: `pre`, `var(--w)`, `inherit`...); if a style sheet in the
-page sets such a value, no text is broken at all. A text
-space between two East Asian wide characters stays (Gecko, hence Thunderbird, drops a newline
-there), as does one next to U+200B. A line with no such place is left long: the message stage
-then sends that part base64-encoded.
+page sets such a value, no text is broken at all. A text space between two East Asian wide
+characters stays (Gecko, hence Thunderbird, drops a newline there), as does one next to U+200B,
+and one between a merge-field marker (`opaque`) and anything but a narrow character: the name
+filled in later may begin or end with a wide one. A line with no such place is left long: the
+message stage then sends that part base64-encoded.
 
 The scan is one pass over the UTF-8 bytes (all markup is ASCII, and UTF-8 never uses ASCII
 bytes inside a multi-byte character); each cut searches back from the limit, so the whole is
@@ -63,12 +64,14 @@ _ANY_TAG = re.compile(
 )
 
 
-def wrap_lines(html: str, limit: int = MAX_LINE) -> str:
-    """`html` with lines over `limit` octets broken where the page cannot change (see above)."""
+def wrap_lines(html: str, limit: int = MAX_LINE, opaque: re.Pattern[bytes] | None = None) -> str:
+    """`html` with lines over `limit` octets broken where the page cannot change (see above).
+
+    `opaque` matches text replaced later (merge-field markers): its characters are unknown."""
     data = bytearray(html.encode())
     if all(len(line) <= limit for line in data.split(b"\n")):
         return html
-    places = BreakPlaces(bytes(data))
+    places = BreakPlaces(bytes(data), opaque)
     start = 0
     for end in _line_ends(data):
         while end - start > limit:
@@ -92,13 +95,13 @@ def _line_ends(data: bytearray) -> Iterator[int]:
 class BreakPlaces:
     """The spans of a page where a space or tab may become a newline: text spans, tags."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, opaque: re.Pattern[bytes] | None = None) -> None:
         self.data = data
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.in_tag: list[bool] = []
         self._tag_cache: dict[int, list[int]] = {}
-        self._runs = _Runs(data)
+        self._runs = _Runs(data, opaque)
         self._scan()
 
     def last(self, low: int, high: int) -> int | None:
@@ -251,8 +254,9 @@ class _Runs:
     last run is remembered: every cut in one long run asks about it again, and measuring it
     each time made wrapping quadratic in its length."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, opaque: re.Pattern[bytes] | None) -> None:
         self.data = data
+        self.opaque = opaque
         self._last = (0, 0, False)  # start, end, free
 
     def at(self, place: int) -> tuple[int, bool]:
@@ -260,7 +264,7 @@ class _Runs:
         start, end, free = self._last
         if not start <= place < end:
             start, end = _run(self.data, place)
-            free = _may_break(self.data, start, end)
+            free = _may_break(self.data, start, end, self.opaque)
             self._last = (start, end, free)
         return start, free
 
@@ -275,7 +279,9 @@ def _run(data: bytes, place: int) -> tuple[int, int]:
     return start, end
 
 
-def _may_break(data: bytes, run_start: int, run_end: int) -> bool:
+def _may_break(
+    data: bytes, run_start: int, run_end: int, opaque: re.Pattern[bytes] | None = None
+) -> bool:
     """Whether a newline in this run of text renders as the space it replaces.
 
     CSS Text 3 removes a segment break between two East Asian wide characters and next to
@@ -283,9 +289,18 @@ def _may_break(data: bytes, run_start: int, run_end: int) -> bool:
     side is enough."""
     before = _char_before(data, run_start)
     after = _char_after(data, run_end)
+    if opaque is not None:  # a value filled in later may begin or end with a wide character
+        before = "" if _ends_with(opaque, data, run_start) else before
+        after = "" if opaque.match(data, run_end) else after
     if "\u200b" in (before, after):
         return False
     return _narrow(before) or _narrow(after)
+
+
+def _ends_with(pattern: re.Pattern[bytes], data: bytes, pos: int) -> bool:
+    """Whether a match of `pattern` (of at most 64 octets) ends right at `pos`."""
+    window = data[max(pos - 64, 0) : pos]
+    return any(match.end() == len(window) for match in pattern.finditer(window))
 
 
 def _narrow(char: str) -> bool:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter import markup
-from newsletter.render import wrap_lines
+from newsletter.config import load_config
+from newsletter.models import Field
+from newsletter.render import render_issue, wrap_lines
+from tests.compose_helpers import MINIMAL_CONFIG, write
 
 Piece = tuple[str, bool]  # (markup, True when it is one whitespace character sure to be free)
 
@@ -284,3 +288,20 @@ def test_wrapping_work_grows_linearly(shape: str) -> None:
     """Four times the input costs at most five times the steps (counted, never timed)."""
     small, large = (_steps(GROWING[shape](n)) for n in (5_000, 20_000))
     assert large <= 5 * small, (small, large)
+
+
+def test_no_newline_next_to_a_merge_field_beside_a_wide_character(tmp_path: Path) -> None:
+    """A name filled in later may be Chinese: a space between it and a wide character stays."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    body = "{{ subscriber.name }} 先生, 您好 {{ subscriber.name }} ok. " * 100
+    issue = write(
+        tmp_path / "i.toml",
+        f'title = "x"\nsubject = "x"\ndate = 2024-01-02\n'
+        f'[[blocks]]\nkind = "text"\nbody = "{body}"\n',
+    )
+    html = render_issue(issue, load_config(explicit=tmp_path / "newsletter.toml")).html
+    assert sum(p.count("\n") for p in html if isinstance(p, str)) > 20
+    for before, field, after in zip(html, html[1:], html[2:], strict=False):
+        if isinstance(field, Field) and isinstance(before, str) and isinstance(after, str):
+            assert not re.match(r"\n先", after), after[:20]
+            assert not re.search(r"您好\n$", before), before[-20:]
