@@ -56,10 +56,12 @@ _COLLAPSES = frozenset({"normal", "nowrap"})  # white space collapses as by defa
 _MAY_NAME_WHITE_SPACE = re.compile(rb"white-space|[\\&]", re.IGNORECASE)  # escapes may spell it
 _BLANK = b" \t"
 _HAS_BLANK = re.compile(rb"[ \t]+")
-# A quoted attribute value is skipped whole: '/>' or '>' inside one ends no tag.
+# A quoted attribute value is skipped whole: '/>' or '>' inside one ends no tag. A comment or
+# tag that never closes takes the rest of the page, as in HTML: read once, never per '<'.
 _ANY_TAG = re.compile(
-    r"<!--.*?-->"
-    r"|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>]*)(?:\"[^\"]*\"|'[^']*'|[^>\"'])*?(?P<selfclosing>/?)>",
+    r"<!--.*?(?:-->|\Z)"
+    r"|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>\"']*+)(?P<attrs>(?:\"[^\"]*\"|'[^']*'|[^>\"'])*+)>"
+    r"|</?[A-Za-z].*",
     re.S,
 )
 
@@ -325,15 +327,15 @@ def _char_after(data: bytes, pos: int) -> str:
 
 
 def nesting_depth(html: str) -> int:
-    """How deep elements nest in `html`. Loose on purpose: anything shaped like a tag counts
-    (in an attribute value too), and an element never closed counts as still open."""
+    """How deep elements nest in `html`. Loose on purpose: anything shaped like a tag in text
+    counts, and an element never closed counts as still open."""
     depth = deepest = 0
     for tag in _ANY_TAG.finditer(html):
         if tag["name"] is None:
             continue  # a comment
         if tag["end"]:
             depth = max(depth - 1, 0)
-        elif tag["name"].lower().encode() not in _VOID and not tag["selfclosing"]:
+        elif tag["name"].lower().encode() not in _VOID and not tag["attrs"].endswith("/"):
             depth += 1
             deepest = max(deepest, depth)
     return deepest
