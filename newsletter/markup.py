@@ -8,11 +8,13 @@ where a newline cannot change what the reader sees:
 
 It never adds a character to text, never touches attribute values, comments (Outlook reads its
 conditional comments as HTML), script/style/textarea/title, `<pre>`, `<listing>`, or any element
-whose inline style keeps white space (`white-space: pre`, `pre-wrap`, `pre-line`,
-`break-spaces`); if a style sheet in the page sets such a value, no text is broken at all. A text
-space between two East Asian wide characters stays (Gecko, hence Thunderbird, drops a newline
-there), as does one next to U+200B. A line with no such place is left long: the message stage
-then sends that part base64-encoded.
+whose inline style may keep white space (any `white-space` value but `normal` or `nowrap`,
+read after CSS comments and escapes: `pre`, `var(--w)`, `inherit`...); if a style sheet in the
+page sets such a value, no text is broken at all. A text space between two East Asian wide
+characters stays (Gecko, hence Thunderbird, drops a newline there), as does one next to U+200B,
+and one between a merge-field marker (`opaque`) and anything but a narrow character: the name
+filled in later may begin or end with a wide one. A line with no such place is left long: the
+message stage then sends that part base64-encoded.
 
 The scan is one pass over the UTF-8 bytes (all markup is ASCII, and UTF-8 never uses ASCII
 bytes inside a multi-byte character); each cut searches back from the limit, so the whole is
@@ -25,6 +27,7 @@ import bisect
 import re
 import unicodedata
 from collections.abc import Iterator
+from html import unescape
 
 MAX_LINE = 998  # octets per line on the SMTP wire (RFC 5321)
 MAX_DEPTH = 100  # elements nested in one Markdown value; MJML's parser recurses per level
@@ -45,22 +48,32 @@ _RAW = frozenset({b"script", b"style", b"textarea", b"title", b"xmp", b"iframe",
 _RAW |= {b"noframes", b"noscript"}
 _PRE = frozenset({b"pre", b"listing", b"plaintext"})
 _VOID = frozenset(b"area base br col embed hr img input link meta param source track wbr".split())
-_KEEPS_SPACE = re.compile(
-    rb"white-space(?:-collapse)?\s*:\s*(?:pre|break-spaces|preserve)", re.IGNORECASE
-)
+# CSS as the browser reads it: comments gone, escapes decoded (`\\70 re` is `pre`).
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)", re.DOTALL)
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n\f]?|(.))", re.DOTALL)
+_WHITE_SPACE = re.compile(r"white-space[\w-]*\s*:\s*([^;}\"']*)", re.IGNORECASE)
+_COLLAPSES = frozenset({"normal", "nowrap"})  # white space collapses as by default
+_MAY_NAME_WHITE_SPACE = re.compile(rb"white-space|[\\&]", re.IGNORECASE)  # escapes may spell it
 _BLANK = b" \t"
 _HAS_BLANK = re.compile(rb"[ \t]+")
+# A quoted attribute value is skipped whole: '/>' or '>' inside one ends no tag. A comment or
+# tag that never closes takes the rest of the page, as in HTML: read once, never per '<'.
 _ANY_TAG = re.compile(
-    r"<!--.*?-->|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>]*)[^>]*?(?P<selfclosing>/?)>", re.S
+    r"<!--.*?(?:-->|\Z)"
+    r"|<(?P<end>/?)(?P<name>[A-Za-z][^\s/>\"']*+)(?P<attrs>(?:\"[^\"]*\"|'[^']*'|[^>\"'])*+)>"
+    r"|</?[A-Za-z].*",
+    re.S,
 )
 
 
-def wrap_lines(html: str, limit: int = MAX_LINE) -> str:
-    """`html` with lines over `limit` octets broken where the page cannot change (see above)."""
+def wrap_lines(html: str, limit: int = MAX_LINE, opaque: re.Pattern[bytes] | None = None) -> str:
+    """`html` with lines over `limit` octets broken where the page cannot change (see above).
+
+    `opaque` matches text replaced later (merge-field markers): its characters are unknown."""
     data = bytearray(html.encode())
     if all(len(line) <= limit for line in data.split(b"\n")):
         return html
-    places = BreakPlaces(bytes(data))
+    places = BreakPlaces(bytes(data), opaque)
     start = 0
     for end in _line_ends(data):
         while end - start > limit:
@@ -84,12 +97,13 @@ def _line_ends(data: bytearray) -> Iterator[int]:
 class BreakPlaces:
     """The spans of a page where a space or tab may become a newline: text spans, tags."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, opaque: re.Pattern[bytes] | None = None) -> None:
         self.data = data
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.in_tag: list[bool] = []
         self._tag_cache: dict[int, list[int]] = {}
+        self._runs = _Runs(data, opaque)
         self._scan()
 
     def last(self, low: int, high: int) -> int | None:
@@ -122,7 +136,7 @@ class BreakPlaces:
             places = self._tag_places(index)
             lo, hi = bisect.bisect_left(places, low), bisect.bisect_right(places, high)
             return (places[hi - 1] if backwards else places[lo]) if lo < hi else None
-        return _text_place(self.data, low, high + 1, backwards=backwards)
+        return _text_place(self._runs, low, high + 1, backwards=backwards)
 
     def _tag_places(self, index: int) -> list[int]:
         if index not in self._tag_cache:  # one tag at a time: consecutive cuts ask again
@@ -151,11 +165,13 @@ class BreakPlaces:
                 if token["end"]:
                     _close(keeping, name)
                     continue
-                if name not in _VOID and (keeping or name in _PRE or _KEEPS_SPACE.search(token[0])):
+                if name not in _VOID and (
+                    keeping or name in _PRE or _keeps_space(token[0], tag=True)
+                ):
                     keeping.append(name)
                 if name in _RAW:
                     pos, content = _raw_text(self.data, pos, name)
-                    sheet_keeps |= name == b"style" and bool(_KEEPS_SPACE.search(content))
+                    sheet_keeps |= name == b"style" and _keeps_space(content, tag=False)
                 if name == b"plaintext":
                     break
         if sheet_keeps:
@@ -174,6 +190,26 @@ class BreakPlaces:
         self.in_tag = [True] * len(kept)
 
 
+def _keeps_space(css: bytes, *, tag: bool) -> bool:
+    """Whether a tag's attributes or a style sheet may set a white-space that keeps spaces.
+
+    Any value but plain `normal` or `nowrap` counts (`var(--w)`, `inherit`: unknown here)."""
+    if not _MAY_NAME_WHITE_SPACE.search(css):
+        return False
+    text = css.decode(errors="replace")
+    text = unescape(text) if tag else text  # attribute values are decoded, sheets not
+    text = _CSS_ESCAPE.sub(_css_char, _CSS_COMMENT.sub(" ", text))
+    for value in _WHITE_SPACE.findall(text):
+        if value.lower().replace("!important", "").strip() not in _COLLAPSES:
+            return True
+    return False
+
+
+def _css_char(escape: re.Match[str]) -> str:
+    code = int(escape[1], 16) if escape[1] else ord(escape[2])
+    return chr(code) if 0 < code <= 0x10FFFF else "\ufffd"
+
+
 def _close(keeping: list[bytes], name: bytes) -> None:
     """An end tag: pop up to its element (implied end tags), or ignore a stray one."""
     if name in keeping:
@@ -188,17 +224,18 @@ def _raw_text(data: bytes, pos: int, name: bytes) -> tuple[int, bytes]:
     return stop, data[pos:stop]
 
 
-def _text_place(data: bytes, low: int, high: int, *, backwards: bool) -> int | None:
+def _text_place(runs: _Runs, low: int, high: int, *, backwards: bool) -> int | None:
     """The last (or first) space or tab in data[low:high] whose run may hold a newline."""
-    return _last_text_place(data, low, high) if backwards else _first_text_place(data, low, high)
+    return _last_text_place(runs, low, high) if backwards else _first_text_place(runs, low, high)
 
 
-def _last_text_place(data: bytes, low: int, high: int) -> int | None:
+def _last_text_place(runs: _Runs, low: int, high: int) -> int | None:
+    data = runs.data
     space, tab = data.rfind(b" ", low, high), data.rfind(b"\t", low, high)
     while max(space, tab) >= 0:
         place = max(space, tab)
-        run_start, run_end = _run(data, place)
-        if _may_break(data, run_start, run_end):
+        run_start, free = runs.at(place)
+        if free:
             return place
         if space >= run_start:  # search again only below the run: each octet is seen once
             space = data.rfind(b" ", low, run_start)
@@ -207,11 +244,31 @@ def _last_text_place(data: bytes, low: int, high: int) -> int | None:
     return None
 
 
-def _first_text_place(data: bytes, low: int, high: int) -> int | None:
-    for run in _HAS_BLANK.finditer(data, low, high):
-        if _may_break(data, *_run(data, run.start())):
+def _first_text_place(runs: _Runs, low: int, high: int) -> int | None:
+    for run in _HAS_BLANK.finditer(runs.data, low, high):
+        if runs.at(run.start())[1]:
             return run.start()
     return None
+
+
+class _Runs:
+    """Runs of spaces and tabs in text, and whether a newline may replace one of them. The
+    last run is remembered: every cut in one long run asks about it again, and measuring it
+    each time made wrapping quadratic in its length."""
+
+    def __init__(self, data: bytes, opaque: re.Pattern[bytes] | None) -> None:
+        self.data = data
+        self.opaque = opaque
+        self._last = (0, 0, False)  # start, end, free
+
+    def at(self, place: int) -> tuple[int, bool]:
+        """The start of the run around `place`, and whether a newline may go in it."""
+        start, end, free = self._last
+        if not start <= place < end:
+            start, end = _run(self.data, place)
+            free = _may_break(self.data, start, end, self.opaque)
+            self._last = (start, end, free)
+        return start, free
 
 
 def _run(data: bytes, place: int) -> tuple[int, int]:
@@ -224,7 +281,9 @@ def _run(data: bytes, place: int) -> tuple[int, int]:
     return start, end
 
 
-def _may_break(data: bytes, run_start: int, run_end: int) -> bool:
+def _may_break(
+    data: bytes, run_start: int, run_end: int, opaque: re.Pattern[bytes] | None = None
+) -> bool:
     """Whether a newline in this run of text renders as the space it replaces.
 
     CSS Text 3 removes a segment break between two East Asian wide characters and next to
@@ -232,9 +291,18 @@ def _may_break(data: bytes, run_start: int, run_end: int) -> bool:
     side is enough."""
     before = _char_before(data, run_start)
     after = _char_after(data, run_end)
+    if opaque is not None:  # a value filled in later may begin or end with a wide character
+        before = "" if _ends_with(opaque, data, run_start) else before
+        after = "" if opaque.match(data, run_end) else after
     if "\u200b" in (before, after):
         return False
     return _narrow(before) or _narrow(after)
+
+
+def _ends_with(pattern: re.Pattern[bytes], data: bytes, pos: int) -> bool:
+    """Whether a match of `pattern` (of at most 64 octets) ends right at `pos`."""
+    window = data[max(pos - 64, 0) : pos]
+    return any(match.end() == len(window) for match in pattern.finditer(window))
 
 
 def _narrow(char: str) -> bool:
@@ -259,15 +327,15 @@ def _char_after(data: bytes, pos: int) -> str:
 
 
 def nesting_depth(html: str) -> int:
-    """How deep elements nest in `html`. Loose on purpose: anything shaped like a tag counts
-    (in an attribute value too), and an element never closed counts as still open."""
+    """How deep elements nest in `html`. Loose on purpose: anything shaped like a tag in text
+    counts, and an element never closed counts as still open."""
     depth = deepest = 0
     for tag in _ANY_TAG.finditer(html):
         if tag["name"] is None:
             continue  # a comment
         if tag["end"]:
             depth = max(depth - 1, 0)
-        elif tag["name"].lower().encode() not in _VOID and not tag["selfclosing"]:
+        elif tag["name"].lower().encode() not in _VOID and not tag["attrs"].endswith("/"):
             depth += 1
             deepest = max(deepest, depth)
     return deepest

@@ -48,6 +48,7 @@ MONTHS = (
     "December",
 )
 MARKER = re.compile(r"zzNLMF(\d{4})zz")
+_MARKER_BYTES = re.compile(MARKER.pattern.encode())
 _INLINE_CSS = """
 p { margin: 0 0 12px; }
 a { color: %(accent)s; text-decoration: underline; }
@@ -96,7 +97,8 @@ def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
     except TooDeep as exc:
         raise InvalidInput([_too_deep(issue, config, exc)]) from None
     html = _inline(_mjml(source, issue, config), config)
-    return wrap_lines(html, MAX_LINE - FIELD_ROOM)  # a value past 998 would cost base64
+    # a value past 998 would cost base64; what a marker becomes is unknown here
+    return wrap_lines(html, MAX_LINE - FIELD_ROOM, opaque=_MARKER_BYTES)
 
 
 def render_text(issue: Issue, config: Config, fields: FieldTable) -> str:

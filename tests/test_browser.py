@@ -197,7 +197,7 @@ def test_wrapping_never_changes_the_text(browser, tmp_path: Path, monkeypatch, i
         issue = write(tmp_path / "issues" / "inline.toml", body)
     wrapped = _render(issue, config, tmp_path / "wrapped.html").read_text(encoding="utf-8")
     (tmp_path / "tight.html").write_text(render.wrap_lines(wrapped, 40), encoding="utf-8")
-    unwrapped = lambda html, limit=0: html  # noqa: E731  # the reference: wrapping turned off
+    unwrapped = lambda html, limit=0, opaque=None: html  # noqa: E731  # the reference: no wrapping
     monkeypatch.setattr(render, "wrap_lines", unwrapped)
     _render(issue, config, tmp_path / "unwrapped.html")
     texts = [

@@ -23,6 +23,9 @@ SHAPES = {
     "quoted lists": "> 1. " * 200 + "a",
     "raw html": "<div>" * 5000 + "a" + "</div>" * 5000,
     "unclosed raw html": "<span>" * 5000 + "a",
+    "'/>' in a quoted attribute": '<div title="/>">' * 5000 + "a",
+    "'/>' in a single-quoted attribute": "<div title='/>'>" * 5000 + "a",
+    "'/>' in an inline attribute": 'x <span title="/>">' * 5000 + "a",
 }
 
 
@@ -114,4 +117,27 @@ def test_deep_templates_are_refused_before_mjml(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, (done.returncode, done.stderr[-500:])
     assert f"{tmp_path / 'templates'}: the templates make MJML nested 200" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+UNCLOSED = {
+    "tags never closed": "<div " + "<a" * 20000,
+    "comments never closed": "<div>" + "<!--" * 20000,
+    "a quote never closed": '<div a="' + "<a " * 20000,
+}
+
+
+@pytest.mark.parametrize("shape", list(UNCLOSED))
+def test_markup_that_never_closes_is_read_once(tmp_path: Path, shape: str) -> None:
+    """Raw HTML whose tags or comments never close ends check with a verdict, not a hang: the
+    nesting count reads each character once (from every '<' to the end took hours)."""
+    _issue(tmp_path, UNCLOSED[shape])
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "check", "issues/deep.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1), (done.returncode, done.stderr[-500:])
     assert "Traceback" not in done.stderr

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.render import wrap_lines
+from newsletter import markup
+from newsletter.config import load_config
+from newsletter.models import Field
+from newsletter.render import render_issue, wrap_lines
+from tests.compose_helpers import MINIMAL_CONFIG, write
 
 Piece = tuple[str, bool]  # (markup, True when it is one whitespace character sure to be free)
 
@@ -195,6 +202,35 @@ def test_a_style_sheet_keeping_spaces_stops_text_breaks() -> None:
     assert "word " * 400 in wrap_lines(html)
 
 
+KEEPING_STYLES = [
+    "white-space:/**/pre",  # a CSS comment
+    "white-space: /* x */ pre-wrap",
+    "--w: pre; white-space: var(--w)",  # a custom property
+    "white-space: \\70 re",  # a CSS escape: \70 is 'p'
+    "\\77 hite-space: pre",
+    "white-space:&#112;re",  # an entity: attribute values are decoded first
+    "WHITE-SPACE: PRE-LINE",
+    "white-space: inherit",  # from a parent the page may set elsewhere
+]
+
+
+def test_every_spelling_of_white_space_keeps_the_text() -> None:
+    """A style that may keep spaces, however CSS spells it, keeps them in attribute and sheet."""
+    for style in KEEPING_STYLES:
+        text = "word   " * 200
+        attribute = f'<p style="{style}">{text}</p>'
+        sheet = f"<style>.k {{ {style} }}</style><p class=k>{text}</p>"
+        assert text in wrap_lines(attribute, limit=60), style
+        assert text in wrap_lines(sheet.replace("&#112;", "p"), limit=60), style
+
+
+def test_collapsing_white_space_values_still_break() -> None:
+    """normal and nowrap collapse spaces as the default does: text there still breaks."""
+    for style in ("white-space: nowrap", "white-space:normal !important", "color: red"):
+        html = f'<style>td {{ {style} }}</style><td style="{style}">' + "word " * 200 + "</td>"
+        assert wrap_lines(html, limit=60).count("\n") > 10, style
+
+
 def test_no_newline_between_east_asian_wide_characters() -> None:
     """Gecko drops a newline between two wide characters: such a space is never used."""
     html = "<p>" + "中文 " * 400 + "</p>"
@@ -215,3 +251,57 @@ def test_a_long_unbreakable_run_breaks_right_after_it() -> None:
     """A run longer than the limit goes on one line, and wrapping resumes after it."""
     html = "<p>a " + "x" * 2000 + " b c d</p>"
     assert wrap_lines(html).split("\n") == ["<p>a", "x" * 2000, "b c d</p>"]
+
+
+def _steps(html: str) -> int:
+    """Lines of Python that wrap_lines runs in markup.py for `html` (a count, not a clock)."""
+    steps = 0
+
+    def trace(frame, event, arg):  # type: ignore[no-untyped-def]
+        nonlocal steps
+        if frame.f_code.co_filename != markup.__file__:
+            return None
+        if event == "line":
+            steps += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        wrap_lines(html, limit=100)
+    finally:
+        sys.settrace(None)
+    return steps
+
+
+GROWING = {
+    "a run of spaces": lambda n: "<p>a" + " " * n + "b</p>",
+    "a run of spaces and tabs": lambda n: "<p>a" + " \t" * (n // 2) + "b</p>",
+    "spaces between wide characters": lambda n: "<p>" + "中 " * (n // 4) + "</p>",
+    "spaces next to tags": lambda n: "<p>" + "<b> </b>" * (n // 8) + "</p>",
+    "inline markup": lambda n: "<p>" + '<a href="x">a</a>, <em>b</em>) c ' * (n // 32) + "</p>",
+    "attributes": lambda n: "<p " + 'a="1" ' * (n // 6) + ">x</p>",
+}
+
+
+@pytest.mark.parametrize("shape", list(GROWING))
+def test_wrapping_work_grows_linearly(shape: str) -> None:
+    """Four times the input costs at most five times the steps (counted, never timed)."""
+    small, large = (_steps(GROWING[shape](n)) for n in (5_000, 20_000))
+    assert large <= 5 * small, (small, large)
+
+
+def test_no_newline_next_to_a_merge_field_beside_a_wide_character(tmp_path: Path) -> None:
+    """A name filled in later may be Chinese: a space between it and a wide character stays."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    body = "{{ subscriber.name }} 先生, 您好 {{ subscriber.name }} ok. " * 100
+    issue = write(
+        tmp_path / "i.toml",
+        f'title = "x"\nsubject = "x"\ndate = 2024-01-02\n'
+        f'[[blocks]]\nkind = "text"\nbody = "{body}"\n',
+    )
+    html = render_issue(issue, load_config(explicit=tmp_path / "newsletter.toml")).html
+    assert sum(p.count("\n") for p in html if isinstance(p, str)) > 20
+    for before, field, after in zip(html, html[1:], html[2:], strict=False):
+        if isinstance(field, Field) and isinstance(before, str) and isinstance(after, str):
+            assert not re.match(r"\n先", after), after[:20]
+            assert not re.search(r"您好\n$", before), before[-20:]
