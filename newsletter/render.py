@@ -472,9 +472,18 @@ def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
         md_inline_text=_md_inline_text,
         underline=_underline,
         wrap=mdtext.wrap,
+        ascii_refs=ascii_refs,
     )
     env.globals["bullet"] = lambda text: mdtext.wrap(str(text), mdtext.WIDTH, "- ", "  ")
     return env
+
+
+def ascii_refs(value: object) -> Markup:
+    """Escaped text in ASCII, other characters as numeric references. MJML copies <mj-title>
+    into the page's aria-label with Rust's debug escapes: a no-break space or a joiner in a
+    title reached screen readers as `\\u{a0}`; references pass through it as written."""
+    text = str(Markup.escape(value))
+    return Markup("".join(c if c.isascii() else f"&#x{ord(c):X};" for c in text))  # noqa: S704  # escaped just above
 
 
 @jinja2.pass_context

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 from pathlib import Path
@@ -158,3 +159,20 @@ def test_two_column_images_render_as_columns(tmp_path: Path) -> None:
     assert html.count("mj-column-per-50") >= 2
     assert 'alt="First"' in html
     assert 'alt="Second"' in html
+
+
+@pytest.mark.parametrize(
+    "title", ["a\u00a0b", "Zu\u0308rich \u200d\U0001f469", "\u65b0\u95fb & <more>"]
+)
+def test_title_reaches_the_aria_label_as_written(tmp_path: Path, title: str) -> None:
+    """MJML escaped a no-break space or joiner in the title Rust-style (`\\u{a0}`) for screen
+    readers; the page's <title> and aria-label both decode to the title itself."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    source = f'title = "{title}"\nsubject = "News"\ndate = 2024-01-02\n'
+    source += '[[blocks]]\nkind = "text"\nbody = "Hello."\n'
+    issue = write(tmp_path / "issues" / "x.toml", source)
+    config = load_config(explicit=tmp_path / "newsletter.toml")
+    page = fill(render(load_issue(issue), config).html, lambda f: "", html=True)
+    (label,) = re.findall(r'aria-label="([^"]*)" aria-roledescription="email"', page)
+    (shown,) = re.findall(r"<title>(.*?)</title>", page, flags=re.S)
+    assert html.unescape(label) == html.unescape(shown) == title
