@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter import mdtext
 from newsletter.config import Config
 from newsletter.errors import Problem
 from newsletter.issue import required
-from newsletter.models import HEADER_CONTROL, Field, Image, Issue, Rendered
+from newsletter.models import HEADER_CONTROL, Field, Image, Issue, Rendered, nodes, walk
 from newsletter.render import fill, preview_value
 from newsletter.tomlsource import KeyLines
 from newsletter.urls import split, url_problem
@@ -43,25 +42,6 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def nodes(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
-    """(TOML path, value) of every part of an issue: its dataclasses, tuples and leaves."""
-    yield where, value
-    if isinstance(value, tuple):
-        for i, item in enumerate(value):
-            yield from nodes(item, f"{where}[{i}]")
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for fld in dataclasses.fields(value):
-            if fld.name not in ("path", "kind"):
-                yield from nodes(getattr(value, fld.name), f"{where}.{fld.name}".lstrip("."))
-
-
-def walk(value: Any) -> Iterator[tuple[str, str, str]]:
-    """(path, field name, text) of every string in an issue, with TOML paths."""
-    for where, node in nodes(value):
-        if isinstance(node, str):
-            yield where, where.rpartition(".")[2].split("[")[0], node
 
 
 def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 # Characters no mail header value may carry: a CR or LF would start a new header (injection),
 # the others corrupt it. One rule for every check of text bound for a header (config, issue,
@@ -154,3 +155,22 @@ class Subscriber:
     fields: Mapping[str, str] = field(default_factory=dict)  # every column, as read
     list_path: Path | None = None
     smtputf8: bool = False  # non-ASCII local part: the server must offer SMTPUTF8
+
+
+def nodes(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """(TOML path, value) of every part of an issue: its dataclasses, tuples and leaves."""
+    yield where, value
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from nodes(item, f"{where}[{i}]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for fld in dataclasses.fields(value):
+            if fld.name not in ("path", "kind"):
+                yield from nodes(getattr(value, fld.name), f"{where}.{fld.name}".lstrip("."))
+
+
+def walk(value: Any) -> Iterator[tuple[str, str, str]]:
+    """(path, field name, text) of every string in an issue, with TOML paths."""
+    for where, node in nodes(value):
+        if isinstance(node, str):
+            yield where, where.rpartition(".")[2].split("[")[0], node

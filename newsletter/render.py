@@ -15,7 +15,7 @@ import functools
 import hashlib
 import re
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -30,7 +30,7 @@ from newsletter.config import Config
 from newsletter.errors import InvalidInput, NewsletterError, Problem, TooDeep
 from newsletter.issue import read_issue
 from newsletter.markup import MAX_DEPTH, MAX_LINE, nesting_depth, wrap_lines
-from newsletter.models import Event, Field, Issue, Rendered, Template
+from newsletter.models import Event, Field, Issue, Rendered, Template, walk
 
 FIELD_ROOM = 200  # octets kept free on an HTML line for merge-field values (unsubscribe URLs)
 MONTHS = (
@@ -549,26 +549,13 @@ def event_times(event: Event) -> str:
 
 def _too_deep(issue: Issue, config: Config, exc: TooDeep) -> Problem:
     """Name the issue field (or the config's footer) whose Markdown nests too deep."""
-    where = next((w for w, text in _strings(issue, "") if text == exc.source), None)
+    where = next((w for w, _name, text in walk(issue) if text == exc.source), None)
     path = issue.path
     if where is None and config.newsletter.footer == exc.source:
         path, where = config.path, "newsletter.footer"
     if where is None:  # a value a template made itself
         return Problem(config.template_dirs()[0], f"a value given to a Markdown filter: {exc}")
     return Problem(path, str(exc), field=where, line=_key_line(path, where))
-
-
-def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
-    """(TOML path, text) of every string in an issue."""
-    if isinstance(value, str):
-        yield where, value
-    elif isinstance(value, tuple):
-        for i, item in enumerate(value):
-            yield from _strings(item, f"{where}[{i}]")
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            if f.name not in ("path", "kind"):
-                yield from _strings(getattr(value, f.name), _join(where, f.name))
 
 
 def _key_line(path: Path, where: str) -> int | None:
