@@ -88,12 +88,16 @@ class _Connection:
         return self._db.in_transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        with self._errors():
+        try:  # not _errors(): a few statements per message, a context manager costs more
             return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        with self._errors():
+        try:
             return self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
 
     def executescript(self, script: str) -> sqlite3.Cursor:
         with self._errors():
@@ -113,11 +117,15 @@ class _Connection:
         try:
             yield
         except sqlite3.Error as exc:
-            db = getattr(self, "_db", None)
-            if db is not None and db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            raise ledger_error(self.path, exc) from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: sqlite3.Error) -> NewsletterError:
+        """The error to raise for `exc`, after rolling back an open transaction."""
+        db = getattr(self, "_db", None)
+        if db is not None and db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        return ledger_error(self.path, exc)
 
 
 def ledger_error(path: Path, exc: sqlite3.Error) -> NewsletterError:
