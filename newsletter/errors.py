@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,13 @@ class NewsletterError(Exception):
         return str(self.args[0]) if self.args else type(self).__name__
 
 
+class Severity(enum.StrEnum):
+    """How bad a Problem is. A StrEnum, so it compares, prints and serialises as its value."""
+
+    ERROR = "error"  # blocks a send to a list; `check` exits 1
+    WARNING = "warning"  # printed; nothing is blocked
+
+
 @dataclass(frozen=True)
 class Problem:
     """One finding in a file: where it is and what is wrong."""
@@ -27,7 +35,7 @@ class Problem:
     field: str = ""  # a TOML path such as blocks[2].items[0].url
     line: int | None = None
     column: int | None = None
-    severity: str = "error"  # "error" or "warning"
+    severity: Severity = Severity.ERROR
 
     def location(self) -> str:
         where = str(self.path) if self.path is not None else ""

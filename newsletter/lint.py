@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from newsletter import mdtext
 from newsletter.config import Config
-from newsletter.errors import Problem
+from newsletter.errors import Problem, Severity
 from newsletter.issue import required
 from newsletter.models import HEADER_CONTROL, Field, Image, Issue, Rendered, nodes, walk
 from newsletter.render import fill, preview_value
@@ -38,7 +38,7 @@ def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> l
 
 
 def errors(problems: list[Problem]) -> list[Problem]:
-    return [p for p in problems if p.severity == "error"]
+    return [p for p in problems if p.severity == Severity.ERROR]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def _footer_links(config: Config) -> Iterator[Problem]:
 
 
 def _url(path: Path, lines: KeyLines, where: str, url: str, prefix: str) -> Iterator[Problem]:
-    def problem(message: str, severity: str = "error") -> Problem:
+    def problem(message: str, severity: Severity = Severity.ERROR) -> Problem:
         return Problem(
             path, prefix + message, field=where, line=lines.line(where), severity=severity
         )
@@ -75,7 +75,7 @@ def _url(path: Path, lines: KeyLines, where: str, url: str, prefix: str) -> Iter
     elif broken:
         yield problem(f"{url!r} {broken}")
     elif urlsplit(url).scheme == "http":
-        yield problem(f"{url!r} is plain http: use https if the site has it", "warning")
+        yield problem(f"{url!r} is plain http: use https if the site has it", Severity.WARNING)
     elif urlsplit(url).scheme not in ("https", "mailto"):
         yield problem(f"{url!r} is not an https:// or mailto: link")
 
@@ -187,14 +187,14 @@ def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem
             f"after about {SUBJECT_WARNING}",
             field="subject",
             line=lines.line("subject"),
-            severity="warning",
+            severity=Severity.WARNING,
         )
     if not issue.preheader.strip():
         yield Problem(
             path,
             "no preheader: mail apps show the first text of the body instead",
             field="preheader",
-            severity="warning",
+            severity=Severity.WARNING,
         )
     if not config.newsletter.base_url:
         yield Problem(
@@ -224,7 +224,7 @@ def _derived_list_id(config: Config) -> Iterator[Problem]:
         f'unsubscribe link of every message sent. Set list_id = "{derived}" now',
         field="newsletter.list_id",
         line=load(config.path)[1].line("newsletter.list_id"),
-        severity="warning",
+        severity=Severity.WARNING,
     )
 
 
@@ -244,7 +244,7 @@ def _output(issue: Issue, rendered: Rendered, config: Config) -> Iterator[Proble
             issue.path,
             f"{where} is {size:,} bytes, close to Gmail's {GMAIL_CLIP:,}-byte clipping",
             field=where,
-            severity="warning",
+            severity=Severity.WARNING,
         )
     if "<mj-" in html:
         tag = html[html.index("<mj-") :].split(">")[0][:40]
@@ -268,7 +268,7 @@ def _output(issue: Issue, rendered: Rendered, config: Config) -> Iterator[Proble
                 f"merge field subscriber.{field.name} has no default: "
                 f'add | default("...") for subscribers without it',
                 field="merge fields",
-                severity="warning",
+                severity=Severity.WARNING,
             )
 
 

@@ -35,7 +35,14 @@ from newsletter.addresses import (
     key_hash,
     normalise_address,
 )
-from newsletter.errors import InvalidInput, LockBusy, NewsletterError, Problem, StorageError
+from newsletter.errors import (
+    InvalidInput,
+    LockBusy,
+    NewsletterError,
+    Problem,
+    Severity,
+    StorageError,
+)
 from newsletter.fileio import atomic_write_text, locked, make_folder
 from newsletter.models import STATUSES, Status, Subscriber
 
@@ -484,7 +491,7 @@ class CheckReport:
 
     @property
     def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
+        return [p for p in self.problems if p.severity == Severity.ERROR]
 
 
 def check_lists(paths: Sequence[Path]) -> CheckReport:
@@ -531,7 +538,9 @@ def _repeats(path: Path, repeated: dict[int, int]) -> list[Problem]:
                 continue
             if compact in first:
                 message = f"same address as line {first[compact]}: only one gets mail"
-                found.append(Problem(path, message, field="email", line=line, severity="warning"))
+                found.append(
+                    Problem(path, message, field="email", line=line, severity=Severity.WARNING)
+                )
             else:
                 first[compact] = line
     return found
@@ -1625,14 +1634,18 @@ def _spool_new(
         if compact in repeated:
             if compact in first:
                 message = f"same address as line {first[compact]}: merged into it (first kept)"
-                report.merged.append(Problem(source, message, line=item.line, severity="warning"))
+                report.merged.append(
+                    Problem(source, message, line=item.line, severity=Severity.WARNING)
+                )
                 continue
             first[compact] = item.line
         if compact in suppressed:
             message = (
                 f"{item.email} is in the suppression file (erased or unsubscribed): not imported"
             )
-            report.suppressed.append(Problem(source, message, line=item.line, severity="warning"))
+            report.suppressed.append(
+                Problem(source, message, line=item.line, severity=Severity.WARNING)
+            )
         elif compact in known:
             overlap[compact] = item
         else:
