@@ -140,7 +140,7 @@ class Rendered:
 
 
 # ---------------------------------------------------------------------------------------------
-# Subscribers (subscribers.py)
+# Subscribers (subscribers/)
 
 Status = Literal["subscribed", "unsubscribed", "bounced", "complained", "pending"]
 STATUSES: tuple[Status, ...] = ("subscribed", "unsubscribed", "bounced", "complained", "pending")

@@ -21,13 +21,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from newsletter import fileio, subscribers
+from newsletter import fileio
 from newsletter.cli import app
 from newsletter.config import load_config
 from newsletter.message import MessageFactory
 from newsletter.render import render_issue
 from newsletter.serve import unsubscribe_app
-from newsletter.subscribers import read_list, suppressed_path
+from newsletter.subscribers import read_list, rewrite, suppressed_path, suppression
 from newsletter.tokens import make_token
 from tests.compose_helpers import sample_folder
 from tests.serve_helpers import SECRET, make_folder, running, write_list
@@ -292,11 +292,18 @@ def test_broken_list_still_records_the_unsubscribe(site: Site) -> None:
     assert digest in suppressed_path(site.root).read_text()
 
 
+def short_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locks of lists and of the suppression file give up after 0.2 s instead of waiting."""
+    short = functools.partial(fileio.locked, timeout=0.2)
+    monkeypatch.setattr(rewrite, "locked", short)
+    monkeypatch.setattr(suppression, "locked", short)
+
+
 def test_list_locked_too_long_still_unsubscribes(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A list held past the lock timeout: that list untouched, the suppression file records it."""
-    monkeypatch.setattr(subscribers, "locked", functools.partial(fileio.locked, timeout=0.2))
+    short_locks(monkeypatch)
     with fileio.locked(site.lists[0]):
         answer = post_one_click(site.link("ada@example.org"))
     assert answer.status_code == 200
@@ -309,7 +316,7 @@ def test_suppression_file_locked_too_long_answers_503(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No list holds the address and the suppression file stays locked: 503 with Retry-After."""
-    monkeypatch.setattr(subscribers, "locked", functools.partial(fileio.locked, timeout=0.2))
+    short_locks(monkeypatch)
     with fileio.locked(suppressed_path(site.root)):
         answer = post_one_click(site.link("nobody@example.org"))
     assert answer.status_code == 503

@@ -23,14 +23,8 @@ from hypothesis import strategies as st
 
 from newsletter.addresses import address_key
 from newsletter.errors import InvalidInput
-from newsletter.subscribers import (
-    UnreadableList,
-    _delimiter,
-    change_status,
-    check_lists,
-    open_list,
-    stamp,
-)
+from newsletter.subscribers import UnreadableList, change_status, check_lists, open_list, stamp
+from newsletter.subscribers.csvfile import _delimiter
 
 TARGET = "target@example.org"
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

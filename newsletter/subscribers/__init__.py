@@ -1,0 +1,84 @@
+"""Subscriber lists: CSV files in subscribers/, read as streams, changed atomically under a lock.
+
+A list is a UTF-8 CSV file with a header row (docs/subscribers.md). Reading accepts what real
+files look like (BOM, CRLF, `;` from European Excel, quoted newlines); writing is always UTF-8,
+comma-delimited, CRLF (RFC 4180), keeping the column order, unknown columns and row order.
+
+Consent rules live here: only `subscribed` rows get mail; any other status of an address in any
+list suppresses it everywhere (unless that row's `scope` is `list`); nothing but `purge` deletes
+a row, and `purge` leaves a hashed entry in .newsletter/suppressed so the person cannot come back
+through an import.
+
+One concern per module; imports run one way, from the top of this list to the bottom:
+    consent      add, resubscribe, purge, find (and Refused)
+    status       status changes (unsubscribe, bounce) and the bounces a send still has to apply
+    selection    the recipients of a send
+    importers    `subscribers import` (csv, Mailchimp, listmonk)
+    listing      `subscribers list` and `stats`, and lookup
+    checks       `subscribers check`
+    suppression  the suppression file and who is blocked (Blocklist)
+    rewrite      changing a list: an Edit streamed into a new file, atomically, under its lock
+    csvfile      the CSV format: where lists live, reading, rows -> Subscriber
+"""
+
+from newsletter.subscribers.checks import CheckReport, check_lists
+from newsletter.subscribers.consent import Added, Found, Purged, Refused, add, find, purge
+from newsletter.subscribers.csvfile import (
+    UnreadableList,
+    join_tags,
+    list_files,
+    open_list,
+    read_list,
+    read_loosely,
+    stamp,
+    suppressed_path,
+)
+from newsletter.subscribers.importers import ImportReport, import_list
+from newsletter.subscribers.listing import Stats, browse, lookup, stats
+from newsletter.subscribers.selection import Selection, select, shown
+from newsletter.subscribers.status import (
+    StatusChange,
+    apply_status,
+    bounces_to_apply,
+    change_status,
+    set_status,
+    subscribed_since,
+)
+from newsletter.subscribers.suppression import Blocklist, read_suppressed
+
+__all__ = [
+    "Added",
+    "Blocklist",
+    "CheckReport",
+    "Found",
+    "ImportReport",
+    "Purged",
+    "Refused",
+    "Selection",
+    "Stats",
+    "StatusChange",
+    "UnreadableList",
+    "add",
+    "apply_status",
+    "bounces_to_apply",
+    "browse",
+    "change_status",
+    "check_lists",
+    "find",
+    "import_list",
+    "join_tags",
+    "list_files",
+    "lookup",
+    "open_list",
+    "purge",
+    "read_list",
+    "read_loosely",
+    "read_suppressed",
+    "select",
+    "set_status",
+    "shown",
+    "stamp",
+    "stats",
+    "subscribed_since",
+    "suppressed_path",
+]

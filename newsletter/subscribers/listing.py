@@ -1,0 +1,73 @@
+"""`subscribers list` and `stats`, and the merge fields of one address (`test --as`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newsletter.addresses import address_key, key_hash
+from newsletter.models import Subscriber
+from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files, read_loosely
+from newsletter.subscribers.suppression import Blocklist, read_suppressed
+
+
+def browse(
+    folder: Path, *, status: str | None = None, tag: str | None = None
+) -> Iterator[Subscriber]:
+    """Every row of every list in subscribers/, unchecked, filtered by status and tag."""
+    wanted = tag.casefold() if tag else None
+    for path in list_files(folder):
+        for subscriber in read_loosely(path):
+            if status and subscriber.status != status:
+                continue
+            if wanted and wanted not in {t.casefold() for t in subscriber.tags}:
+                continue
+            yield subscriber
+
+
+@dataclass
+class Stats:
+    by_list: dict[str, Counter[str]] = field(default_factory=dict)  # list file -> status -> rows
+    by_tag: Counter[str] = field(default_factory=Counter)  # tag -> subscribed rows
+    recipients: int = 0  # distinct addresses a send to every list (not example.csv) reaches
+    suppressed_entries: int = 0
+    held_back: int = 0  # subscribed rows whose address is in the suppression file
+
+
+def stats(folder: Path) -> Stats:
+    """Rows per list and status, subscribed rows per tag, and the distinct recipients."""
+    result = Stats()
+    blocks = Blocklist(folder).blocks()
+    suppressed = read_suppressed(folder)
+    seen: set[int] = set()
+    for path in list_files(folder):
+        counts: Counter[str] = Counter()
+        for subscriber in read_loosely(path):
+            counts[subscriber.status] += 1
+            if subscriber.status != "subscribed":
+                continue
+            result.by_tag.update(subscriber.tags)
+            compact = key_hash(address_key(subscriber.email))
+            result.held_back += compact in suppressed
+            if path.name != EXAMPLE_LIST and not blocks.blocks(compact, path):
+                seen.add(compact)
+        result.by_list[path.name] = counts
+    result.recipients = len(seen)
+    result.suppressed_entries = len(suppressed)
+    return result
+
+
+def lookup(folder: Path, email: str) -> Subscriber | None:
+    """The first row of `email` in any list (example.csv included), for its merge fields.
+
+    Every list is read to its end, so that a list that cannot be read is reported as by a send.
+    """
+    key = address_key(email)
+    found = None
+    for path in list_files(folder):
+        for subscriber in read_loosely(path):
+            if found is None and address_key(subscriber.email) == key:
+                found = subscriber
+    return found
