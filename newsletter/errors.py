@@ -120,6 +120,22 @@ class DeliveryError(NewsletterError):
         return 500 <= self.smtp_code < 600
 
 
+class LedgerMissing(NewsletterError):
+    """No ledger of this issue for that destination: nothing was sent there (`status`)."""
+
+    def __init__(self, path: Path, destination: str, *, elsewhere: str = "") -> None:
+        self.path = path
+        self.destination = destination
+        self.elsewhere = elsewhere  # the sends of this issue through other servers, if any
+        if elsewhere:
+            super().__init__(
+                f"nothing has been sent through {destination}, but {elsewhere}. Run `status` "
+                "with the [smtp] host and port of that send"
+            )
+        else:
+            super().__init__(f"{path}: no ledger: nothing has been sent to this destination yet")
+
+
 class LockBusy(NewsletterError):
     """Another process holds the lock this command needs."""
 
