@@ -151,8 +151,11 @@ class Plan:
     def __enter__(self) -> Plan:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._session.abandon()
 
 
 class _Session:
@@ -172,8 +175,17 @@ class _Session:
         self.used = False
 
     def close(self) -> None:
-        if self.ledger is not None:
-            self.ledger.close()
+        ledger, self.ledger = self.ledger, None
+        try:
+            if ledger is not None:
+                ledger.close()
+        finally:
+            self.stack.close()
+
+    def abandon(self) -> None:
+        """Close after an error, never masking it (the ledger may be what failed)."""
+        with contextlib.suppress(Exception):
+            self.close()
         self.stack.close()
 
 
@@ -202,6 +214,15 @@ class Newsletter:
         from newsletter.render import render_issue
 
         return render_issue(Path(issue), self.config)
+
+    def issues(self) -> list[Path]:
+        """The issue files in issues/ that are not drafts, oldest first (by date, then name).
+
+        InvalidInput names every problem when one of them cannot be read."""
+        from newsletter.archive import published
+
+        found = published(self.config)
+        return [i.path for i in sorted(found, key=lambda i: (i.date, i.path.name))]
 
     def check(self, issue: PathLike) -> list[Finding]:
         """Every problem of the issue (read, render, lint), errors and warnings; none raised."""
@@ -260,9 +281,12 @@ class Newsletter:
             raise NewsletterError("this plan was already sent or closed: make a new one")
         session.used = True
         try:
-            return run_plan(self, plan, on_progress)
-        finally:
-            session.close()
+            report = run_plan(self, plan, on_progress)
+        except BaseException:
+            session.abandon()
+            raise
+        session.close()
+        return report
 
     def status(self, issue: PathLike, destination: str | None = None) -> SendReport:
         """Where the send of `issue` to `destination` (default: the configured one) stands.

@@ -73,7 +73,7 @@ def make_plan(
 
         return _plan(session, warnings, limit, note, notes, add_new, resend_unknown, on_change)
     except BaseException:
-        session.close()
+        session.abandon()
         raise
 
 
