@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from newsletter.ledger import Ledger
     from newsletter.models import Rendered
     from newsletter.resume import Joined
-    from newsletter.subscribers import Selection, StatusChange
+    from newsletter.store import Recipients, SubscriberStore
+    from newsletter.subscribers import StatusChange
     from newsletter.transport import Transport
 
 log = logging.getLogger("newsletter")
@@ -168,11 +169,12 @@ class _Session:
         self.stack = contextlib.ExitStack()
         self.ledger: Ledger | None = None
         self.transport: Transport
-        self.selection: Selection
+        self.selection: Recipients
         self.limits: Limits
         self.continue_from: list[Path] = []
         self.take_lock: Callable[[], None] = lambda: None
         self.used = False
+        self.notes: list[str] = []
 
     def close(self) -> None:
         ledger, self.ledger = self.ledger, None
@@ -192,9 +194,14 @@ class _Session:
 class Newsletter:
     """One newsletter folder (its newsletter.toml, issues, templates and lists)."""
 
-    def __init__(self, config: Config, *, notify: Notify | None = None) -> None:
+    def __init__(
+        self, config: Config, *, notify: Notify | None = None, store: SubscriberStore | None = None
+    ) -> None:
+        from newsletter.store import CsvStore
+
         self.config = config
         self.notify: Notify = notify or log.info
+        self.store: SubscriberStore = store or CsvStore(config.root)
 
     @classmethod
     def open(

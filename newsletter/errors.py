@@ -43,6 +43,16 @@ class Problem:
         where = self.location()
         return f"{where}: {self.message}" if where else self.message
 
+    @property
+    def file(self) -> Path | None:
+        """The API's name for `path` (a Finding's file)."""
+        return self.path
+
+    @property
+    def key(self) -> str:
+        """The API's name for `field`: the TOML path or column, e.g. blocks[2].items[0].url."""
+        return self.field
+
 
 class InvalidInput(NewsletterError):
     """A file the user wrote (issue, config, list, template) has one or more problems."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from newsletter.message import MessageFactory
     from newsletter.models import Rendered, Subscriber
     from newsletter.resume import Joined
-    from newsletter.subscribers import Selection
 
 Note = Callable[[str], None]
 
@@ -56,33 +55,31 @@ def make_plan(
     on_change: str | None,
     continue_from: list[Path],
 ) -> Plan:
-    from newsletter.subscribers import select
     from newsletter.transport import open_transport
 
     session = _Session(nl.config, rendered, issue)
     try:
         session.transport = open_transport(nl.config)
-        session.selection = select(nl.config.root, lists, tags)
+        session.selection = nl.store.select(lists, tags)
         session.continue_from = continue_from
         session.take_lock = _send_lock(session.stack, nl.config.state_dir, rendered)
-        notes: list[str] = []
 
         def note(text: str) -> None:
-            notes.append(text)
+            session.notes.append(text)
             nl.notify(text)
 
-        return _plan(session, warnings, limit, note, notes, add_new, resend_unknown, on_change)
+        return _plan(nl, session, warnings, limit, note, add_new, resend_unknown, on_change)
     except BaseException:
         session.abandon()
         raise
 
 
 def _plan(
+    nl: Newsletter,
     session: _Session,
     warnings: tuple[Finding, ...],
     limit: int | None,
     note: Note,
-    notes: list[str],
     add_new: bool,
     resend_unknown: bool,
     on_change: str | None,
@@ -95,7 +92,7 @@ def _plan(
     sources = other_sends(
         config.state_dir, rendered.slug, rendered.content, destination, session.continue_from
     )
-    _apply_earlier_bounces(config, note)
+    _apply_earlier_bounces(nl, note)
     ledger, opened = open_ledger(
         config.state_dir, rendered.slug, destination, rendered.digest, on_change=on_change
     )
@@ -111,7 +108,7 @@ def _plan(
         note(f"{ledger.resend_unknown()} recipient(s) in doubt will be sent again, as asked")
     session.limits = Limits.from_settings(config.smtp)
     factory = MessageFactory(rendered, config, key)
-    return _describe(session, ledger, factory, warnings, joined, limit, tuple(notes))
+    return _describe(session, ledger, factory, warnings, joined, limit)
 
 
 def _send_lock(
@@ -168,7 +165,6 @@ def _describe(
     warnings: tuple[Finding, ...],
     joined: list[Joined] | None,
     limit: int | None,
-    notes: tuple[str, ...],
 ) -> Plan:
     from newsletter.dispatch import estimate_seconds
 
@@ -195,7 +191,7 @@ def _describe(
         rate=limits.rate or None,
         estimated_seconds=estimate_seconds(to_send, limits),
         dkim=_dkim(session.config),
-        notes=notes,
+        notes=tuple(session.notes),
         limit=limit,
         _session=session,
     )
@@ -252,6 +248,7 @@ def _run(
 ) -> RunResult:
     from newsletter.dispatch import Dispatcher, composer
     from newsletter.dkim import DkimSigner, SigningPool
+    from newsletter.store import bouncer
 
     config = nl.config
 
@@ -264,8 +261,8 @@ def _run(
             composer(factory, config.envelope_sender, session.rendered.digest, pool),
             session.limits,
             on_event=on_progress or _ignore,
-            on_bounce=_bouncer(config),
-            blocked=_blocked(config, session.selection),
+            on_bounce=bouncer(nl.store),
+            blocked=nl.store.watch(session.selection),
             stop=stop,
             limit=limit,
         )
@@ -279,33 +276,6 @@ def _run(
 
 def _ignore(event: object) -> None:
     pass
-
-
-def _bouncer(config: Config) -> Callable[[str], Awaitable[None]]:
-    from newsletter.subscribers import set_status
-
-    async def bounce(email: str) -> None:
-        await asyncio.to_thread(set_status, config.root, email, "bounced")
-
-    return bounce
-
-
-def _blocked(config: Config, selection: Selection) -> Callable[[], set[tuple[int, str]]]:
-    """Cheap between batches: re-reads only the lists (and suppressions) that changed."""
-    from newsletter.subscribers import Blocklist
-
-    blocklist = Blocklist(config.root, selection.lists)
-    first = [True]
-
-    def blocked() -> set[tuple[int, str]]:
-        if not (blocklist.refresh() or first.pop() if first else blocklist.refresh()):
-            return set()
-        blocks = blocklist.blocks()
-        pairs = {(k, "") for k in blocks.everywhere}
-        pairs.update((k, str(p)) for p, keys in blocks.by_list.items() for k in keys)
-        return pairs
-
-    return blocked
 
 
 def _report(session: _Session, ledger: Ledger, result: RunResult | None) -> SendReport:
@@ -344,16 +314,15 @@ def _selection_args(ledger: Ledger, root: Path) -> str:
     return selection_args(spec, root) if spec else ""
 
 
-def _apply_earlier_bounces(config: Config, note: Note) -> None:
+def _apply_earlier_bounces(nl: Newsletter, note: Note) -> None:
     """Before a send reads its ledger and the lists: the 5.1.x refusals of every earlier send,
     of this issue or another (a run killed before marking them, never resumed), so neither a
     resume nor the next issue mails a bounced reader."""
     from newsletter.ledger import failures_in
-    from newsletter.resume import apply_refusals
 
-    ledgers = sorted((config.state_dir / "sends").glob("*.sqlite"))
+    ledgers = sorted((nl.config.state_dir / "sends").glob("*.sqlite"))
     failures = [failure for path in ledgers for failure in failures_in(path)]
-    say_bounced(apply_refusals(failures, config.root), note)
+    say_bounced(nl.store.apply_refusals(failures), note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +333,6 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
     from newsletter.dispatch import SendLock, report
     from newsletter.issue import load_issue
     from newsletter.ledger import Ledger, ledger_path
-    from newsletter.resume import apply_bounces
 
     config = nl.config
     slug = load_issue(issue).slug
@@ -376,7 +344,7 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
     ledger = Ledger(path, create=False)
     try:
         live = SendLock(config.state_dir, slug).held_elsewhere()
-        say_bounced(apply_bounces(ledger, config.root), nl.notify)
+        say_bounced(nl.store.apply_refusals(ledger.failures()), nl.notify)
         doc = report(ledger, issue=slug, destination=destination, live=live)
         again = f"{issue}{_selection_args(ledger, config.root)}"
     finally:
@@ -445,7 +413,7 @@ def send_test_copy(nl: Newsletter, issue: Path, to: str | None, as_email: str | 
         raise InvalidInput(result.problems)
     for problem in result.problems:
         nl.notify(f"warning: {problem}")
-    subscriber = _test_subscriber(config, address, as_email)
+    subscriber = _test_subscriber(nl, address, as_email)
     transport = open_transport(config)
     nl.notify(f"to: {transport.description}")
     key = unsubscribe_secret(config, transport.destination, nl.notify)
@@ -468,15 +436,14 @@ def _recipient(config: Config, to: str | None) -> str:
         raise NewsletterError(f"to: {exc}") from None
 
 
-def _test_subscriber(config: Config, address: str, as_email: str | None) -> Subscriber:
+def _test_subscriber(nl: Newsletter, address: str, as_email: str | None) -> Subscriber:
     from newsletter.models import Subscriber
-    from newsletter.subscribers import lookup
 
     if not as_email:
         return Subscriber(email=address)
-    found = lookup(config.root, as_email)
+    found = nl.store.lookup(as_email)
     if found is None:
-        raise NewsletterError(f"{as_email} is in no list of {config.subscribers_dir}")
+        raise NewsletterError(f"{as_email} is in no list of {nl.config.subscribers_dir}")
     return found
 
 
