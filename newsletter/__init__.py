@@ -1,3 +1,48 @@
-"""Write a newsletter as TOML in git; render it with MJML; send it over SMTP."""
+"""Write a newsletter as TOML in git; render it with MJML; send it over SMTP.
+
+The library: `Newsletter.open(".")`, then render, check, plan, send, test and status
+(docs/api.md). `newsletter.api` is imported on first use, so `import newsletter` stays cheap
+and loads no command-line or web stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from newsletter.api import (
+        Counts,
+        FailedRecipient,
+        Finding,
+        Newsletter,
+        Plan,
+        SendReport,
+        TestResult,
+    )
+    from newsletter.errors import NewsletterError
+
+__all__ = [
+    "Counts",
+    "FailedRecipient",
+    "Finding",
+    "Newsletter",
+    "NewsletterError",
+    "Plan",
+    "SendReport",
+    "TestResult",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NewsletterError":
+        from newsletter import errors
+
+        return errors.NewsletterError
+    if name in __all__:
+        from newsletter import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'newsletter' has no attribute {name!r}")

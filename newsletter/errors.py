@@ -51,6 +51,16 @@ class Problem:
         where = self.location()
         return f"{where}: {self.message}" if where else self.message
 
+    @property
+    def file(self) -> Path | None:
+        """The API's name for `path` (a Finding's file)."""
+        return self.path
+
+    @property
+    def key(self) -> str:
+        """The API's name for `field`: the TOML path or column, e.g. blocks[2].items[0].url."""
+        return self.field
+
 
 class InvalidInput(NewsletterError):
     """A file the user wrote (issue, config, list, template) has one or more problems."""
@@ -126,6 +136,22 @@ class DeliveryError(NewsletterError):
     @property
     def permanent(self) -> bool:
         return 500 <= self.smtp_code < 600
+
+
+class LedgerMissing(NewsletterError):
+    """No ledger of this issue for that destination: nothing was sent there (`status`)."""
+
+    def __init__(self, path: Path, destination: str, *, elsewhere: str = "") -> None:
+        self.path = path
+        self.destination = destination
+        self.elsewhere = elsewhere  # the sends of this issue through other servers, if any
+        if elsewhere:
+            super().__init__(
+                f"nothing has been sent through {destination}, but {elsewhere}. Run `status` "
+                "with the [smtp] host and port of that send"
+            )
+        else:
+            super().__init__(f"{path}: no ledger: nothing has been sent to this destination yet")
 
 
 class LockBusy(NewsletterError):

@@ -46,7 +46,8 @@ from newsletter.errors import (
     SecretMissing,
 )
 from newsletter.render import fill, preview_value, render_issue
-from newsletter.subscribers import StatusChange, apply_status
+from newsletter.store import CsvStore, SubscriberStore
+from newsletter.subscribers import StatusChange
 from newsletter.tokens import verify_token
 
 _RELOAD = """<script>
@@ -238,9 +239,10 @@ class Unsubscriber:
     One writer at a time keeps the lock fair: forty threads polling one flock would mostly sleep.
     """
 
-    def __init__(self, config: Config, secret: bytes) -> None:
+    def __init__(self, config: Config, secret: bytes, store: SubscriberStore) -> None:
         self.config = config
         self.secret = secret
+        self.store = store
         self.lock = asyncio.Lock()
 
     def address(self, token: str) -> str | None:
@@ -255,7 +257,7 @@ class Unsubscriber:
 
     def _write(self, email: str) -> StatusChange:
         when = dt.datetime.now(dt.UTC)
-        change = apply_status(self.config.root, email, "unsubscribed", when=when)
+        change = self.store.set_status(email, "unsubscribed", when=when)
         digest = address_hash(email)
         for problem in change.broken:  # the suppression file holds the address: sends skip it
             log.warning(
@@ -283,9 +285,13 @@ def _scrub(text: str) -> str:
     return _ADDRESS.sub("<address>", text)
 
 
-def unsubscribe_app(config: Config, secret: bytes) -> Starlette:
-    """The endpoint for `{base_url}/unsubscribe/{token}` (GET: confirm page; POST: unsubscribe)."""
-    worker = Unsubscriber(config, secret)
+def unsubscribe_app(
+    config: Config, secret: bytes, store: SubscriberStore | None = None
+) -> Starlette:
+    """The endpoint for `{base_url}/unsubscribe/{token}` (GET: confirm page; POST: unsubscribe).
+
+    Changes go to `store` (default: the CSV lists of the folder)."""
+    worker = Unsubscriber(config, secret, store or CsvStore(config.root))
     name = config.newsletter.name
     lang = config.newsletter.language
 

@@ -1,0 +1,378 @@
+"""The core as a library: open a newsletter folder, then render, check, plan, send, test, status.
+
+The command line is one caller of this module; a cron script or a worker is another
+(docs/api.md). Nothing here prints, prompts or exits: notes go to the `notify` callback
+(default: the `newsletter` logger), progress to `on_progress`, and every failure is a
+NewsletterError carrying its data. Importing this module loads no typer, rich, starlette or
+uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from newsletter.errors import InvalidInput, LedgerMissing, NewsletterError, Problem
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+    from newsletter.dispatch import Limits, Notice, Progress
+    from newsletter.ledger import Ledger
+    from newsletter.models import Rendered
+    from newsletter.resume import Joined
+    from newsletter.store import Recipients, SubscriberStore
+    from newsletter.subscribers import StatusChange
+    from newsletter.transport import Transport
+
+log = logging.getLogger("newsletter")
+
+Finding = Problem  # one finding of `check`: file, line, key, severity, message
+Notify = Callable[[str], None]
+OnProgress = Callable[["Progress | Notice"], None]
+PathLike = str | Path
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Recipients of a send by state; left_out: not in the plan, or skipped while sending."""
+
+    pending: int
+    sent: int
+    deferred: int
+    failed: int
+    unknown: int
+    left_out: int
+
+
+@dataclass(frozen=True)
+class FailedRecipient:
+    email: str
+    code: int | None
+    reply: str
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """Where a send stands: after `Newsletter.send`, or any time from `Newsletter.status`."""
+
+    issue: str  # the issue's slug
+    destination: str  # the ledger key: "outbox" or "smtp://host:port"
+    counts: Counts
+    unknown: tuple[str, ...]  # the connection broke after the data went out: they may have it
+    failed: tuple[FailedRecipient, ...]
+    deferred: tuple[str, ...]
+    duration_s: float  # of the last run
+    messages_per_second: float  # of the last run
+    live: bool = False  # a send of this issue is running in another process right now
+    stopped: str | None = None  # why this run stopped before the end (interrupted, paused)
+    again: str = ""  # the issue and the --list/--tag options that continue this send
+
+    @property
+    def remaining(self) -> int:
+        """Recipients a later run would still send to (pending or deferred)."""
+        return self.counts.pending + self.counts.deferred
+
+    def to_json(self) -> dict[str, Any]:
+        """The object `send --json` and `status --json` print (docs/report.schema.json)."""
+        c = self.counts
+        return {
+            "issue": self.issue,
+            "destination": self.destination,
+            "counts": {
+                "pending": c.pending,
+                "sent": c.sent,
+                "deferred": c.deferred,
+                "failed": c.failed,
+                "unknown": c.unknown,
+                "left_out": c.left_out,
+            },
+            "unknown": list(self.unknown),
+            "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in self.failed],
+            "deferred": list(self.deferred),
+            "duration_s": self.duration_s,
+            "messages_per_second": self.messages_per_second,
+        }
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """Where a test copy went, and what the server (or the outbox) answered."""
+
+    issue: Path
+    to: str
+    target: str  # where it went, in words
+    code: int
+    reply: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a send would do; `Newsletter.send(plan)` does exactly that.
+
+    A plan holds the issue's send lock (when a send of the issue exists) and a draft of its
+    ledger until it is sent or closed: use it as a context manager, or call close().
+    """
+
+    issue: Path
+    slug: str
+    subject: str  # merge fields shown as {name}
+    destination: str
+    target: str  # where messages go, in words
+    lists: tuple[str, ...]
+    recipients: int  # after dedupe and suppression
+    left_out: dict[str, int]  # reason -> how many
+    done: dict[str, int]  # a resumed send: how many in each state so far; {} for a new one
+    joined: tuple[Joined, ...] | None  # with add_new: who is added to the snapshot, and why
+    warnings: tuple[Finding, ...]  # lint warnings (a plan has no lint errors)
+    waiting: int  # pending or deferred, before `limit`
+    to_send: int  # what this run sends: `waiting`, at most `limit`
+    message_size: int  # bytes of one message as sent
+    connections: int
+    rate: float | None  # messages a second; None: the server sets the pace
+    estimated_seconds: float | None
+    dkim: str | None  # "d=example.org s=news" when messages are signed
+    notes: tuple[str, ...]  # what was decided while planning (also passed to notify)
+    limit: int | None
+    _session: _Session = field(repr=False, compare=False)
+
+    @property
+    def nothing_to_send(self) -> bool:
+        return self.waiting == 0
+
+    def close(self) -> None:
+        """Release the lock and the draft of a plan that will not be sent."""
+        self._session.close()
+
+    def __enter__(self) -> Plan:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._session.abandon()
+
+
+class _Session:
+    """What a plan holds for its send: the draft ledger, the transport, the locks."""
+
+    def __init__(self, config: Config, rendered: Rendered, issue: Path) -> None:
+        self.config = config
+        self.rendered = rendered
+        self.issue = issue
+        self.stack = contextlib.ExitStack()
+        self.ledger: Ledger | None = None
+        self.transport: Transport
+        self.selection: Recipients
+        self.limits: Limits
+        self.continue_from: list[Path] = []
+        self.take_lock: Callable[[], None] = lambda: None
+        self.used = False
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        ledger, self.ledger = self.ledger, None
+        try:
+            if ledger is not None:
+                ledger.close()
+        finally:
+            self.stack.close()
+
+    def abandon(self) -> None:
+        """Close after an error, never masking it (the ledger may be what failed)."""
+        with contextlib.suppress(Exception):
+            self.close()
+        self.stack.close()
+
+
+class Newsletter:
+    """One newsletter folder (its newsletter.toml, issues, templates and lists)."""
+
+    def __init__(
+        self, config: Config, *, notify: Notify | None = None, store: SubscriberStore | None = None
+    ) -> None:
+        from newsletter.store import CsvStore
+
+        self.config = config
+        self.notify: Notify = notify or log.info
+        self.store: SubscriberStore = store or CsvStore(config.root)
+
+    @classmethod
+    def open(
+        cls, folder: PathLike = ".", *, config: PathLike | None = None, notify: Notify | None = None
+    ) -> Newsletter:
+        """The newsletter.toml in `folder` or its parents (or `config`, a file or folder), as
+        the command line finds it; NEWSLETTER_* environment variables apply."""
+        from newsletter.config import load_config
+
+        explicit = Path(config) if config is not None else None
+        return cls(load_config(Path(folder), explicit), notify=notify)
+
+    # -- compose -----------------------------------------------------------------------------
+
+    def render(self, issue: PathLike) -> Rendered:
+        """The issue as HTML and text (merge fields left as markers), with its subject."""
+        from newsletter.render import render_issue
+
+        return render_issue(Path(issue), self.config)
+
+    def issues(self) -> list[Path]:
+        """The issue files in issues/ that are not drafts, oldest first (by date, then name).
+
+        InvalidInput names every problem when one of them cannot be read."""
+        from newsletter.archive import published
+
+        found = published(self.config)
+        return [i.path for i in sorted(found, key=lambda i: (i.date, i.path.name))]
+
+    def check(self, issue: PathLike) -> list[Finding]:
+        """Every problem of the issue (read, render, lint), errors and warnings; none raised."""
+        from newsletter.lint import check_issue
+
+        return check_issue(Path(issue), self.config).problems
+
+    def list_path(self, given: PathLike) -> Path:
+        """A list as the command line names it: a bare name is subscribers/NAME(.csv)."""
+        path = Path(given)
+        if path.parent != Path(".") or path.is_absolute():
+            return path
+        name = path.name if path.suffix else f"{path.name}.csv"
+        return self.config.root / "subscribers" / name
+
+    # -- send --------------------------------------------------------------------------------
+
+    def plan(
+        self,
+        issue: PathLike,
+        lists: Sequence[PathLike] | None = None,
+        tags: Iterable[str] = (),
+        limit: int | None = None,
+        *,
+        add_new: bool = False,
+        resend_unknown: bool = False,
+        on_change: str | None = None,
+        continue_from: Sequence[PathLike] = (),
+    ) -> Plan:
+        """What `send` would do; writes nothing (docs/sending.md: resume, --add-new, ...).
+
+        on_change: when the issue changed after part of the list was sent, "continue" (the new
+        version to the rest) or "restart" (a new send, mailing everyone again).
+        """
+        from newsletter.sending import make_plan
+
+        if on_change not in (None, "continue", "restart"):
+            raise NewsletterError(f"on_change: {on_change!r} is not `continue` or `restart`")
+        if limit is not None and limit < 1:
+            raise NewsletterError(f"limit: {limit} is not a positive number")
+        rendered, warnings = self._sendable(Path(issue))
+        paths = [self.list_path(p) for p in lists] if lists else None
+        return make_plan(
+            self, rendered, Path(issue), warnings, paths, list(tags), limit,
+            add_new=add_new, resend_unknown=resend_unknown, on_change=on_change,
+            continue_from=[Path(p) for p in continue_from],
+        )  # fmt: skip
+
+    def send(self, plan: Plan, on_progress: OnProgress | None = None) -> SendReport:
+        """Send what `plan` shows, then report. Ctrl-C or SIGTERM once (in the main thread):
+        finish the messages in flight and stop; the report says what remains."""
+        from newsletter.sending import run_plan
+
+        session = plan._session
+        if session.used:
+            raise NewsletterError("this plan was already sent or closed: make a new one")
+        session.used = True
+        try:
+            report = run_plan(self, plan, on_progress)
+        except BaseException:
+            session.abandon()
+            raise
+        session.close()
+        return report
+
+    def status(self, issue: PathLike, destination: str | None = None) -> SendReport:
+        """Where the send of `issue` to `destination` (default: the configured one) stands.
+
+        Raises LedgerMissing when nothing was sent there."""
+        from newsletter.sending import send_status
+
+        return send_status(self, Path(issue), destination)
+
+    def test(
+        self, issue: PathLike, to: str | None = None, as_email: str | None = None
+    ) -> TestResult:
+        """Send one [TEST] copy to `to` (default: [newsletter] test_to); lint errors do not
+        stop it (they go to notify as warnings). as_email: fill merge fields from that
+        subscriber."""
+        from newsletter.sending import send_test_copy
+
+        return send_test_copy(self, Path(issue), to, as_email)
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def _sendable(self, issue: Path) -> tuple[Rendered, tuple[Finding, ...]]:
+        """The rendered issue and its warnings; InvalidInput when it has an error."""
+        from newsletter.lint import check_issue
+
+        result = check_issue(issue, self.config)
+        errors = [p for p in result.problems if p.severity == "error"]
+        if errors or result.rendered is None:
+            raise InvalidInput([*errors, *([] if errors else result.problems)])
+        return result.rendered, tuple(p for p in result.problems if p.severity != "error")
+
+    def destination(self) -> str:
+        """The ledger key of where `send` delivers (needs no password)."""
+        from newsletter.transport import smtp_destination
+
+        smtp = self.config.smtp
+        if not smtp.host:
+            return "outbox"
+        return smtp_destination(smtp.host, smtp.port, smtp.security)
+
+
+def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:
+    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now.
+
+    Only the main thread can take signals; elsewhere the caller sets `stop` itself."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+
+    def first(sig: signal.Signals) -> None:
+        if stop.is_set():
+            loop.remove_signal_handler(sig)
+            signal.raise_signal(sig)
+            return
+        notify("stopping: finishing the messages in flight (Ctrl-C again to stop at once)")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first, sig)
+
+
+def say_bounced(changes: list[StatusChange], notify: Notify) -> None:
+    for change in changes:
+        places = [str(p) for p in change.changed] + ["the suppression file"] * change.suppressed
+        where = ", ".join(places) or "the suppression file"
+        notify(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in a ledger)")
+    for problem in dict.fromkeys(str(p) for change in changes for p in change.broken):
+        notify(f"warning: {problem} (its bounces are kept in the suppression file meanwhile)")
+
+
+__all__ = [
+    "Counts",
+    "FailedRecipient",
+    "Finding",
+    "LedgerMissing",
+    "Newsletter",
+    "Plan",
+    "SendReport",
+    "TestResult",
+]

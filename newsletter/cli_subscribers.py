@@ -1,0 +1,288 @@
+"""`newsletter subscribers ...`: the lists in subscribers/ (docs/subscribers.md).
+
+Part of the command line (see cli.py): parse, call the subscribers package, print.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from newsletter import cli
+from newsletter.cli import command, load, say
+
+subscribers_app = typer.Typer(help="Manage the CSV lists in subscribers/.", no_args_is_help=True)
+cli.app.add_typer(subscribers_app, name="subscribers")
+
+ListOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--list",
+        help="A list: a bare name means subscribers/NAME (.csv added if missing), else a path.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _list_path(folder: Path, given: Path | None) -> Path | None:
+    if given is None:
+        return None
+    if given.parent != Path(".") or given.is_absolute():
+        return given
+    name = given.name if given.suffix else f"{given.name}.csv"
+    return folder / "subscribers" / name
+
+
+@subscribers_app.command("add")
+@command
+def subscribers_add(
+    email: str,
+    name: Annotated[str, typer.Option("--name", help="The person's name.")] = "",
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="A tag (repeat for several).")
+    ] = None,
+    list_: ListOption = None,
+    resubscribe: Annotated[
+        bool,
+        typer.Option(
+            "--resubscribe", help="They unsubscribed before and asked to be subscribed again."
+        ),
+    ] = False,
+) -> None:
+    """Subscribe EMAIL to a list (default: subscribers/subscribers.csv)."""
+    from newsletter import subscribers
+
+    folder = load().root
+    added = subscribers.add(
+        folder,
+        email,
+        name=name,
+        tags=tag or [],
+        list_path=_list_path(folder, list_),
+        resubscribe=resubscribe,
+    )
+    if added.created:
+        say(f"added {added.email} to {added.path}")
+    elif added.changed:
+        say(f"{added.email} was already in {added.path}: updated")
+    else:
+        say(f"{added.email} was already in {added.path}: nothing to change")
+
+
+def _say_status(change: Any, verb: str) -> None:
+    for path in change.changed:
+        say(f"{change.email}: {verb} in {path}")
+    for path in change.held:
+        if path not in change.changed:
+            say(f"{change.email}: already {change.status} (or stronger) in {path}")
+    if change.suppressed:
+        say(f"{change.email}: in no list; recorded in the suppression file")
+
+
+@subscribers_app.command("unsubscribe")
+@command
+def subscribers_unsubscribe(
+    email: str,
+    list_: ListOption = None,
+    only_this_list: Annotated[
+        bool,
+        typer.Option(
+            "--only-this-list",
+            help="With --list: keep them subscribed to other lists (default: unsubscribed from "
+            "every send).",
+        ),
+    ] = False,
+) -> None:
+    """Unsubscribe EMAIL from every list holding it (or --list); none does: suppress it."""
+    from newsletter import subscribers
+
+    folder = load().root
+    path = _list_path(folder, list_)
+    if only_this_list and path is None:
+        raise typer.BadParameter("--only-this-list needs --list")
+    change = subscribers.change_status(
+        folder,
+        email,
+        "unsubscribed",
+        lists=None if path is None else [path],
+        scope_list=only_this_list,
+    )
+    _say_status(change, "unsubscribed")
+
+
+@subscribers_app.command("remove")
+@command
+def subscribers_remove(email: str, list_: ListOption = None) -> None:
+    """Mark EMAIL unsubscribed (the row and its consent record stay; see `purge`)."""
+    from newsletter import subscribers
+    from newsletter.errors import NewsletterError
+
+    folder = load().root
+    path = _list_path(folder, list_)
+    lists = None if path is None else [path]
+    if not subscribers.find(folder, email, lists):
+        raise NewsletterError(f"{email} is in no list")
+    change = subscribers.change_status(folder, email, "unsubscribed", lists=lists)
+    _say_status(change, "removed (status unsubscribed)")
+
+
+@subscribers_app.command("purge")
+@command
+def subscribers_purge(email: str) -> None:
+    """Erase EMAIL on request: delete its rows everywhere, keep only a hashed suppression entry."""
+    from newsletter import subscribers
+
+    purged = subscribers.purge(load().root, email)
+    for path in purged.files:
+        say(f"{email}: deleted from {path}")
+    if not purged.files:
+        say(f"{email}: in no list")
+    say("suppression entry kept (a hash): a later import cannot bring them back")
+    say("not reached from here: copies in git history, backups and send ledgers")
+
+
+@subscribers_app.command("import")
+@command
+def subscribers_import(
+    file: Path,
+    into: Annotated[Path, typer.Option("--into", help="The list to import into (created).")],
+    format_: Annotated[
+        str, typer.Option("--format", help="csv, mailchimp (audience export) or listmonk.")
+    ] = "csv",
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the good rows; list the bad ones.")
+    ] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Import FILE into a list: every bad row reported; nothing written while any is bad."""
+    from newsletter import subscribers
+
+    folder = load().root
+    target = _list_path(folder, into) or into
+    report = subscribers.import_list(folder, file, target, fmt=format_, skip_invalid=skip_invalid)
+    notes = [*report.skipped, *report.merged, *report.suppressed]
+    if json_:
+        data = {
+            "into": str(report.into),
+            "added": report.added,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "skipped": [str(p) for p in report.skipped],
+            "merged": [str(p) for p in report.merged],
+            "suppressed": [str(p) for p in report.suppressed],
+        }
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    for problem in notes:
+        say(f"{'skipped' if problem.severity == 'error' else 'note'}: {problem}")
+    say(
+        f"{report.into}: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.skipped)} bad rows skipped"
+    )
+
+
+@subscribers_app.command("list")
+@command
+def subscribers_list(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only this status (e.g. subscribed).")
+    ] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only people with this tag.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Print the rows of every list: email, name, status, tags, list (tab-separated)."""
+    from newsletter import subscribers
+    from newsletter.addresses import address_key, key_hash
+
+    root = load().root
+    rows = subscribers.browse(root, status=status, tag=tag)
+    suppressed = subscribers.read_suppressed(root)
+    if json_:  # every list read to its end first: a list that stops halfway prints no "[..."
+        for _ in subscribers.browse(root):
+            pass
+        typer.echo("[", nl=False)
+    for number, person in enumerate(rows):
+        tags = subscribers.join_tags(person.tags)
+        where = person.list_path.name if person.list_path else ""
+        # A subscribed row whose address is in the suppression file gets no mail: say so.
+        held = person.status == "subscribed" and key_hash(address_key(person.email)) in suppressed
+        if json_:
+            item = {
+                "email": person.email,
+                "name": person.name,
+                "status": person.status,
+                "tags": sorted(person.tags),
+                "list": where,
+                "suppressed": held,
+            }
+            typer.echo(("," if number else "") + json.dumps(item, ensure_ascii=False))
+        else:
+            shown = "suppressed" if held else person.status
+            typer.echo("\t".join((person.email, person.name, shown, tags, where)))
+    if json_:
+        typer.echo("]")
+
+
+@subscribers_app.command("stats")
+@command
+def subscribers_stats(json_: JsonOption = False) -> None:
+    """Rows per list and status, subscribed rows per tag, distinct recipients."""
+    from newsletter import subscribers
+    from newsletter.models import STATUSES
+
+    result = subscribers.stats(load().root)
+    if json_:
+        data = {
+            "lists": {name: dict(counts) for name, counts in result.by_list.items()},
+            "tags": dict(result.by_tag),
+            "recipients": result.recipients,
+            "suppressed_entries": result.suppressed_entries,
+            "held_back": result.held_back,
+        }
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    for name, counts in result.by_list.items():
+        parts = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
+        typer.echo(f"{name}: {sum(counts.values())} rows ({parts or 'empty'})")
+    for tag, count in sorted(result.by_tag.items()):
+        typer.echo(f"tag {tag}: {count} subscribed")
+    typer.echo(f"recipients of a send to every list: {result.recipients}")
+    typer.echo(f"suppression entries: {result.suppressed_entries}")
+    if result.held_back:
+        typer.echo(f"subscribed rows held back by the suppression file: {result.held_back}")
+
+
+@subscribers_app.command("check")
+@command
+def subscribers_check(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Lists to check (default: all in subscribers/).")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Check lists: every bad row as file:line: reason; exit 1 when there is an error."""
+    from newsletter import subscribers
+
+    paths = files or subscribers.list_files(load().root)
+    report = subscribers.check_lists(paths)
+    if json_:
+        data = [
+            {
+                "file": str(p.path),
+                "line": p.line,
+                "field": p.field,
+                "severity": p.severity,
+                "message": p.message,
+            }
+            for p in report.problems
+        ]
+        typer.echo(json.dumps({"rows": report.rows, "problems": data}, ensure_ascii=False))
+    else:
+        for problem in report.problems:
+            typer.echo(f"{problem}" + (" (warning)" if problem.severity == "warning" else ""))
+    errors = len(report.errors)
+    say(f"{len(report.files)} lists, {report.rows} rows, {errors} errors")
+    if errors:
+        raise typer.Exit(1)
