@@ -21,26 +21,32 @@ if TYPE_CHECKING:
         SendReport,
         TestResult,
     )
-    from newsletter.errors import NewsletterError
+    from newsletter.errors import InvalidInput, LedgerMissing, NewsletterError, Severity
 
 __all__ = [
     "Counts",
     "FailedRecipient",
     "Finding",
+    "InvalidInput",
+    "LedgerMissing",
     "Newsletter",
     "NewsletterError",
     "Plan",
     "SendReport",
+    "Severity",
     "TestResult",
     "__version__",
 ]
 
 
+_FROM_ERRORS = {"InvalidInput", "LedgerMissing", "NewsletterError", "Severity"}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "NewsletterError":
+    if name in _FROM_ERRORS:
         from newsletter import errors
 
-        return errors.NewsletterError
+        return getattr(errors, name)
     if name in __all__:
         from newsletter import api
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.errors import InvalidInput, LedgerMissing, NewsletterError, Problem
+from newsletter.errors import InvalidInput, LedgerMissing, NewsletterError, Problem, Severity
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -320,10 +320,10 @@ class Newsletter:
         from newsletter.lint import check_issue
 
         result = check_issue(issue, self.config)
-        errors = [p for p in result.problems if p.severity == "error"]
+        errors = [p for p in result.problems if p.severity == Severity.ERROR]
         if errors or result.rendered is None:
             raise InvalidInput([*errors, *([] if errors else result.problems)])
-        return result.rendered, tuple(p for p in result.problems if p.severity != "error")
+        return result.rendered, tuple(p for p in result.problems if p.severity != Severity.ERROR)
 
     def destination(self) -> str:
         """The ledger key of where `send` delivers (needs no password)."""
@@ -374,5 +374,6 @@ __all__ = [
     "Newsletter",
     "Plan",
     "SendReport",
+    "Severity",
     "TestResult",
 ]

@@ -20,10 +20,8 @@ from newsletter import __version__
 from newsletter.errors import NewsletterError
 
 if TYPE_CHECKING:  # types only: the modules themselves are imported where a command needs them
-    from newsletter.api import Newsletter, Plan, SendReport
+    from newsletter.api import Finding, Newsletter, Plan, SendReport
     from newsletter.config import Config
-    from newsletter.errors import Problem
-    from newsletter.lint import CheckResult
     from newsletter.resume import Joined
 
 P = ParamSpec("P")
@@ -74,6 +72,13 @@ def load() -> Config:
     from newsletter.config import load_config
 
     return load_config(explicit=_state["config"])
+
+
+def api() -> Newsletter:
+    """The newsletter of this folder (or --config), its notes printed as they come."""
+    from newsletter.api import Newsletter
+
+    return Newsletter.open(".", config=_state["config"], notify=say)
 
 
 def _version(value: bool) -> None:
@@ -150,38 +155,41 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
     """Validate and lint an issue: exit 0 without errors (warnings are printed), 1 with errors."""
-    import json
+    from newsletter.errors import Severity
 
-    from newsletter.lint import check_issue
-
-    result = check_issue(issue, load())
+    findings = api().check(issue)
+    errors = [f for f in findings if f.severity is Severity.ERROR]
     if as_json:
-        typer.echo(json.dumps(_check_json(result), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(_check_json(issue, findings), indent=2, ensure_ascii=False))
     else:
-        for problem in result.problems:
-            prefix = "" if problem.severity == "error" else "warning: "
-            typer.echo(f"{prefix}{problem}", err=True)
-        errors = sum(p.severity == "error" for p in result.problems)
-        warnings = len(result.problems) - errors
-        say(f"{issue}: {errors} error(s), {warnings} warning(s)")
-    if not result.ok:
+        for finding in findings:
+            prefix = "" if finding.severity is Severity.ERROR else "warning: "
+            typer.echo(f"{prefix}{finding}", err=True)
+        say(f"{issue}: {len(errors)} error(s), {len(findings) - len(errors)} warning(s)")
+    if errors:
         raise typer.Exit(1)
 
 
-def _check_json(result: CheckResult) -> dict[str, Any]:
-    def item(problem: Problem) -> dict[str, Any]:
+def _check_json(issue: Path, findings: list[Finding]) -> dict[str, Any]:
+    from newsletter.errors import Severity
+
+    def item(finding: Finding) -> dict[str, Any]:
         return {
-            "file": str(problem.path) if problem.path else None,
-            "line": problem.line,
-            "field": problem.field,
-            "message": problem.message,
+            "file": str(finding.file) if finding.file else None,
+            "line": finding.line,
+            "field": finding.key,
+            "message": finding.message,
         }
 
+    def of(severity: Severity) -> list[dict[str, Any]]:
+        return [item(f) for f in findings if f.severity is severity]
+
+    errors = of(Severity.ERROR)
     return {
-        "file": str(result.path),
-        "ok": result.ok,
-        "errors": [item(p) for p in result.problems if p.severity == "error"],
-        "warnings": [item(p) for p in result.problems if p.severity == "warning"],
+        "file": str(issue),
+        "ok": not errors,
+        "errors": errors,
+        "warnings": of(Severity.WARNING),
     }
 
 
@@ -194,10 +202,10 @@ def render(
     ] = None,
 ) -> None:
     """Render an issue to <slug>.html and <slug>.txt (merge fields show their defaults)."""
-    from newsletter.render import render_issue, write_outputs
+    from newsletter.render import write_outputs
 
-    config = load()
-    rendered = render_issue(issue, config)
+    nl = api()
+    config, rendered = nl.config, nl.render(issue)
     for path, size in write_outputs(rendered, config, output or config.root / "build"):
         typer.echo(f"{path}  {size:,} bytes")
 
@@ -241,13 +249,6 @@ OnChange = Annotated[
         "version to the rest) or `restart` (start over, mailing everyone again).",
     ),
 ]
-
-
-def api() -> Newsletter:
-    """The newsletter of this folder (or --config), its notes printed as they come."""
-    from newsletter.api import Newsletter
-
-    return Newsletter.open(".", config=_state["config"], notify=say)
 
 
 @app.command()

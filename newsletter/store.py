@@ -199,19 +199,8 @@ def bouncer(store: SubscriberStore) -> Callable[[str], Awaitable[None]]:
     """For the send loop: a 5.1.x refusal marks the address `bounced`, off the event loop."""
 
     async def bounce(email: str) -> None:
-        done(await asyncio.to_thread(store.set_status, email, "bounced"))
+        from newsletter.subscribers import completed
+
+        completed(await asyncio.to_thread(store.set_status, email, "bounced"))
 
     return bounce
-
-
-def done(change: StatusChange) -> StatusChange:
-    """`change`, or InvalidInput naming the places it could not change (and whether the
-    suppression file recorded it anyway)."""
-    from newsletter.errors import InvalidInput, Problem
-    from newsletter.subscribers import SUPPRESSING
-
-    if change.broken:
-        recorded = change.status in SUPPRESSING  # the suppression file has the address now
-        anyway = f"{change.email}: recorded as {change.status} anyway"
-        raise InvalidInput([*change.broken, *([Problem(None, anyway)] if recorded else [])])
-    return change

@@ -226,9 +226,7 @@ def test_cron_example_sends_the_newest_issue_once(
     assert len(plain_smtp_server.messages) == 3
 
 
-def test_cron_example_fails_on_a_lint_error(
-    tmp_path: Path, plain_smtp_server: SmtpServer
-) -> None:
+def test_cron_example_fails_on_a_lint_error(tmp_path: Path, plain_smtp_server: SmtpServer) -> None:
     """A blank link in the newest issue: non-zero exit, the finding printed, nothing sent."""
     folder = make_folder(tmp_path, 2)
     path = folder / ISSUE

@@ -41,10 +41,11 @@ from newsletter.subscribers.status import (
     apply_status,
     bounces_to_apply,
     change_status,
+    completed,
     set_status,
     subscribed_since,
 )
-from newsletter.subscribers.suppression import Blocklist, read_suppressed
+from newsletter.subscribers.suppression import Blocklist, read_suppressed, suppress
 
 __all__ = [
     "Added",
@@ -64,6 +65,7 @@ __all__ = [
     "browse",
     "change_status",
     "check_lists",
+    "completed",
     "find",
     "import_list",
     "join_tags",
@@ -80,5 +82,6 @@ __all__ = [
     "stamp",
     "stats",
     "subscribed_since",
+    "suppress",
     "suppressed_path",
 ]

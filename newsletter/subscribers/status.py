@@ -99,11 +99,18 @@ def change_status(
     that cannot be read or written is reported (InvalidInput) after the others are done, with a
     suppression entry written, so an unsubscribe is never lost to a broken file.
     """
-    change = apply_status(folder, email, status, lists=lists, when=when, scope_list=scope_list)
+    return completed(
+        apply_status(folder, email, status, lists=lists, when=when, scope_list=scope_list)
+    )
+
+
+def completed(change: StatusChange) -> StatusChange:
+    """`change`, or InvalidInput naming the lists it could not change (and saying when the
+    suppression file recorded it anyway)."""
     if change.broken:
-        recorded = status in SUPPRESSING  # the suppression file has the address now
-        done = [Problem(None, f"{email}: recorded as {status} anyway")] if recorded else []
-        raise InvalidInput([*change.broken, *done])
+        recorded = change.status in SUPPRESSING  # the suppression file has the address now
+        anyway = f"{change.email}: recorded as {change.status} anyway"
+        raise InvalidInput([*change.broken, *([Problem(None, anyway)] if recorded else [])])
     return change
 
 
