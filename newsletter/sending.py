@@ -285,7 +285,7 @@ def _report(session: _Session, ledger: Ledger, result: RunResult | None) -> Send
     again = f"{session.issue}{_selection_args(ledger, session.selection.folder)}"
     session.ledger = None
     ledger.close()
-    return report_of(doc, again=again, stopped=result.stopped if result else None)
+    return report_of(doc, again=again, stopped=(result.stopped or None) if result else None)
 
 
 def report_of(
