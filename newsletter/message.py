@@ -10,9 +10,9 @@ doubles leading dots and tracks line lengths. Quoted-printable is never used: it
 breaks would split the places. Header values are checked for control characters first.
 
 A message falls back to base64 bodies for one recipient when a filled value would make a line
-longer than 998 octets or carries a NUL, which 8-bit MIME may not. `build_reference` builds the
-same message the slow, obvious way with `email.message.EmailMessage`; the tests prove the two
-parse to the same headers and decoded parts.
+longer than 998 octets or carries a NUL, which 8-bit MIME may not. tests/message_reference.py
+builds the same message the slow, obvious way with `email.message.EmailMessage`; the tests prove
+the two parse to the same headers and decoded parts.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import html
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import format_datetime
 
@@ -61,20 +61,6 @@ def tidy_header_text(value: str) -> str:
     """Header text as it is sent: single spaces, no whitespace of any kind at the ends (a name
     of only no-break spaces is blank, as merge fields treat it)."""
     return _SPACES.sub(" ", value).strip()
-
-
-def field_value(fld: Field, subscriber: Subscriber, message_values: Mapping[str, str]) -> str:
-    """The value filled into `fld` for this subscriber: the column unless missing or blank,
-    else the field's default, else ""."""
-    if fld.source == "message":
-        value = message_values.get(fld.name, "")
-    elif fld.name == "name":
-        value = subscriber.name
-    elif fld.name == "email":
-        value = subscriber.email
-    else:
-        value = subscriber.fields.get(fld.name, "")
-    return value if value and not value.isspace() else fld.default or ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +428,8 @@ class MessageFactory:
         return b"".join(chunks)
 
     def _values(self, subscriber: Subscriber, url: str) -> list[str]:
-        """Each field's value for this message, in `self._fields` order (see field_value)."""
+        """Each field's value for this message, in `self._fields` order: the column unless
+        missing or blank, else the field's default, else "" (as the tests' field_value)."""
         columns = subscriber.fields
         raw = []
         for kind, name, default in self._getters:
@@ -542,21 +529,6 @@ def recipient_name(subscriber: Subscriber) -> str:
     return tidy_header_text(name)
 
 
-def filled_subject(
-    subject: Template, raw: Mapping[Field, str], prefix: str = "", recipient: str = ""
-) -> str:
-    """Prefix + the subject template filled; every value checked before it nears a header."""
-    parts = [prefix]
-    for piece in subject:
-        if isinstance(piece, Field):
-            value = raw[piece]
-            check_header_value(value, field=f"subject field {piece.name!r}", recipient=recipient)
-            parts.append(value)
-        else:
-            parts.append(piece)
-    return tidy_header_text("".join(parts))
-
-
 _NAME, _EMAIL, _COLUMN, _MESSAGE = range(4)
 
 
@@ -598,66 +570,3 @@ def _check_message_fields(rendered: Rendered) -> None:
             raise MessageError(
                 f"unknown message field {fld.name!r} (known: {known})", field=rendered.slug
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# The slow, obvious way: the reference the fast path is tested against.
-
-
-def build_reference(
-    rendered: Rendered,
-    config: Config,
-    secret: bytes,
-    subscriber: Subscriber,
-    *,
-    message_id: str,
-    now: dt.datetime,
-    to: str | None = None,
-    subject_prefix: str = "",
-) -> bytes:
-    """The same message as `MessageFactory.build`, made with EmailMessage (~300 a second).
-
-    A reference for tests, not for sending: Python 3.11's folder mangles long headers (long
-    display names lose their quotes, CPython gh-80222; a long List-Unsubscribe becomes
-    encoded words), so this version does not fold; and names that look like encoded words
-    ("=?...?=") are decoded when assigned."""
-    from email.headerregistry import Address
-    from email.message import EmailMessage
-    from email.policy import SMTP, SMTPUTF8
-
-    address = recipient_address(subscriber, to)
-    token = TokenMaker(secret, config.list_id).make(address)
-    url = f"{config.newsletter.base_url}/unsubscribe/{token}"
-    values = {"unsubscribe_url": url}
-    fields = _distinct_fields(rendered.subject + rendered.text + rendered.html)
-    raw = {f: field_value(f, subscriber, values) for f in fields}
-    name = "" if to is not None else recipient_name(subscriber)
-    utf8 = not address.isascii()
-    # Unfolded: Python 3.11's header folder drops the quotes of a long display name, turning
-    # "Smith, J..." into two addresses (CPython gh-80222, fixed in later releases).
-    msg = EmailMessage(policy=(SMTPUTF8 if utf8 else SMTP).clone(max_line_length=1 << 20))
-    msg["From"] = Address(tidy_header_text(config.from_name), addr_spec=config.from_address)
-    msg["To"] = Address(name, addr_spec=address) if utf8 or name else address
-    msg["Subject"] = filled_subject(rendered.subject, raw, subject_prefix)
-    msg["Date"] = _aware(now)
-    msg["Message-ID"] = message_id
-    msg["MIME-Version"] = "1.0"
-    msg["List-Id"] = _list_id(config)
-    mailto = config.unsubscribe_mailto
-    msg["List-Unsubscribe"] = f"<{url}>" + (f", <mailto:{mailto}>" if mailto else "")
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if config.reply_to is not None:
-        msg["Reply-To"] = Address(
-            tidy_header_text(config.reply_to[0]), addr_spec=config.reply_to[1]
-        )
-    msg.set_content(_fill(rendered.text, raw, str))
-    msg.add_alternative(_fill(rendered.html, raw, _html_escape), subtype="html")
-    return msg.as_bytes()
-
-
-def _fill(template: Template, raw: Mapping[Field, str], escape: Callable[[str], str]) -> str:
-    """The template filled; a value's own line breaks stay its own (a trailing CR in a value
-    does not merge with the LF after the field into one break)."""
-    return "".join(
-        escape(re.sub(r"\r\n?", "\n", raw[p])) if isinstance(p, Field) else p for p in template
-    )

@@ -89,25 +89,6 @@ class Transport(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# Wire form
-
-_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-
-
-def wire_bytes(message: bytes) -> bytes:
-    """`message` as SMTP DATA wants it: CRLF line endings, ending in CRLF, leading dots doubled.
-
-    The slow, obvious way (two passes over the whole message). The message builder does this
-    once per issue; this is for single messages and for tests to compare against.
-    """
-    message = _LINE_ENDINGS.sub(b"\r\n", message)
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    return _LEADING_DOT.sub(b"..", message)
-
-
-# ---------------------------------------------------------------------------------------------
 # The speed seam: DATA without aiosmtplib's per-message normalisation
 
 TESTED_AIOSMTPLIB = "5.1.3"  # _PreparedSMTP mirrors this version; tests pin the code it copies
@@ -433,7 +414,7 @@ class SmtpConnection:
 
     def _mail_options(self, envelope: Envelope, data: bytes) -> list[str]:
         if not data.endswith(b"\r\n"):
-            raise ValueError("message data must end with CRLF (see wire_bytes)")
+            raise ValueError("message data must end with CRLF (SMTP DATA form)")
         _check_address(envelope.sender, envelope.smtputf8, envelope.recipient)
         _check_address(envelope.recipient, envelope.smtputf8, envelope.recipient)
         options = [f"SIZE={len(data)}"] if self._size else []

@@ -12,7 +12,8 @@ from aiosmtplib.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.transport import TESTED_AIOSMTPLIB, Envelope, SmtpTransport, wire_bytes
+from newsletter.transport import TESTED_AIOSMTPLIB, Envelope, SmtpTransport
+from tests.message_reference import wire_bytes
 from tests.smtpd import SmtpServer, settings_for
 
 # The upstream code _PreparedSMTP.data_prepared mirrors or relies on, as in aiosmtplib 5.1.3.
