@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests package: the reference builders live there
 
 from newsletter.config import SmtpSettings  # noqa: E402  # after the path set-up above
-from newsletter.transport import Envelope, SmtpTransport  # noqa: E402
+from newsletter.smtp import SmtpTransport  # noqa: E402
+from newsletter.transport import Envelope  # noqa: E402
 from tests.message_reference import wire_bytes  # noqa: E402
 
 HOST = "127.0.0.1"

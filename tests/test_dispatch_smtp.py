@@ -15,7 +15,8 @@ import pytest
 
 from newsletter.dispatch import Dispatcher, Limits, RunResult
 from newsletter.ledger import STATE_NAMES, Ledger, Row
-from newsletter.transport import Connection, Envelope, SmtpTransport
+from newsletter.smtp import SmtpTransport
+from newsletter.transport import Connection, Envelope
 from tests.fakes_dispatch import new_ledger
 from tests.message_reference import wire_bytes
 from tests.smtpd import (
