@@ -15,15 +15,14 @@ from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 
 from newsletter.config import Config
+from newsletter.headers import check_header_value, tidy_header_text
 from newsletter.message import (
     _aware,
     _distinct_fields,
     _html_escape,
     _list_id,
-    check_header_value,
     recipient_address,
     recipient_name,
-    tidy_header_text,
 )
 from newsletter.models import Field, Rendered, Subscriber, Template
 from newsletter.tokens import TokenMaker
