@@ -13,15 +13,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from newsletter.config import Config, Settings, SmtpSettings
-from newsletter.dkim import DkimSigner, SigningPool
-from newsletter.message import MessageFactory, build_reference
-from newsletter.models import Field, Rendered, Subscriber
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests package: the reference builders live there
+
+from newsletter.config import Config, Settings, SmtpSettings  # noqa: E402  # after the path set-up
+from newsletter.dkim import DkimSigner, SigningPool  # noqa: E402
+from newsletter.message import MessageFactory  # noqa: E402
+from newsletter.models import Field, Rendered, Subscriber  # noqa: E402
+from tests.message_reference import build_reference  # noqa: E402
 
 SECRET = b"benchmark-secret"
 NAME = Field("name", "reader")

@@ -20,6 +20,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -28,8 +29,13 @@ from pathlib import Path
 
 import aiosmtplib
 
-from newsletter.config import SmtpSettings
-from newsletter.transport import Envelope, SmtpTransport, wire_bytes
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests package: the reference builders live there
+
+from newsletter.config import SmtpSettings  # noqa: E402  # after the path set-up above
+from newsletter.smtp import SmtpTransport  # noqa: E402
+from newsletter.transport import Envelope  # noqa: E402
+from tests.message_reference import wire_bytes  # noqa: E402
 
 HOST = "127.0.0.1"
 SENDER = "news@example.org"

@@ -10,9 +10,9 @@ doubles leading dots and tracks line lengths. Quoted-printable is never used: it
 breaks would split the places. Header values are checked for control characters first.
 
 A message falls back to base64 bodies for one recipient when a filled value would make a line
-longer than 998 octets or carries a NUL, which 8-bit MIME may not. `build_reference` builds the
-same message the slow, obvious way with `email.message.EmailMessage`; the tests prove the two
-parse to the same headers and decoded parts.
+longer than 998 octets or carries a NUL, which 8-bit MIME may not. tests/message_reference.py
+builds the same message the slow, obvious way with `email.message.EmailMessage`; the tests prove
+the two parse to the same headers and decoded parts.
 """
 
 from __future__ import annotations
@@ -23,102 +23,22 @@ import html
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import format_datetime
 
 from newsletter.config import LIST_ID, Config
 from newsletter.errors import ConfigError, MessageError
+from newsletter.headers import check_header_value, header_text, mailbox, phrase, tidy_header_text
 from newsletter.models import HEADER_CONTROL, Field, Rendered, Subscriber, Template
 from newsletter.tokens import TokenMaker
 
 MAX_LINE = 998  # octets per line, CRLF excluded (RFC 5322 2.1.1)
 MESSAGE_FIELDS = frozenset({"unsubscribe_url"})  # values of source "message" this module knows
 
-_CONTROL = HEADER_CONTROL
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 _MULTILINE = re.compile(r"[\r\n\x00]")  # values the plan cannot take: the general join
 _ADDRESS_BAD = re.compile(r"[\s<>(),;:\"\[\]\\]")
-_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # as email.utils.formataddr: these need quoting
-_SPACES = re.compile(" {2,}")
-_WORD_OCTETS = 45  # UTF-8 octets per encoded word: base64 of 45 is 60, the word 72 characters
-
-
-def check_header_value(value: str, *, field: str, recipient: str = "") -> str:
-    """`value` unchanged, or MessageError when a CR, LF or other control character could
-    start a new header line (header injection) or corrupt the header."""
-    bad = _CONTROL.search(value)
-    if bad is not None:
-        raise MessageError(
-            f"contains control character U+{ord(bad.group()):04X}: refused in a mail header",
-            recipient=recipient,
-            field=field,
-        )
-    return value
-
-
-def tidy_header_text(value: str) -> str:
-    """Header text as it is sent: single spaces, no whitespace of any kind at the ends (a name
-    of only no-break spaces is blank, as merge fields treat it)."""
-    return _SPACES.sub(" ", value).strip()
-
-
-def field_value(fld: Field, subscriber: Subscriber, message_values: Mapping[str, str]) -> str:
-    """The value filled into `fld` for this subscriber: the column unless missing or blank,
-    else the field's default, else ""."""
-    if fld.source == "message":
-        value = message_values.get(fld.name, "")
-    elif fld.name == "name":
-        value = subscriber.name
-    elif fld.name == "email":
-        value = subscriber.email
-    else:
-        value = subscriber.fields.get(fld.name, "")
-    return value if value and not value.isspace() else fld.default or ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Header encoding (RFC 2047 base64 encoded words, folded onto continuation lines)
-
-
-def encoded_words(text: str) -> str:
-    """`text` as RFC 2047 encoded words of at most 72 characters, folded with CRLF SP."""
-    data = text.encode()
-    words = []
-    start = 0
-    while start < len(data):
-        end = min(start + _WORD_OCTETS, len(data))
-        while end < len(data) and data[end] & 0xC0 == 0x80:
-            end -= 1  # never split a UTF-8 sequence between two words
-        chunk = binascii.b2a_base64(data[start:end], newline=False).decode("ascii")
-        words.append(f"=?utf-8?b?{chunk}?=")
-        start = end
-    return "\r\n ".join(words)
-
-
-def _plain_enough(text: str) -> bool:
-    """Text that can go into a header as it is: printable ASCII, short, not like an encoded word."""
-    return text.isascii() and "=?" not in text and len(text) <= 900
-
-
-def header_text(text: str) -> str:
-    """An unstructured header value (Subject): as is when plain ASCII, else encoded words."""
-    return text if _plain_enough(text) else encoded_words(text)
-
-
-def phrase(name: str) -> str:
-    """A display name: as is, quoted like formataddr when it has specials, else encoded words."""
-    if not _plain_enough(name):
-        return encoded_words(name)
-    if _SPECIALS.search(name):
-        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    return name
-
-
-def mailbox(name: str, address: str) -> str:
-    """`Name <address>`, or the bare address when there is no name."""
-    return f"{phrase(name)} <{address}>" if name else address
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +362,8 @@ class MessageFactory:
         return b"".join(chunks)
 
     def _values(self, subscriber: Subscriber, url: str) -> list[str]:
-        """Each field's value for this message, in `self._fields` order (see field_value)."""
+        """Each field's value for this message, in `self._fields` order: the column unless
+        missing or blank, else the field's default, else "" (as the tests' field_value)."""
         columns = subscriber.fields
         raw = []
         for kind, name, default in self._getters:
@@ -463,7 +384,7 @@ class MessageFactory:
         for piece in self._subject:
             if isinstance(piece, int):
                 value = raw[piece]
-                if _CONTROL.search(value):
+                if HEADER_CONTROL.search(value):
                     name = f"subject field {self._fields[piece].name!r}"
                     check_header_value(value, field=name, recipient=recipient)
                 parts.append(value)
@@ -542,21 +463,6 @@ def recipient_name(subscriber: Subscriber) -> str:
     return tidy_header_text(name)
 
 
-def filled_subject(
-    subject: Template, raw: Mapping[Field, str], prefix: str = "", recipient: str = ""
-) -> str:
-    """Prefix + the subject template filled; every value checked before it nears a header."""
-    parts = [prefix]
-    for piece in subject:
-        if isinstance(piece, Field):
-            value = raw[piece]
-            check_header_value(value, field=f"subject field {piece.name!r}", recipient=recipient)
-            parts.append(value)
-        else:
-            parts.append(piece)
-    return tidy_header_text("".join(parts))
-
-
 _NAME, _EMAIL, _COLUMN, _MESSAGE = range(4)
 
 
@@ -598,66 +504,3 @@ def _check_message_fields(rendered: Rendered) -> None:
             raise MessageError(
                 f"unknown message field {fld.name!r} (known: {known})", field=rendered.slug
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# The slow, obvious way: the reference the fast path is tested against.
-
-
-def build_reference(
-    rendered: Rendered,
-    config: Config,
-    secret: bytes,
-    subscriber: Subscriber,
-    *,
-    message_id: str,
-    now: dt.datetime,
-    to: str | None = None,
-    subject_prefix: str = "",
-) -> bytes:
-    """The same message as `MessageFactory.build`, made with EmailMessage (~300 a second).
-
-    A reference for tests, not for sending: Python 3.11's folder mangles long headers (long
-    display names lose their quotes, CPython gh-80222; a long List-Unsubscribe becomes
-    encoded words), so this version does not fold; and names that look like encoded words
-    ("=?...?=") are decoded when assigned."""
-    from email.headerregistry import Address
-    from email.message import EmailMessage
-    from email.policy import SMTP, SMTPUTF8
-
-    address = recipient_address(subscriber, to)
-    token = TokenMaker(secret, config.list_id).make(address)
-    url = f"{config.newsletter.base_url}/unsubscribe/{token}"
-    values = {"unsubscribe_url": url}
-    fields = _distinct_fields(rendered.subject + rendered.text + rendered.html)
-    raw = {f: field_value(f, subscriber, values) for f in fields}
-    name = "" if to is not None else recipient_name(subscriber)
-    utf8 = not address.isascii()
-    # Unfolded: Python 3.11's header folder drops the quotes of a long display name, turning
-    # "Smith, J..." into two addresses (CPython gh-80222, fixed in later releases).
-    msg = EmailMessage(policy=(SMTPUTF8 if utf8 else SMTP).clone(max_line_length=1 << 20))
-    msg["From"] = Address(tidy_header_text(config.from_name), addr_spec=config.from_address)
-    msg["To"] = Address(name, addr_spec=address) if utf8 or name else address
-    msg["Subject"] = filled_subject(rendered.subject, raw, subject_prefix)
-    msg["Date"] = _aware(now)
-    msg["Message-ID"] = message_id
-    msg["MIME-Version"] = "1.0"
-    msg["List-Id"] = _list_id(config)
-    mailto = config.unsubscribe_mailto
-    msg["List-Unsubscribe"] = f"<{url}>" + (f", <mailto:{mailto}>" if mailto else "")
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if config.reply_to is not None:
-        msg["Reply-To"] = Address(
-            tidy_header_text(config.reply_to[0]), addr_spec=config.reply_to[1]
-        )
-    msg.set_content(_fill(rendered.text, raw, str))
-    msg.add_alternative(_fill(rendered.html, raw, _html_escape), subtype="html")
-    return msg.as_bytes()
-
-
-def _fill(template: Template, raw: Mapping[Field, str], escape: Callable[[str], str]) -> str:
-    """The template filled; a value's own line breaks stay its own (a trailing CR in a value
-    does not merge with the LF after the field into one break)."""
-    return "".join(
-        escape(re.sub(r"\r\n?", "\n", raw[p])) if isinstance(p, Field) else p for p in template
-    )

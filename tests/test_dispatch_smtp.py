@@ -15,8 +15,10 @@ import pytest
 
 from newsletter.dispatch import Dispatcher, Limits, RunResult
 from newsletter.ledger import STATE_NAMES, Ledger, Row
-from newsletter.transport import Connection, Envelope, SmtpTransport, wire_bytes
+from newsletter.smtp import SmtpTransport
+from newsletter.transport import Connection, Envelope
 from tests.fakes_dispatch import new_ledger
+from tests.message_reference import wire_bytes
 from tests.smtpd import (
     Fault,
     SmtpServer,

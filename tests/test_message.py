@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from newsletter.errors import ConfigError, MessageError
-from newsletter.message import MAX_LINE, MessageFactory, check_header_value
+from newsletter.headers import check_header_value
+from newsletter.message import MAX_LINE, MessageFactory
 from newsletter.models import Field
 from newsletter.tokens import verify_token
 from tests.message_samples import CITY, NAME, SECRET, UNSUB, make_config, make_rendered, subscriber

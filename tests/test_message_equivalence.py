@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from newsletter.message import MAX_LINE, MessageFactory, build_reference
+from newsletter.message import MAX_LINE, MessageFactory
 from newsletter.models import Field, Rendered, Subscriber
+from tests.message_reference import build_reference
 from tests.message_samples import CITY, NAME, SECRET, UNSUB, make_config, make_rendered, subscriber
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)

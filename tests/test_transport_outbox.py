@@ -12,13 +12,8 @@ import pytest
 
 from newsletter.config import Config, Settings, SmtpSettings
 from newsletter.errors import TransportError
-from newsletter.transport import (
-    Accepted,
-    Envelope,
-    OutboxTransport,
-    SmtpTransport,
-    open_transport,
-)
+from newsletter.smtp import SmtpTransport
+from newsletter.transport import Accepted, Envelope, OutboxTransport, destination, open_transport
 
 SENDER = "bounces@example.org"
 
@@ -126,3 +121,19 @@ def test_open_transport_with_host_is_smtp(tmp_path: Path, monkeypatch: pytest.Mo
     assert isinstance(chosen, SmtpTransport)
     assert chosen.description == "SMTP smtp.example.org:2525 (STARTTLS, as me)"
     assert chosen._password == "from-the-environment"  # noqa: S105  # a test value
+
+
+@pytest.mark.parametrize(
+    ("smtp", "key"),
+    [
+        (SmtpSettings(), "outbox"),
+        (SmtpSettings(host="Mail.Example.org.", security="tls"), "smtp://mail.example.org:465"),
+        (SmtpSettings(host="smtp.example.org", port=2525), "smtp://smtp.example.org:2525"),
+    ],
+)
+def test_destination_is_the_key_of_the_transport_opened(
+    tmp_path: Path, smtp: SmtpSettings, key: str
+) -> None:
+    """destination(settings) names the ledger of the transport open_transport picks, unopened."""
+    assert destination(smtp) == key
+    assert open_transport(_config(tmp_path, smtp)).destination == key

@@ -12,7 +12,9 @@ from aiosmtplib.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.transport import TESTED_AIOSMTPLIB, Envelope, SmtpTransport, wire_bytes
+from newsletter.smtp import TESTED_AIOSMTPLIB, SmtpTransport
+from newsletter.transport import Envelope
+from tests.message_reference import wire_bytes
 from tests.smtpd import SmtpServer, settings_for
 
 # The upstream code _PreparedSMTP.data_prepared mirrors or relies on, as in aiosmtplib 5.1.3.

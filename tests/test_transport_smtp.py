@@ -16,7 +16,9 @@ import pytest
 
 from newsletter.config import SmtpSettings
 from newsletter.errors import ConfigError, DeliveryError, SecretMissing, TransportError
-from newsletter.transport import Accepted, Envelope, SmtpConnection, SmtpTransport, wire_bytes
+from newsletter.smtp import SmtpConnection, SmtpTransport
+from newsletter.transport import Accepted, Envelope
+from tests.message_reference import wire_bytes
 from tests.smtpd import (
     PASSWORD,
     USER,

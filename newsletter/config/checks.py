@@ -1,0 +1,160 @@
+"""The checks of configuration values: each takes a value and returns a problem, or None.
+
+settings.py names one per key (`key(..., check=checks.https)`); the loader reports what they
+return with the file, line and key (or the environment variable) the value came from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
+
+
+def https(value: str) -> str | None:
+    from newsletter.urls import url_problem
+
+    if not value:
+        return None
+    problem = url_problem(value)
+    if problem is None and urlsplit(value).scheme != "https":
+        problem = "is not https://"
+    return f"must be an https:// URL: {value!r} {problem}" if problem else None
+
+
+def base_url(value: str) -> str | None:
+    problem = https(value)
+    if problem is None and (value.endswith("/") or urlsplit(value).query):
+        return f"must not end with '/' or carry a query string: {value!r}"
+    return problem
+
+
+def mailbox(toml_key: str, *, name_allowed: bool, sender: bool = True) -> Check:
+    """One email address with a domain (and a display name when allowed), strictly parsed.
+    A `sender` address goes into every message or MAIL FROM: its local part must be ASCII
+    (else every reader's server would need SMTPUTF8); its domain is sent in IDNA form."""
+
+    def check(value: str) -> str | None:
+        from newsletter.addresses import BadAddress, ascii_address, parse_mailbox
+
+        if not value:
+            return None
+        try:
+            address = ascii_address(parse_mailbox(value, name_allowed=name_allowed)[1])
+            if sender and not address.isascii():
+                return (
+                    f"{value!r}: the part before @ must be ASCII (else every server needs SMTPUTF8)"
+                )
+        except BadAddress as exc:
+            fix = f", as in {toml_key} = '{exc.fix}'" if exc.fix else ""
+            return f"{value!r} {exc.reason}{fix}"
+        return None
+
+    return check
+
+
+def _header_text(value: str) -> str | None:
+    """Text that goes into a mail header: no line breaks or other control characters."""
+    from newsletter.models import HEADER_CONTROL
+
+    bad = HEADER_CONTROL.search(value)
+    return f"contains a control character (U+{ord(bad.group()):04X})" if bad else None
+
+
+# RFC 2919 list id: dot-atom text with at least one dot, e.g. news.example.org
+LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+
+
+def list_id(value: str) -> str | None:
+    ok = not value or LIST_ID.fullmatch(value)
+    return None if ok else f"{value!r} is not a list id such as news.example.org"
+
+
+# A DNS name as DKIM's d= and s= carry it (in a header, and in the key's DNS query): labels of
+# letters, digits, '-' and '_', joined by dots. Anything else (';', a space, a line break) would
+# change the DKIM-Signature header itself.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def ascii_domain(value: str) -> str:
+    """`value` in its ASCII (IDNA) form; unchanged when it has none."""
+    try:
+        return value.encode("idna").decode("ascii")
+    except UnicodeError:
+        return value
+
+
+def dns_name(example: str, *, domain: bool) -> Check:
+    def check(value: str) -> str | None:
+        name = ascii_domain(value) if domain else value
+        ok = not value or (_DNS_NAME.fullmatch(name) and (not domain or "." in name))
+        return None if ok else f"{value!r} is not a DNS name such as {example}"
+
+    return check
+
+
+def host(value: str) -> str | None:
+    """A host name (IDN allowed, one trailing dot) or an IP address, as a connection takes it."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    name = ascii_domain(value.removesuffix("."))
+    if not value or _DNS_NAME.fullmatch(name):
+        return None
+    return f"{value!r} is not a host name or IP address (the port goes in [smtp] port)"
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def positive(value: float | None) -> str | None:
+    ok = value is None or (math.isfinite(value) and value > 0)
+    return None if ok else "must be a number greater than 0"
+
+
+def port(value: int | None) -> str | None:
+    return None if value is None or 1 <= value <= 65535 else "must be a port from 1 to 65535"
+
+
+def connections(value: int) -> str | None:
+    # each connection is a task and a socket: a typo such as 1000000000 must not start them all
+    return None if 1 <= value <= 1000 else "must be from 1 to 1000"
+
+
+def delays(value: tuple[float, ...]) -> str | None:
+    ok = all(math.isfinite(v) and v >= 0 for v in value)
+    return None if ok else "must be a list of seconds, each 0 or more"
+
+
+def colour(value: str) -> str | None:
+    ok = re.fullmatch(r"#[0-9A-Fa-f]{6}", value)
+    return None if ok else f"must be a colour such as '#1a5276', not {value!r}"
+
+
+def name(value: str) -> str | None:
+    if value and not value.strip():  # "" is reported as missing
+        return "is blank: write the newsletter's name (From, List-Id and every page show it)"
+    return _header_text(value)
+
+
+def link_text(value: str) -> str | None:
+    ok = value.strip()
+    return None if ok else "is blank: every copy's unsubscribe link would have no visible text"
+
+
+def language(value: str) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", value)
+    return None if ok else f"must be a language tag such as 'en' or 'pt-BR', not {value!r}"

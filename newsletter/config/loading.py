@@ -1,0 +1,197 @@
+"""newsletter.toml and the environment -> Config: find the file, read each declared key from
+TOML or its environment variable, check it, and report every problem with where it came from.
+
+`[newsletter] key` is overridden by NEWSLETTER_<KEY>, `[smtp] key` by NEWSLETTER_SMTP_<KEY>.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+from newsletter.config.credentials import PASSWORD_ENV
+from newsletter.config.settings import Config, Settings, SmtpSettings
+from newsletter.errors import ConfigError, Problem
+from newsletter.tomlsource import KeyLines, load
+
+CONFIG_NAME = "newsletter.toml"
+
+_T = TypeVar("_T")
+
+
+def find_config(start: Path, explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        path = explicit / CONFIG_NAME if explicit.is_dir() else explicit
+        if not path.is_file():
+            raise ConfigError.one(path, "no such file")
+        return path
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder / CONFIG_NAME
+    raise ConfigError.one(
+        None,
+        f"no {CONFIG_NAME} in {start} or its parents: run `newsletter init DIR`, "
+        "or pass --config PATH",
+    )
+
+
+def load_config(
+    start: Path | None = None,
+    explicit: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    path = find_config(start or Path.cwd(), explicit)
+    data, lines = load(path)
+    env = os.environ if environ is None else environ
+    problems: list[Problem] = []
+    for name in data:
+        if name not in ("newsletter", "smtp"):
+            problems.append(_problem(path, lines, name, "unknown table or key"))
+    if "password" in data.get("smtp", {}):
+        problems.append(
+            _problem(
+                path,
+                lines,
+                "smtp.password",
+                f"a password does not belong in a file: set {PASSWORD_ENV} instead",
+            )
+        )
+    settings = _section(Settings, "newsletter", data, env, path, lines, problems)
+    smtp = _section(SmtpSettings, "smtp", data, env, path, lines, problems)
+    reported = {p.field for p in problems}  # a key given but refused is not also "missing"
+    if not settings.name and not reported & {"newsletter.name", env_var("newsletter", "name")}:
+        problems.append(_problem(path, lines, "newsletter.name", "missing (the newsletter's name)"))
+    if not settings.from_ and not reported & {"newsletter.from", env_var("newsletter", "from")}:
+        problems.append(_problem(path, lines, "newsletter.from", "missing (the sender address)"))
+    if problems:
+        raise ConfigError(problems)
+    return Config(root=path.parent, path=path, newsletter=settings, smtp=smtp)
+
+
+def _section(
+    cls: type[_T],
+    section: str,
+    data: dict[str, Any],
+    env: Mapping[str, str],
+    path: Path,
+    lines: KeyLines,
+    problems: list[Problem],
+) -> _T:
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        problems.append(_problem(path, lines, section, "must be a table"))
+        table = {}
+    known = {_toml_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
+    for name in table:
+        if name not in known and not (section == "smtp" and name == "password"):
+            problems.append(_problem(path, lines, f"{section}.{name}", "unknown key"))
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, fld in known.items():
+        where = f"{section}.{name}"
+        var = env_var(section, name)
+        if var in env:
+            value, problem = _from_env(env[var], hints[fld.name])
+            where = var
+        elif name in table:
+            value, problem = _coerce(table[name], hints[fld.name])
+        else:
+            continue
+        check = fld.metadata["check"]
+        problem = problem or (check(value) if check is not None else None)
+        if problem:
+            location = (
+                Problem(None, problem, field=var)
+                if where == var
+                else _problem(path, lines, where, problem)
+            )
+            problems.append(location)
+        else:
+            values[fld.name] = value
+    return cls(**values)
+
+
+def _problem(path: Path, lines: KeyLines, field: str, message: str) -> Problem:
+    return Problem(path, message, field=field, line=lines.line(field))
+
+
+def _toml_name(fld: dataclasses.Field[Any]) -> str:
+    return str(fld.metadata["toml"] or fld.name)
+
+
+def env_var(section: str, name: str) -> str:
+    if section == "newsletter":
+        return f"NEWSLETTER_{name.upper()}"
+    return f"NEWSLETTER_{section.upper()}_{name.upper()}"
+
+
+def _base_type(hint: Any) -> Any:
+    """`int | None` -> int; `tuple[float, ...]` -> tuple; others unchanged."""
+    if isinstance(hint, types.UnionType):
+        return next(a for a in get_args(hint) if a is not type(None))
+    return get_origin(hint) or hint
+
+
+def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
+    base = _base_type(hint)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value), None
+    if base is tuple:
+        ok = isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        )
+        return (tuple(float(v) for v in value), None) if ok else (None, "must be a list of numbers")
+    if base is int and isinstance(value, bool):
+        return None, "must be a whole number"
+    if not isinstance(value, base):
+        return None, f"must be {_type_word(base)}, not {type(value).__name__}"
+    return value, None
+
+
+def _from_env(raw: str, hint: Any) -> tuple[Any, str | None]:
+    base = _base_type(hint)
+    text = raw.strip()
+    try:
+        if base is bool:
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                return None, "must be true or false"
+            return text.lower() in ("1", "true", "yes"), None
+        if base is int:
+            return int(text), None
+        if base is float:
+            return float(text), None
+        if base is tuple:
+            return tuple(float(v) for v in text.split(",") if v.strip()), None
+    except ValueError:
+        return None, f"must be {_type_word(base)}, not {raw!r}"
+    return raw, None
+
+
+def _type_word(base: Any) -> str:
+    words = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+    return words.get(base, "a list of numbers")
+
+
+def documented_keys() -> list[tuple[str, str, str, str, str]]:
+    """(key, type, default, environment variable, doc) for every key: docs/configuration.md."""
+    rows = []
+    for section, cls in (("newsletter", Settings), ("smtp", SmtpSettings)):
+        hints = get_type_hints(cls)
+        for fld in dataclasses.fields(cls):
+            name = _toml_name(fld)
+            default = fld.default
+            rows.append(
+                (
+                    f"[{section}] {name}",
+                    _type_word(_base_type(hints[fld.name])).removeprefix("a "),
+                    "" if default in ("", None) else repr(default),
+                    env_var(section, name),
+                    str(fld.metadata["doc"]),
+                )
+            )
+    return rows
