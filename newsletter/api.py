@@ -327,12 +327,9 @@ class Newsletter:
 
     def destination(self) -> str:
         """The ledger key of where `send` delivers (needs no password)."""
-        from newsletter.transport import smtp_destination
+        from newsletter.transport import destination
 
-        smtp = self.config.smtp
-        if not smtp.host:
-            return "outbox"
-        return smtp_destination(smtp.host, smtp.port, smtp.security)
+        return destination(self.config.smtp)
 
 
 def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:
