@@ -34,13 +34,11 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
 from newsletter.fileio import make_folder, open_private, reporting
 from newsletter.ledger import (
-    DEFERRED,
-    SENDING,
-    UNKNOWN,
     Entry,
     Ledger,
     Peek,
     Row,
+    State,
     ledger_path,
     peek,
 )
@@ -650,9 +648,9 @@ def report(ledger: Ledger, *, issue: str, destination: str, live: bool = False) 
             "unknown": counts["unknown"],
             "left_out": plan_left_out + counts["skipped"],
         },
-        "unknown": list(ledger.emails(UNKNOWN, *(() if live else (SENDING,)))),
+        "unknown": list(ledger.emails(State.UNKNOWN, *(() if live else (State.SENDING,)))),
         "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in ledger.failures()],
-        "deferred": list(ledger.emails(DEFERRED)),
+        "deferred": list(ledger.emails(State.DEFERRED)),
         "duration_s": float(ledger.get("duration_s") or 0.0),
         "messages_per_second": float(ledger.get("messages_per_second") or 0.0),
     }
