@@ -1,7 +1,7 @@
 """What a resume checks and adds before it sends (docs/sending.md: "Resume").
 
 - The selection: a resume asks for the lists and tags of the send's first plan (recorded in
-  the ledger by `dispatch.snapshot`), or with `--add-new` a wider one; `add_new_readers` says
+  the ledger by `sends.snapshot`), or with `--add-new` a wider one; `add_new_readers` says
   who that adds and why.
 - Bounces: 5.1.x refusals the ledger holds and the lists do not show yet (a run killed between
   the two) are applied, decided by reading the lists.
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.dispatch import entry, is_bounce, record_selection
+from newsletter.dispatch import is_bounce
 from newsletter.errors import NewsletterError
 from newsletter.ledger import Failure, Ledger
 from newsletter.models import Subscriber
+from newsletter.sends import entry, record_selection
 
 if TYPE_CHECKING:
     from newsletter.subscribers import Selection, StatusChange

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.dispatch import Dispatcher, Limits, RunResult
+from newsletter.dispatch import Dispatcher, RunResult
 from newsletter.ledger import Ledger, Row, State
+from newsletter.limits import Limits
 from newsletter.transport import Connection, Envelope, SmtpTransport, wire_bytes
 from tests.fakes_dispatch import new_ledger
 from tests.smtpd import (

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.dispatch import report
 from newsletter.ledger import Entry, Ledger, LedgerError, State, ledger_path, peek
+from newsletter.sends import report
 from tests.fakes_dispatch import new_ledger, people
 
 # Written by main at dfc46b3 (states were bare ints then): one recipient per state, named after
