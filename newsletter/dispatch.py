@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from newsletter.dkim import Signer, wire_message
 from newsletter.errors import DeliveryError, NewsletterError, TransportError
 from newsletter.ledger import Ledger, Row
 from newsletter.limits import Clock, Limits, LimitTooFar, RateLimiter, SystemClock
@@ -481,32 +482,39 @@ def composer(builder: Builder, sender: str, digest: str, signer: Signer | None =
     async def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
         subscriber = subscriber_of(row)
         tag = hashlib.sha256(f"{digest}\0{row.email}".encode()).hexdigest()[:32]
-        data = builder.build(
-            subscriber,
-            eight_bit=conn.eight_bit,
-            dot_stuffed=conn.dot_stuffed and signer is None,
-            message_id=f"<{tag}@{builder.domain}>",
+        message_id = f"<{tag}@{builder.domain}>"
+
+        def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
+            return builder.build(
+                subscriber, eight_bit=eight_bit, dot_stuffed=dot_stuffed, message_id=message_id
+            )
+
+        data = await wire_message(
+            build, eight_bit=conn.eight_bit, dot_stuffed=conn.dot_stuffed, signer=signer
         )
-        if signer is not None:
-            data = await signer.sign(data, dot_stuffed=conn.dot_stuffed)
         return Envelope(sender, row.email, smtputf8=subscriber.smtputf8), data
 
     return compose
 
 
-class Signer(Protocol):
-    """Signs a message (CRLF, not dot-stuffed) off the event loop: dkim.SigningPool."""
-
-    async def sign(self, message: bytes, *, dot_stuffed: bool = False) -> bytes: ...
-
-
 async def send_test(
-    transport: Transport, build: Callable[[bool, bool], bytes], sender: str, to: str
+    transport: Transport,
+    build: Callable[[bool, bool], bytes],
+    sender: str,
+    to: str,
+    *,
+    signer: Signer | None = None,
 ) -> Accepted:
-    """Send one test message over a fresh connection; `build(eight_bit, dot_stuffed)` makes it."""
+    """Send one test message over a fresh connection; `build(eight_bit, dot_stuffed)` makes it,
+    `signer` (dkim.InlineSigner: one message is not worth worker processes) signs it."""
     connection = await transport.connect()
     try:
-        data = build(connection.eight_bit, connection.dot_stuffed)
+        data = await wire_message(
+            build,
+            eight_bit=connection.eight_bit,
+            dot_stuffed=connection.dot_stuffed,
+            signer=signer,
+        )
         smtputf8 = not to.isascii()
         return await connection.send(Envelope(sender, to, smtputf8=smtputf8), data)
     finally:
