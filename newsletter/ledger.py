@@ -23,21 +23,16 @@ import contextlib
 import enum
 import hashlib
 import json
-import os
 import re
-import resource
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from newsletter import addresses
-from newsletter.errors import DiskFull, NewsletterError, NotWritable, StorageError
-from newsletter.fileio import FREE_SPACE_HINT, READ_ONLY_HINT, make_folder, open_private, reporting
-
-LOW_SPACE = 1 << 20  # bytes: an I/O error with less free space than this is a full disk
+from newsletter.ledgerdb import Connection, LedgerError, connect, ledger_error
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -80,109 +75,6 @@ class State(enum.IntEnum):
 
 
 _SENDING = int(State.SENDING)  # a plain int for the per-message statement (see Ledger._set)
-
-
-class LedgerError(NewsletterError):
-    """The ledger file cannot be read or written."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
-
-class _Connection:
-    """sqlite3's connection, where every sqlite3 error becomes a NewsletterError naming the
-    file, and a failed statement leaves the ledger as of its last commit: an open transaction
-    is rolled back (SQLite may or may not have done so itself after a full disk)."""
-
-    def __init__(self, path: Path, *, private: bool = False) -> None:
-        """`private`: SQLite's temporary database ("": mode 0600, unlinked when made), errors
-        still named after `path` (the ledger it is a draft of)."""
-        self.path = path
-        with self._errors():
-            where = "" if private else path
-            self._db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._db.in_transaction
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:  # not _errors(): a few statements per message, a context manager costs more
-            return self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        try:
-            return self._db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-
-    def executescript(self, script: str) -> sqlite3.Cursor:
-        with self._errors():
-            return self._db.executescript(script)
-
-    def backup(self, target: _Connection) -> None:
-        """Copy the whole database into `target` in one step."""
-        with self._errors(), target._errors():
-            self._db.backup(target._db)
-
-    def close(self) -> None:
-        with self._errors():
-            self._db.close()
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-
-    def _failed(self, exc: sqlite3.Error) -> NewsletterError:
-        """The error to raise for `exc`, after rolling back an open transaction."""
-        db = getattr(self, "_db", None)
-        if db is not None and db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        return ledger_error(self.path, exc)
-
-
-def ledger_error(path: Path, exc: sqlite3.Error) -> NewsletterError:
-    """What a sqlite3 error means for the user: full, read-only, cannot open, or unreadable."""
-    code = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # the primary result code
-    if code == sqlite3.SQLITE_FULL:
-        return DiskFull(path, "cannot write", f"the disk is full ({exc})", FREE_SPACE_HINT)
-    if code == sqlite3.SQLITE_READONLY:
-        return NotWritable(path, "cannot write", f"read-only ({exc})", READ_ONLY_HINT)
-    if code == sqlite3.SQLITE_CANTOPEN:
-        why = f"SQLite must be able to create the ledger's -wal and -shm files here ({exc})"
-        return NotWritable(path.parent, "cannot open the ledger", why, READ_ONLY_HINT)
-    if code == sqlite3.SQLITE_IOERR:
-        return _io_error(path, exc)
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return LedgerError(path, f"in use by another process ({exc}); try again when it is done")
-    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-        return LedgerError(path, f"not a readable ledger ({exc})")
-    return LedgerError(path, str(exc))
-
-
-def _io_error(path: Path, exc: sqlite3.Error) -> StorageError:
-    """SQLite reports ENOSPC and EFBIG as a plain "disk I/O error": say how much space is left."""
-    try:
-        disk = os.statvfs(path.parent)
-    except OSError:
-        return StorageError(path, "cannot read or write", str(exc), "check the disk")
-    free = disk.f_bavail * disk.f_frsize
-    size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if size_limit != resource.RLIM_INFINITY:  # its EFBIG also comes back as an I/O error
-        why = f"a file-size limit is reached ({exc}; `ulimit -f` allows {size_limit:,} bytes)"
-        return DiskFull(path, "cannot write", why, "raise that limit, then run the command again")
-    if free < LOW_SPACE:
-        why = f"the disk is full ({exc}; {free:,} bytes free)"
-        return DiskFull(path, "cannot write", why, FREE_SPACE_HINT)
-    why = f"{exc} ({free:,} bytes free there)"
-    return StorageError(path, "cannot read or write", why, "check the disk and its file system")
 
 
 @dataclass(frozen=True)
@@ -287,19 +179,6 @@ def failures_in(path: Path) -> list[Failure]:
     return [Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows]
 
 
-def _connect(path: Path) -> _Connection:
-    """The ledger file, created owner-only (SQLite gives its -wal and -shm files its mode)."""
-    make_folder(path.parent)
-    with reporting(path, "cannot open the ledger"):
-        os.close(open_private(path, os.O_RDONLY))
-    db = _Connection(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
-
-
 def _keep_aside(path: Path, kept: Path) -> None:
     """Move a ledger (checkpointed first, so it is one file) and its WAL files to `kept`."""
     if not path.exists():
@@ -325,17 +204,17 @@ class Ledger:
         self.draft = draft
         self._replacing = replacing
         self._from_file = draft and replacing is None and path.is_file()
-        self._db = self._draft_db() if draft else _connect(path)
+        self._db = self._draft_db() if draft else connect(path)
         self._db.executescript(_SCHEMA)
         self._lists: dict[str, int] = {}
         self._list_paths: dict[int, str] = {}
 
-    def _draft_db(self) -> _Connection:
+    def _draft_db(self) -> Connection:
         # SQLite's private temporary database: a million-row plan stays in the page cache's few
         # MB, the rest spills to that file
-        db = _Connection(self.path, private=True)
+        db = Connection(self.path, private=True)
         if self._from_file:
-            source = _connect(self.path)
+            source = connect(self.path)
             try:
                 source.backup(db)
             finally:
@@ -358,7 +237,7 @@ class Ledger:
                 self.path, "another send of this issue started while the plan was shown: run "
                 "the command again to see where it stands",
             )  # fmt: skip
-        target = _connect(self.path)
+        target = connect(self.path)
         self._db.backup(target)  # one step: the file gets the whole draft or nothing
         self._db.close()
         self._db = target

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.ledger import Entry, Ledger, LedgerError, State, ledger_path, peek
+from newsletter.ledger import Entry, Ledger, State, ledger_path, peek
+from newsletter.ledgerdb import LedgerError
 from newsletter.sends import report
 from tests.fakes_dispatch import new_ledger, people
 
