@@ -22,8 +22,9 @@ from newsletter.errors import InvalidInput, LedgerMissing, NewsletterError, Prob
 
 if TYPE_CHECKING:
     from newsletter.config import Config
-    from newsletter.dispatch import Limits, Notice, Progress
+    from newsletter.dispatch import Notice, Progress
     from newsletter.ledger import Ledger
+    from newsletter.limits import Limits
     from newsletter.models import Rendered
     from newsletter.resume import Joined
     from newsletter.store import Recipients, SubscriberStore

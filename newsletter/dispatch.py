@@ -1,8 +1,9 @@
-"""The send loop: K reused connections, exact rate limits, retries, the ledger, resume, the report.
+"""The send loop: K reused connections, exact rate limits, retries, the ledger, resume.
 
 `Dispatcher.run()` sends every pending (and due deferred) row of a `Ledger` through a `Transport`
 and records each outcome. It never prints: it reports through `on_event` (Progress, Notice).
-Time comes from an injectable `Clock`, so the limits and retries are tested with a fake one.
+Time comes from an injectable `Clock` (limits.py), so the limits and retries are tested with a
+fake one. Which send this is (lock, ledger, snapshot) and its report: sends.py.
 
 Outcomes (transport.py's contract):
   Accepted                          -> sent
@@ -17,162 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import hashlib
 import heapq
-import os
 import random
 import re
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from newsletter.errors import DeliveryError, LockBusy, NewsletterError, TransportError
-from newsletter.fileio import make_folder, open_private, reporting
-from newsletter.ledger import (
-    DEFERRED,
-    SENDING,
-    UNKNOWN,
-    Entry,
-    Ledger,
-    Peek,
-    Row,
-    ledger_path,
-    peek,
-)
+from newsletter.dkim import Signer, wire_message
+from newsletter.errors import DeliveryError, NewsletterError, TransportError
+from newsletter.ledger import Ledger, Row
+from newsletter.limits import Clock, Limits, LimitTooFar, RateLimiter, SystemClock
 from newsletter.models import Subscriber
 from newsletter.transport import Accepted, Connection, Envelope, Transport
-
-if TYPE_CHECKING:
-    from newsletter.subscribers import Selection
 
 BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
 SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
 SYNC_SECONDS = 1.0  # ... or this many seconds, whichever comes first
 PROGRESS_SECONDS = 0.1  # at most ten Progress events a second (and one when the run ends)
 _BOUNCE = re.compile(r"^5\.1\.(?!7\b|8\b)\d{1,3}\b")  # 5.1.7/5.1.8 are about the sender
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...  # monotonic seconds: limits and retries
-
-    def wall(self) -> float: ...  # unix time: what the ledger records
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-# ---------------------------------------------------------------------------------------------
-# Limits
-
-
-class WindowLimit:
-    """At most `count` grants in any half-open window of `seconds`: exact, no overshoot."""
-
-    def __init__(self, count: int, seconds: float, history: Iterable[float] = ()) -> None:
-        self.count = count
-        self.seconds = seconds
-        self._times: deque[float] = deque(history, maxlen=count)
-
-    def wait(self, now: float) -> float:
-        """Seconds until a grant is allowed (<= 0: now)."""
-        if len(self._times) < self.count:
-            return 0.0
-        return self._times[0] + self.seconds - now
-
-    def grant(self, now: float) -> None:
-        self._times.append(now)
-
-
-class LimitTooFar(Exception):
-    """A signal inside the loop (a limit is too far away), never shown to the user."""
-
-    def __init__(self, wait: float) -> None:
-        super().__init__(wait)
-        self.wait = wait
-
-
-class RateLimiter:
-    """All limits at once; grants are serialised, so their times are ordered."""
-
-    def __init__(self, clock: Clock, limits: list[WindowLimit], max_wait: float) -> None:
-        self.clock = clock
-        self.limits = limits
-        self.max_wait = max_wait
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> float:
-        """Wait for a grant and return its time; LimitTooFar when the wait is over max_wait."""
-        if not self.limits:  # no limit set: nothing to wait for or record
-            return self.clock.now()
-        async with self._lock:
-            while (wait := self._wait(self.clock.now())) > 0:
-                if wait > self.max_wait:
-                    raise LimitTooFar(wait)
-                await self.clock.sleep(wait)
-            now = self.clock.now()
-            for limit in self.limits:
-                limit.grant(now)
-            return now
-
-    def _wait(self, now: float) -> float:
-        return max((limit.wait(now) for limit in self.limits), default=0.0)
-
-
-def rate_windows(rate: float) -> list[WindowLimit]:
-    """`rate` per second: evenly spaced (1 per 1/rate s) and, from 1/s up, at most floor(rate)
-    in any one-second window, so float rounding in the spacing can never let one more in."""
-    windows = [WindowLimit(1, 1.0 / rate)]
-    if rate >= 1:
-        windows.append(WindowLimit(int(rate), 1.0))
-    return windows
-
-
-@dataclass(frozen=True)
-class Limits:
-    connections: int = 4
-    rate: float | None = None
-    hourly: int | None = None
-    daily: int | None = None
-    retry_delays: tuple[float, ...] = (2.0, 10.0, 30.0)
-    pause_after: int = 5
-    jitter: float = 0.2  # each retry delay is multiplied by 1 ± jitter
-    max_wait: float = 300.0  # a limit that would make us wait longer pauses the run instead
-
-    @classmethod
-    def from_settings(cls, smtp: Any) -> Limits:
-        """From config.SmtpSettings."""
-        return cls(
-            connections=int(smtp.connections),
-            rate=smtp.rate,
-            hourly=smtp.hourly_limit,
-            daily=smtp.daily_limit,
-            retry_delays=tuple(smtp.retry_delays),
-            pause_after=int(smtp.pause_after),
-        )
-
-    def windows(self, history: list[float]) -> list[WindowLimit]:
-        """The window limits, the hourly/daily ones seeded with earlier attempts' times."""
-        limits = rate_windows(self.rate) if self.rate else []
-        for count, seconds in ((self.hourly, 3600.0), (self.daily, 86400.0)):
-            if count:
-                cut = history[-1] - seconds if history else 0.0
-                limits.append(WindowLimit(count, seconds, (t for t in history if t > cut)))
-        return limits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,94 +446,6 @@ async def _close(conn: Connection) -> None:
         await conn.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# One send of an issue at a time
-
-
-class SendLock:
-    """An advisory flock on `.newsletter/sends/<slug>.lock`, released if the process dies."""
-
-    def __init__(self, state_dir: Path, slug: str) -> None:
-        self.path = state_dir / "sends" / f"{slug}.lock"
-        self._file: IO[str] | None = None
-
-    def __enter__(self) -> SendLock:
-        make_folder(self.path.parent)
-        with reporting(self.path, "cannot open the send lock"):
-            handle = os.fdopen(open_private(self.path), "r+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise LockBusy(
-                f"another `newsletter send` of this issue is running (pid {holder}); "
-                "wait for it to finish, or stop it with Ctrl-C"
-            ) from None
-        try:
-            with reporting(self.path, "cannot write the send lock"):
-                handle.seek(0)
-                handle.truncate()
-                handle.write(str(os.getpid()))
-                handle.flush()
-        except NewsletterError:
-            handle.close()
-            raise
-        self._file = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()  # closing releases the flock
-            self._file = None
-
-    def held_elsewhere(self) -> bool:
-        """For `status`: is a send of this issue running right now?"""
-        if not self.path.exists():
-            return False
-        with self.path.open("rb") as handle:  # reading is enough for a shared lock
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            return False
-
-
-# ---------------------------------------------------------------------------------------------
-# The report: `send --json` and `status --json` share it (docs/sending.md)
-
-
-def report(ledger: Ledger, *, issue: str, destination: str, live: bool = False) -> dict[str, Any]:
-    counts = ledger.counts(live=live)
-    plan_left_out = sum(int(v) for v in ledger.get_json("left_out", {}).values())
-    return {
-        "issue": issue,
-        "destination": destination,
-        "counts": {
-            "pending": counts["pending"],
-            "sent": counts["sent"],
-            "deferred": counts["deferred"],
-            "failed": counts["failed"],
-            "unknown": counts["unknown"],
-            "left_out": plan_left_out + counts["skipped"],
-        },
-        "unknown": list(ledger.emails(UNKNOWN, *(() if live else (SENDING,)))),
-        "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in ledger.failures()],
-        "deferred": list(ledger.emails(DEFERRED)),
-        "duration_s": float(ledger.get("duration_s") or 0.0),
-        "messages_per_second": float(ledger.get("messages_per_second") or 0.0),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Setting up a send: the ledger bound to the content, the snapshot, composing each message
-
-
-class ContentChanged(NewsletterError):
-    """The issue changed after part of the list was sent: the user must choose."""
-
-
 class Builder(Protocol):
     """message.MessageFactory: one recipient's message bytes in the form the peer wants."""
 
@@ -674,166 +454,6 @@ class Builder(Protocol):
     def build(
         self, subscriber: Subscriber, *, eight_bit: bool, dot_stuffed: bool, message_id: str
     ) -> bytes: ...
-
-
-def open_ledger(
-    state_dir: Path, slug: str, destination: str, digest: str, *, on_change: str | None = None
-) -> tuple[Ledger, str]:
-    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "").
-
-    A draft: nothing is written to it until `ledger.save()`, once the send is confirmed.
-    """
-    path = ledger_path(state_dir, slug, destination)
-    ledger = Ledger(path, draft=True)
-    if ledger.digest in ("", digest):
-        ledger.put("digest", digest)
-        ledger.commit()
-        return ledger, ""
-    if not ledger.attempted() or on_change == "continue":
-        ledger.put("digest", digest)
-        ledger.commit()
-        return ledger, "the issue changed since the plan was made: the new version is sent"
-    if on_change == "restart":
-        ledger.close()
-        kept = Path(f"{path}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
-        fresh = Ledger(path, draft=True, replacing=kept)
-        fresh.put("digest", digest)
-        fresh.commit()
-        return fresh, f"the issue changed: a new send; the old ledger is kept aside as {kept}"
-    counts = ledger.counts()
-    raise ContentChanged(
-        f"the issue changed after {counts['sent']} of {sum(counts.values())} recipients "
-        "were sent the earlier version. Choose: `--on-change continue` sends the new version "
-        "to the rest only; `--on-change restart` starts over and mails everyone again"
-    )
-
-
-class OtherSend(NewsletterError):
-    """The issue was sent in part through another server: a fresh ledger would mail them again."""
-
-    def __init__(self, destination: str, others: list[Peek], needed: list[Peek]) -> None:
-        self.destination = destination
-        self.others = others  # the ledgers not yet continued from
-        self.needed = needed  # all those one command must name (given ones included)
-        found = describe(others)
-        flags = " ".join(f"--continue-from {o.path}" for o in needed)
-        super().__init__(
-            f"this issue was already sent in part through another server: {found}. Sending "
-            f"through {destination} would start a new ledger and mail those readers again. "
-            "Send through the same [smtp] host and port as then, or continue through this "
-            f"server without mailing anyone twice: add `{flags}`"
-        )
-
-
-def describe(ledgers: list[Peek]) -> str:
-    return "; ".join(
-        f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
-        for o in ledgers
-    )
-
-
-def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> list[Peek]:
-    """The SMTP ledgers of this issue other than `target` that sent or may have sent."""
-    return [
-        other
-        for path in _same_issue(state_dir, target, slug, content)
-        if (other := peek(path)).sent or other.unknown
-    ]
-
-
-def other_sends(
-    state_dir: Path, slug: str, content: str, destination: str, continue_from: Sequence[Path]
-) -> list[Peek]:
-    """Before a ledger is created or resumed: the other SMTP ledgers of this issue (same slug,
-    or same content under another name) that sent or may have sent anything. Each must be one
-    this send continues from (each `--continue-from`, or recorded by an earlier run), else
-    OtherSend, naming all of them (a third server must be able to continue from two)."""
-    if destination == "outbox":
-        if continue_from:
-            raise NewsletterError("--continue-from is for SMTP sends: this one goes to the outbox")
-        return []  # the outbox mails nobody
-    target = ledger_path(state_dir, slug, destination)
-    recorded = set(peek(target).continued_from) if target.is_file() else set()
-    chosen = {path.resolve() for path in continue_from}
-    others = sends_elsewhere(state_dir, slug, content, target)
-    for path in continue_from:
-        if path.resolve() in {o.path.resolve() for o in others}:
-            continue
-        raise NewsletterError(
-            f"--continue-from {path}: not a ledger in {state_dir / 'sends'} of an SMTP "
-            "send of this issue that sent anything"
-        )
-    needed = [o for o in others if o.path.name not in recorded]
-    refused = [o for o in needed if o.path.resolve() not in chosen]
-    if refused:
-        raise OtherSend(destination, refused, needed)
-    return others
-
-
-def _same_issue(state_dir: Path, target: Path, slug: str, content: str) -> list[Path]:
-    """The SMTP ledgers other than `target` of the same slug or the same content."""
-    found = []
-    for path in sorted((state_dir / "sends").glob("*.sqlite")):
-        other = peek(path, counts=False) if path != target else None
-        if other is None or other.destination == "outbox":
-            continue
-        if other.slug == slug or (content and other.content == content):
-            found.append(path)
-    return found
-
-
-def continue_sends(
-    ledger: Ledger, sources: list[Peek], *, slug: str, destination: str, content: str
-) -> list[str]:
-    """Label the ledger (what other_sends reads) and carry over who `sources` sent or may have
-    sent; after the snapshot, before anything is sent."""
-    ledger.put("slug", slug)
-    ledger.put("destination", destination)
-    ledger.put("content", content)
-    ledger.put_json("continued_from", sorted(s.path.name for s in sources))
-    ledger.commit()
-    notes = []
-    for source in sources:
-        reply = f"sent through {source.destination or 'another server'} ({source.path.name})"
-        changed = ledger.carry_over(source.path, reply)
-        notes.append(f"continuing from {source.path}: {changed} recipient(s) marked as its sends")
-    return notes
-
-
-class NobodySelected(NewsletterError):
-    """A new send whose lists and tags select nobody: a mistake to say, not a send of zero."""
-
-    def __init__(self, reason: str, lists: list[Path], tags: frozenset[str]) -> None:
-        super().__init__(f"nobody to send to: {reason}")
-        self.lists = lists
-        self.tags = tags
-
-
-def snapshot(ledger: Ledger, selection: Selection, used: Collection[str]) -> int:
-    """Record the recipients of a send that has not started (a plan not sent may be stale):
-    them, and what was asked (for resumes to compare). Returns how many."""
-    ledger.reset()
-    added = ledger.add(entry(s, used) for s in selection)
-    if not added:
-        raise NobodySelected(selection.why_empty(), selection.lists, selection.tags)
-    ledger.put_json("left_out", selection.left_out)
-    record_selection(ledger, selection)
-    ledger.put("snapshot_at", f"{time.time():.0f}")
-    ledger.sync()
-    return added
-
-
-def record_selection(ledger: Ledger, selection: Selection) -> None:
-    ledger.put_json("selection", selection.spec())
-    ledger.put_json("lists", [str(p) for p in selection.lists])
-
-
-def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:
-    from newsletter.addresses import address_key
-
-    fields = {k: v for k, v in subscriber.fields.items() if k in used and v}
-    path = str(subscriber.list_path) if subscriber.list_path else ""
-    return Entry(address_key(subscriber.email), subscriber.email, subscriber.name, path, fields)
 
 
 def subscriber_of(row: Row) -> Subscriber:
@@ -862,37 +482,39 @@ def composer(builder: Builder, sender: str, digest: str, signer: Signer | None =
     async def compose(row: Row, conn: Connection) -> tuple[Envelope, bytes]:
         subscriber = subscriber_of(row)
         tag = hashlib.sha256(f"{digest}\0{row.email}".encode()).hexdigest()[:32]
-        data = builder.build(
-            subscriber,
-            eight_bit=conn.eight_bit,
-            dot_stuffed=conn.dot_stuffed and signer is None,
-            message_id=f"<{tag}@{builder.domain}>",
+        message_id = f"<{tag}@{builder.domain}>"
+
+        def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
+            return builder.build(
+                subscriber, eight_bit=eight_bit, dot_stuffed=dot_stuffed, message_id=message_id
+            )
+
+        data = await wire_message(
+            build, eight_bit=conn.eight_bit, dot_stuffed=conn.dot_stuffed, signer=signer
         )
-        if signer is not None:
-            data = await signer.sign(data, dot_stuffed=conn.dot_stuffed)
         return Envelope(sender, row.email, smtputf8=subscriber.smtputf8), data
 
     return compose
 
 
-class Signer(Protocol):
-    """Signs a message (CRLF, not dot-stuffed) off the event loop: dkim.SigningPool."""
-
-    async def sign(self, message: bytes, *, dot_stuffed: bool = False) -> bytes: ...
-
-
-def estimate_seconds(count: int, limits: Limits) -> float | None:
-    """From the rate limit; None when there is none (then the server sets the pace)."""
-    return count / limits.rate if limits.rate else None
-
-
 async def send_test(
-    transport: Transport, build: Callable[[bool, bool], bytes], sender: str, to: str
+    transport: Transport,
+    build: Callable[[bool, bool], bytes],
+    sender: str,
+    to: str,
+    *,
+    signer: Signer | None = None,
 ) -> Accepted:
-    """Send one test message over a fresh connection; `build(eight_bit, dot_stuffed)` makes it."""
+    """Send one test message over a fresh connection; `build(eight_bit, dot_stuffed)` makes it,
+    `signer` (dkim.InlineSigner: one message is not worth worker processes) signs it."""
     connection = await transport.connect()
     try:
-        data = build(connection.eight_bit, connection.dot_stuffed)
+        data = await wire_message(
+            build,
+            eight_bit=connection.eight_bit,
+            dot_stuffed=connection.dot_stuffed,
+            signer=signer,
+        )
         smtputf8 = not to.isascii()
         return await connection.send(Envelope(sender, to, smtputf8=smtputf8), data)
     finally:

@@ -3,17 +3,19 @@
 RSA signing costs milliseconds a message, a hundred times building one: `SigningPool` signs in
 worker processes, each of which loads the key once. Sign the unstuffed message (what the
 receiver sees); the pool dot-stuffs the signed bytes afterwards when the wire needs it.
+`wire_message` is the one place that builds, signs and dot-stuffs in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from newsletter.config import Config, ascii_domain
 from newsletter.errors import ConfigError, MessageError, Problem
@@ -113,6 +115,46 @@ def dot_stuff(message: bytes) -> bytes:
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
+def _signed_wire(signer: DkimSigner, message: bytes, dot_stuffed: bool) -> bytes:
+    signed = signer.sign(message)
+    return dot_stuff(signed) if dot_stuffed else signed
+
+
+# ---------------------------------------------------------------------------------------------
+# From a message to the bytes a connection takes
+
+Build = Callable[[bool, bool], bytes]  # (eight_bit, dot_stuffed) -> a message (MessageFactory)
+
+
+class Signer(Protocol):
+    """Signs a message (CRLF, not dot-stuffed) and returns it dot-stuffed when asked, without
+    blocking the event loop for long: SigningPool, or InlineSigner for a single message."""
+
+    async def sign(self, message: bytes, *, dot_stuffed: bool = False) -> bytes: ...
+
+
+async def wire_message(
+    build: Build, *, eight_bit: bool, dot_stuffed: bool, signer: Signer | None = None
+) -> bytes:
+    """The bytes a connection takes: `build(eight_bit, dot_stuffed)` makes them at once when
+    nothing signs; with a `signer`, the unstuffed message is signed (DKIM covers what the
+    receiver sees) and dot-stuffed after, when the wire needs it."""
+    if signer is None:
+        return build(eight_bit, dot_stuffed)
+    return await signer.sign(build(eight_bit, False), dot_stuffed=dot_stuffed)
+
+
+@dataclass(frozen=True)
+class InlineSigner:
+    """A Signer in this process: for one message (a test send), where starting worker
+    processes would cost more than the signature."""
+
+    signer: DkimSigner
+
+    async def sign(self, message: bytes, *, dot_stuffed: bool = False) -> bytes:
+        return _signed_wire(self.signer, message, dot_stuffed)
+
+
 # ---------------------------------------------------------------------------------------------
 # The process pool. Each worker holds the signer (and so the key) from its initializer on.
 
@@ -126,8 +168,7 @@ def _start_worker(signer: DkimSigner) -> None:
 
 def _sign_in_worker(message: bytes, dot_stuffed: bool) -> bytes:
     assert _worker_signer is not None, "worker started without a signer"
-    signed = _worker_signer.sign(message)
-    return dot_stuff(signed) if dot_stuffed else signed
+    return _signed_wire(_worker_signer, message, dot_stuffed)
 
 
 class SigningPool:

@@ -20,25 +20,19 @@ writes that can be lost are those in the WAL since the last one. docs/sending.md
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import json
-import os
 import re
-import resource
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from newsletter import addresses
-from newsletter.errors import DiskFull, NewsletterError, NotWritable, StorageError
-from newsletter.fileio import FREE_SPACE_HINT, READ_ONLY_HINT, make_folder, open_private, reporting
-
-PENDING, SENDING, SENT, DEFERRED, FAILED, UNKNOWN, SKIPPED = range(7)
-STATE_NAMES = ("pending", "sending", "sent", "deferred", "failed", "unknown", "skipped")
-LOW_SPACE = 1 << 20  # bytes: an I/O error with less free space than this is a full disk
+from newsletter.ledgerdb import Connection, LedgerError, connect, ledger_error
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -59,110 +53,28 @@ CREATE TABLE IF NOT EXISTS recipients (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS recipients_khash ON recipients(khash);
 CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state NOT IN (0, 2);
-"""
+"""  # the numbers in it are State values: pending 0, sent 2
 
 
-class LedgerError(NewsletterError):
-    """The ledger file cannot be read or written."""
+class State(enum.IntEnum):
+    """A recipient's state (the module docstring says what each means). The ledger stores the
+    integer: these values are the file format, so never renumber them."""
 
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
-
-class _Connection:
-    """sqlite3's connection, where every sqlite3 error becomes a NewsletterError naming the
-    file, and a failed statement leaves the ledger as of its last commit: an open transaction
-    is rolled back (SQLite may or may not have done so itself after a full disk)."""
-
-    def __init__(self, path: Path, *, private: bool = False) -> None:
-        """`private`: SQLite's temporary database ("": mode 0600, unlinked when made), errors
-        still named after `path` (the ledger it is a draft of)."""
-        self.path = path
-        with self._errors():
-            where = "" if private else path
-            self._db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+    PENDING = 0
+    SENDING = 1
+    SENT = 2
+    DEFERRED = 3
+    FAILED = 4
+    UNKNOWN = 5
+    SKIPPED = 6
 
     @property
-    def in_transaction(self) -> bool:
-        return self._db.in_transaction
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:  # not _errors(): a few statements per message, a context manager costs more
-            return self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        try:
-            return self._db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-
-    def executescript(self, script: str) -> sqlite3.Cursor:
-        with self._errors():
-            return self._db.executescript(script)
-
-    def backup(self, target: _Connection) -> None:
-        """Copy the whole database into `target` in one step."""
-        with self._errors(), target._errors():
-            self._db.backup(target._db)
-
-    def close(self) -> None:
-        with self._errors():
-            self._db.close()
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-
-    def _failed(self, exc: sqlite3.Error) -> NewsletterError:
-        """The error to raise for `exc`, after rolling back an open transaction."""
-        db = getattr(self, "_db", None)
-        if db is not None and db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        return ledger_error(self.path, exc)
+    def label(self) -> str:
+        """The name in `Ledger.counts()` and the JSON report: "pending", "sent", ..."""
+        return self.name.lower()
 
 
-def ledger_error(path: Path, exc: sqlite3.Error) -> NewsletterError:
-    """What a sqlite3 error means for the user: full, read-only, cannot open, or unreadable."""
-    code = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # the primary result code
-    if code == sqlite3.SQLITE_FULL:
-        return DiskFull(path, "cannot write", f"the disk is full ({exc})", FREE_SPACE_HINT)
-    if code == sqlite3.SQLITE_READONLY:
-        return NotWritable(path, "cannot write", f"read-only ({exc})", READ_ONLY_HINT)
-    if code == sqlite3.SQLITE_CANTOPEN:
-        why = f"SQLite must be able to create the ledger's -wal and -shm files here ({exc})"
-        return NotWritable(path.parent, "cannot open the ledger", why, READ_ONLY_HINT)
-    if code == sqlite3.SQLITE_IOERR:
-        return _io_error(path, exc)
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return LedgerError(path, f"in use by another process ({exc}); try again when it is done")
-    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-        return LedgerError(path, f"not a readable ledger ({exc})")
-    return LedgerError(path, str(exc))
-
-
-def _io_error(path: Path, exc: sqlite3.Error) -> StorageError:
-    """SQLite reports ENOSPC and EFBIG as a plain "disk I/O error": say how much space is left."""
-    try:
-        disk = os.statvfs(path.parent)
-    except OSError:
-        return StorageError(path, "cannot read or write", str(exc), "check the disk")
-    free = disk.f_bavail * disk.f_frsize
-    size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if size_limit != resource.RLIM_INFINITY:  # its EFBIG also comes back as an I/O error
-        why = f"a file-size limit is reached ({exc}; `ulimit -f` allows {size_limit:,} bytes)"
-        return DiskFull(path, "cannot write", why, "raise that limit, then run the command again")
-    if free < LOW_SPACE:
-        why = f"the disk is full ({exc}; {free:,} bytes free)"
-        return DiskFull(path, "cannot write", why, FREE_SPACE_HINT)
-    why = f"{exc} ({free:,} bytes free there)"
-    return StorageError(path, "cannot read or write", why, "check the disk and its file system")
+_SENDING = int(State.SENDING)  # a plain int for the per-message statement (see Ledger._set)
 
 
 @dataclass(frozen=True)
@@ -245,8 +157,8 @@ def peek(path: Path, *, counts: bool = True) -> Peek:
         meta.get("slug", slug),
         meta.get("destination", "outbox" if outbox else ""),
         meta.get("content", ""),
-        int(states.get(SENT, 0)),
-        int(states.get(UNKNOWN, 0)) + int(states.get(SENDING, 0)),
+        int(states.get(State.SENT, 0)),
+        int(states.get(State.UNKNOWN, 0)) + int(states.get(State.SENDING, 0)),
         tuple(json.loads(meta.get("continued_from", "[]"))),
     )
 
@@ -260,24 +172,11 @@ def failures_in(path: Path) -> list[Failure]:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
             if "recipients" not in tables:
                 return []
-            sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4"  # FAILED
-            rows = db.execute(sql).fetchall()
+            sql = "SELECT email, code, reply, at FROM recipients WHERE state = ?"
+            rows = db.execute(sql, (State.FAILED,)).fetchall()
     except sqlite3.Error as exc:
         raise ledger_error(path, exc) from None
     return [Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows]
-
-
-def _connect(path: Path) -> _Connection:
-    """The ledger file, created owner-only (SQLite gives its -wal and -shm files its mode)."""
-    make_folder(path.parent)
-    with reporting(path, "cannot open the ledger"):
-        os.close(open_private(path, os.O_RDONLY))
-    db = _Connection(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA wal_autocheckpoint=0")  # only sync() checkpoints: see above
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
 
 
 def _keep_aside(path: Path, kept: Path) -> None:
@@ -305,17 +204,17 @@ class Ledger:
         self.draft = draft
         self._replacing = replacing
         self._from_file = draft and replacing is None and path.is_file()
-        self._db = self._draft_db() if draft else _connect(path)
+        self._db = self._draft_db() if draft else connect(path)
         self._db.executescript(_SCHEMA)
         self._lists: dict[str, int] = {}
         self._list_paths: dict[int, str] = {}
 
-    def _draft_db(self) -> _Connection:
+    def _draft_db(self) -> Connection:
         # SQLite's private temporary database: a million-row plan stays in the page cache's few
         # MB, the rest spills to that file
-        db = _Connection(self.path, private=True)
+        db = Connection(self.path, private=True)
         if self._from_file:
-            source = _connect(self.path)
+            source = connect(self.path)
             try:
                 source.backup(db)
             finally:
@@ -338,7 +237,7 @@ class Ledger:
                 self.path, "another send of this issue started while the plan was shown: run "
                 "the command again to see where it stands",
             )  # fmt: skip
-        target = _connect(self.path)
+        target = connect(self.path)
         self._db.backup(target)  # one step: the file gets the whole draft or nothing
         self._db.close()
         self._db = target
@@ -433,8 +332,8 @@ class Ledger:
 
     def attempted(self) -> int:
         """Rows that are no longer pending: once > 0, the snapshot is fixed."""
-        sql = "SELECT count(*) FROM recipients WHERE state != 0"
-        return int(self._db.execute(sql).fetchone()[0])
+        sql = "SELECT count(*) FROM recipients WHERE state != ?"
+        return int(self._db.execute(sql, (State.PENDING,)).fetchone()[0])
 
     def reset(self) -> None:
         """Drop the snapshot (only while nothing was attempted: a fresh plan replaces it)."""
@@ -453,17 +352,18 @@ class Ledger:
         """The next pending recipients in plan order, after `after_id`."""
         sql = (
             "SELECT id, email, name, list, fields, attempts FROM recipients"
-            " WHERE id > ? AND state = 0 ORDER BY id LIMIT ?"
+            " WHERE id > ? AND state = ? ORDER BY id LIMIT ?"
         )
-        return [self._row(r) for r in self._db.execute(sql, (after_id, limit))]
+        return [self._row(r) for r in self._db.execute(sql, (after_id, State.PENDING, limit))]
 
     def deferred(self) -> list[tuple[Row, float]]:
         """Deferred recipients with their next attempt time (unix), in plan order."""
         sql = (
             "SELECT id, email, name, list, fields, attempts, next_at FROM recipients"
-            " WHERE state = 3 ORDER BY id"
+            " WHERE state = ? ORDER BY id"
         )
-        return [(self._row(r[:6]), float(r[6] or 0.0)) for r in self._db.execute(sql)]
+        rows = self._db.execute(sql, (State.DEFERRED,))
+        return [(self._row(r[:6]), float(r[6] or 0.0)) for r in rows]
 
     def _row(self, r: tuple[Any, ...]) -> Row:
         list_path = self._list_path(r[3]) if r[3] is not None else ""
@@ -478,39 +378,39 @@ class Ledger:
 
     def attempt_times(self, since: float) -> list[float]:
         """Unix times of attempts since `since`, oldest first: hourly/daily limits span runs."""
-        sql = "SELECT at FROM recipients WHERE state != 0 AND at >= ? ORDER BY at"
-        return [float(r[0]) for r in self._db.execute(sql, (since,))]
+        sql = "SELECT at FROM recipients WHERE state != ? AND at >= ? ORDER BY at"
+        return [float(r[0]) for r in self._db.execute(sql, (State.PENDING, since))]
 
     # -- recording outcomes ------------------------------------------------------------------
 
     def start(self, row_id: int, now: float | None = None) -> None:
         """Record an attempt as begun; `commit()` before its data goes out."""
-        sql = "UPDATE recipients SET state = 1, attempts = attempts + 1, at = ? WHERE id = ?"
-        self._write(sql, (time.time() if now is None else now, row_id))
+        sql = "UPDATE recipients SET state = ?, attempts = attempts + 1, at = ? WHERE id = ?"
+        self._write(sql, (_SENDING, time.time() if now is None else now, row_id))
 
     def sent(self, row_id: int, code: int, reply: str, now: float | None = None) -> None:
-        self._set(row_id, SENT, code, reply, now)
+        self._set(row_id, State.SENT, code, reply, now)
 
     def failed(self, row_id: int, code: int | None, reply: str, now: float | None = None) -> None:
-        self._set(row_id, FAILED, code, reply, now)
+        self._set(row_id, State.FAILED, code, reply, now)
 
     def unknown(self, row_id: int, reason: str, now: float | None = None) -> None:
-        self._set(row_id, UNKNOWN, None, reason, now)
+        self._set(row_id, State.UNKNOWN, None, reason, now)
 
     def defer(
         self, row_id: int, code: int | None, reason: str, next_at: float, now: float | None = None
     ) -> None:
-        self._set(row_id, DEFERRED, code, reason, now, next_at)
+        self._set(row_id, State.DEFERRED, code, reason, now, next_at)
 
     def release(self, row_id: int) -> None:
         """An attempt that never reached the transport: back to pending, not counted."""
-        sql = "UPDATE recipients SET state = 0, attempts = attempts - 1 WHERE id = ? AND state = 1"
-        self._write(sql, (row_id,))
+        sql = "UPDATE recipients SET state = ?, attempts = attempts - 1 WHERE id = ? AND state = ?"
+        self._write(sql, (State.PENDING, row_id, State.SENDING))
 
     def _set(
         self,
         row_id: int,
-        state: int,
+        state: State,
         code: int | None,
         reply: str,
         now: float | None,
@@ -519,40 +419,46 @@ class Ledger:
         sql = (
             "UPDATE recipients SET state = ?, code = ?, reply = ?, at = ?, next_at = ? WHERE id = ?"
         )
-        self._write(sql, (state, code, reply, time.time() if now is None else now, next_at, row_id))
+        at = time.time() if now is None else now
+        # int(): sqlite3 adapts an int subclass at ~0.3 us a statement, and this runs per message
+        self._write(sql, (int(state), code, reply, at, next_at, row_id))
 
     def skip(self, blocked: Iterable[tuple[int, str]], reason: str) -> list[int]:
         """Leave out not-yet-sent recipients who unsubscribed: (compact key, list path) pairs,
         the path "" for everywhere (addresses.key_hash gives the compact key)."""
         find = (
             "SELECT recipients.id, lists.path FROM recipients LEFT JOIN lists"
-            " ON lists.id = recipients.list WHERE khash = ? AND state IN (0, 3)"
+            " ON lists.id = recipients.list WHERE khash = ? AND state IN (?, ?)"
         )
+        waiting = (State.PENDING, State.DEFERRED)
         ids = [
             int(row_id)
             for compact, path in blocked
-            for row_id, row_path in self._db.execute(find, (signed(compact),))
+            for row_id, row_path in self._db.execute(find, (signed(compact), *waiting))
             if not path or path == row_path
         ]
-        sql = "UPDATE recipients SET state = 6, reply = ?, at = ? WHERE id = ?"
+        sql = "UPDATE recipients SET state = ?, reply = ?, at = ? WHERE id = ?"
         now = time.time()
         for row_id in ids:
-            self._write(sql, (reason, now, row_id))
+            self._write(sql, (State.SKIPPED, reason, now, row_id))
         return ids
 
     def carry_over(self, source: Path, reply: str) -> int:
         """Who is sent or in doubt in `source` (the same issue through another server) takes
         that state here, so this send never mails them again; returns how many changed."""
+        done_sql = "SELECT khash, state FROM recipients WHERE state IN (?, ?, ?)"
         with contextlib.closing(sqlite3.connect(source)) as db:
-            done = db.execute("SELECT khash, state FROM recipients WHERE state IN (1, 2, 5)")
-            rows = [(SENT if state == SENT else UNKNOWN, khash) for khash, state in done]
+            done = db.execute(done_sql, (State.SENDING, State.SENT, State.UNKNOWN))
+            rows = [(State.SENT if st == State.SENT else State.UNKNOWN, kh) for kh, st in done]
         sql = (
             "UPDATE recipients SET state = ?, reply = ?, at = ?, next_at = NULL"
-            " WHERE khash = ? AND state IN (0, 3, 4)"
+            " WHERE khash = ? AND state IN (?, ?, ?)"
         )
         now = time.time()
+        not_done = (State.PENDING, State.DEFERRED, State.FAILED)
         self._begin()
-        changed = self._db.executemany(sql, ((st, reply, now, kh) for st, kh in rows)).rowcount
+        params = ((st, reply, now, kh, *not_done) for st, kh in rows)
+        changed = self._db.executemany(sql, params).rowcount
         self.commit()
         return changed
 
@@ -561,23 +467,24 @@ class Ledger:
     def recover(self) -> int:
         """After a crash or kill: attempts left `sending` may have gone out: mark them unknown."""
         sql = (
-            "UPDATE recipients SET state = 5,"
-            " reply = 'interrupted while in flight: may have been delivered' WHERE state = 1"
+            "UPDATE recipients SET state = ?,"
+            " reply = 'interrupted while in flight: may have been delivered' WHERE state = ?"
         )
-        count = self._write(sql).rowcount
+        count = self._write(sql, (State.UNKNOWN, State.SENDING)).rowcount
         self.commit()
         return count
 
     def retry_now(self) -> int:
         """A new run retries what is deferred at once."""
-        count = self._write("UPDATE recipients SET next_at = NULL WHERE state = 3").rowcount
+        sql = "UPDATE recipients SET next_at = NULL WHERE state = ?"
+        count = self._write(sql, (State.DEFERRED,)).rowcount
         self.commit()
         return count
 
     def resend_unknown(self) -> int:
         """`send --resend-unknown`: the user chose to send the in-doubt ones again."""
-        sql = "UPDATE recipients SET state = 0, code = NULL, reply = NULL WHERE state = 5"
-        count = self._write(sql).rowcount
+        sql = "UPDATE recipients SET state = ?, code = NULL, reply = NULL WHERE state = ?"
+        count = self._write(sql, (State.PENDING, State.UNKNOWN)).rowcount
         self.commit()
         return count
 
@@ -586,18 +493,19 @@ class Ledger:
     def counts(self, *, live: bool = False) -> dict[str, int]:
         """Rows per state name. `sending` rows count as pending while a send runs (`live`),
         as unknown when none does (they are what a killed process left in doubt)."""
-        counts = dict.fromkeys(STATE_NAMES, 0)
+        counts = dict.fromkeys((state.label for state in State), 0)
         for state, n in self._db.execute("SELECT state, count(*) FROM recipients GROUP BY state"):
-            counts[STATE_NAMES[state]] = int(n)
+            counts[State(state).label] = int(n)
         in_flight = counts.pop("sending")
         counts["pending" if live else "unknown"] += in_flight
         return counts
 
-    def emails(self, *states: int) -> Iterator[str]:
+    def emails(self, *states: State) -> Iterator[str]:
         marks = ",".join("?" * len(states))
         sql = f"SELECT email FROM recipients WHERE state IN ({marks}) ORDER BY id"  # noqa: S608  # only "?" marks are interpolated
         return (str(r[0]) for r in self._db.execute(sql, states))
 
     def failures(self) -> Iterator[Failure]:
-        sql = "SELECT email, code, reply, at FROM recipients WHERE state = 4 ORDER BY id"
-        return (Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in self._db.execute(sql))
+        sql = "SELECT email, code, reply, at FROM recipients WHERE state = ? ORDER BY id"
+        rows = self._db.execute(sql, (State.FAILED,))
+        return (Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows)

@@ -1,7 +1,7 @@
 """What a resume checks and adds before it sends (docs/sending.md: "Resume").
 
 - The selection: a resume asks for the lists and tags of the send's first plan (recorded in
-  the ledger by `dispatch.snapshot`), or with `--add-new` a wider one; `add_new_readers` says
+  the ledger by `sends.snapshot`), or with `--add-new` a wider one; `add_new_readers` says
   who that adds and why.
 - Bounces: 5.1.x refusals the ledger holds and the lists do not show yet (a run killed between
   the two) are applied, decided by reading the lists.
@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.dispatch import entry, is_bounce, record_selection
+from newsletter.dispatch import is_bounce
 from newsletter.errors import NewsletterError
 from newsletter.ledger import Failure, Ledger
 from newsletter.models import Subscriber
+from newsletter.sends import entry, record_selection
 
 if TYPE_CHECKING:
-    from newsletter.subscribers import Selection, StatusChange
+    from newsletter.store import Recipients
+    from newsletter.subscribers import StatusChange
 
 
 class SelectionChanged(NewsletterError):
@@ -34,7 +36,7 @@ class SelectionChanged(NewsletterError):
         self.asked = asked
 
 
-def check_selection(ledger: Ledger, selection: Selection, issue: str, *, add_new: bool) -> str:
+def check_selection(ledger: Ledger, selection: Recipients, issue: str, *, add_new: bool) -> str:
     """Refuse a resume that asks for other lists or tags than its snapshot; a note or "".
 
     With `add_new` the selection may widen the snapshot's (more lists, no or more tags): it
@@ -129,7 +131,7 @@ class Joined:
     why: str
 
 
-def add_new_readers(ledger: Ledger, selection: Selection, used: Collection[str]) -> list[Joined]:
+def add_new_readers(ledger: Ledger, selection: Recipients, used: Collection[str]) -> list[Joined]:
     """`send --add-new` on a started send: add who the selection has and the ledger lacks."""
     from newsletter.addresses import address_key
 

@@ -84,8 +84,9 @@ def _plan(
     resend_unknown: bool,
     on_change: str | None,
 ) -> Plan:
-    from newsletter.dispatch import Limits, continue_sends, open_ledger, other_sends
+    from newsletter.limits import Limits
     from newsletter.message import MessageFactory
+    from newsletter.sends import continue_sends, open_ledger, other_sends
 
     config, rendered, destination = session.config, session.rendered, session.transport.destination
     key = unsubscribe_secret(config, destination, note, create=False)
@@ -118,7 +119,7 @@ def _send_lock(
     other send may change meanwhile); returns what takes the rest once the send is confirmed,
     with the lock on the issue's content (a copy under another file name is the same issue).
     So a plan creates nothing."""
-    from newsletter.dispatch import SendLock
+    from newsletter.sends import SendLock
 
     by_slug = SendLock(state_dir, rendered.slug)
     by_content = SendLock(state_dir, f".content-{rendered.content[:16]}")
@@ -139,8 +140,8 @@ def _recipients(
 ) -> list[Joined] | None:
     """A new send: the snapshot of the selection. A resume: the selection must be the
     snapshot's (or, with add_new, a wider one); returns who add_new adds."""
-    from newsletter.dispatch import snapshot
     from newsletter.resume import add_new_readers, check_selection
+    from newsletter.sends import snapshot
     from newsletter.subscribers import shown
 
     selection = session.selection
@@ -166,7 +167,7 @@ def _describe(
     joined: list[Joined] | None,
     limit: int | None,
 ) -> Plan:
-    from newsletter.dispatch import estimate_seconds
+    from newsletter.limits import estimate_seconds
 
     rendered, limits = session.rendered, session.limits
     counts = ledger.counts()
@@ -216,8 +217,8 @@ def _dkim(config: Config) -> str | None:
 
 
 def run_plan(nl: Newsletter, plan: Plan, on_progress: OnProgress | None) -> SendReport:
-    from newsletter.dispatch import other_sends
     from newsletter.message import MessageFactory
+    from newsletter.sends import other_sends
 
     session = plan._session
     ledger, config, rendered = session.ledger, nl.config, session.rendered
@@ -279,7 +280,7 @@ def _ignore(event: object) -> None:
 
 
 def _report(session: _Session, ledger: Ledger, result: RunResult | None) -> SendReport:
-    from newsletter.dispatch import report
+    from newsletter.sends import report
 
     doc = report(ledger, issue=session.rendered.slug, destination=session.transport.destination)
     again = f"{session.issue}{_selection_args(ledger, session.selection.folder)}"
@@ -330,9 +331,9 @@ def _apply_earlier_bounces(nl: Newsletter, note: Note) -> None:
 
 
 def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendReport:
-    from newsletter.dispatch import SendLock, report
     from newsletter.issue import load_issue
     from newsletter.ledger import Ledger, ledger_path
+    from newsletter.sends import SendLock, report
 
     config = nl.config
     slug = load_issue(issue).slug
@@ -355,10 +356,10 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
 def _sends_elsewhere(nl: Newsletter, issue: Path, path: Path, destination: str) -> None:
     """Name the sends of this issue through other servers that this ledger does not carry:
     without a ledger here, "nothing has been sent" would read as nobody having been mailed."""
-    from newsletter.dispatch import describe, sends_elsewhere
     from newsletter.issue import load_issue
     from newsletter.ledger import peek
     from newsletter.render import content_digest
+    from newsletter.sends import describe, sends_elsewhere
 
     loaded = load_issue(issue)
     known = set(peek(path).continued_from) if path.is_file() else set()
@@ -400,6 +401,7 @@ def unsubscribe_secret(
 
 def send_test_copy(nl: Newsletter, issue: Path, to: str | None, as_email: str | None) -> TestResult:
     from newsletter.dispatch import send_test
+    from newsletter.dkim import DkimSigner, InlineSigner
     from newsletter.lint import check_issue
     from newsletter.message import MessageFactory
     from newsletter.transport import open_transport
@@ -418,8 +420,15 @@ def send_test_copy(nl: Newsletter, issue: Path, to: str | None, as_email: str | 
     nl.notify(f"to: {transport.description}")
     key = unsubscribe_secret(config, transport.destination, nl.notify)
     factory = MessageFactory(result.rendered, config, key, subject_prefix="[TEST] ")
-    build = _test_builder(config, factory, subscriber, address)
-    accepted = asyncio.run(send_test(transport, build, config.envelope_sender, address))
+    signer = DkimSigner.from_config(config)
+
+    def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
+        return factory.build(subscriber, to=address, eight_bit=eight_bit, dot_stuffed=dot_stuffed)
+
+    inline = InlineSigner(signer) if signer else None
+    accepted = asyncio.run(
+        send_test(transport, build, config.envelope_sender, address, signer=inline)
+    )
     return TestResult(issue, address, transport.description, accepted.code, accepted.reply)
 
 
@@ -445,21 +454,3 @@ def _test_subscriber(nl: Newsletter, address: str, as_email: str | None) -> Subs
     if found is None:
         raise NewsletterError(f"{as_email} is in no list of {nl.config.subscribers_dir}")
     return found
-
-
-def _test_builder(
-    config: Config, factory: MessageFactory, subscriber: Subscriber, address: str
-) -> Callable[[bool, bool], bytes]:
-    from newsletter.dkim import DkimSigner, dot_stuff
-
-    signer = DkimSigner.from_config(config)
-
-    def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
-        if signer is None:
-            return factory.build(
-                subscriber, to=address, eight_bit=eight_bit, dot_stuffed=dot_stuffed
-            )
-        signed = signer.sign(factory.build(subscriber, to=address, eight_bit=eight_bit))
-        return dot_stuff(signed) if dot_stuffed else signed
-
-    return build

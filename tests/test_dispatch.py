@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from newsletter.addresses import key_hash
-from newsletter.dispatch import Dispatcher, Limits, Notice, RateLimiter, WindowLimit, is_bounce
+from newsletter.dispatch import Dispatcher, Notice, is_bounce
 from newsletter.ledger import Ledger
+from newsletter.limits import Limits, RateLimiter, WindowLimit
 from tests.fakes_dispatch import FakeClock, FakeServer, compose, new_ledger
 
 

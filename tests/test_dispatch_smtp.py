@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.dispatch import Dispatcher, Limits, RunResult
-from newsletter.ledger import STATE_NAMES, Ledger, Row
+from newsletter.dispatch import Dispatcher, RunResult
+from newsletter.ledger import Ledger, Row, State
+from newsletter.limits import Limits
 from newsletter.smtp import SmtpTransport
 from newsletter.transport import Connection, Envelope
 from tests.fakes_dispatch import new_ledger
@@ -59,7 +60,7 @@ def send(
 
 def states(ledger: Ledger) -> dict[str, str]:
     sql = "SELECT email, state FROM recipients"
-    return {email: STATE_NAMES[state] for email, state in ledger._db.execute(sql)}
+    return {email: State(state).label for email, state in ledger._db.execute(sql)}
 
 
 def assert_no_duplicates_but_unknown(server: SmtpServer, ledger: Ledger) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.dispatch import report
-from newsletter.ledger import Entry, Ledger, LedgerError, ledger_path
+from newsletter.ledger import Entry, Ledger, State, ledger_path, peek
+from newsletter.ledgerdb import LedgerError
+from newsletter.sends import report
 from tests.fakes_dispatch import new_ledger, people
+
+# Written by main at dfc46b3 (states were bare ints then): one recipient per state, named after
+# it, and a second sent one.
+MAIN_LEDGER = Path(__file__).parent / "fixtures" / "ledgers" / "main-dfc46b3.sqlite"
 
 
 def test_same_person_is_added_once_in_plan_order(tmp_path: Path) -> None:
@@ -197,3 +203,40 @@ def test_a_draft_of_a_ledger_saves_its_changes_over_it(tmp_path: Path) -> None:
     draft.close()
     counts = Ledger(ledger.path).counts()
     assert (counts["sent"], counts["pending"]) == (1, 2)
+
+
+def test_a_ledger_written_before_the_state_enum_reads_back_the_same(tmp_path: Path) -> None:
+    """A ledger file of the bare-int days opens with the same counts, report and states."""
+    path = tmp_path / "sends" / MAIN_LEDGER.name
+    path.parent.mkdir()
+    shutil.copy(MAIN_LEDGER, path)
+    assert (peek(path).sent, peek(path).unknown) == (2, 2)
+    ledger = Ledger(path)
+    assert ledger.counts() == {
+        "pending": 1, "sent": 2, "deferred": 1, "failed": 1, "unknown": 2, "skipped": 1
+    }  # fmt: skip
+    assert ledger.counts(live=True)["pending"] == 2
+    shown = report(ledger, issue="i", destination="d")
+    assert shown["unknown"] == ["sending@example.org", "unknown@example.org"]
+    assert shown["deferred"] == ["deferred@example.org"]
+    assert shown["failed"] == [
+        {"email": "failed@example.org", "code": 550, "reply": "5.1.1 no such user"}
+    ]
+    stored = dict(ledger._db.execute("SELECT email, state FROM recipients").fetchall())
+    assert {email: State(n).label for email, n in stored.items()} == {
+        f"{state.label}@example.org": state.label for state in State
+    } | {"sent2@example.org": "sent"}
+
+
+def test_states_are_stored_as_the_integers_of_the_file_format(tmp_path: Path) -> None:
+    """Each State is written as the integer older ledgers hold: a file written now reads back
+    in an older version (and the other way round)."""
+    assert [int(state) for state in State] == list(range(7))
+    ledger = new_ledger(tmp_path, 4)
+    for row_id in (1, 2, 3):
+        ledger.start(row_id)
+    ledger.sent(1, 250, "ok")
+    ledger.failed(2, 550, "no")
+    ledger.commit()
+    rows = ledger._db.execute("SELECT state, typeof(state) FROM recipients ORDER BY id")
+    assert rows.fetchall() == [(2, "integer"), (4, "integer"), (1, "integer"), (0, "integer")]

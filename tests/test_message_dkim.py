@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from newsletter.config import Config
-from newsletter.dkim import DkimSigner, SigningPool, dot_stuff
+from newsletter.dkim import DkimSigner, InlineSigner, SigningPool, dot_stuff, wire_message
 from newsletter.errors import ConfigError
 from newsletter.message import MessageFactory
 from tests.message_samples import SECRET, make_config, make_rendered, subscriber
@@ -106,6 +106,40 @@ def test_pool_signs_off_the_loop(config: Config, key_pair: tuple[bytes, bytes]) 
             return await pool.sign(message, dot_stuffed=True)
 
     stuffed = asyncio.run(sign())
+    assert b"\r\n..dot" in stuffed
+    unstuffed = re.sub(rb"(?m)^\.", b"", stuffed)
+    assert dkim.verify(unstuffed, dnsfunc=stub_dns(key_pair[1]))
+
+
+def test_wire_message_unsigned_is_built_in_the_wire_form() -> None:
+    """Without a signer the message is built at once in the form the connection asked for."""
+    asked: list[tuple[bool, bool]] = []
+
+    def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
+        asked.append((eight_bit, dot_stuffed))
+        return b"m"
+
+    assert asyncio.run(wire_message(build, eight_bit=False, dot_stuffed=True)) == b"m"
+    assert asked == [(False, True)]
+
+
+def test_wire_message_signs_unstuffed_then_stuffs(
+    config: Config, key_pair: tuple[bytes, bytes]
+) -> None:
+    """With a signer the message is built unstuffed, signed, then dot-stuffed for the wire."""
+    signer = DkimSigner.from_config(config)
+    assert signer is not None
+    factory = MessageFactory(make_rendered(), config, SECRET)
+    asked: list[tuple[bool, bool]] = []
+
+    def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
+        asked.append((eight_bit, dot_stuffed))
+        person = subscriber(city=".dot\n.line")
+        return factory.build(person, eight_bit=eight_bit, dot_stuffed=dot_stuffed)
+
+    inline = InlineSigner(signer)
+    stuffed = asyncio.run(wire_message(build, eight_bit=True, dot_stuffed=True, signer=inline))
+    assert asked == [(True, False)]
     assert b"\r\n..dot" in stuffed
     unstuffed = re.sub(rb"(?m)^\.", b"", stuffed)
     assert dkim.verify(unstuffed, dnsfunc=stub_dns(key_pair[1]))

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from newsletter.dispatch import SendLock
+from newsletter.sends import SendLock
 from tests.compose_helpers import ROOT, run, sample_folder
 from tests.report_schema import SCHEMA, validate_report
 from tests.send_helpers import ISSUE, smtp_env, write_list

@@ -7,7 +7,7 @@ import mailbox
 from collections.abc import Callable
 from pathlib import Path
 
-from newsletter.dispatch import SendLock
+from newsletter.sends import SendLock
 from tests.send_helpers import ISSUE, make_folder, run, smtp_env, write_list
 from tests.smtpd import SmtpServer, drop_after_data, no_such_user
 

@@ -1,0 +1,268 @@
+"""Which send this is: the lock, the ledger bound to the content, the other servers' sends,
+the snapshot of recipients, and the report that `send --json` and `status --json` share.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from newsletter.errors import LockBusy, NewsletterError
+from newsletter.fileio import make_folder, open_private, reporting
+from newsletter.ledger import Entry, Ledger, Peek, State, ledger_path, peek
+from newsletter.models import Subscriber
+
+if TYPE_CHECKING:
+    from newsletter.store import Recipients
+
+
+# ---------------------------------------------------------------------------------------------
+# One send of an issue at a time
+
+
+class SendLock:
+    """An advisory flock on `.newsletter/sends/<slug>.lock`, released if the process dies."""
+
+    def __init__(self, state_dir: Path, slug: str) -> None:
+        self.path = state_dir / "sends" / f"{slug}.lock"
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> SendLock:
+        make_folder(self.path.parent)
+        with reporting(self.path, "cannot open the send lock"):
+            handle = os.fdopen(open_private(self.path), "r+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockBusy(
+                f"another `newsletter send` of this issue is running (pid {holder}); "
+                "wait for it to finish, or stop it with Ctrl-C"
+            ) from None
+        try:
+            with reporting(self.path, "cannot write the send lock"):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(str(os.getpid()))
+                handle.flush()
+        except NewsletterError:
+            handle.close()
+            raise
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
+
+    def held_elsewhere(self) -> bool:
+        """For `status`: is a send of this issue running right now?"""
+        if not self.path.exists():
+            return False
+        with self.path.open("rb") as handle:  # reading is enough for a shared lock
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: `send --json` and `status --json` share it (docs/sending.md)
+
+
+def report(ledger: Ledger, *, issue: str, destination: str, live: bool = False) -> dict[str, Any]:
+    counts = ledger.counts(live=live)
+    plan_left_out = sum(int(v) for v in ledger.get_json("left_out", {}).values())
+    return {
+        "issue": issue,
+        "destination": destination,
+        "counts": {
+            "pending": counts["pending"],
+            "sent": counts["sent"],
+            "deferred": counts["deferred"],
+            "failed": counts["failed"],
+            "unknown": counts["unknown"],
+            "left_out": plan_left_out + counts["skipped"],
+        },
+        "unknown": list(ledger.emails(State.UNKNOWN, *(() if live else (State.SENDING,)))),
+        "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in ledger.failures()],
+        "deferred": list(ledger.emails(State.DEFERRED)),
+        "duration_s": float(ledger.get("duration_s") or 0.0),
+        "messages_per_second": float(ledger.get("messages_per_second") or 0.0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Setting up a send: the ledger bound to the content, the other servers' sends, the snapshot
+
+
+class ContentChanged(NewsletterError):
+    """The issue changed after part of the list was sent: the user must choose."""
+
+
+def open_ledger(
+    state_dir: Path, slug: str, destination: str, digest: str, *, on_change: str | None = None
+) -> tuple[Ledger, str]:
+    """The ledger of this issue and destination, bound to `digest`; (ledger, a note or "").
+
+    A draft: nothing is written to it until `ledger.save()`, once the send is confirmed.
+    """
+    path = ledger_path(state_dir, slug, destination)
+    ledger = Ledger(path, draft=True)
+    if ledger.digest in ("", digest):
+        ledger.put("digest", digest)
+        ledger.commit()
+        return ledger, ""
+    if not ledger.attempted() or on_change == "continue":
+        ledger.put("digest", digest)
+        ledger.commit()
+        return ledger, "the issue changed since the plan was made: the new version is sent"
+    if on_change == "restart":
+        ledger.close()
+        kept = Path(f"{path}.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
+        fresh = Ledger(path, draft=True, replacing=kept)
+        fresh.put("digest", digest)
+        fresh.commit()
+        return fresh, f"the issue changed: a new send; the old ledger is kept aside as {kept}"
+    counts = ledger.counts()
+    raise ContentChanged(
+        f"the issue changed after {counts['sent']} of {sum(counts.values())} recipients "
+        "were sent the earlier version. Choose: `--on-change continue` sends the new version "
+        "to the rest only; `--on-change restart` starts over and mails everyone again"
+    )
+
+
+class OtherSend(NewsletterError):
+    """The issue was sent in part through another server: a fresh ledger would mail them again."""
+
+    def __init__(self, destination: str, others: list[Peek], needed: list[Peek]) -> None:
+        self.destination = destination
+        self.others = others  # the ledgers not yet continued from
+        self.needed = needed  # all those one command must name (given ones included)
+        found = describe(others)
+        flags = " ".join(f"--continue-from {o.path}" for o in needed)
+        super().__init__(
+            f"this issue was already sent in part through another server: {found}. Sending "
+            f"through {destination} would start a new ledger and mail those readers again. "
+            "Send through the same [smtp] host and port as then, or continue through this "
+            f"server without mailing anyone twice: add `{flags}`"
+        )
+
+
+def describe(ledgers: list[Peek]) -> str:
+    return "; ".join(
+        f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
+        for o in ledgers
+    )
+
+
+def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> list[Peek]:
+    """The SMTP ledgers of this issue other than `target` that sent or may have sent."""
+    return [
+        other
+        for path in _same_issue(state_dir, target, slug, content)
+        if (other := peek(path)).sent or other.unknown
+    ]
+
+
+def other_sends(
+    state_dir: Path, slug: str, content: str, destination: str, continue_from: Sequence[Path]
+) -> list[Peek]:
+    """Before a ledger is created or resumed: the other SMTP ledgers of this issue (same slug,
+    or same content under another name) that sent or may have sent anything. Each must be one
+    this send continues from (each `--continue-from`, or recorded by an earlier run), else
+    OtherSend, naming all of them (a third server must be able to continue from two)."""
+    if destination == "outbox":
+        if continue_from:
+            raise NewsletterError("--continue-from is for SMTP sends: this one goes to the outbox")
+        return []  # the outbox mails nobody
+    target = ledger_path(state_dir, slug, destination)
+    recorded = set(peek(target).continued_from) if target.is_file() else set()
+    chosen = {path.resolve() for path in continue_from}
+    others = sends_elsewhere(state_dir, slug, content, target)
+    for path in continue_from:
+        if path.resolve() in {o.path.resolve() for o in others}:
+            continue
+        raise NewsletterError(
+            f"--continue-from {path}: not a ledger in {state_dir / 'sends'} of an SMTP "
+            "send of this issue that sent anything"
+        )
+    needed = [o for o in others if o.path.name not in recorded]
+    refused = [o for o in needed if o.path.resolve() not in chosen]
+    if refused:
+        raise OtherSend(destination, refused, needed)
+    return others
+
+
+def _same_issue(state_dir: Path, target: Path, slug: str, content: str) -> list[Path]:
+    """The SMTP ledgers other than `target` of the same slug or the same content."""
+    found = []
+    for path in sorted((state_dir / "sends").glob("*.sqlite")):
+        other = peek(path, counts=False) if path != target else None
+        if other is None or other.destination == "outbox":
+            continue
+        if other.slug == slug or (content and other.content == content):
+            found.append(path)
+    return found
+
+
+def continue_sends(
+    ledger: Ledger, sources: list[Peek], *, slug: str, destination: str, content: str
+) -> list[str]:
+    """Label the ledger (what other_sends reads) and carry over who `sources` sent or may have
+    sent; after the snapshot, before anything is sent."""
+    ledger.put("slug", slug)
+    ledger.put("destination", destination)
+    ledger.put("content", content)
+    ledger.put_json("continued_from", sorted(s.path.name for s in sources))
+    ledger.commit()
+    notes = []
+    for source in sources:
+        reply = f"sent through {source.destination or 'another server'} ({source.path.name})"
+        changed = ledger.carry_over(source.path, reply)
+        notes.append(f"continuing from {source.path}: {changed} recipient(s) marked as its sends")
+    return notes
+
+
+class NobodySelected(NewsletterError):
+    """A new send whose lists and tags select nobody: a mistake to say, not a send of zero."""
+
+    def __init__(self, reason: str, lists: list[Path], tags: frozenset[str]) -> None:
+        super().__init__(f"nobody to send to: {reason}")
+        self.lists = lists
+        self.tags = tags
+
+
+def snapshot(ledger: Ledger, selection: Recipients, used: Collection[str]) -> int:
+    """Record the recipients of a send that has not started (a plan not sent may be stale):
+    them, and what was asked (for resumes to compare). Returns how many."""
+    ledger.reset()
+    added = ledger.add(entry(s, used) for s in selection)
+    if not added:
+        raise NobodySelected(selection.why_empty(), selection.lists, selection.tags)
+    ledger.put_json("left_out", selection.left_out)
+    record_selection(ledger, selection)
+    ledger.put("snapshot_at", f"{time.time():.0f}")
+    ledger.sync()
+    return added
+
+
+def record_selection(ledger: Ledger, selection: Recipients) -> None:
+    ledger.put_json("selection", selection.spec())
+    ledger.put_json("lists", [str(p) for p in selection.lists])
+
+
+def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:
+    from newsletter.addresses import address_key
+
+    fields = {k: v for k, v in subscriber.fields.items() if k in used and v}
+    path = str(subscriber.list_path) if subscriber.list_path else ""
+    return Entry(address_key(subscriber.email), subscriber.email, subscriber.name, path, fields)
