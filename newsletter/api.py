@@ -198,7 +198,7 @@ class Newsletter:
     def __init__(
         self, config: Config, *, notify: Notify | None = None, store: SubscriberStore | None = None
     ) -> None:
-        from newsletter.store import CsvStore
+        from newsletter.subscribers import CsvStore
 
         self.config = config
         self.notify: Notify = notify or log.info

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import heapq
 import random
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -31,16 +30,15 @@ from typing import Any, Protocol
 
 from newsletter.dkim import Signer, wire_message
 from newsletter.errors import DeliveryError, NewsletterError, TransportError
-from newsletter.ledger import Ledger, Row
 from newsletter.limits import Clock, Limits, LimitTooFar, RateLimiter, SystemClock
 from newsletter.models import Subscriber
+from newsletter.store import Row, SendLedger, is_bounce
 from newsletter.transport import Accepted, Connection, Envelope, Transport
 
 BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
 SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
 SYNC_SECONDS = 1.0  # ... or this many seconds, whichever comes first
 PROGRESS_SECONDS = 0.1  # at most ten Progress events a second (and one when the run ends)
-_BOUNCE = re.compile(r"^5\.1\.(?!7\b|8\b)\d{1,3}\b")  # 5.1.7/5.1.8 are about the sender
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,11 +85,6 @@ class RunResult:
 Compose = Callable[[Row, Connection], Awaitable[tuple[Envelope, bytes]]]
 
 
-def is_bounce(reply: str) -> bool:
-    """A 5.1.x enhanced status about the recipient (no such user or domain)."""
-    return bool(_BOUNCE.match(reply.strip()))
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -99,7 +92,7 @@ def is_bounce(reply: str) -> bool:
 class Dispatcher:
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: SendLedger,
         transport: Transport,
         compose: Compose,
         limits: Limits,

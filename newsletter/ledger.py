@@ -20,19 +20,19 @@ writes that can be lost are those in the WAL since the last one. docs/sending.md
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
 import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from newsletter import addresses
 from newsletter.ledgerdb import Connection, LedgerError, connect, ledger_error
+from newsletter.store import Entry, Failure, Row, State
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -56,54 +56,7 @@ CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state N
 """  # the numbers in it are State values: pending 0, sent 2
 
 
-class State(enum.IntEnum):
-    """A recipient's state (the module docstring says what each means). The ledger stores the
-    integer: these values are the file format, so never renumber them."""
-
-    PENDING = 0
-    SENDING = 1
-    SENT = 2
-    DEFERRED = 3
-    FAILED = 4
-    UNKNOWN = 5
-    SKIPPED = 6
-
-    @property
-    def label(self) -> str:
-        """The name in `Ledger.counts()` and the JSON report: "pending", "sent", ..."""
-        return self.name.lower()
-
-
 _SENDING = int(State.SENDING)  # a plain int for the per-message statement (see Ledger._set)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One recipient of the plan, as the ledger stores it."""
-
-    key: str  # the address key (subscribers.address_key): one row per person
-    email: str
-    name: str = ""
-    list_path: str = ""
-    fields: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Row:
-    id: int
-    email: str
-    name: str
-    list_path: str
-    fields: Mapping[str, str]
-    attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Failure:
-    email: str
-    code: int | None
-    reply: str
-    at: float = 0.0  # unix time of the refusal
 
 
 def key_hash(key: str) -> int:

@@ -144,6 +144,7 @@ class Rendered:
 
 Status = Literal["subscribed", "unsubscribed", "bounced", "complained", "pending"]
 STATUSES: tuple[Status, ...] = ("subscribed", "unsubscribed", "bounced", "complained", "pending")
+SUPPRESSING: tuple[Status, ...] = ("unsubscribed", "bounced", "complained")  # never mailed again
 
 
 @dataclass(frozen=True)

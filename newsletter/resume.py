@@ -9,22 +9,19 @@
 
 from __future__ import annotations
 
-import datetime
 import shlex
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.dispatch import is_bounce
 from newsletter.errors import NewsletterError
-from newsletter.ledger import Failure, Ledger
+from newsletter.ledger import Ledger
 from newsletter.models import Subscriber
 from newsletter.sends import entry, record_selection
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients
-    from newsletter.subscribers import StatusChange
 
 
 class SelectionChanged(NewsletterError):
@@ -160,32 +157,3 @@ def _why_new(
     if since and subscribed_since(subscriber, since):
         return f"on {where}, subscribed since the first run"
     return f"on {where}, not in the snapshot (the row was added or changed since)"
-
-
-def apply_bounces(ledger: Ledger, folder: Path) -> list[StatusChange]:
-    """Mark `bounced` the 5.1.x refusals of the ledger that the lists do not show yet.
-
-    A run killed between recording a refusal and marking the list leaves exactly that; resume
-    and `status` call this. It decides by reading the lists (not a mark in the ledger), so it
-    is idempotent and never undoes a later re-subscription (subscribers.bounces_to_apply).
-    """
-    return apply_refusals(ledger.failures(), folder)
-
-
-def apply_refusals(failures: Iterable[Failure], folder: Path) -> list[StatusChange]:
-    """`apply_bounces` for failures of any number of ledgers (an address's latest refusal
-    decides whether a re-subscription came after it). A list that cannot be read is in each
-    change's `broken`, the address then in the suppression file: reporting goes on."""
-    from newsletter.subscribers import apply_status, bounces_to_apply
-
-    bounces = sorted((f for f in failures if is_bounce(f.reply)), key=lambda f: f.at)
-    refusals = [(f.email, f.at) for f in bounces]
-    when = {email: at for email, at in refusals}
-    return [
-        apply_status(folder, email, "bounced", when=_utc(when[email]))
-        for email in bounces_to_apply(folder, refusals)
-    ]
-
-
-def _utc(unix: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(unix, datetime.UTC)

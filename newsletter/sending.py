@@ -320,10 +320,11 @@ def _apply_earlier_bounces(nl: Newsletter, note: Note) -> None:
     of this issue or another (a run killed before marking them, never resumed), so neither a
     resume nor the next issue mails a bounced reader."""
     from newsletter.ledger import failures_in
+    from newsletter.store import bounces
 
     ledgers = sorted((nl.config.state_dir / "sends").glob("*.sqlite"))
     failures = [failure for path in ledgers for failure in failures_in(path)]
-    say_bounced(nl.store.apply_refusals(failures), note)
+    say_bounced(nl.store.apply_bounces(bounces(failures)), note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +335,7 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
     from newsletter.issue import load_issue
     from newsletter.ledger import Ledger, ledger_path
     from newsletter.sends import SendLock, report
+    from newsletter.store import bounces
 
     config = nl.config
     slug = load_issue(issue).slug
@@ -345,7 +347,7 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
     ledger = Ledger(path, create=False)
     try:
         live = SendLock(config.state_dir, slug).held_elsewhere()
-        say_bounced(nl.store.apply_refusals(ledger.failures()), nl.notify)
+        say_bounced(nl.store.apply_bounces(bounces(ledger.failures())), nl.notify)
         doc = report(ledger, issue=slug, destination=destination, live=live)
         again = f"{issue}{_selection_args(ledger, config.root)}"
     finally:

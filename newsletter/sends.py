@@ -13,8 +13,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from newsletter.errors import LockBusy, NewsletterError
 from newsletter.fileio import make_folder, open_private, reporting
-from newsletter.ledger import Entry, Ledger, Peek, State, ledger_path, peek
+from newsletter.ledger import Ledger, Peek, ledger_path, peek
 from newsletter.models import Subscriber
+from newsletter.store import Entry, State
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients

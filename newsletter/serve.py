@@ -46,8 +46,7 @@ from newsletter.errors import (
     SecretMissing,
 )
 from newsletter.render import fill, preview_value, render_issue
-from newsletter.store import CsvStore, SubscriberStore
-from newsletter.subscribers import StatusChange
+from newsletter.store import StatusChange, SubscriberStore
 from newsletter.tokens import verify_token
 
 _RELOAD = """<script>
@@ -291,7 +290,11 @@ def unsubscribe_app(
     """The endpoint for `{base_url}/unsubscribe/{token}` (GET: confirm page; POST: unsubscribe).
 
     Changes go to `store` (default: the CSV lists of the folder)."""
-    worker = Unsubscriber(config, secret, store or CsvStore(config.root))
+    if store is None:
+        from newsletter.subscribers import CsvStore
+
+        store = CsvStore(config.root)
+    worker = Unsubscriber(config, secret, store)
     name = config.newsletter.name
     lang = config.newsletter.language
 

@@ -3,23 +3,131 @@
 Two small protocols: `SubscriberStore` (read a selection as a stream, change a status durably,
 add, suppress, look up) and `SendLedger` (snapshot, claim, record, recover, report). The API,
 the send loop (dispatch) and the unsubscribe endpoint (serve) reach storage only through them.
-The embedded default is `CsvStore` (the CSV lists and the suppression file in the folder,
-newsletter.subscribers) with `ledger.Ledger` (one SQLite file per send); a second
-implementation (PostgreSQL) plugs in behind the same protocols (docs/architecture.md).
+The embedded default is `subscribers.CsvStore` (the CSV lists and the suppression file in the
+folder) with `ledger.Ledger` (one SQLite file per send); a second implementation (PostgreSQL)
+plugs in behind the same protocols (docs/architecture.md). The data that crosses the seam is
+defined here too, so the callers need nothing from an implementation's module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+import enum
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from newsletter.ledger import Entry, Failure, Row
-    from newsletter.models import Status, Subscriber
-    from newsletter.subscribers import Added, StatusChange
+from newsletter.errors import InvalidInput, Problem
+from newsletter.models import SUPPRESSING, Status, Subscriber
+
+# ---------------------------------------------------------------------------------------------
+# What crosses the seam
+
+
+class State(enum.IntEnum):
+    """A recipient's state (the module docstring says what each means). The ledger stores the
+    integer: these values are the file format, so never renumber them."""
+
+    PENDING = 0
+    SENDING = 1
+    SENT = 2
+    DEFERRED = 3
+    FAILED = 4
+    UNKNOWN = 5
+    SKIPPED = 6
+
+    @property
+    def label(self) -> str:
+        """The name in `Ledger.counts()` and the JSON report: "pending", "sent", ..."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recipient of the plan, as the ledger stores it."""
+
+    key: str  # the address key (subscribers.address_key): one row per person
+    email: str
+    name: str = ""
+    list_path: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    email: str
+    name: str
+    list_path: str
+    fields: Mapping[str, str]
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    email: str
+    code: int | None
+    reply: str
+    at: float = 0.0  # unix time of the refusal
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """An address refused for good (5.1.x: no such user or domain), and when."""
+
+    email: str
+    at: float  # unix time of the refusal
+
+
+_BOUNCE = re.compile(r"^5\.1\.(?!7\b|8\b)\d{1,3}\b")  # 5.1.7/5.1.8 are about the sender
+
+
+def is_bounce(reply: str) -> bool:
+    """A 5.1.x enhanced status about the recipient (no such user or domain)."""
+    return bool(_BOUNCE.match(reply.strip()))
+
+
+def bounces(failures: Iterable[Failure]) -> list[Bounce]:
+    """The failures that are bounces, oldest first (the latest refusal of an address decides
+    whether a re-subscription came after it)."""
+    found = sorted((f for f in failures if is_bounce(f.reply)), key=lambda f: f.at)
+    return [Bounce(f.email, f.at) for f in found]
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    email: str
+    status: Status
+    changed: list[Path]  # lists rewritten
+    held: list[Path]  # lists holding the address (changed or already so)
+    suppressed: bool  # a new entry in the suppression file
+    broken: list[Problem] = field(default_factory=list)  # lists that could not be read or written
+
+
+def completed(change: StatusChange) -> StatusChange:
+    """`change`, or InvalidInput naming the lists it could not change (and saying when the
+    suppression file recorded it anyway)."""
+    if change.broken:
+        recorded = change.status in SUPPRESSING  # the suppression file has the address now
+        anyway = f"{change.email}: recorded as {change.status} anyway"
+        raise InvalidInput([*change.broken, *([Problem(None, anyway)] if recorded else [])])
+    return change
+
+
+@dataclass(frozen=True)
+class Added:
+    email: str
+    path: Path
+    created: bool  # a new row (False: the list had them; empty fields were filled)
+    changed: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocols
+
 
 Blocked = Callable[[], set[tuple[int, str]]]  # (address hash, list or "") that must get no mail
 
@@ -74,8 +182,10 @@ class SubscriberStore(Protocol):
         """Never mail or import the address again; False if it already was."""
         ...
 
-    def apply_refusals(self, failures: Iterable[Failure]) -> list[StatusChange]:
-        """Mark `bounced` the 5.1.x refusals of earlier sends the store does not show yet."""
+    def apply_bounces(self, bounces: Sequence[Bounce]) -> list[StatusChange]:
+        """Mark `bounced` each address refused for good, unless the store shows it subscribed
+        again after the refusal; running it twice changes nothing. A place that could not be
+        changed is in `.broken` (the address is then suppressed)."""
         ...
 
     def watch(self, recipients: Recipients) -> Blocked:
@@ -125,82 +235,15 @@ class SendLedger(Protocol):
     # report
     def attempted(self) -> int: ...
     def counts(self, *, live: bool = False) -> dict[str, int]: ...
-    def emails(self, *states: int) -> Iterator[str]: ...
+    def emails(self, *states: State) -> Iterator[str]: ...
     def failures(self) -> Iterator[Failure]: ...
     def close(self) -> None: ...
-
-
-class CsvStore:
-    """The embedded default: the CSV lists in subscribers/ and the suppression file."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def select(self, lists: Sequence[Path] | None = None, tags: Sequence[str] = ()) -> Recipients:
-        from newsletter.subscribers import select
-
-        return select(self.folder, lists, tags)
-
-    def lookup(self, email: str) -> Subscriber | None:
-        from newsletter.subscribers import lookup
-
-        return lookup(self.folder, email)
-
-    def add(
-        self,
-        email: str,
-        *,
-        name: str = "",
-        tags: Sequence[str] = (),
-        list_path: Path | None = None,
-        resubscribe: bool = False,
-    ) -> Added:
-        from newsletter.subscribers import add
-
-        return add(
-            self.folder, email, name=name, tags=tags, list_path=list_path, resubscribe=resubscribe
-        )
-
-    def set_status(
-        self, email: str, status: Status, *, when: dt.datetime | None = None
-    ) -> StatusChange:
-        from newsletter.subscribers import apply_status
-
-        return apply_status(self.folder, email, status, when=when)
-
-    def suppress(self, email: str, reason: str) -> bool:
-        from newsletter.subscribers import suppress
-
-        return suppress(self.folder, email, reason)
-
-    def apply_refusals(self, failures: Iterable[Failure]) -> list[StatusChange]:
-        from newsletter.resume import apply_refusals
-
-        return apply_refusals(failures, self.folder)
-
-    def watch(self, recipients: Recipients) -> Blocked:
-        from newsletter.subscribers import Blocklist
-
-        blocklist = Blocklist(self.folder, recipients.lists)
-        first = [True]
-
-        def blocked() -> set[tuple[int, str]]:
-            if not (blocklist.refresh() or first.pop() if first else blocklist.refresh()):
-                return set()
-            blocks = blocklist.blocks()
-            pairs = {(k, "") for k in blocks.everywhere}
-            pairs.update((k, str(p)) for p, keys in blocks.by_list.items() for k in keys)
-            return pairs
-
-        return blocked
 
 
 def bouncer(store: SubscriberStore) -> Callable[[str], Awaitable[None]]:
     """For the send loop: a 5.1.x refusal marks the address `bounced`, off the event loop."""
 
     async def bounce(email: str) -> None:
-        from newsletter.subscribers import completed
-
         completed(await asyncio.to_thread(store.set_status, email, "bounced"))
 
     return bounce

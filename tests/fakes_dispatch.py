@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from newsletter.errors import DeliveryError, TransportError
-from newsletter.ledger import Entry, Ledger, Row
+from newsletter.ledger import Ledger
+from newsletter.store import Entry, Row
 from newsletter.transport import Accepted, Connection, Envelope
 
 T = TypeVar("T")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from newsletter.addresses import key_hash
-from newsletter.dispatch import Dispatcher, Notice, is_bounce
+from newsletter.dispatch import Dispatcher, Notice
 from newsletter.ledger import Ledger
 from newsletter.limits import Limits, RateLimiter, WindowLimit
+from newsletter.store import is_bounce
 from tests.fakes_dispatch import FakeClock, FakeServer, compose, new_ledger
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from newsletter.dispatch import Dispatcher, RunResult
-from newsletter.ledger import Ledger, Row, State
+from newsletter.ledger import Ledger
 from newsletter.limits import Limits
 from newsletter.smtp import SmtpTransport
+from newsletter.store import Row, State
 from newsletter.transport import Connection, Envelope
 from tests.fakes_dispatch import new_ledger
 from tests.message_reference import wire_bytes

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from newsletter.fileio import atomic_write_text
-from newsletter.ledger import Entry, Ledger
+from newsletter.ledger import Ledger
+from newsletter.store import Entry
 from tests.send_helpers import ISSUE, run
 from tests.send_helpers import make_folder as make_send_folder
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.ledger import Entry, Ledger, State, ledger_path, peek
+from newsletter.ledger import Ledger, ledger_path, peek
 from newsletter.ledgerdb import LedgerError
 from newsletter.sends import report
+from newsletter.store import Entry, State
 from tests.fakes_dispatch import new_ledger, people
 
 # Written by main at dfc46b3 (states were bare ints then): one recipient per state, named after

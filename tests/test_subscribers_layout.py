@@ -8,6 +8,7 @@ import newsletter.subscribers
 PACKAGE = Path(newsletter.subscribers.__file__).parent
 # Top to bottom, as the package docstring lists them: a module imports only those below it.
 LAYERS = [
+    "csvstore",
     "consent",
     "status",
     "selection",

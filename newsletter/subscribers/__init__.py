@@ -10,6 +10,7 @@ a row, and `purge` leaves a hashed entry in .newsletter/suppressed so the person
 through an import.
 
 One concern per module; imports run one way, from the top of this list to the bottom:
+    csvstore     all of it as the subscriber store (store.SubscriberStore) the API uses
     consent      add, resubscribe, purge, find (and Refused)
     status       status changes (unsubscribe, bounce) and the bounces a send still has to apply
     selection    the recipients of a send
@@ -21,8 +22,9 @@ One concern per module; imports run one way, from the top of this list to the bo
     csvfile      the CSV format: where lists live, reading, rows -> Subscriber
 """
 
+from newsletter.store import Added, StatusChange, completed
 from newsletter.subscribers.checks import CheckReport, check_lists
-from newsletter.subscribers.consent import Added, Found, Purged, Refused, add, find, purge
+from newsletter.subscribers.consent import Found, Purged, Refused, add, find, purge
 from newsletter.subscribers.csvfile import (
     UnreadableList,
     join_tags,
@@ -33,15 +35,14 @@ from newsletter.subscribers.csvfile import (
     stamp,
     suppressed_path,
 )
+from newsletter.subscribers.csvstore import CsvStore
 from newsletter.subscribers.importers import ImportReport, import_list
 from newsletter.subscribers.listing import Stats, browse, lookup, stats
 from newsletter.subscribers.selection import Selection, select, shown
 from newsletter.subscribers.status import (
-    StatusChange,
     apply_status,
     bounces_to_apply,
     change_status,
-    completed,
     set_status,
     subscribed_since,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Added",
     "Blocklist",
     "CheckReport",
+    "CsvStore",
     "Found",
     "ImportReport",
     "Purged",

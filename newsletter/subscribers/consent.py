@@ -14,6 +14,7 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, normalise_address
 from newsletter.errors import InvalidInput, NewsletterError, Problem
+from newsletter.store import Added
 from newsletter.subscribers.csvfile import (
     COLUMNS,
     DEFAULT_LIST,
@@ -113,14 +114,6 @@ class AddEdit(Edit):
             cells[position] = values[column]
         self.changed = True
         return [cells]
-
-
-@dataclass(frozen=True)
-class Added:
-    email: str
-    path: Path
-    created: bool  # a new row (False: the list had them; empty fields were filled)
-    changed: bool
 
 
 def add(

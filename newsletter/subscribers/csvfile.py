@@ -29,7 +29,6 @@ DEFAULT_LIST = "subscribers.csv"  # where `add` writes when no list is named
 EXAMPLE_LIST = "example.csv"  # shipped sample: never selected for a send unless named
 SUPPRESSED_FILE = "suppressed"  # in the state folder (.newsletter/)
 LIST_MODE = 0o600  # lists hold personal data: new ones are readable by their owner only
-SUPPRESSING: tuple[Status, ...] = ("unsubscribed", "bounced", "complained")
 # How strong a status is: a change or an import only ever makes a row's status stronger
 RANK = {"subscribed": 0, "pending": 0, "unsubscribed": 1, "bounced": 2, "complained": 3}
 

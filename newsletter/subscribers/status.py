@@ -7,17 +7,16 @@ import csv
 import datetime as dt
 import math
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from newsletter.addresses import address_key, key_hash
 from newsletter.errors import InvalidInput, LockBusy, NewsletterError, Problem, StorageError
-from newsletter.models import STATUSES, Status, Subscriber
+from newsletter.models import STATUSES, SUPPRESSING, Status, Subscriber
+from newsletter.store import StatusChange, completed
 from newsletter.subscribers.csvfile import (
     RANK,
     SCOPE,
-    SUPPRESSING,
     RowParser,
     absent,
     date_problem,
@@ -74,16 +73,6 @@ def _should_change(current: str, new: Status) -> bool:
     return current != "subscribed"
 
 
-@dataclass(frozen=True)
-class StatusChange:
-    email: str
-    status: Status
-    changed: list[Path]  # lists rewritten
-    held: list[Path]  # lists holding the address (changed or already so)
-    suppressed: bool  # a new entry in the suppression file
-    broken: list[Problem] = field(default_factory=list)  # lists that could not be read or written
-
-
 def change_status(
     folder: Path,
     email: str,
@@ -102,16 +91,6 @@ def change_status(
     return completed(
         apply_status(folder, email, status, lists=lists, when=when, scope_list=scope_list)
     )
-
-
-def completed(change: StatusChange) -> StatusChange:
-    """`change`, or InvalidInput naming the lists it could not change (and saying when the
-    suppression file recorded it anyway)."""
-    if change.broken:
-        recorded = change.status in SUPPRESSING  # the suppression file has the address now
-        anyway = f"{change.email}: recorded as {change.status} anyway"
-        raise InvalidInput([*change.broken, *([Problem(None, anyway)] if recorded else [])])
-    return change
 
 
 def apply_status(

@@ -1,0 +1,82 @@
+"""The CSV lists as the subscriber store (store.SubscriberStore): the embedded default.
+
+What the API, the send loop and the unsubscribe endpoint call; each method is one of the
+functions of this package, bound to the newsletter folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+from newsletter.models import Status, Subscriber
+from newsletter.store import Added, Blocked, Bounce, Recipients, StatusChange
+from newsletter.subscribers.consent import add
+from newsletter.subscribers.listing import lookup
+from newsletter.subscribers.selection import select
+from newsletter.subscribers.status import apply_status, bounces_to_apply
+from newsletter.subscribers.suppression import Blocklist, suppress
+
+
+class CsvStore:
+    """The CSV lists in subscribers/ and the suppression file in .newsletter/."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def select(self, lists: Sequence[Path] | None = None, tags: Sequence[str] = ()) -> Recipients:
+        return select(self.folder, lists, tags)
+
+    def lookup(self, email: str) -> Subscriber | None:
+        return lookup(self.folder, email)
+
+    def add(
+        self,
+        email: str,
+        *,
+        name: str = "",
+        tags: Sequence[str] = (),
+        list_path: Path | None = None,
+        resubscribe: bool = False,
+    ) -> Added:
+        return add(
+            self.folder, email, name=name, tags=tags, list_path=list_path, resubscribe=resubscribe
+        )
+
+    def set_status(
+        self, email: str, status: Status, *, when: dt.datetime | None = None
+    ) -> StatusChange:
+        return apply_status(self.folder, email, status, when=when)
+
+    def suppress(self, email: str, reason: str) -> bool:
+        return suppress(self.folder, email, reason)
+
+    def apply_bounces(self, bounces: Sequence[Bounce]) -> list[StatusChange]:
+        """Decided by reading the lists (not a mark in a ledger), so it is idempotent and never
+        undoes a later re-subscription (bounces_to_apply)."""
+        refusals = [(b.email, b.at) for b in bounces]
+        when = dict(refusals)  # oldest first: an address's latest refusal wins
+        return [
+            apply_status(self.folder, email, "bounced", when=_utc(when[email]))
+            for email in bounces_to_apply(self.folder, refusals)
+        ]
+
+    def watch(self, recipients: Recipients) -> Blocked:
+        """Cheap between batches: re-reads only the lists (and suppressions) that changed."""
+        blocklist = Blocklist(self.folder, recipients.lists)
+        first = [True]
+
+        def blocked() -> set[tuple[int, str]]:
+            if not (blocklist.refresh() or first.pop() if first else blocklist.refresh()):
+                return set()
+            blocks = blocklist.blocks()
+            pairs = {(k, "") for k in blocks.everywhere}
+            pairs.update((k, str(p)) for p, keys in blocks.by_list.items() for k in keys)
+            return pairs
+
+        return blocked
+
+
+def _utc(unix: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(unix, dt.UTC)
