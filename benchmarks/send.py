@@ -71,8 +71,9 @@ def folder_with(tmp: Path, people: int, paragraphs: int, name: str = "") -> Path
     (folder / "issues").mkdir(parents=True)
     shutil.copy(REPO / "newsletter.toml", folder / "newsletter.toml")
     text = (REPO / ISSUE).read_text()
-    body = "\n\n".join([PAD] * paragraphs)
-    text += f'\n[[blocks]]\nkind = "text"\nheading = "More"\nbody = """\n{body}\n"""\n'
+    if paragraphs:  # a text block may not be empty: the issue as it is is the smallest
+        body = "\n\n".join([PAD] * paragraphs)
+        text += f'\n[[blocks]]\nkind = "text"\nheading = "More"\nbody = """\n{body}\n"""\n'
     (folder / ISSUE).write_text(text)
     (folder / "subscribers").mkdir()
     with (folder / "subscribers" / "big.csv").open("w") as out:
