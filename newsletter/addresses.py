@@ -19,18 +19,8 @@ import unicodedata
 import idna
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import BadAddress
 from newsletter.models import HEADER_CONTROL
-
-
-class BadAddress(NewsletterError):
-    """An address that does not pass the syntax check; `.address` is what was given."""
-
-    def __init__(self, address: str, reason: str, fix: str = "") -> None:
-        super().__init__(f"{address!r}: {reason}" if address else reason)
-        self.address = address
-        self.reason = reason
-        self.fix = fix  # the same mailbox written so that it parses, when that can be guessed
 
 
 def normalise_address(raw: str) -> tuple[str, bool]:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.errors import InvalidInput, LedgerMissing, NewsletterError, Problem, Severity
+from newsletter.errors import (
+    BadOption,
+    InvalidInput,
+    LedgerMissing,
+    PlanUsed,
+    Problem,
+    Severity,
+)
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -268,9 +275,10 @@ class Newsletter:
         from newsletter.sending import make_plan
 
         if on_change not in (None, "continue", "restart"):
-            raise NewsletterError(f"on_change: {on_change!r} is not `continue` or `restart`")
+            reason = f"{on_change!r} is not `continue` or `restart`"
+            raise BadOption("on_change", on_change, reason)
         if limit is not None and limit < 1:
-            raise NewsletterError(f"limit: {limit} is not a positive number")
+            raise BadOption("limit", limit, f"{limit} is not a positive number")
         rendered, warnings = self._sendable(Path(issue))
         paths = [self.list_path(p) for p in lists] if lists else None
         return make_plan(
@@ -286,7 +294,7 @@ class Newsletter:
 
         session = plan._session
         if session.used:
-            raise NewsletterError("this plan was already sent or closed: make a new one")
+            raise PlanUsed()
         session.used = True
         try:
             report = run_plan(self, plan, on_progress)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from newsletter.config import Config
-from newsletter.errors import InvalidInput, NewsletterError, Problem
+from newsletter.errors import InvalidInput, NotForArchive, Problem
 from newsletter.fileio import PUBLIC_FILE, atomic_write
 from newsletter.issue import load_issue
 from newsletter.models import Field, Issue, Rendered
@@ -128,10 +128,7 @@ def archive_entry(issue: Issue, rendered: Rendered) -> Entry:
     page = _with_navigation(fill(rendered.html, neutral_value, html=True), title)
     for leak in _LEAKS:
         if leak in page:
-            raise NewsletterError(
-                f"{issue.path}: the page would contain {leak!r}: a personal link does not "
-                "belong in the public archive (remove it from the issue, or make it a draft)"
-            )
+            raise NotForArchive(issue.path, leak)
     return Entry(issue, title, summary, page)
 
 

@@ -499,12 +499,13 @@ def send_test_copy(
 
 def _address_option(option: str, value: str) -> str:
     """An address given on the command line, parsed as strictly as test_to in the file."""
-    from newsletter.addresses import BadAddress, parse_mailbox
+    from newsletter.addresses import parse_mailbox
+    from newsletter.errors import BadAddress, BadOption
 
     try:
         return parse_mailbox(value, name_allowed=False)[1]
     except BadAddress as exc:
-        raise NewsletterError(f"{option}: {exc}") from None
+        raise BadOption(option, value, str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------

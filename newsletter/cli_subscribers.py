@@ -118,13 +118,13 @@ def subscribers_unsubscribe(
 def subscribers_remove(email: str, list_: ListOption = None) -> None:
     """Mark EMAIL unsubscribed (the row and its consent record stay; see `purge`)."""
     from newsletter import subscribers
-    from newsletter.errors import NewsletterError
+    from newsletter.errors import NotInList
 
     folder = load().root
     path = _list_path(folder, list_)
     lists = None if path is None else [path]
     if not subscribers.find(folder, email, lists):
-        raise NewsletterError(f"{email} is in no list")
+        raise NotInList(email)
     change = subscribers.change_status(folder, email, "unsubscribed", lists=lists)
     _say_status(change, "removed (status unsubscribed)")
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # errors.py is the bottom layer: it imports nothing of ours at run time
+    from newsletter.ledger import Peek
 
 
 class NewsletterError(Exception):
@@ -200,3 +205,237 @@ class DiskFull(StorageError):
 
 class NotWritable(StorageError):
     """The file or folder is read-only: permissions, an immutable attribute, a read-only mount."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Input: addresses, options, settings, list files
+
+
+class BadAddress(NewsletterError):
+    """An address that does not pass the syntax check; `.address` is what was given."""
+
+    def __init__(self, address: str, reason: str, fix: str = "") -> None:
+        super().__init__(f"{address!r}: {reason}" if address else reason)
+        self.address = address
+        self.reason = reason
+        self.fix = fix  # the same mailbox written so that it parses, when that can be guessed
+
+
+class BadOption(NewsletterError):
+    """A command-line option or API argument with a value it cannot take: which, what, why."""
+
+    def __init__(self, option: str, value: object, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option  # as the caller spelled it: `--to` (command line), `to` (API)
+        self.value = value
+        self.reason = reason
+
+
+class BadContinueFrom(BadOption):
+    """A `--continue-from` that cannot be honoured: `path` is the ledger named, None when the
+    send goes to the outbox (which has no other sends to continue from)."""
+
+    def __init__(self, path: Path | None, reason: str) -> None:
+        super().__init__("--continue-from", path, reason)
+        self.path = path
+
+    def message(self) -> str:
+        where = f" {self.path}:" if self.path is not None else ""
+        return f"{self.option}{where} {self.reason}"
+
+
+class BadTitle(NewsletterError):
+    """An issue title that cannot become a subject line: `character` is the control character."""
+
+    def __init__(self, title: str, character: str) -> None:
+        super().__init__(
+            f"the title contains control character U+{ord(character):04X} (a line break or "
+            "tab?): it becomes the subject, which is one line; give it as one line of text"
+        )
+        self.title = title
+        self.character = character
+
+
+class MissingSetting(NewsletterError):
+    """A value the command needs was neither given nor set: `key` is where it can be set."""
+
+    def __init__(self, key: str, what: str, hint: str) -> None:
+        super().__init__(f"no {what}: {hint}")
+        self.key = key  # e.g. newsletter.test_to
+        self.what = what
+        self.hint = hint
+
+
+class UnreadableList(InvalidInput):
+    """A list that cannot be read to its end (missing, empty, not UTF-8, a quote left open, a
+    stray line break, a field over 128 KiB): `path` and `line` say where. Nothing may rewrite
+    such a list; the serve endpoint and unsubscribe still record the address as suppressed."""
+
+    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
+        super().__init__([Problem(path, message, line=line)])
+        self.path = path
+        self.line = line
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: what would break a rule (consent, never overwrite, never mail twice)
+
+
+class NotInList(NewsletterError):
+    """An address that no list holds; `folder` is the subscribers folder searched, when named."""
+
+    def __init__(self, email: str, folder: Path | None = None) -> None:
+        where = f" of {folder}" if folder is not None else ""
+        super().__init__(f"{email} is in no list{where}")
+        self.email = email
+        self.folder = folder
+
+
+class Refused(NewsletterError):
+    """A change that would break a consent rule (re-adding someone who unsubscribed): `status`
+    of the row at `path`:`line` that blocks it, or "suppressed" (`path` None) when the
+    suppression file does."""
+
+    HINT = "use --resubscribe only if they asked to be subscribed again"
+
+    def __init__(
+        self,
+        email: str,
+        status: str,
+        path: Path | None = None,
+        line: int | None = None,
+        since: str = "",
+    ) -> None:
+        super().__init__(email)
+        self.email = email
+        self.status = status
+        self.path = path
+        self.line = line
+        self.since = since  # unsubscribed_at of the blocking row, when known
+
+    def message(self) -> str:
+        if self.path is None:
+            return f"{self.email} is in the suppression file (erased or unsubscribed): {self.HINT}"
+        since = f" since {self.since}" if self.since else ""
+        where = f"{self.path}:{self.line}"
+        return f"{self.email} is {self.status}{since} ({where}): {self.HINT}"
+
+
+class AlreadyExists(NewsletterError):
+    """A file the command would write is already there: we never overwrite."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} already exists: choose another title or edit that file")
+        self.path = path
+
+
+class NotForArchive(NewsletterError):
+    """An issue whose public page would carry `found`, a personal link (unsubscribe, ...)."""
+
+    def __init__(self, path: Path, found: str) -> None:
+        super().__init__(
+            f"{path}: the page would contain {found!r}: a personal link does not "
+            "belong in the public archive (remove it from the issue, or make it a draft)"
+        )
+        self.path = path
+        self.found = found
+
+
+# ---------------------------------------------------------------------------------------------
+# Sends: the ledger, what changed since, what was sent elsewhere
+
+
+class LedgerError(NewsletterError):
+    """The ledger file cannot be read or written."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.reason = message
+
+
+class ContentChanged(NewsletterError):
+    """The issue changed after part of the list was sent: the user must choose."""
+
+    def __init__(self, path: Path, sent: int, total: int) -> None:
+        super().__init__(
+            f"the issue changed after {sent} of {total} recipients "
+            "were sent the earlier version. Choose: `--on-change continue` sends the new version "
+            "to the rest only; `--on-change restart` starts over and mails everyone again"
+        )
+        self.path = path  # the ledger of the send
+        self.sent = sent
+        self.total = total
+
+
+class OtherSend(NewsletterError):
+    """The issue was sent in part through another server: a fresh ledger would mail them again."""
+
+    def __init__(self, destination: str, others: list[Peek], needed: list[Peek]) -> None:
+        self.destination = destination
+        self.others = others  # the ledgers not yet continued from
+        self.needed = needed  # all those one command must name (given ones included)
+        found = self.describe(others)
+        flags = " ".join(f"--continue-from {o.path}" for o in needed)
+        super().__init__(
+            f"this issue was already sent in part through another server: {found}. Sending "
+            f"through {destination} would start a new ledger and mail those readers again. "
+            "Send through the same [smtp] host and port as then, or continue through this "
+            f"server without mailing anyone twice: add `{flags}`"
+        )
+
+    @staticmethod
+    def describe(ledgers: Sequence[Peek]) -> str:
+        """The other sends, one clause each: path, server, sent and unknown counts."""
+        return "; ".join(
+            f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
+            for o in ledgers
+        )
+
+
+class NobodySelected(NewsletterError):
+    """A new send whose lists and tags select nobody: a mistake to say, not a send of zero."""
+
+    def __init__(self, reason: str, lists: list[Path], tags: frozenset[str]) -> None:
+        super().__init__(f"nobody to send to: {reason}")
+        self.lists = lists
+        self.tags = tags
+
+
+class SelectionChanged(NewsletterError):
+    """A resume whose lists or tags differ from those of the send it would continue."""
+
+    def __init__(self, message: str, stored: dict[str, Any], asked: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.stored = stored
+        self.asked = asked
+
+
+class PlanUsed(NewsletterError):
+    """A plan given to `send` a second time (or after it was closed): a plan sends once."""
+
+    def __init__(self) -> None:
+        super().__init__("this plan was already sent or closed: make a new one")
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving
+
+
+class CannotListen(NewsletterError):
+    """`serve` or `preview` cannot listen on host:port: why, and what to try."""
+
+    def __init__(self, host: str, port: int, reason: str, hint: str = "") -> None:
+        super().__init__(f"{host}:{port}: cannot listen: {reason}" + (f"; {hint}" if hint else ""))
+        self.host = host
+        self.port = port
+        self.reason = reason
+        self.hint = hint
+
+
+class BadForm(NewsletterError):
+    """A POST body that is not a small, flat form: too large, too many fields, nested, broken."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

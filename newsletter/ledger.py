@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from newsletter import addresses
-from newsletter.ledgerdb import Connection, LedgerError, connect, ledger_error
+from newsletter.errors import LedgerError
+from newsletter.ledgerdb import Connection, connect, ledger_error
 from newsletter.store import Entry, Failure, Row, State
 
 _SCHEMA = """

@@ -13,18 +13,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from newsletter.errors import DiskFull, NewsletterError, NotWritable, StorageError
+from newsletter.errors import DiskFull, LedgerError, NewsletterError, NotWritable, StorageError
 from newsletter.fileio import FREE_SPACE_HINT, READ_ONLY_HINT, make_folder, open_private, reporting
 
 LOW_SPACE = 1 << 20  # bytes: an I/O error with less free space than this is a full disk
-
-
-class LedgerError(NewsletterError):
-    """The ledger file cannot be read or written."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 class Connection:

@@ -51,6 +51,7 @@ class WindowLimit:
         self._times.append(now)
 
 
+# Not a NewsletterError: the send loop catches it to pause; it never reaches the user.
 class LimitTooFar(Exception):
     """A signal inside the loop (a limit is too far away), never shown to the user."""
 

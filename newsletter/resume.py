@@ -15,22 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import SelectionChanged
 from newsletter.ledger import Ledger
 from newsletter.models import Subscriber
 from newsletter.sends import entry, record_selection
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients
-
-
-class SelectionChanged(NewsletterError):
-    """A resume whose lists or tags differ from those of the send it would continue."""
-
-    def __init__(self, message: str, stored: dict[str, Any], asked: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.stored = stored
-        self.asked = asked
 
 
 def check_selection(ledger: Ledger, selection: Recipients, issue: str, *, add_new: bool) -> str:

@@ -10,15 +10,11 @@ import unicodedata
 from pathlib import Path
 
 from newsletter.config import default_templates_dir
-from newsletter.errors import NewsletterError
+from newsletter.errors import AlreadyExists, BadTitle
 from newsletter.fileio import make_folder, open_private, reporting
 from newsletter.models import HEADER_CONTROL
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
-
-
-class AlreadyExists(NewsletterError):
-    """A file the command would write is already there: we never overwrite."""
 
 
 def slugify(title: str) -> str:
@@ -34,13 +30,10 @@ def issue_text(title: str, day: dt.date) -> str:
 def new_issue(folder: Path, title: str, day: dt.date) -> Path:
     """Write issues/<YYYY-MM>-<slug>.toml in `folder`; refuse if it exists."""
     if bad := HEADER_CONTROL.search(title):
-        raise NewsletterError(
-            f"the title contains control character U+{ord(bad.group()):04X} (a line break or "
-            "tab?): it becomes the subject, which is one line; give it as one line of text"
-        )
+        raise BadTitle(title, bad.group())
     path = folder / "issues" / f"{day:%Y-%m}-{slugify(title)}.toml"
     if path.exists():
-        raise AlreadyExists(f"{path} already exists: choose another title or edit that file")
+        raise AlreadyExists(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("x", encoding="utf-8") as handle:
         handle.write(issue_text(title, day))

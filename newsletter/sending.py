@@ -28,7 +28,14 @@ from newsletter.api import (
     interrupt_on_signals,
     say_bounced,
 )
-from newsletter.errors import LedgerMissing, NewsletterError
+from newsletter.errors import (
+    BadAddress,
+    BadOption,
+    LedgerMissing,
+    MissingSetting,
+    NotInList,
+    OtherSend,
+)
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -361,7 +368,7 @@ def _sends_elsewhere(nl: Newsletter, issue: Path, path: Path, destination: str) 
     from newsletter.issue import load_issue
     from newsletter.ledger import peek
     from newsletter.render import content_digest
-    from newsletter.sends import describe, sends_elsewhere
+    from newsletter.sends import sends_elsewhere
 
     loaded = load_issue(issue)
     known = set(peek(path).continued_from) if path.is_file() else set()
@@ -369,7 +376,7 @@ def _sends_elsewhere(nl: Newsletter, issue: Path, path: Path, destination: str) 
     others = [other for other in found if other.path.name not in known]
     if not others:
         return
-    where = f"this issue was sent in part through another server: {describe(others)}"
+    where = f"this issue was sent in part through another server: {OtherSend.describe(others)}"
     if not path.is_file():
         raise LedgerMissing(path, destination, elsewhere=where)
     nl.notify(f"warning: {where}; the counts below do not include those")
@@ -435,16 +442,17 @@ def send_test_copy(nl: Newsletter, issue: Path, to: str | None, as_email: str | 
 
 
 def _recipient(config: Config, to: str | None) -> str:
-    from newsletter.addresses import BadAddress, parse_mailbox
+    from newsletter.addresses import parse_mailbox
 
     if not to:
         if not config.newsletter.test_to:
-            raise NewsletterError("no recipient: pass --to ADDRESS or set [newsletter] test_to")
+            hint = "pass --to ADDRESS or set [newsletter] test_to"
+            raise MissingSetting("newsletter.test_to", "recipient", hint)
         return config.newsletter.test_to
     try:
         return parse_mailbox(to, name_allowed=False)[1]
     except BadAddress as exc:
-        raise NewsletterError(f"to: {exc}") from None
+        raise BadOption("to", to, str(exc)) from None
 
 
 def _test_subscriber(nl: Newsletter, address: str, as_email: str | None) -> Subscriber:
@@ -454,5 +462,5 @@ def _test_subscriber(nl: Newsletter, address: str, as_email: str | None) -> Subs
         return Subscriber(email=address)
     found = nl.store.lookup(as_email)
     if found is None:
-        raise NewsletterError(f"{as_email} is in no list of {nl.config.subscribers_dir}")
+        raise NotInList(as_email, nl.config.subscribers_dir)
     return found

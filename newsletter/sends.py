@@ -11,7 +11,14 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from newsletter.errors import LockBusy, NewsletterError
+from newsletter.errors import (
+    BadContinueFrom,
+    ContentChanged,
+    LockBusy,
+    NewsletterError,
+    NobodySelected,
+    OtherSend,
+)
 from newsletter.fileio import make_folder, open_private, reporting
 from newsletter.ledger import Ledger, Peek, ledger_path, peek
 from newsletter.models import Subscriber
@@ -105,10 +112,6 @@ def report(ledger: Ledger, *, issue: str, destination: str, live: bool = False) 
 # Setting up a send: the ledger bound to the content, the other servers' sends, the snapshot
 
 
-class ContentChanged(NewsletterError):
-    """The issue changed after part of the list was sent: the user must choose."""
-
-
 def open_ledger(
     state_dir: Path, slug: str, destination: str, digest: str, *, on_change: str | None = None
 ) -> tuple[Ledger, str]:
@@ -134,35 +137,7 @@ def open_ledger(
         fresh.commit()
         return fresh, f"the issue changed: a new send; the old ledger is kept aside as {kept}"
     counts = ledger.counts()
-    raise ContentChanged(
-        f"the issue changed after {counts['sent']} of {sum(counts.values())} recipients "
-        "were sent the earlier version. Choose: `--on-change continue` sends the new version "
-        "to the rest only; `--on-change restart` starts over and mails everyone again"
-    )
-
-
-class OtherSend(NewsletterError):
-    """The issue was sent in part through another server: a fresh ledger would mail them again."""
-
-    def __init__(self, destination: str, others: list[Peek], needed: list[Peek]) -> None:
-        self.destination = destination
-        self.others = others  # the ledgers not yet continued from
-        self.needed = needed  # all those one command must name (given ones included)
-        found = describe(others)
-        flags = " ".join(f"--continue-from {o.path}" for o in needed)
-        super().__init__(
-            f"this issue was already sent in part through another server: {found}. Sending "
-            f"through {destination} would start a new ledger and mail those readers again. "
-            "Send through the same [smtp] host and port as then, or continue through this "
-            f"server without mailing anyone twice: add `{flags}`"
-        )
-
-
-def describe(ledgers: list[Peek]) -> str:
-    return "; ".join(
-        f"{o.path} ({o.destination or 'an SMTP server'}): {o.sent} sent, {o.unknown} unknown"
-        for o in ledgers
-    )
+    raise ContentChanged(path, counts["sent"], sum(counts.values()))
 
 
 def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> list[Peek]:
@@ -183,7 +158,7 @@ def other_sends(
     OtherSend, naming all of them (a third server must be able to continue from two)."""
     if destination == "outbox":
         if continue_from:
-            raise NewsletterError("--continue-from is for SMTP sends: this one goes to the outbox")
+            raise BadContinueFrom(None, "is for SMTP sends: this one goes to the outbox")
         return []  # the outbox mails nobody
     target = ledger_path(state_dir, slug, destination)
     recorded = set(peek(target).continued_from) if target.is_file() else set()
@@ -192,9 +167,10 @@ def other_sends(
     for path in continue_from:
         if path.resolve() in {o.path.resolve() for o in others}:
             continue
-        raise NewsletterError(
-            f"--continue-from {path}: not a ledger in {state_dir / 'sends'} of an SMTP "
-            "send of this issue that sent anything"
+        raise BadContinueFrom(
+            path,
+            f"not a ledger in {state_dir / 'sends'} of an SMTP send of this issue that sent "
+            "anything",
         )
     needed = [o for o in others if o.path.name not in recorded]
     refused = [o for o in needed if o.path.resolve() not in chosen]
@@ -231,15 +207,6 @@ def continue_sends(
         changed = ledger.carry_over(source.path, reply)
         notes.append(f"continuing from {source.path}: {changed} recipient(s) marked as its sends")
     return notes
-
-
-class NobodySelected(NewsletterError):
-    """A new send whose lists and tags select nobody: a mistake to say, not a send of zero."""
-
-    def __init__(self, reason: str, lists: list[Path], tags: frozenset[str]) -> None:
-        super().__init__(f"nobody to send to: {reason}")
-        self.lists = lists
-        self.tags = tags
 
 
 def snapshot(ledger: Ledger, selection: Recipients, used: Collection[str]) -> int:

@@ -41,6 +41,8 @@ from starlette.types import ASGIApp
 from newsletter.addresses import address_key, key_digest
 from newsletter.config import MAKE_SECRET, SECRET_ENV, Config, load_config, secret
 from newsletter.errors import (
+    BadForm,
+    CannotListen,
     InvalidToken,
     NewsletterError,
     SecretMissing,
@@ -153,9 +155,8 @@ def listen(host: str, port: int) -> socket.socket:
     """A socket listening on host:port, or one error naming the address and what to do.
     (Left to uvicorn, a port over 65535 is an OverflowError traceback, and a port in use is a
     log line and exit 3, which means "recipients remain" elsewhere.)"""
-    where = f"{host}:{port}"
     if not 0 <= port <= 65535:
-        raise NewsletterError(f"{where}: cannot listen: a port is a number from 1 to 65535")
+        raise CannotListen(host, port, "a port is a number from 1 to 65535")
     sock: socket.socket | None = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -167,10 +168,8 @@ def listen(host: str, port: int) -> socket.socket:
         if sock is not None:
             sock.close()
         reason = exc.strerror or str(exc)
-        raise NewsletterError(
-            f"{where}: cannot listen: {reason}; choose another --port (or --host), "
-            "or stop what listens there"
-        ) from None
+        hint = "choose another --port (or --host), or stop what listens there"
+        raise CannotListen(host, port, reason, hint) from None
     return sock
 
 
@@ -374,14 +373,6 @@ def _page(lang: str, title: str, body: str, status: int, *, retry_after: bool = 
     headers = dict(_HEADERS, **({"Retry-After": "60"} if retry_after else {}))
     text = _PAGE.format(lang=html.escape(lang), title=html.escape(title), body=body)
     return HTMLResponse(text, status_code=status, headers=headers)
-
-
-class BadForm(NewsletterError):
-    """A POST body that is not a small, flat form: too large, too many fields, nested, broken."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 async def _form(request: Request) -> list[tuple[str, str]]:

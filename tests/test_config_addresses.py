@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from newsletter.addresses import BadAddress, parse_mailbox
+from newsletter.addresses import parse_mailbox
 from newsletter.config import load_config
-from newsletter.errors import ConfigError
+from newsletter.errors import BadAddress, ConfigError
 from newsletter.message import MessageFactory
 from newsletter.models import Subscriber
 from tests.compose_helpers import MINIMAL_CONFIG, run, sample_folder, write

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.errors import LedgerError
 from newsletter.ledger import Ledger, ledger_path, peek
-from newsletter.ledgerdb import LedgerError
 from newsletter.sends import report
 from newsletter.store import Entry, State
 from tests.fakes_dispatch import new_ledger, people

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.addresses import BadAddress, address_key, key_hash, normalise_address
-from newsletter.errors import NewsletterError
+from newsletter.addresses import address_key, key_hash, normalise_address
+from newsletter.errors import BadAddress, NewsletterError
 
 
 def test_domain_is_lowercased_and_local_part_kept() -> None:

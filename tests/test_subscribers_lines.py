@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.addresses import address_key
-from newsletter.errors import InvalidInput
-from newsletter.subscribers import UnreadableList, change_status, check_lists, open_list, stamp
+from newsletter.errors import InvalidInput, UnreadableList
+from newsletter.subscribers import change_status, check_lists, open_list, stamp
 from newsletter.subscribers.csvfile import _delimiter
 
 TARGET = "target@example.org"

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.errors import InvalidInput
+from newsletter.errors import InvalidInput, Refused
 from newsletter.subscribers import (
     Blocklist,
-    Refused,
     add,
     change_status,
     purge,

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
+from newsletter.errors import UnreadableList
 from newsletter.subscribers import (
-    UnreadableList,
     check_lists,
     read_list,
     read_loosely,

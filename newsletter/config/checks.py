@@ -39,7 +39,8 @@ def mailbox(toml_key: str, *, name_allowed: bool, sender: bool = True) -> Check:
     (else every reader's server would need SMTPUTF8); its domain is sent in IDNA form."""
 
     def check(value: str) -> str | None:
-        from newsletter.addresses import BadAddress, ascii_address, parse_mailbox
+        from newsletter.addresses import ascii_address, parse_mailbox
+        from newsletter.errors import BadAddress
 
         if not value:
             return None

@@ -11,7 +11,7 @@ through an import.
 
 One concern per module; imports run one way, from the top of this list to the bottom:
     csvstore     all of it as the subscriber store (store.SubscriberStore) the API uses
-    consent      add, resubscribe, purge, find (and Refused)
+    consent      add, resubscribe, purge, find
     status       status changes (unsubscribe, bounce) and the bounces a send still has to apply
     selection    the recipients of a send
     importers    `subscribers import` (csv, Mailchimp, listmonk)
@@ -24,9 +24,8 @@ One concern per module; imports run one way, from the top of this list to the bo
 
 from newsletter.store import Added, StatusChange, completed
 from newsletter.subscribers.checks import CheckReport, check_lists
-from newsletter.subscribers.consent import Found, Purged, Refused, add, find, purge
+from newsletter.subscribers.consent import Found, Purged, add, find, purge
 from newsletter.subscribers.csvfile import (
-    UnreadableList,
     join_tags,
     list_files,
     open_list,
@@ -56,11 +55,9 @@ __all__ = [
     "Found",
     "ImportReport",
     "Purged",
-    "Refused",
     "Selection",
     "Stats",
     "StatusChange",
-    "UnreadableList",
     "add",
     "apply_status",
     "bounces_to_apply",

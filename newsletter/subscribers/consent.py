@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter.addresses import address_key, normalise_address
-from newsletter.errors import InvalidInput, NewsletterError, Problem
+from newsletter.errors import InvalidInput, Problem, Refused
 from newsletter.store import Added
 from newsletter.subscribers.csvfile import (
     COLUMNS,
@@ -34,11 +34,6 @@ from newsletter.subscribers.csvfile import (
 from newsletter.subscribers.rewrite import Edit, fit, rewrite
 from newsletter.subscribers.status import StatusEdit
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
-
-
-class Refused(NewsletterError):
-    """A change that would break a consent rule (re-adding someone who unsubscribed)."""
-
 
 # ---------------------------------------------------------------------------------------------
 # add
@@ -159,14 +154,11 @@ def _blocks_here(found: Found, path: Path) -> bool:
 
 
 def _refuse_blocked(folder: Path, email: str, blocking: list[Found]) -> None:
-    hint = "use --resubscribe only if they asked to be subscribed again"
     if blocking:
         first = blocking[0]
-        since = f" since {first.since}" if first.since else ""
-        where = f"{first.path}:{first.line}"
-        raise Refused(f"{email} is {first.status}{since} ({where}): {hint}")
+        raise Refused(email, first.status, first.path, first.line, first.since)
     if is_suppressed(folder, email):
-        raise Refused(f"{email} is in the suppression file (erased or unsubscribed): {hint}")
+        raise Refused(email, "suppressed")
 
 
 def _resubscribe(folder: Path, email: str, path: Path, blocking: list[Found], moment: str) -> bool:

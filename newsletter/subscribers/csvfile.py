@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, cast
 
-from newsletter.addresses import BadAddress, address_key, normalise_address
-from newsletter.errors import InvalidInput, Problem
+from newsletter.addresses import address_key, normalise_address
+from newsletter.errors import BadAddress, InvalidInput, Problem, UnreadableList
 from newsletter.fileio import atomic_write_text, make_folder
 from newsletter.models import STATUSES, Status, Subscriber
 
@@ -87,17 +87,6 @@ def ensure_lists_folder(path: Path) -> None:
 
 FIELD_LIMIT_KIB = csv.field_size_limit() // 1024  # the csv module's limit: 128 KiB per field
 _QUOTE_HINT = 'check the quotes of this row (a quote inside a quoted field is written "")'
-
-
-class UnreadableList(InvalidInput):
-    """A list that cannot be read to its end (missing, empty, not UTF-8, a quote left open, a
-    stray line break, a field over 128 KiB): `path` and `line` say where. Nothing may rewrite
-    such a list; the serve endpoint and unsubscribe still record the address as suppressed."""
-
-    def __init__(self, path: Path, message: str, line: int | None = None) -> None:
-        super().__init__([Problem(path, message, line=line)])
-        self.path = path
-        self.line = line
 
 
 class ListReader:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
-from newsletter.addresses import BadAddress, address_key, key_hash, normalise_address
-from newsletter.errors import InvalidInput, Problem, Severity
+from newsletter.addresses import address_key, key_hash, normalise_address
+from newsletter.errors import BadAddress, InvalidInput, Problem, Severity
 from newsletter.fileio import locked
 from newsletter.subscribers.csvfile import (
     COLUMNS,

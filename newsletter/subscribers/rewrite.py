@@ -17,6 +17,7 @@ from newsletter.subscribers.csvfile import LIST_MODE, absent, ensure_lists_folde
 # Changing a list: stream it through an Edit into a new file, atomically, under its lock
 
 
+# Not a NewsletterError: rewrite() catches it to keep the list as it is; never shown.
 class _Unchanged(Exception):
     """Raised inside a rewrite that changed nothing: the temp file is dropped, the list kept."""
 

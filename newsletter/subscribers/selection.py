@@ -7,7 +7,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from newsletter.addresses import BadAddress, address_key, key_hash, normalise_address
+from newsletter.addresses import address_key, key_hash, normalise_address
+from newsletter.errors import BadAddress
 from newsletter.models import Subscriber
 from newsletter.subscribers.csvfile import RANK, RowParser, list_files, open_list, split_tags
 from newsletter.subscribers.suppression import Blocklist, Blocks
