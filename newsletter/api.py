@@ -34,8 +34,7 @@ if TYPE_CHECKING:
     from newsletter.limits import Limits
     from newsletter.models import Rendered
     from newsletter.resume import Joined
-    from newsletter.store import Recipients, SubscriberStore
-    from newsletter.subscribers import StatusChange
+    from newsletter.store import Recipients, StatusChange, SubscriberStore
     from newsletter.transport import Transport
 
 log = logging.getLogger("newsletter")

@@ -6,10 +6,21 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # errors.py is the bottom layer: it imports nothing of ours at run time
-    from newsletter.ledger import Peek
+
+class Peek(Protocol):
+    """What an error says of another send's ledger (ledger.Peek is one): errors.py is the
+    bottom layer and imports nothing of ours."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def sent(self) -> int: ...
+    @property
+    def unknown(self) -> int: ...
 
 
 class NewsletterError(Exception):
@@ -371,7 +382,7 @@ class ContentChanged(NewsletterError):
 class OtherSend(NewsletterError):
     """The issue was sent in part through another server: a fresh ledger would mail them again."""
 
-    def __init__(self, destination: str, others: list[Peek], needed: list[Peek]) -> None:
+    def __init__(self, destination: str, others: Sequence[Peek], needed: Sequence[Peek]) -> None:
         self.destination = destination
         self.others = others  # the ledgers not yet continued from
         self.needed = needed  # all those one command must name (given ones included)
