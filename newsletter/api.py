@@ -30,11 +30,10 @@ from newsletter.errors import (
 if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.dispatch import Notice, Progress
-    from newsletter.ledger import Ledger
     from newsletter.limits import Limits
     from newsletter.models import Rendered
     from newsletter.resume import Joined
-    from newsletter.store import Recipients, StatusChange, SubscriberStore
+    from newsletter.store import Recipients, SendLedger, Sends, StatusChange, SubscriberStore
     from newsletter.transport import Transport
 
 log = logging.getLogger("newsletter")
@@ -174,7 +173,7 @@ class _Session:
         self.rendered = rendered
         self.issue = issue
         self.stack = contextlib.ExitStack()
-        self.ledger: Ledger | None = None
+        self.ledger: SendLedger | None = None
         self.transport: Transport
         self.selection: Recipients
         self.limits: Limits
@@ -202,13 +201,22 @@ class Newsletter:
     """One newsletter folder (its newsletter.toml, issues, templates and lists)."""
 
     def __init__(
-        self, config: Config, *, notify: Notify | None = None, store: SubscriberStore | None = None
+        self,
+        config: Config,
+        *,
+        notify: Notify | None = None,
+        store: SubscriberStore | None = None,
+        sends: Sends | None = None,
     ) -> None:
+        """`store` (the readers) and `sends` (the ledgers of every send) default to the
+        embedded ones: the CSV lists of the folder and SQLite files in .newsletter/sends/."""
+        from newsletter.sends import LedgerFolder
         from newsletter.subscribers import CsvStore
 
         self.config = config
         self.notify: Notify = notify or log.info
         self.store: SubscriberStore = store or CsvStore(config.root)
+        self.sends: Sends = sends or LedgerFolder(config.state_dir)
 
     @classmethod
     def open(

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 
 class Peek(Protocol):
-    """What an error says of another send's ledger (ledger.Peek is one): errors.py is the
-    bottom layer and imports nothing of ours."""
+    """What an error says of another send (store.SendSummary is one): errors.py is the bottom
+    layer and imports nothing of ours."""
 
     @property
     def path(self) -> Path: ...

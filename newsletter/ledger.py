@@ -26,14 +26,13 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from newsletter import addresses
 from newsletter.errors import LedgerError
 from newsletter.ledgerdb import Connection, connect, ledger_error
-from newsletter.store import Entry, Failure, Row, State
+from newsletter.store import Entry, Failure, Row, SendSummary, State
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -76,20 +75,7 @@ def ledger_path(state_dir: Path, slug: str, destination: str) -> Path:
     return state_dir / "sends" / f"{slug}@{readable}-{tag}.sqlite"
 
 
-@dataclass(frozen=True)
-class Peek:
-    """What another ledger says about itself, read without changing it."""
-
-    path: Path
-    slug: str
-    destination: str  # "" when an older ledger did not record it (only "outbox" is inferred)
-    content: str  # Rendered.content; "" when not recorded
-    sent: int
-    unknown: int  # in doubt, including attempts a killed process left `sending`
-    continued_from: tuple[str, ...]  # file names of ledgers whose states this one carries
-
-
-def peek(path: Path, *, counts: bool = True) -> Peek:
+def peek(path: Path, *, counts: bool = True) -> SendSummary:
     """Read a ledger's identity and (with `counts`; else 0) its sent/unknown counts, without
     changing it; LedgerError when it cannot be read. Counting reads every row: skip it for
     ledgers that turn out to be of another issue."""
@@ -99,14 +85,16 @@ def peek(path: Path, *, counts: bool = True) -> Peek:
             db.execute("PRAGMA busy_timeout=5000")
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
             if not {"meta", "recipients"} <= tables:  # killed while it was being created
-                return Peek(path, slug, "", "", 0, 0, ())
+                return SendSummary(path, slug, "", "", 0, 0, ())
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            count = "SELECT state, count(*) FROM recipients GROUP BY state"
-            states = dict(db.execute(count)) if counts else {}
+            count = "SELECT state, count(*), max(at) FROM recipients GROUP BY state"
+            rows = db.execute(count).fetchall() if counts else []
+            states = {state: n for state, n, _ in rows}
+            changed = [at for _, _, at in rows if at is not None]
     except sqlite3.DatabaseError as exc:
         raise LedgerError(path, f"not a readable ledger ({exc})") from None
     outbox = path.name == ledger_path(path.parent.parent, slug, "outbox").name
-    return Peek(
+    return SendSummary(
         path,
         meta.get("slug", slug),
         meta.get("destination", "outbox" if outbox else ""),
@@ -114,6 +102,8 @@ def peek(path: Path, *, counts: bool = True) -> Peek:
         int(states.get(State.SENT, 0)),
         int(states.get(State.UNKNOWN, 0)) + int(states.get(State.SENDING, 0)),
         tuple(json.loads(meta.get("continued_from", "[]"))),
+        counts={state.label: int(states.get(state, 0)) for state in State} if counts else {},
+        last_change=max(changed, default=None) if counts else None,
     )
 
 

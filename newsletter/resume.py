@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import SelectionChanged
-from newsletter.ledger import Ledger
 from newsletter.models import Subscriber
 from newsletter.sends import entry, record_selection
 
 if TYPE_CHECKING:
-    from newsletter.store import Recipients
+    from newsletter.store import Recipients, SendLedger
 
 
-def check_selection(ledger: Ledger, selection: Recipients, issue: str, *, add_new: bool) -> str:
+def check_selection(ledger: SendLedger, selection: Recipients, issue: str, *, add_new: bool) -> str:
     """Refuse a resume that asks for other lists or tags than its snapshot; a note or "".
 
     With `add_new` the selection may widen the snapshot's (more lists, no or more tags): it
@@ -43,7 +42,7 @@ def check_selection(ledger: Ledger, selection: Recipients, issue: str, *, add_ne
     raise SelectionChanged(_changed_message(stored, asked, root, issue), stored, asked)
 
 
-def _stored_selection(ledger: Ledger, asked: dict[str, Any]) -> dict[str, Any] | None:
+def _stored_selection(ledger: SendLedger, asked: dict[str, Any]) -> dict[str, Any] | None:
     """The snapshot's selection; for an older ledger its lists and, unknown, the tags asked."""
     stored: dict[str, Any] | None = ledger.get_json("selection", None)
     if stored is None:
@@ -119,7 +118,9 @@ class Joined:
     why: str
 
 
-def add_new_readers(ledger: Ledger, selection: Recipients, used: Collection[str]) -> list[Joined]:
+def add_new_readers(
+    ledger: SendLedger, selection: Recipients, used: Collection[str]
+) -> list[Joined]:
     """`send --add-new` on a started send: add who the selection has and the ledger lacks."""
     from newsletter.addresses import address_key
 

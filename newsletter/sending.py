@@ -40,10 +40,10 @@ from newsletter.errors import (
 if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.dispatch import RunResult
-    from newsletter.ledger import Ledger
     from newsletter.message import MessageFactory
     from newsletter.models import Rendered, Subscriber
     from newsletter.resume import Joined
+    from newsletter.store import SendLedger
 
 Note = Callable[[str], None]
 
@@ -69,7 +69,7 @@ def make_plan(
         session.transport = open_transport(nl.config)
         session.selection = nl.store.select(lists, tags)
         session.continue_from = continue_from
-        session.take_lock = _send_lock(session.stack, nl.config.state_dir, rendered)
+        session.take_lock = _send_lock(nl, session.stack, rendered)
 
         def note(text: str) -> None:
             session.notes.append(text)
@@ -93,22 +93,17 @@ def _plan(
 ) -> Plan:
     from newsletter.limits import Limits
     from newsletter.message import MessageFactory
-    from newsletter.sends import continue_sends, open_ledger, other_sends
 
     config, rendered, destination = session.config, session.rendered, session.transport.destination
     key = unsubscribe_secret(config, destination, note, create=False)
-    sources = other_sends(
-        config.state_dir, rendered.slug, rendered.content, destination, session.continue_from
-    )
+    sources = nl.sends.others(rendered.slug, rendered.content, destination, session.continue_from)
     _apply_earlier_bounces(nl, note)
-    ledger, opened = open_ledger(
-        config.state_dir, rendered.slug, destination, rendered.digest, on_change=on_change
-    )
+    ledger, opened = nl.sends.open(rendered.slug, destination, rendered.digest, on_change=on_change)
     session.ledger = ledger
     if opened:
         note(opened)
     joined = _recipients(session, ledger, note, add_new=add_new)
-    for line in continue_sends(
+    for line in nl.sends.carry_over(
         ledger, sources, slug=rendered.slug, destination=destination, content=rendered.content
     ):
         note(line)
@@ -120,30 +115,29 @@ def _plan(
 
 
 def _send_lock(
-    stack: contextlib.ExitStack, state_dir: Path, rendered: Rendered
+    nl: Newsletter, stack: contextlib.ExitStack, rendered: Rendered
 ) -> Callable[[], None]:
-    """Take the issue's send lock now if .newsletter/sends/ exists (the plan reads a ledger no
+    """Take the issue's send lock now if any send was ever recorded (the plan reads a ledger no
     other send may change meanwhile); returns what takes the rest once the send is confirmed,
     with the lock on the issue's content (a copy under another file name is the same issue).
     So a plan creates nothing."""
-    from newsletter.sends import SendLock
-
-    by_slug = SendLock(state_dir, rendered.slug)
-    by_content = SendLock(state_dir, f".content-{rendered.content[:16]}")
-    held: list[SendLock] = []
+    by_slug = nl.sends.lock(rendered.slug)
+    by_content = nl.sends.lock(f".content-{rendered.content[:16]}")
+    held: list[object] = []
 
     def take() -> None:
         for lock in (by_slug, by_content):
             if lock not in held:
-                held.append(stack.enter_context(lock))
+                stack.enter_context(lock)
+                held.append(lock)
 
-    if by_slug.path.parent.is_dir():
+    if nl.sends.started():
         held.append(stack.enter_context(by_slug))
     return take
 
 
 def _recipients(
-    session: _Session, ledger: Ledger, note: Note, *, add_new: bool
+    session: _Session, ledger: SendLedger, note: Note, *, add_new: bool
 ) -> list[Joined] | None:
     """A new send: the snapshot of the selection. A resume: the selection must be the
     snapshot's (or, with add_new, a wider one); returns who add_new adds."""
@@ -168,7 +162,7 @@ def _recipients(
 
 def _describe(
     session: _Session,
-    ledger: Ledger,
+    ledger: SendLedger,
     factory: MessageFactory,
     warnings: tuple[Finding, ...],
     joined: list[Joined] | None,
@@ -225,7 +219,6 @@ def _dkim(config: Config) -> str | None:
 
 def run_plan(nl: Newsletter, plan: Plan, on_progress: OnProgress | None) -> SendReport:
     from newsletter.message import MessageFactory
-    from newsletter.sends import other_sends
 
     session = plan._session
     ledger, config, rendered = session.ledger, nl.config, session.rendered
@@ -236,9 +229,7 @@ def run_plan(nl: Newsletter, plan: Plan, on_progress: OnProgress | None) -> Send
     # taken only now when .newsletter/sends/ was missing: a send through another server may
     # have started and sent meanwhile
     destination = session.transport.destination
-    other_sends(
-        config.state_dir, rendered.slug, rendered.content, destination, session.continue_from
-    )
+    nl.sends.others(rendered.slug, rendered.content, destination, session.continue_from)
     key = unsubscribe_secret(config, destination, nl.notify)  # the plan may have had a stand-in
     factory = MessageFactory(rendered, config, key)
     ledger.save()  # the plan was a draft: the ledger file starts here
@@ -249,7 +240,7 @@ def run_plan(nl: Newsletter, plan: Plan, on_progress: OnProgress | None) -> Send
 def _run(
     nl: Newsletter,
     session: _Session,
-    ledger: Ledger,
+    ledger: SendLedger,
     factory: MessageFactory,
     limit: int | None,
     on_progress: OnProgress | None,
@@ -286,7 +277,7 @@ def _ignore(event: object) -> None:
     pass
 
 
-def _report(session: _Session, ledger: Ledger, result: RunResult | None) -> SendReport:
+def _report(session: _Session, ledger: SendLedger, result: RunResult | None) -> SendReport:
     from newsletter.sends import report
 
     doc = report(ledger, issue=session.rendered.slug, destination=session.transport.destination)
@@ -314,7 +305,7 @@ def report_of(
     )
 
 
-def _selection_args(ledger: Ledger, root: Path) -> str:
+def _selection_args(ledger: SendLedger, root: Path) -> str:
     """The --list/--tag options of the send's selection, for the commands we suggest."""
     from newsletter.resume import selection_args
 
@@ -326,12 +317,9 @@ def _apply_earlier_bounces(nl: Newsletter, note: Note) -> None:
     """Before a send reads its ledger and the lists: the 5.1.x refusals of every earlier send,
     of this issue or another (a run killed before marking them, never resumed), so neither a
     resume nor the next issue mails a bounced reader."""
-    from newsletter.ledger import failures_in
     from newsletter.store import bounces
 
-    ledgers = sorted((nl.config.state_dir / "sends").glob("*.sqlite"))
-    failures = [failure for path in ledgers for failure in failures_in(path)]
-    say_bounced(nl.store.apply_bounces(bounces(failures)), note)
+    say_bounced(nl.store.apply_bounces(bounces(nl.sends.failures())), note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,46 +328,41 @@ def _apply_earlier_bounces(nl: Newsletter, note: Note) -> None:
 
 def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendReport:
     from newsletter.issue import load_issue
-    from newsletter.ledger import Ledger, ledger_path
-    from newsletter.sends import SendLock, report
+    from newsletter.render import content_digest
+    from newsletter.sends import report
     from newsletter.store import bounces
 
-    config = nl.config
-    slug = load_issue(issue).slug
+    loaded = load_issue(issue)
+    slug = loaded.slug
     destination = destination or nl.destination()
-    path = ledger_path(config.state_dir, slug, destination)
-    _sends_elsewhere(nl, issue, path, destination)
-    if not path.is_file():
-        raise LedgerMissing(path, destination)
-    ledger = Ledger(path, create=False)
+    ledger = nl.sends.find(slug, destination)
+    where = _sends_elsewhere(nl, ledger, slug, content_digest(loaded), destination)
+    if ledger is None:
+        raise LedgerMissing(nl.sends.where(slug, destination), destination, elsewhere=where)
+    if where:
+        nl.notify(f"warning: {where}; the counts below do not include those")
     try:
-        live = SendLock(config.state_dir, slug).held_elsewhere()
+        live = nl.sends.running(slug)
         say_bounced(nl.store.apply_bounces(bounces(ledger.failures())), nl.notify)
         doc = report(ledger, issue=slug, destination=destination, live=live)
-        again = f"{issue}{_selection_args(ledger, config.root)}"
+        again = f"{issue}{_selection_args(ledger, nl.config.root)}"
     finally:
         ledger.close()
     return report_of(doc, again=again, live=live)
 
 
-def _sends_elsewhere(nl: Newsletter, issue: Path, path: Path, destination: str) -> None:
-    """Name the sends of this issue through other servers that this ledger does not carry:
-    without a ledger here, "nothing has been sent" would read as nobody having been mailed."""
-    from newsletter.issue import load_issue
-    from newsletter.ledger import peek
-    from newsletter.render import content_digest
-    from newsletter.sends import sends_elsewhere
-
-    loaded = load_issue(issue)
-    known = set(peek(path).continued_from) if path.is_file() else set()
-    found = sends_elsewhere(nl.config.state_dir, loaded.slug, content_digest(loaded), path)
+def _sends_elsewhere(
+    nl: Newsletter, ledger: SendLedger | None, slug: str, content: str, destination: str
+) -> str:
+    """The sends of this issue through other servers that this ledger does not carry, in
+    words ("" for none): without a ledger here, "nothing has been sent" would read as nobody
+    having been mailed."""
+    known = set(ledger.get_json("continued_from", [])) if ledger is not None else set()
+    found = nl.sends.elsewhere(slug, content, destination)
     others = [other for other in found if other.path.name not in known]
     if not others:
-        return
-    where = f"this issue was sent in part through another server: {OtherSend.describe(others)}"
-    if not path.is_file():
-        raise LedgerMissing(path, destination, elsewhere=where)
-    nl.notify(f"warning: {where}; the counts below do not include those")
+        return ""
+    return f"this issue was sent in part through another server: {OtherSend.describe(others)}"
 
 
 # ---------------------------------------------------------------------------------------------

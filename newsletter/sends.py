@@ -20,9 +20,9 @@ from newsletter.errors import (
     OtherSend,
 )
 from newsletter.fileio import make_folder, open_private, reporting
-from newsletter.ledger import Ledger, Peek, ledger_path, peek
+from newsletter.ledger import Ledger, failures_in, ledger_path, peek
 from newsletter.models import Subscriber
-from newsletter.store import Entry, State
+from newsletter.store import Entry, Failure, SendLedger, SendSummary, State
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients
@@ -86,7 +86,9 @@ class SendLock:
 # The report: `send --json` and `status --json` share it (docs/sending.md)
 
 
-def report(ledger: Ledger, *, issue: str, destination: str, live: bool = False) -> dict[str, Any]:
+def report(
+    ledger: SendLedger, *, issue: str, destination: str, live: bool = False
+) -> dict[str, Any]:
     counts = ledger.counts(live=live)
     plan_left_out = sum(int(v) for v in ledger.get_json("left_out", {}).values())
     return {
@@ -140,7 +142,7 @@ def open_ledger(
     raise ContentChanged(path, counts["sent"], sum(counts.values()))
 
 
-def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> list[Peek]:
+def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> list[SendSummary]:
     """The SMTP ledgers of this issue other than `target` that sent or may have sent."""
     return [
         other
@@ -151,7 +153,7 @@ def sends_elsewhere(state_dir: Path, slug: str, content: str, target: Path) -> l
 
 def other_sends(
     state_dir: Path, slug: str, content: str, destination: str, continue_from: Sequence[Path]
-) -> list[Peek]:
+) -> list[SendSummary]:
     """Before a ledger is created or resumed: the other SMTP ledgers of this issue (same slug,
     or same content under another name) that sent or may have sent anything. Each must be one
     this send continues from (each `--continue-from`, or recorded by an earlier run), else
@@ -192,7 +194,12 @@ def _same_issue(state_dir: Path, target: Path, slug: str, content: str) -> list[
 
 
 def continue_sends(
-    ledger: Ledger, sources: list[Peek], *, slug: str, destination: str, content: str
+    ledger: SendLedger,
+    sources: Sequence[SendSummary],
+    *,
+    slug: str,
+    destination: str,
+    content: str,
 ) -> list[str]:
     """Label the ledger (what other_sends reads) and carry over who `sources` sent or may have
     sent; after the snapshot, before anything is sent."""
@@ -209,7 +216,7 @@ def continue_sends(
     return notes
 
 
-def snapshot(ledger: Ledger, selection: Recipients, used: Collection[str]) -> int:
+def snapshot(ledger: SendLedger, selection: Recipients, used: Collection[str]) -> int:
     """Record the recipients of a send that has not started (a plan not sent may be stale):
     them, and what was asked (for resumes to compare). Returns how many."""
     ledger.reset()
@@ -223,7 +230,7 @@ def snapshot(ledger: Ledger, selection: Recipients, used: Collection[str]) -> in
     return added
 
 
-def record_selection(ledger: Ledger, selection: Recipients) -> None:
+def record_selection(ledger: SendLedger, selection: Recipients) -> None:
     ledger.put_json("selection", selection.spec())
     ledger.put_json("lists", [str(p) for p in selection.lists])
 
@@ -234,3 +241,65 @@ def entry(subscriber: Subscriber, used: Collection[str]) -> Entry:
     fields = {k: v for k, v in subscriber.fields.items() if k in used and v}
     path = str(subscriber.list_path) if subscriber.list_path else ""
     return Entry(address_key(subscriber.email), subscriber.email, subscriber.name, path, fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# All of it as the collection of sends (store.Sends), the embedded default
+
+
+class LedgerFolder:
+    """Every send's ledger: one SQLite file per issue and destination in .newsletter/sends/."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.folder = state_dir / "sends"
+
+    def open(
+        self, slug: str, destination: str, digest: str, *, on_change: str | None = None
+    ) -> tuple[Ledger, str]:
+        return open_ledger(self.state_dir, slug, destination, digest, on_change=on_change)
+
+    def find(self, slug: str, destination: str) -> Ledger | None:
+        path = self.where(slug, destination)
+        return Ledger(path, create=False) if path.is_file() else None
+
+    def where(self, slug: str, destination: str) -> Path:
+        return ledger_path(self.state_dir, slug, destination)
+
+    def summaries(self, slug: str | None = None) -> list[SendSummary]:
+        found = [peek(path) for path in self._ledgers()]
+        return [one for one in found if slug is None or one.slug == slug]
+
+    def failures(self) -> list[Failure]:
+        return [failure for path in self._ledgers() for failure in failures_in(path)]
+
+    def started(self) -> bool:
+        return self.folder.is_dir()
+
+    def lock(self, name: str) -> SendLock:
+        return SendLock(self.state_dir, name)
+
+    def running(self, slug: str) -> bool:
+        return SendLock(self.state_dir, slug).held_elsewhere()
+
+    def others(
+        self, slug: str, content: str, destination: str, continue_from: Sequence[Path]
+    ) -> list[SendSummary]:
+        return other_sends(self.state_dir, slug, content, destination, continue_from)
+
+    def elsewhere(self, slug: str, content: str, destination: str) -> list[SendSummary]:
+        return sends_elsewhere(self.state_dir, slug, content, self.where(slug, destination))
+
+    def carry_over(
+        self,
+        ledger: SendLedger,
+        sources: Sequence[SendSummary],
+        *,
+        slug: str,
+        destination: str,
+        content: str,
+    ) -> list[str]:
+        return continue_sends(ledger, sources, slug=slug, destination=destination, content=content)
+
+    def _ledgers(self) -> list[Path]:
+        return sorted(self.folder.glob("*.sqlite"))

@@ -1,10 +1,12 @@
 """The storage seam: where readers live, and what each send recorded.
 
-Two small protocols: `SubscriberStore` (read a selection as a stream, change a status durably,
-add, suppress, look up) and `SendLedger` (snapshot, claim, record, recover, report). The API,
-the send loop (dispatch) and the unsubscribe endpoint (serve) reach storage only through them.
+Small protocols: `SubscriberStore` (read a selection as a stream, change a status durably, add,
+suppress, look up), `SendLedger` (one send: snapshot, claim, record, recover, report) and
+`Sends` (every send: open, find, list, lock). The API, the send loop (dispatch) and the
+unsubscribe endpoint (serve) reach storage only through them.
 The embedded default is `subscribers.CsvStore` (the CSV lists and the suppression file in the
-folder) with `ledger.Ledger` (one SQLite file per send); a second implementation (PostgreSQL)
+folder) with `sends.LedgerFolder` of `ledger.Ledger`s (one SQLite file per send); a second
+implementation (PostgreSQL)
 plugs in behind the same protocols (docs/architecture.md). The data that crosses the seam is
 defined here too, so the callers need nothing from an implementation's module.
 """
@@ -16,6 +18,7 @@ import datetime as dt
 import enum
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +75,21 @@ class Failure:
     code: int | None
     reply: str
     at: float = 0.0  # unix time of the refusal
+
+
+@dataclass(frozen=True)
+class SendSummary:
+    """One send as the list of sends shows it, read without changing it."""
+
+    path: Path  # its ledger
+    slug: str  # the issue's
+    destination: str  # "" when an older ledger did not record it (only "outbox" is inferred)
+    content: str  # Rendered.content; "" when not recorded
+    sent: int
+    unknown: int  # in doubt, including attempts a killed process left `sending`
+    continued_from: tuple[str, ...]  # ledger file names whose states this one carries
+    counts: Mapping[str, int] = field(default_factory=dict)  # by State.label; {} if not read
+    last_change: float | None = None  # unix time a recipient's state last changed
 
 
 @dataclass(frozen=True)
@@ -206,6 +224,9 @@ class SendLedger(Protocol):
     def get(self, name: str, default: str = "") -> str: ...
     def get_json(self, name: str, default: Any) -> Any: ...
     def save(self) -> None: ...
+    def carry_over(self, source: Path, reply: str) -> int:
+        """Mark as sent (with `reply`) those another send's ledger sent or may have sent."""
+        ...
 
     # claim
     def pending(self, after_id: int, limit: int) -> list[Row]: ...
@@ -234,10 +255,77 @@ class SendLedger(Protocol):
 
     # report
     def attempted(self) -> int: ...
+    def contains(self, key: str) -> bool: ...
     def counts(self, *, live: bool = False) -> dict[str, int]: ...
     def emails(self, *states: State) -> Iterator[str]: ...
     def failures(self) -> Iterator[Failure]: ...
     def close(self) -> None: ...
+
+
+class Sends(Protocol):
+    """Every send of the newsletter, each with its ledger (sends.LedgerFolder: one SQLite file
+    per issue and destination in .newsletter/sends/). A send is named by its issue's slug and
+    its destination; a copy of the issue under another name is found by its content."""
+
+    def open(
+        self, slug: str, destination: str, digest: str, *, on_change: str | None = None
+    ) -> tuple[SendLedger, str]:
+        """The ledger of this send as a draft bound to `digest` (nothing is written before
+        `save()`), and a note when the issue changed since part of it was sent."""
+        ...
+
+    def find(self, slug: str, destination: str) -> SendLedger | None:
+        """An existing send's ledger, to read and report (None: nothing was sent there)."""
+        ...
+
+    def where(self, slug: str, destination: str) -> Path:
+        """Where that send's ledger is (or would be), for messages."""
+        ...
+
+    def summaries(self, slug: str | None = None) -> list[SendSummary]:
+        """Every send (of the issue `slug`), with its counts and last change."""
+        ...
+
+    def failures(self) -> list[Failure]:
+        """The refusals recorded by every send (their bounces, applied before a send)."""
+        ...
+
+    def started(self) -> bool:
+        """Whether any send was ever recorded here (only then may a plan take a lock: a plan
+        creates nothing)."""
+        ...
+
+    def lock(self, name: str) -> AbstractContextManager[object]:
+        """Held while a send of `name` (a slug, or a content digest) runs: one at a time."""
+        ...
+
+    def running(self, slug: str) -> bool:
+        """Is a send of this issue running right now, in another process?"""
+        ...
+
+    def others(
+        self, slug: str, content: str, destination: str, continue_from: Sequence[Path]
+    ) -> list[SendSummary]:
+        """The sends of this issue through other servers that this one must continue from;
+        OtherSend when one of them is not named in `continue_from` (or recorded)."""
+        ...
+
+    def elsewhere(self, slug: str, content: str, destination: str) -> list[SendSummary]:
+        """The sends of this issue through other servers that sent or may have sent."""
+        ...
+
+    def carry_over(
+        self,
+        ledger: SendLedger,
+        sources: Sequence[SendSummary],
+        *,
+        slug: str,
+        destination: str,
+        content: str,
+    ) -> list[str]:
+        """Label the ledger with its identity and mark as theirs who `sources` sent or may
+        have sent (a note for each); after the snapshot, before anything is sent."""
+        ...
 
 
 def bouncer(store: SubscriberStore) -> Callable[[str], Awaitable[None]]:
