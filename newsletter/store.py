@@ -4,11 +4,11 @@ Small protocols: `SubscriberStore` (read a selection as a stream, change a statu
 suppress, look up), `SendLedger` (one send: snapshot, claim, record, recover, report) and
 `Sends` (every send: open, find, list, lock). The API, the send loop (dispatch) and the
 unsubscribe endpoint (serve) reach storage only through them.
+
 The embedded default is `subscribers.CsvStore` (the CSV lists and the suppression file in the
-folder) with `sends.LedgerFolder` of `ledger.Ledger`s (one SQLite file per send); a second
-implementation (PostgreSQL)
-plugs in behind the same protocols (docs/architecture.md). The data that crosses the seam is
-defined here too, so the callers need nothing from an implementation's module.
+folder) with `sends.LedgerFolder` (one SQLite `ledger.Ledger` file per send); a second
+implementation (PostgreSQL) plugs in behind the same protocols (docs/architecture.md). The data
+that crosses the seam is defined here too, so callers need nothing from an implementation.
 """
 
 from __future__ import annotations
