@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         Newsletter,
         Plan,
         SendReport,
+        SendSummary,
         TestResult,
     )
     from newsletter.errors import InvalidInput, LedgerMissing, NewsletterError, Severity
@@ -33,6 +34,7 @@ __all__ = [
     "NewsletterError",
     "Plan",
     "SendReport",
+    "SendSummary",
     "Severity",
     "TestResult",
     "__version__",

@@ -26,6 +26,7 @@ from newsletter.errors import (
     Problem,
     Severity,
 )
+from newsletter.store import SendSummary
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -312,12 +313,20 @@ class Newsletter:
         return report
 
     def status(self, issue: PathLike, destination: str | None = None) -> SendReport:
-        """Where the send of `issue` to `destination` (default: the configured one) stands.
+        """Where the send of `issue` to `destination` stands. Without a destination: the
+        configured one when something was sent there, else the only one something was sent
+        to (SeveralSends when there are more).
 
         Raises LedgerMissing when nothing was sent there."""
         from newsletter.sending import send_status
 
         return send_status(self, Path(issue), destination)
+
+    def history(self) -> list[SendSummary]:
+        """Every send of every issue (slug, destination, counts, last change), the most
+        recently changed first."""
+        found = self.sends.summaries()
+        return sorted(found, key=lambda one: one.last_change or 0.0, reverse=True)
 
     def test(
         self, issue: PathLike, to: str | None = None, as_email: str | None = None
@@ -387,6 +396,7 @@ __all__ = [
     "Newsletter",
     "Plan",
     "SendReport",
+    "SendSummary",
     "Severity",
     "TestResult",
 ]

@@ -20,7 +20,7 @@ from newsletter import __version__
 from newsletter.errors import NewsletterError
 
 if TYPE_CHECKING:  # types only: the modules themselves are imported where a command needs them
-    from newsletter.api import Finding, Newsletter, Plan, SendReport
+    from newsletter.api import Finding, Newsletter, Plan, SendReport, SendSummary
     from newsletter.config import Config
     from newsletter.resume import Joined
 
@@ -456,13 +456,27 @@ def _print_report(report: SendReport, issue: str) -> None:
 @app.command()
 @command
 def status(
-    issue: IssueArg,
+    issue: Annotated[
+        Path | None,
+        typer.Argument(help="The issue file; without it, every send of every issue is listed."),
+    ] = None,
+    destination: Annotated[
+        str | None,
+        typer.Option(
+            "--destination",
+            help="The send to report, as `status` lists it (outbox, smtp://host:port); "
+            "default: the configured one, or the only one the issue was sent to.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Only the failures.")] = False,
     csv_: Annotated[bool, typer.Option("--csv", help="With --failed: CSV on stdout.")] = False,
 ) -> None:
     """Show where a send of an issue stands (any time, also while it runs)."""
-    report = api().status(issue)
+    if issue is None:
+        _list_sends(api().history(), as_json)
+        return
+    report = api().status(issue, destination)
     if failed and csv_:
         import csv
 
@@ -477,6 +491,31 @@ def status(
             say("a send of this issue is running now")
         for email in report.unknown:
             typer.echo(f"unknown: {email}")
+
+
+def _list_sends(sends: list[SendSummary], as_json: bool) -> None:
+    """One line per send (tab-separated, most recent first), or a JSON array of them."""
+    import datetime as dt
+
+    def when(one: SendSummary) -> str:
+        at = one.last_change
+        return (
+            dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds") if at else ""
+        )
+
+    if as_json:
+        rows = [
+            {"issue": one.slug, "destination": one.destination, "counts": dict(one.counts),
+             "last_change": when(one) or None}
+            for one in sends
+        ]  # fmt: skip
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for one in sends:
+        counts = ", ".join(f"{n} {state}" for state, n in one.counts.items() if n)
+        typer.echo("\t".join((one.slug, one.destination, counts or "empty", when(one))))
+    if not sends:
+        say("no send yet")
 
 
 @app.command(name="test")

@@ -170,6 +170,21 @@ class LedgerMissing(NewsletterError):
             super().__init__(f"{path}: no ledger: nothing has been sent to this destination yet")
 
 
+class SeveralSends(NewsletterError):
+    """`status` of an issue sent to several destinations, none of them the configured one:
+    which one is meant must be said."""
+
+    def __init__(self, slug: str, configured: str, sends: Sequence[Peek]) -> None:
+        self.slug = slug
+        self.configured = configured
+        self.destinations = [one.destination for one in sends]
+        listed = "; ".join(f"{one.destination}: {one.sent} sent" for one in sends)
+        super().__init__(
+            f"{slug} was sent to several destinations, none of them {configured} (the "
+            f"configured one): {listed}. Pass --destination with one of them"
+        )
+
+
 class LockBusy(NewsletterError):
     """Another process holds the lock this command needs."""
 

@@ -35,6 +35,7 @@ from newsletter.errors import (
     MissingSetting,
     NotInList,
     OtherSend,
+    SeveralSends,
 )
 
 if TYPE_CHECKING:
@@ -334,7 +335,7 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
 
     loaded = load_issue(issue)
     slug = loaded.slug
-    destination = destination or nl.destination()
+    destination = destination or _destination_of(nl, slug)
     ledger = nl.sends.find(slug, destination)
     where = _sends_elsewhere(nl, ledger, slug, content_digest(loaded), destination)
     if ledger is None:
@@ -349,6 +350,23 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
     finally:
         ledger.close()
     return report_of(doc, again=again, live=live)
+
+
+def _destination_of(nl: Newsletter, slug: str) -> str:
+    """Where the send of `slug` to report went, whatever the environment says: the configured
+    destination when something was sent there (or nowhere); else the only one that was; else
+    SeveralSends, naming them."""
+    configured = nl.destination()
+    found = [one for one in nl.sends.summaries(slug) if one.destination]
+    if not found or configured in {one.destination for one in found}:
+        return configured
+    if len(found) > 1:
+        raise SeveralSends(slug, configured, found)
+    nl.notify(
+        f"nothing was sent through {configured} (the configured destination): this is the "
+        f"send through {found[0].destination}"
+    )
+    return found[0].destination
 
 
 def _sends_elsewhere(
