@@ -290,9 +290,9 @@ def unsubscribe_app(
 
     Changes go to `store` (default: the CSV lists of the folder)."""
     if store is None:
-        from newsletter.subscribers import CsvStore
+        from newsletter.api import Newsletter
 
-        store = CsvStore(config.root)
+        store = Newsletter(config).store  # the one the API would use: the CSV lists by default
     worker = Unsubscriber(config, secret, store)
     name = config.newsletter.name
     lang = config.newsletter.language

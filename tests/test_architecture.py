@@ -127,3 +127,12 @@ def test_third_party_libraries_stay_in_their_modules() -> None:
 def test_importing_newsletter_loads_no_front_end() -> None:
     """Stated in the document; checked in a fresh interpreter by tests/test_api.py."""
     assert re.search(r"`import newsletter` loads none of these", DOC)
+
+
+def test_the_send_loop_and_the_endpoint_see_only_the_storage_protocols() -> None:
+    """dispatch and serve reach lists and ledgers through store.py's protocols, never an
+    implementation (the CSV lists, the SQLite ledgers): a PostgreSQL store plugs in there."""
+    implementations = {"ledger", "ledgerdb", "sends", "subscribers"}
+    for unit in ("dispatch", "serve"):
+        assert not units()[unit][0] & implementations, unit
+        assert "store" in units()[unit][0], unit
