@@ -109,8 +109,8 @@ def render_text(issue: Issue, config: Config, fields: FieldTable) -> str:
     links = _Links()
     context = {**_context(issue, config, fields), "ref": links.ref, "links": links.numbered}
     text = _template(config, "base.txt.j2", context)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    text = mdtext.no_leading_dash(re.sub(r"[ \t]+\n", "\n", text))
+    return re.sub(r"\n{3,}", "\n\n", text).lstrip("\n").rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
         wrap=mdtext.wrap,
         ascii_refs=ascii_refs,
     )
-    env.globals["bullet"] = lambda text: mdtext.wrap(str(text), mdtext.WIDTH, "- ", "  ")
+    env.globals["bullet"] = lambda text: mdtext.wrap(str(text), mdtext.WIDTH, mdtext.BULLET, "  ")
     return env
 
 
