@@ -28,6 +28,7 @@ BLOCK_KINDS: dict[str, type[Any]] = {
 }
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab, LF and CR are text
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # usable as written after '#' in a link
 _TOP_KEYS = {"title", "subject", "preheader", "date", "slug", "draft", "allow_html", "blocks"}
 
 
@@ -92,7 +93,22 @@ class _Reader:
             self.fail("blocks", "empty: an issue needs at least one [[blocks]] table")
             return None
         built = [self.block(b, f"blocks[{i}]") for i, b in enumerate(value)]
+        self.check_ids(value)
         return tuple(b for b in built if b is not None)
+
+    def check_ids(self, blocks: list[dict[str, Any]]) -> None:
+        """Block ids are link targets (`#id`): each one well formed and used once."""
+        seen: dict[str, str] = {}
+        for i, data in enumerate(blocks):
+            ident, where = data.get("id"), f"blocks[{i}].id"
+            if not isinstance(ident, str):
+                continue  # missing, or not a string: build() reports the type
+            if not _ID.match(ident):
+                self.fail(where, f"id {ident!r} must be letters, digits, '-' and '_'")
+            elif ident in seen:
+                self.fail(where, f"id {ident!r} is already the id of {seen[ident]}")
+            else:
+                seen[ident] = f"blocks[{i}]"
 
     def block(self, data: dict[str, Any], where: str) -> models.Block | None:
         kind = data.get("kind")

@@ -45,14 +45,15 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
+    ids = frozenset(block.id for block in issue.blocks if block.id)
     for where, name, text in walk(issue):
         if name == "href" and not text:
             continue  # an image's link is optional: empty means the image links nowhere
         if name in URL_FIELDS:
-            yield from _url(issue.path, lines, where, text, "")
+            yield from _url(issue.path, lines, where, text, "", ids)
         elif name in MARKDOWN_FIELDS:
             for label, url in mdtext.link_targets(text):
-                yield from _url(issue.path, lines, where, url, f"link '{label}': ")
+                yield from _url(issue.path, lines, where, url, f"link '{label}': ", ids)
 
 
 def _footer_links(config: Config) -> Iterator[Problem]:
@@ -62,12 +63,23 @@ def _footer_links(config: Config) -> Iterator[Problem]:
         yield from _url(config.path, no_lines, "newsletter.footer", url, f"link '{label}': ")
 
 
-def _url(path: Path, lines: KeyLines, where: str, url: str, prefix: str) -> Iterator[Problem]:
+def _url(
+    path: Path,
+    lines: KeyLines,
+    where: str,
+    url: str,
+    prefix: str,
+    ids: frozenset[str] = frozenset(),
+) -> Iterator[Problem]:
+    """The problems of one link; `#id` is a link within the issue when a block has that id."""
+
     def problem(message: str, severity: Severity = Severity.ERROR) -> Problem:
         return Problem(
             path, prefix + message, field=where, line=lines.line(where), severity=severity
         )
 
+    if url.strip().startswith("#") and url.strip()[1:] in ids:
+        return
     reason = placeholder(url)
     broken = url_problem(url)
     if reason:
@@ -85,8 +97,10 @@ def placeholder(url: str) -> str:
     url = url.strip()
     if not url:
         return "empty link"
-    if url.startswith("#"):
+    if url == "#":
         return f"{url!r} is a placeholder link"
+    if url.startswith("#"):
+        return f"{url!r} links to no block: give the block it means id = {url[1:]!r}"
     parts = split(url)
     if parts is None:
         return ""  # not a URL at all: url_problem says so

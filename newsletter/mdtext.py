@@ -154,7 +154,9 @@ def inline_text(children: Sequence[Token], ref: Ref) -> str:
         elif child.type == "link_open":
             href.append(str(child.attrs.get("href", "")))
         elif child.type == "link_close" and href:
-            out.append(f" [{ref(href.pop())}]")
+            target = href.pop()
+            if not target.startswith("#"):  # a link within the issue: the text is one page
+                out.append(f" [{ref(target)}]")
         elif child.type == "image":
             out.append(f"[Image: {child.content}]")
     return "".join(out)

@@ -42,6 +42,7 @@ class Article:
     image: Image | None = None
     cta: Link | None = None
     button: bool = False  # show the call to action as a button rather than a link
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["article"] = "article"
 
 
@@ -51,6 +52,7 @@ class Links:
     items: tuple[Link, ...]
     intro: str = ""  # Markdown
     outro: str = ""  # Markdown
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["links"] = "links"
 
 
@@ -65,6 +67,7 @@ class Event:
     place: str = ""
     booking: Link | None = None
     heading: str = ""  # a section heading above the event, e.g. "Date for your diary"
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["event"] = "event"
 
 
@@ -72,6 +75,7 @@ class Event:
 class Text:
     body: str  # Markdown
     heading: str = ""
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["text"] = "text"
 
 
@@ -82,6 +86,7 @@ class ImageRow:
     images: tuple[Image, ...]
     captions: tuple[str, ...] = ()
     heading: str = ""
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["images"] = "images"
 
 

@@ -108,6 +108,7 @@ def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
 def render_text(issue: Issue, config: Config, fields: FieldTable) -> str:
     links = _Links()
     context = {**_context(issue, config, fields), "ref": links.ref, "links": links.numbered}
+    context["see"] = links.see
     text = _template(config, "base.txt.j2", context)
     text = mdtext.no_leading_dash(re.sub(r"[ \t]+\n", "\n", text))
     return re.sub(r"\n{3,}", "\n\n", text).lstrip("\n").rstrip() + "\n"
@@ -279,6 +280,10 @@ class _Links:
         if url not in self.urls:
             self.urls.append(url)
         return self.urls.index(url) + 1
+
+    def see(self, url: str) -> str:
+        """' [n]' after a link's text; nothing for a link within the issue (`#id`)."""
+        return "" if url.startswith("#") else f" [{self.ref(url)}]"
 
     def numbered(self) -> list[tuple[int, str]]:
         return [(n, url) for n, url in enumerate(self.urls, 1)]
