@@ -61,6 +61,18 @@ li { margin: 0 0 6px; }
 h3 { font-size: 18px; margin: 12px 0 4px; }
 blockquote { margin: 0 0 12px; padding-left: 12px; border-left: 3px solid #cccccc; }
 """
+# The words the templates add to an event, per language (`[newsletter] language`, its first part);
+# a language not listed gets English.
+WORDS = {
+    "en": {"book": "Book your place", "deadline": "Deadline", "online": "Online"},
+    "de": {"book": "Platz reservieren", "deadline": "Frist", "online": "Online"},
+    "es": {"book": "Reserve su plaza", "deadline": "Fecha límite", "online": "En línea"},
+    "fr": {"book": "Réservez votre place", "deadline": "Date limite", "online": "En ligne"},
+    "it": {"book": "Prenota il tuo posto", "deadline": "Scadenza", "online": "Online"},
+    "nl": {"book": "Reserveer uw plaats", "deadline": "Deadline", "online": "Online"},
+    "pl": {"book": "Zarezerwuj miejsce", "deadline": "Termin", "online": "Online"},
+    "pt": {"book": "Reserve o seu lugar", "deadline": "Prazo", "online": "Online"},
+}
 SOCIAL = (
     ("website", "Website"),
     ("twitter", "Twitter"),
@@ -161,7 +173,13 @@ def _context(issue: Issue, config: Config, fields: FieldTable) -> dict[str, Any]
         "unsubscribe_url": fields.marker(Field("unsubscribe_url", source="message")),
         "web_url": f"{base}/{issue.slug}.html" if base and not issue.draft else "",
         "allow_html": issue.allow_html,
+        "words": words(settings.language),
     }
+
+
+def words(language: str) -> dict[str, str]:
+    """The template's own words in `language` ('pt-BR' -> 'pt'), else in English."""
+    return WORDS.get(language.split("-")[0].lower(), WORDS["en"])
 
 
 def _template(config: Config, name: str, context: dict[str, Any]) -> str:
@@ -264,10 +282,10 @@ def _md_inline_text(context: jinja2.runtime.Context, source: str) -> str:
     return mdtext.inline_to_text(str(source), context["ref"])
 
 
-def _underline(heading: str) -> str:
+def _underline(heading: str, rule: str = "-") -> str:
     heading = mdtext.wrap(str(heading))
     width = max(len(line) for line in heading.splitlines()) if heading else 0
-    return f"{heading}\n{'-' * width}"
+    return f"{heading}\n{rule * width}"
 
 
 class _Links:
@@ -295,7 +313,9 @@ def longdate(day: dt.date) -> str:
 
 
 def event_times(event: Event) -> str:
-    """The start time in each of the event's time zones: 09:30 BST / 10:30 CEST."""
+    """The start time in each of the event's time zones: 09:30 BST / 10:30 CEST ('' without)."""
+    if event.start is None or not event.timezones:
+        return ""
     start = dt.datetime.combine(event.date, event.start, tzinfo=ZoneInfo(event.timezones[0]))
     shown = []
     for name in event.timezones:
