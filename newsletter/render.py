@@ -73,15 +73,6 @@ WORDS = {
     "pl": {"book": "Zarezerwuj miejsce", "deadline": "Termin", "online": "Online"},
     "pt": {"book": "Reserve o seu lugar", "deadline": "Prazo", "online": "Online"},
 }
-SOCIAL = (
-    ("website", "Website"),
-    ("twitter", "Twitter"),
-    ("linkedin", "LinkedIn"),
-    ("mastodon", "Mastodon"),
-    ("bluesky", "Bluesky"),
-    ("facebook", "Facebook"),
-    ("youtube", "YouTube"),
-)
 
 
 def render_issue(path: Path, config: Config) -> Rendered:
@@ -160,15 +151,13 @@ def preview_value(base_url: str) -> Callable[[Field], str]:
 def _context(issue: Issue, config: Config, fields: FieldTable) -> dict[str, Any]:
     settings = config.newsletter
     base = settings.base_url
-    social = [
-        {"label": label, "url": getattr(settings, key)}
-        for key, label in SOCIAL
-        if getattr(settings, key)
-    ]
+    social = [{"label": link.label, "url": link.url} for link in config.social_links]
     return {
         "issue": issue,
         "config": settings,
         "social": social,
+        "social_header": social if settings.social_position in ("header", "both") else [],
+        "social_footer": social if settings.social_position in ("footer", "both") else [],
         "subscriber": SubscriberFields(fields),
         "unsubscribe_url": fields.marker(Field("unsubscribe_url", source="message")),
         "web_url": f"{base}/{issue.slug}.html" if base and not issue.draft else "",
