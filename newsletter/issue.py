@@ -25,9 +25,12 @@ BLOCK_KINDS: dict[str, type[Any]] = {
     "event": models.Event,
     "text": models.Text,
     "images": models.ImageRow,
+    "heading": models.Heading,
+    "divider": models.Divider,
 }
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab, LF and CR are text
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # usable as written after '#' in a link
 _TOP_KEYS = {"title", "subject", "preheader", "date", "slug", "draft", "allow_html", "blocks"}
 
 
@@ -92,7 +95,22 @@ class _Reader:
             self.fail("blocks", "empty: an issue needs at least one [[blocks]] table")
             return None
         built = [self.block(b, f"blocks[{i}]") for i, b in enumerate(value)]
+        self.check_ids(value)
         return tuple(b for b in built if b is not None)
+
+    def check_ids(self, blocks: list[dict[str, Any]]) -> None:
+        """Block ids are link targets (`#id`): each one well formed and used once."""
+        seen: dict[str, str] = {}
+        for i, data in enumerate(blocks):
+            ident, where = data.get("id"), f"blocks[{i}].id"
+            if not isinstance(ident, str):
+                continue  # missing, or not a string: build() reports the type
+            if not _ID.match(ident):
+                self.fail(where, f"id {ident!r} must be letters, digits, '-' and '_'")
+            elif ident in seen:
+                self.fail(where, f"id {ident!r} is already the id of {seen[ident]}")
+            else:
+                seen[ident] = f"blocks[{i}]"
 
     def block(self, data: dict[str, Any], where: str) -> models.Block | None:
         kind = data.get("kind")
@@ -185,6 +203,15 @@ class _Reader:
         return obj
 
     def check_timezones(self, event: models.Event, where: str) -> None:
+        if event.start is None and event.timezones:
+            self.fail(
+                f"{where}.timezones", "time zones without a start time: give start, or remove them"
+            )
+        if event.start is not None and not event.timezones:
+            self.fail(
+                f"{where}.timezones",
+                'no time zone for the start time: give timezones = ["Europe/London"] (IANA names)',
+            )
         zones = []
         for i, name in enumerate(event.timezones):
             try:
@@ -194,12 +221,14 @@ class _Reader:
                     f"{where}.timezones[{i}]",
                     f"unknown time zone {name!r}: use an IANA name such as 'Europe/London'",
                 )
-        if zones and len(zones) == len(event.timezones):
-            self.check_calendar(event, zones, where)
+        if zones and len(zones) == len(event.timezones) and event.start is not None:
+            self.check_calendar(event, event.start, zones, where)
 
-    def check_calendar(self, event: models.Event, zones: list[ZoneInfo], where: str) -> None:
+    def check_calendar(
+        self, event: models.Event, time: dt.time, zones: list[ZoneInfo], where: str
+    ) -> None:
         """The start, shown in each zone, must be a date Python can hold (years 1 to 9999)."""
-        start = dt.datetime.combine(event.date, event.start, tzinfo=zones[0])
+        start = dt.datetime.combine(event.date, time, tzinfo=zones[0])
         try:
             for zone in zones:
                 start.astimezone(zone)

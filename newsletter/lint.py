@@ -7,7 +7,9 @@ and its line, as `issues/x.toml:12: blocks[2].items[0].url: '#' is a placeholder
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,7 +35,8 @@ def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> l
     problems = [*_links(issue, lines), *_images(issue, lines), *_metadata(issue, lines, config)]
     problems += [*_dkim(config), *_smtp(config), *_footer_links(config)]
     problems += [*_empty_text(issue, lines), *_subject_line(issue, rendered, lines)]
-    problems += _output(issue, rendered, config)
+    html = fill(rendered.html, preview_value(config.newsletter.base_url), html=True)
+    problems += [*_output(issue, rendered, html), *_image_widths(issue, lines, html, config)]
     return problems
 
 
@@ -45,14 +48,15 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
+    ids = frozenset(block.id for block in issue.blocks if block.id)
     for where, name, text in walk(issue):
         if name == "href" and not text:
             continue  # an image's link is optional: empty means the image links nowhere
         if name in URL_FIELDS:
-            yield from _url(issue.path, lines, where, text, "")
+            yield from _url(issue.path, lines, where, text, "", ids)
         elif name in MARKDOWN_FIELDS:
             for label, url in mdtext.link_targets(text):
-                yield from _url(issue.path, lines, where, url, f"link '{label}': ")
+                yield from _url(issue.path, lines, where, url, f"link '{label}': ", ids)
 
 
 def _footer_links(config: Config) -> Iterator[Problem]:
@@ -62,12 +66,23 @@ def _footer_links(config: Config) -> Iterator[Problem]:
         yield from _url(config.path, no_lines, "newsletter.footer", url, f"link '{label}': ")
 
 
-def _url(path: Path, lines: KeyLines, where: str, url: str, prefix: str) -> Iterator[Problem]:
+def _url(
+    path: Path,
+    lines: KeyLines,
+    where: str,
+    url: str,
+    prefix: str,
+    ids: frozenset[str] = frozenset(),
+) -> Iterator[Problem]:
+    """The problems of one link; `#id` is a link within the issue when a block has that id."""
+
     def problem(message: str, severity: Severity = Severity.ERROR) -> Problem:
         return Problem(
             path, prefix + message, field=where, line=lines.line(where), severity=severity
         )
 
+    if url.strip().startswith("#") and url.strip()[1:] in ids:
+        return
     reason = placeholder(url)
     broken = url_problem(url)
     if reason:
@@ -85,8 +100,10 @@ def placeholder(url: str) -> str:
     url = url.strip()
     if not url:
         return "empty link"
-    if url.startswith("#"):
+    if url == "#":
         return f"{url!r} is a placeholder link"
+    if url.startswith("#"):
+        return f"{url!r} links to no block: give the block it means id = {url[1:]!r}"
     parts = split(url)
     if parts is None:
         return ""  # not a URL at all: url_problem says so
@@ -228,8 +245,7 @@ def _derived_list_id(config: Config) -> Iterator[Problem]:
     )
 
 
-def _output(issue: Issue, rendered: Rendered, config: Config) -> Iterator[Problem]:
-    html = fill(rendered.html, preview_value(config.newsletter.base_url), html=True)
+def _output(issue: Issue, rendered: Rendered, html: str) -> Iterator[Problem]:
     size = len(html.encode())
     where = "rendered HTML"
     if size > GMAIL_CLIP:
@@ -270,6 +286,121 @@ def _output(issue: Issue, rendered: Rendered, config: Config) -> Iterator[Proble
                 field="merge fields",
                 severity=Severity.WARNING,
             )
+
+
+def _image_widths(issue: Issue, lines: KeyLines, html: str, config: Config) -> Iterator[Problem]:
+    """An image wider than the column it sits in: browsers shrink it, Outlook does not (it
+    takes the width attribute), so the page overflows there. The column is measured in the
+    rendered HTML, so it follows the templates (body width, columns, padding)."""
+    columns = image_columns(html)
+    logo = config.newsletter.logo
+    if logo and columns.get(logo):
+        box = columns[logo].pop(0)
+        if config.newsletter.logo_width > box:
+            yield _too_wide(
+                config.path, "newsletter.logo_width", None, config.newsletter.logo_width, box
+            )
+    for where, image in nodes(issue):
+        if isinstance(image, Image) and columns.get(image.src):
+            box = columns[image.src].pop(0)
+            if image.width > box:
+                path = f"{where}.width"
+                yield _too_wide(issue.path, path, lines.line(path), image.width, box)
+
+
+def _too_wide(path: Path, where: str, line: int | None, width: int, box: int) -> Problem:
+    return Problem(
+        path,
+        f"{width} px is wider than the content column ({box} px): mail apps that take the "
+        f"width as written (Outlook) overflow the page; use {box} or less",
+        field=where,
+        line=line,
+        severity=Severity.WARNING,
+    )
+
+
+def image_columns(html: str) -> dict[str, list[int]]:
+    """src -> the width (CSS px) of the column each image with that src sits in, in order
+    (images with a width attribute: those the templates place, not those inside Markdown)."""
+    parser = _Columns()
+    parser.feed(html)
+    parser.close()
+    return parser.found
+
+
+_VOID = {"img", "br", "hr", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
+_PADDING = re.compile(r"padding(-left|-right)?\s*:\s*([^;]+)")
+_SECTION = re.compile(r"max-width\s*:\s*(\d+(?:\.\d+)?)px")
+_COLUMN = re.compile(r"mj-column-(per|px)-(\d+)(?:-(\d+))?")
+
+
+class _Columns(HTMLParser):
+    """Walks MJML's output keeping the open elements, to measure each image's column: the
+    section's width (max-width), less its padding, times the column's share (its class),
+    less the padding inside the column."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[tuple[str, dict[str, str]]] = []
+        self.found: dict[str, list[int]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "img" and "width" in found:  # MJML's images; Markdown's have no width
+            self.found.setdefault(found.get("src", ""), []).append(self.column())
+        elif tag not in _VOID:
+            self.open.append((tag, found))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self.open) - 1, -1, -1):
+            if self.open[i][0] == tag:
+                del self.open[i:]
+                return
+
+    def column(self) -> int:
+        width, outer, inner, share = 600.0, 0.0, 0.0, None  # 600: MJML's default body width
+        for _tag, attrs in self.open:
+            style, classes = attrs.get("style", ""), attrs.get("class", "")
+            if section := _SECTION.search(style):
+                width, outer, inner, share = float(section.group(1)), 0.0, 0.0, None
+                continue
+            if column := _COLUMN.search(classes):
+                share = _share(column, width - outer)
+            if share is None:
+                outer += _horizontal_padding(style)
+            else:
+                inner += _horizontal_padding(style)
+        return int((width - outer if share is None else share) - inner)
+
+
+def _share(column: re.Match[str], room: float) -> float:
+    kind, whole, fraction = column.groups()
+    if kind == "px":
+        return float(whole)
+    return room * float(f"{whole}.{fraction or 0}") / 100
+
+
+def _horizontal_padding(style: str) -> float:
+    left = right = 0.0
+    for side, value in _PADDING.findall(style):
+        sizes = [_px(v) for v in value.split()]
+        if side == "-left":
+            left = sizes[0] if sizes else 0.0
+        elif side == "-right":
+            right = sizes[0] if sizes else 0.0
+        elif sizes:
+            right = sizes[1] if len(sizes) > 1 else sizes[0]
+            left = sizes[3] if len(sizes) > 3 else right
+    return left + right
+
+
+def _px(value: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(px)?", value.strip().removesuffix("!important").strip())
+    return float(match.group(1)) if match else 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ past the limit: such input is refused rather than cut short.
 from __future__ import annotations
 
 import functools
+import re
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 
@@ -23,6 +24,15 @@ from newsletter.errors import TooDeep
 from newsletter.markup import MAX_DEPTH, nesting_depth
 
 WIDTH = 72
+# A list item in the text part starts with this, not "-": a line starting with a dash reads as a
+# rule, a signature separator ("-- ") or a diff line, and it is how a wrapped en dash looked.
+BULLET = "* "
+DASHES = ("-", "\u2013", "\u2014")  # hyphen-minus, en dash, em dash
+_GLUE = "\x00"  # joins words that must stay on one line; never in issue text (control character)
+_BEFORE_DASH = re.compile(r"(?<=\S)[ \t]+(?=[-\u2013\u2014])")
+_ZONE = r"(?:[A-Z][A-Za-z]{1,5}(?:[+-]\d{1,2}(?::?\d{2})?)?|[+-]\d{2}(?::?\d{2})?)(?![\w+-])"
+_TIME = rf"\d{{1,2}}[:.h]\d{{2}}(?:\s?[AaPp]\.?[Mm]\.?)?\s{_ZONE}(?:\s\([^()\n]*\))?"
+_TIMES = re.compile(rf"(?<![\w:.]){_TIME}(?:\s?/\s?{_TIME})+")  # 10:00 CET / 11:00 EET
 
 
 @functools.cache
@@ -96,7 +106,7 @@ def to_text(source: str, ref: Ref, *, width: int = WIDTH) -> str:
     numbers: list[int] = []
     for i, token in enumerate(tokens):
         if token.type in ("bullet_list_open", "ordered_list_open"):
-            prefixes.append("- " if token.type == "bullet_list_open" else "#")
+            prefixes.append(BULLET if token.type == "bullet_list_open" else "#")
             numbers.append(int(token.attrs.get("start", 1) or 1))
         elif token.type in ("bullet_list_close", "ordered_list_close"):
             prefixes.pop()
@@ -144,7 +154,9 @@ def inline_text(children: Sequence[Token], ref: Ref) -> str:
         elif child.type == "link_open":
             href.append(str(child.attrs.get("href", "")))
         elif child.type == "link_close" and href:
-            out.append(f" [{ref(href.pop())}]")
+            target = href.pop()
+            if not target.startswith("#"):  # a link within the issue: the text is one page
+                out.append(f" [{ref(target)}]")
         elif child.type == "image":
             out.append(f"[Image: {child.content}]")
     return "".join(out)
@@ -172,15 +184,32 @@ def _block(text: str, prefixes: list[str], numbers: list[int], width: int) -> st
 
 
 def wrap(text: str, width: int = WIDTH, first: str = "", rest: str = "") -> str:
-    """Wrap at `width` without breaking words or URLs."""
-    return (
-        textwrap.fill(
-            text,
-            width,
-            initial_indent=first,
-            subsequent_indent=rest,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        or first.rstrip()
+    """Wrap at `width` without breaking words or URLs. No line starts with a dash (a dash goes
+    with the word before it), and a chain of times in several zones stays on one line: on its
+    own when it is longer than the room left."""
+    glued = _glue(text) if _GLUE not in text else text
+    filled = textwrap.fill(
+        glued,
+        width,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
     )
+    return filled.replace(_GLUE, " ") or first.rstrip()
+
+
+def _glue(text: str) -> str:
+    text = _TIMES.sub(lambda m: re.sub(r"\s", _GLUE, m.group()), text)
+    return _BEFORE_DASH.sub(_GLUE, text)
+
+
+def starts_with_dash(line: str) -> bool:
+    """A line that starts with a dash and is not a rule (a line of dashes only)."""
+    return line.startswith(DASHES) and bool(line.strip().strip("".join(DASHES)))
+
+
+def no_leading_dash(text: str) -> str:
+    """Indent the lines that still start with a dash: text the author began with one (an
+    attribution, an escaped `\\-`) or a template line that is not wrapped."""
+    return "\n".join("  " + line if starts_with_dash(line) else line for line in text.split("\n"))

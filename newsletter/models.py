@@ -36,12 +36,21 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Booking:
+    """How to book an event: a button; without `text`, a default in the issue's language."""
+
+    url: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Article:
     heading: str
     body: str  # Markdown
     image: Image | None = None
     cta: Link | None = None
     button: bool = False  # show the call to action as a button rather than a link
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["article"] = "article"
 
 
@@ -51,6 +60,7 @@ class Links:
     items: tuple[Link, ...]
     intro: str = ""  # Markdown
     outro: str = ""  # Markdown
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["links"] = "links"
 
 
@@ -58,13 +68,15 @@ class Links:
 class Event:
     title: str
     date: dt.date
-    start: dt.time
-    timezones: tuple[str, ...]  # IANA names; the first is the one the author thinks in
+    start: dt.time | None = None  # None: a whole day (or a deadline) without a time
+    timezones: tuple[str, ...] = ()  # IANA names; the first is the one the author thinks in
+    deadline: bool = False  # the date is a deadline ("Deadline: 6 October 2021")
     description: str = ""  # Markdown
     online: bool = False
     place: str = ""
-    booking: Link | None = None
+    booking: Booking | None = None
     heading: str = ""  # a section heading above the event, e.g. "Date for your diary"
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["event"] = "event"
 
 
@@ -72,6 +84,7 @@ class Event:
 class Text:
     body: str  # Markdown
     heading: str = ""
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["text"] = "text"
 
 
@@ -82,10 +95,28 @@ class ImageRow:
     images: tuple[Image, ...]
     captions: tuple[str, ...] = ()
     heading: str = ""
+    id: str = ""  # the HTML id of the block, for `#id` links within the issue
     kind: Literal["images"] = "images"
 
 
-Block = Article | Links | Event | Text | ImageRow
+@dataclass(frozen=True)
+class Heading:
+    """A heading over the blocks that follow it, e.g. "Events": it separates groups of blocks."""
+
+    heading: str
+    id: str = ""
+    kind: Literal["heading"] = "heading"
+
+
+@dataclass(frozen=True)
+class Divider:
+    """A rule between groups of blocks."""
+
+    id: str = ""
+    kind: Literal["divider"] = "divider"
+
+
+Block = Article | Links | Event | Text | ImageRow | Heading | Divider
 
 
 @dataclass(frozen=True)

@@ -61,15 +61,18 @@ li { margin: 0 0 6px; }
 h3 { font-size: 18px; margin: 12px 0 4px; }
 blockquote { margin: 0 0 12px; padding-left: 12px; border-left: 3px solid #cccccc; }
 """
-SOCIAL = (
-    ("website", "Website"),
-    ("twitter", "Twitter"),
-    ("linkedin", "LinkedIn"),
-    ("mastodon", "Mastodon"),
-    ("bluesky", "Bluesky"),
-    ("facebook", "Facebook"),
-    ("youtube", "YouTube"),
-)
+# The words the templates add to an event, per language (`[newsletter] language`, its first part);
+# a language not listed gets English.
+WORDS = {
+    "en": {"book": "Book your place", "deadline": "Deadline", "online": "Online"},
+    "de": {"book": "Platz reservieren", "deadline": "Frist", "online": "Online"},
+    "es": {"book": "Reserve su plaza", "deadline": "Fecha límite", "online": "En línea"},
+    "fr": {"book": "Réservez votre place", "deadline": "Date limite", "online": "En ligne"},
+    "it": {"book": "Prenota il tuo posto", "deadline": "Scadenza", "online": "Online"},
+    "nl": {"book": "Reserveer uw plaats", "deadline": "Deadline", "online": "Online"},
+    "pl": {"book": "Zarezerwuj miejsce", "deadline": "Termin", "online": "Online"},
+    "pt": {"book": "Reserve o seu lugar", "deadline": "Prazo", "online": "Online"},
+}
 
 
 def render_issue(path: Path, config: Config) -> Rendered:
@@ -108,9 +111,10 @@ def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
 def render_text(issue: Issue, config: Config, fields: FieldTable) -> str:
     links = _Links()
     context = {**_context(issue, config, fields), "ref": links.ref, "links": links.numbered}
+    context["see"] = links.see
     text = _template(config, "base.txt.j2", context)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    text = mdtext.no_leading_dash(re.sub(r"[ \t]+\n", "\n", text))
+    return re.sub(r"\n{3,}", "\n\n", text).lstrip("\n").rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,20 +151,24 @@ def preview_value(base_url: str) -> Callable[[Field], str]:
 def _context(issue: Issue, config: Config, fields: FieldTable) -> dict[str, Any]:
     settings = config.newsletter
     base = settings.base_url
-    social = [
-        {"label": label, "url": getattr(settings, key)}
-        for key, label in SOCIAL
-        if getattr(settings, key)
-    ]
+    social = [{"label": link.label, "url": link.url} for link in config.social_links]
     return {
         "issue": issue,
         "config": settings,
         "social": social,
+        "social_header": social if settings.social_position in ("header", "both") else [],
+        "social_footer": social if settings.social_position in ("footer", "both") else [],
         "subscriber": SubscriberFields(fields),
         "unsubscribe_url": fields.marker(Field("unsubscribe_url", source="message")),
         "web_url": f"{base}/{issue.slug}.html" if base and not issue.draft else "",
         "allow_html": issue.allow_html,
+        "words": words(settings.language),
     }
+
+
+def words(language: str) -> dict[str, str]:
+    """The template's own words in `language` ('pt-BR' -> 'pt'), else in English."""
+    return WORDS.get(language.split("-")[0].lower(), WORDS["en"])
 
 
 def _template(config: Config, name: str, context: dict[str, Any]) -> str:
@@ -231,7 +239,7 @@ def _environment(dirs: tuple[Path, ...]) -> jinja2.Environment:
         wrap=mdtext.wrap,
         ascii_refs=ascii_refs,
     )
-    env.globals["bullet"] = lambda text: mdtext.wrap(str(text), mdtext.WIDTH, "- ", "  ")
+    env.globals["bullet"] = lambda text: mdtext.wrap(str(text), mdtext.WIDTH, mdtext.BULLET, "  ")
     return env
 
 
@@ -263,10 +271,10 @@ def _md_inline_text(context: jinja2.runtime.Context, source: str) -> str:
     return mdtext.inline_to_text(str(source), context["ref"])
 
 
-def _underline(heading: str) -> str:
+def _underline(heading: str, rule: str = "-") -> str:
     heading = mdtext.wrap(str(heading))
     width = max(len(line) for line in heading.splitlines()) if heading else 0
-    return f"{heading}\n{'-' * width}"
+    return f"{heading}\n{rule * width}"
 
 
 class _Links:
@@ -280,6 +288,10 @@ class _Links:
             self.urls.append(url)
         return self.urls.index(url) + 1
 
+    def see(self, url: str) -> str:
+        """' [n]' after a link's text; nothing for a link within the issue (`#id`)."""
+        return "" if url.startswith("#") else f" [{self.ref(url)}]"
+
     def numbered(self) -> list[tuple[int, str]]:
         return [(n, url) for n, url in enumerate(self.urls, 1)]
 
@@ -290,7 +302,9 @@ def longdate(day: dt.date) -> str:
 
 
 def event_times(event: Event) -> str:
-    """The start time in each of the event's time zones: 09:30 BST / 10:30 CEST."""
+    """The start time in each of the event's time zones: 09:30 BST / 10:30 CEST ('' without)."""
+    if event.start is None or not event.timezones:
+        return ""
     start = dt.datetime.combine(event.date, event.start, tzinfo=ZoneInfo(event.timezones[0]))
     shown = []
     for name in event.timezones:

@@ -207,3 +207,77 @@ def test_wrapping_never_changes_the_text(browser, tmp_path: Path, monkeypatch, i
     assert "Czechia, on 16 November" in texts[0] or issue_text is None
     assert texts[1] == texts[0]
     assert texts[2] == texts[0]
+
+
+GROUPED = """
+title = "Regional digest"
+subject = "Regional digest"
+date = 2024-01-02
+[[blocks]]
+kind = "links"
+heading = "In this issue"
+[[blocks.items]]
+text = "Events"
+url = "#events"
+[[blocks]]
+kind = "text"
+heading = "News"
+body = '''PARAGRAPH'''
+[[blocks]]
+kind = "heading"
+id = "events"
+heading = "Events and deadlines"
+[[blocks]]
+kind = "event"
+title = "Applications close"
+date = 2024-02-01
+deadline = true
+booking = { url = "https://cohes3ion.eu/apply" }
+[[blocks]]
+kind = "divider"
+[[blocks]]
+kind = "text"
+body = '''After the rule. PARAGRAPH'''
+"""
+SOCIAL = """social_position = "both"
+social = [
+  { label = "Website", url = "https://cohes3ion.eu" }, { label = "Flickr", url = "https://www.flickr.com/x" },
+  { label = "Instagram", url = "https://www.instagram.com/x" }, { label = "Mastodon", url = "https://eupolicy.social/@x" },
+  { label = "Bluesky", url = "https://bsky.app/profile/x" },
+]
+"""
+
+
+def _grouped(tmp_path: Path) -> Path:
+    config = write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + SOCIAL)
+    issue = write(tmp_path / "issues" / "grouped.toml", GROUPED.replace("PARAGRAPH", SENTENCE * 20))
+    return _render(issue, config, tmp_path / "g.html")
+
+
+@pytest.mark.parametrize("width", [375, 800])
+def test_groups_and_social_links_fit(browser, tmp_path: Path, width: int) -> None:
+    """Heading and divider blocks, and five social links in header and footer, never overflow."""
+    page = _page(browser, _grouped(tmp_path), width)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    widest = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().right))"
+    )
+    assert widest <= width
+
+
+def test_a_contents_link_jumps_to_its_block(browser, tmp_path: Path) -> None:
+    """Clicking "Events" in the contents scrolls the page to the block with id="events" (the
+    text after it is long enough for the block to reach the top)."""
+    page = _page(browser, _grouped(tmp_path), 375)
+    assert page.evaluate("window.scrollY") == 0
+    page.click("a[href='#events']")
+    page.wait_for_function("window.scrollY > 0")  # no timing: waits for the scroll itself
+    top = page.evaluate("document.getElementById('events').getBoundingClientRect().top")
+    assert abs(top) < 2
+
+
+def test_groups_and_header_links_meet_wcag_aa(browser, tmp_path: Path) -> None:
+    """The group heading and the social links in the header keep a contrast of 4.5:1."""
+    page = _page(browser, _grouped(tmp_path), 800)
+    worst = page.evaluate(CONTRAST_JS)
+    assert worst[0][0] >= 4.5, worst

@@ -83,7 +83,8 @@ def _config_table() -> str:
     rows = ["| key | type | default | environment variable | meaning |", "|---|---|---|---|---|"]
     for key, kind, default, env, doc in documented_keys():
         default = f"`{default}`" if default else ""
-        rows.append(f"| `{key}` | {kind} | {default} | `{env}` | {doc} |")
+        env = f"`{env}`" if env else "none: in the file only"
+        rows.append(f"| `{key}` | {kind} | {default} | {env} | {doc} |")
     return "\n".join(rows) + "\n"
 
 

@@ -156,6 +156,13 @@ def link_text(value: str) -> str | None:
     return None if ok else "is blank: every copy's unsubscribe link would have no visible text"
 
 
+def label(value: str) -> str | None:
+    """A short text shown as a link (a social network's name): not blank, one line."""
+    if not value.strip():
+        return "is blank: write the network's name, e.g. 'Flickr'"
+    return _header_text(value)
+
+
 def language(value: str) -> str | None:
     ok = re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", value)
     return None if ok else f"must be a language tag such as 'en' or 'pt-BR', not {value!r}"

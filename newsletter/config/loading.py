@@ -95,6 +95,11 @@ def _section(
     for name, fld in known.items():
         where = f"{section}.{name}"
         var = env_var(section, name)
+        if _item_class(hints[fld.name]) is not None:
+            tables = _tables(hints[fld.name], table.get(name), where, var in env, path, lines)
+            problems += tables[1]
+            values.update({fld.name: tables[0]} if name in table and not tables[1] else {})
+            continue
         if var in env:
             value, problem = _from_env(env[var], hints[fld.name])
             where = var
@@ -114,6 +119,39 @@ def _section(
         else:
             values[fld.name] = value
     return cls(**values)
+
+
+def _item_class(hint: Any) -> Any:
+    """The table class of an array of tables (`tuple[SocialLink, ...]`), else None."""
+    args = get_args(hint)
+    return args[0] if get_origin(hint) is tuple and dataclasses.is_dataclass(args[0]) else None
+
+
+def _tables(
+    hint: Any, value: Any, where: str, in_env: bool, path: Path, lines: KeyLines
+) -> tuple[tuple[Any, ...], list[Problem]]:
+    """An array of tables such as [[newsletter.social]]: each read and checked like a section,
+    every key required. Not settable from the environment: one variable cannot say it plainly."""
+    problems: list[Problem] = []
+    if in_env:
+        message = f"cannot be set from the environment: write {where} in {CONFIG_NAME}"
+        problems.append(Problem(None, message, field=env_var(*where.split(".", 1))))
+    if value is None:
+        return (), problems
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.append(_problem(path, lines, where, f"must be an array of tables ([[{where}]])"))
+        return (), problems
+    cls, items = _item_class(hint), []
+    for i, table in enumerate(value):
+        item_where, found = f"{where}[{i}]", len(problems)
+        item = _section(cls, item_where, {item_where: table}, {}, path, lines, problems)
+        for fld in dataclasses.fields(cls):
+            if not getattr(item, fld.name) and f"{item_where}.{fld.name}" not in {
+                p.field for p in problems[found:]
+            }:
+                problems.append(_problem(path, lines, f"{item_where}.{fld.name}", "missing"))
+        items.append(item)
+    return tuple(items), problems
 
 
 def _problem(path: Path, lines: KeyLines, field: str, message: str) -> Problem:
@@ -185,12 +223,15 @@ def documented_keys() -> list[tuple[str, str, str, str, str]]:
         for fld in dataclasses.fields(cls):
             name = _toml_name(fld)
             default = fld.default
+            tables = _item_class(hints[fld.name]) is not None  # not from the environment
             rows.append(
                 (
                     f"[{section}] {name}",
-                    _type_word(_base_type(hints[fld.name])).removeprefix("a "),
-                    "" if default in ("", None) else repr(default),
-                    env_var(section, name),
+                    "array of tables"
+                    if tables
+                    else _type_word(_base_type(hints[fld.name])).removeprefix("a "),
+                    "" if default in ("", None, ()) else repr(default),
+                    "" if tables else env_var(section, name),
                     str(fld.metadata["doc"]),
                 )
             )

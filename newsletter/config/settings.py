@@ -22,6 +22,26 @@ def key(default: Any, doc: str, *, toml: str = "", check: Check | None = None) -
 
 
 @dataclass(frozen=True)
+class SocialLink:
+    """[[newsletter.social]]: the newsletter's page on one network (any network), in order."""
+
+    label: str = key("", "The network's name as shown, e.g. `Flickr`.", check=checks.label)
+    url: str = key("", "https URL of the page.", check=checks.https)
+
+
+# The older form: one key per network, shown before the `social` list, in this order.
+SOCIAL_KEYS = (
+    ("website", "Website"),
+    ("twitter", "Twitter"),
+    ("linkedin", "LinkedIn"),
+    ("mastodon", "Mastodon"),
+    ("bluesky", "Bluesky"),
+    ("facebook", "Facebook"),
+    ("youtube", "YouTube"),
+)
+
+
+@dataclass(frozen=True)
 class Settings:
     """[newsletter]"""
 
@@ -63,13 +83,23 @@ class Settings:
         "#f4f4f4", "Page background around the content.", check=checks.colour
     )
     language: str = key("en", "Language of the issue (HTML `lang`).", check=checks.language)
-    website: str = key("", "Project web site, linked in the footer.", check=checks.https)
-    twitter: str = key("", "Twitter/X profile URL.", check=checks.https)
-    linkedin: str = key("", "LinkedIn page URL.", check=checks.https)
-    mastodon: str = key("", "Mastodon profile URL.", check=checks.https)
-    bluesky: str = key("", "Bluesky profile URL.", check=checks.https)
-    facebook: str = key("", "Facebook page URL.", check=checks.https)
-    youtube: str = key("", "YouTube channel URL.", check=checks.https)
+    social: tuple[SocialLink, ...] = key(
+        (),
+        "Links to the newsletter's pages on any networks, in order: `[[newsletter.social]]` "
+        'tables with `label` and `url` (https), e.g. `label = "Flickr"` (see below).',
+    )
+    social_position: str = key(
+        "footer",
+        "Where the social links are shown: `header`, `footer` or `both`.",
+        check=checks.one_of("header", "footer", "both"),
+    )
+    website: str = key("", "Project web site (older form of `social`).", check=checks.https)
+    twitter: str = key("", "Twitter/X profile URL (older form of `social`).", check=checks.https)
+    linkedin: str = key("", "LinkedIn page URL (older form of `social`).", check=checks.https)
+    mastodon: str = key("", "Mastodon profile URL (older form of `social`).", check=checks.https)
+    bluesky: str = key("", "Bluesky profile URL (older form of `social`).", check=checks.https)
+    facebook: str = key("", "Facebook page URL (older form of `social`).", check=checks.https)
+    youtube: str = key("", "YouTube channel URL (older form of `social`).", check=checks.https)
     footer: str = key("", "Footer text (Markdown), e.g. why the reader gets this email.")
     unsubscribe_text: str = key(
         "Unsubscribe", "Wording of the footer's unsubscribe link.", check=checks.link_text
@@ -183,6 +213,16 @@ class Config:
             return domain.encode("idna").decode("ascii")
         except UnicodeError:
             return domain
+
+    @property
+    def social_links(self) -> list[SocialLink]:
+        """Every social link in order: the older per-network keys first, then `social`."""
+        older = [
+            SocialLink(label, getattr(self.newsletter, name))
+            for name, label in SOCIAL_KEYS
+            if getattr(self.newsletter, name)
+        ]
+        return [*older, *self.newsletter.social]
 
     @property
     def state_dir(self) -> Path:
