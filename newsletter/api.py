@@ -208,7 +208,8 @@ class Newsletter:
 
         self.config = config
         self.notify: Notify = notify or log.info
-        self.store: SubscriberStore = store or CsvStore(config.root)
+        reserved = config.newsletter.allow_reserved_domains
+        self.store: SubscriberStore = store or CsvStore(config.root, allow_reserved=reserved)
 
     @classmethod
     def open(

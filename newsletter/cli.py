@@ -492,18 +492,20 @@ def send_test_copy(
     ] = None,
 ) -> None:
     """Send one [TEST] copy of an issue to yourself; lint errors are only warnings here."""
-    address = _address_option("--to", to) if to else None
-    sent = api().test(issue, to=address, as_email=as_subscriber)
+    nl = api()
+    reserved = nl.config.newsletter.allow_reserved_domains
+    address = _address_option("--to", to, allow_reserved=reserved) if to else None
+    sent = nl.test(issue, to=address, as_email=as_subscriber)
     typer.echo(f"sent a test of {issue} to {sent.to}: {sent.code} {sent.reply}")
 
 
-def _address_option(option: str, value: str) -> str:
+def _address_option(option: str, value: str, *, allow_reserved: bool) -> str:
     """An address given on the command line, parsed as strictly as test_to in the file."""
     from newsletter.addresses import parse_mailbox
     from newsletter.errors import BadAddress, BadOption
 
     try:
-        return parse_mailbox(value, name_allowed=False)[1]
+        return parse_mailbox(value, name_allowed=False, allow_reserved=allow_reserved)[1]
     except BadAddress as exc:
         raise BadOption(option, value, str(exc)) from None
 

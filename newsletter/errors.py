@@ -232,6 +232,20 @@ class BadAddress(NewsletterError):
         self.fix = fix  # the same mailbox written so that it parses, when that can be guessed
 
 
+class ReservedAddress(BadAddress):
+    """An address at a reserved name (RFC 2606/6761: `.test`, `.example`, `.invalid`,
+    `.localhost`, `localhost`): no mail is ever delivered there. `.name` is that name."""
+
+    def __init__(self, address: str, name: str) -> None:
+        reason = (
+            f"{name} is a reserved name for tests and examples: no mail is delivered there "
+            "(for local testing set [newsletter] allow_reserved_domains = true, or "
+            "NEWSLETTER_ALLOW_RESERVED_DOMAINS=1)"
+        )
+        super().__init__(address, reason)
+        self.name = name
+
+
 class BadOption(NewsletterError):
     """A command-line option or API argument with a value it cannot take: which, what, why."""
 

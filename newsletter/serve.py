@@ -292,7 +292,7 @@ def unsubscribe_app(
     if store is None:
         from newsletter.subscribers import CsvStore
 
-        store = CsvStore(config.root)
+        store = CsvStore(config.root, allow_reserved=config.newsletter.allow_reserved_domains)
     worker = Unsubscriber(config, secret, store)
     name = config.newsletter.name
     lang = config.newsletter.language
