@@ -6,6 +6,7 @@ Core modules raise NewsletterError; `command` turns it into one clear message an
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
@@ -138,13 +139,23 @@ def init(
 
 @app.command()
 @command
-def new(title: Annotated[str, typer.Argument(help="Title of the new issue.")]) -> None:
+def new(
+    title: Annotated[str, typer.Argument(help="Title of the new issue.")],
+    date: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--date",
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="The issue's date, also its file name's YYYY-MM (default: today).",
+        ),
+    ] = None,
+) -> None:
     """Start a new issue: issues/<YYYY-MM>-<slug>.toml from a skeleton of every block kind."""
-    import datetime as dt
-
     from newsletter.scaffold import new_issue
 
-    path = new_issue(load().root, title, dt.date.today())
+    day = date.date() if date is not None else dt.date.today()
+    path = new_issue(load().root, title, day)
     typer.echo(str(path))
 
 
@@ -218,21 +229,31 @@ def preview(
         bool, typer.Option("--serve", help="Serve it on 127.0.0.1, reloading on every change.")
     ] = False,
     port: Annotated[int, typer.Option(help="Port of the preview server.")] = 8000,
+    as_subscriber: Annotated[
+        str | None,
+        typer.Option("--as", metavar="EMAIL", help="Fill merge fields from this subscriber's row."),
+    ] = None,
 ) -> None:
     """Render an issue and open it in the browser (or serve it live with --serve)."""
-    config = load()
+    nl = api()
+    config = nl.config
+    reader = nl.store.lookup(as_subscriber) if as_subscriber else None  # as `test --as` finds it
+    if as_subscriber and reader is None:
+        from newsletter.errors import NotInList
+
+        raise NotInList(as_subscriber, config.subscribers_dir)
     if serve:
         from newsletter.serve import listen, run_preview
 
         sock = listen("127.0.0.1", port)
         say(f"previewing {issue} at http://127.0.0.1:{sock.getsockname()[1]}/  (Ctrl-C stops)")
-        run_preview(issue, config, sock=sock)
+        run_preview(issue, config, sock=sock, subscriber=reader)
         return
     import webbrowser
 
-    from newsletter.render import render_issue, write_outputs
+    from newsletter.render import write_outputs
 
-    html_path = write_outputs(render_issue(issue, config), config, config.root / "build")[0][0]
+    html_path = write_outputs(nl.render(issue), config, config.root / "build", reader)[0][0]
     opened = webbrowser.open(html_path.resolve().as_uri())
     typer.echo(f"{html_path}" + ("" if opened else "  (no browser found: open this file)"))
 

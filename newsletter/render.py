@@ -35,7 +35,7 @@ from newsletter.mergefields import (
     default_filter,
     fill_content,
 )
-from newsletter.models import Event, Field, Issue, Rendered, Template, walk
+from newsletter.models import Event, Field, Issue, Rendered, Subscriber, Template, walk
 
 FIELD_ROOM = 200  # octets kept free on an HTML line for merge-field values (unsubscribe URLs)
 MONTHS = (
@@ -129,15 +129,25 @@ def fill(template: Template, value: Callable[[Field], str], *, html: bool) -> st
     return "".join(out)
 
 
-def preview_value(base_url: str) -> Callable[[Field], str]:
-    """Values for a preview: a field's default, and an unsubscribe link that unsubscribes no one."""
+def preview_value(base_url: str, subscriber: Subscriber | None = None) -> Callable[[Field], str]:
+    """Values for a preview: `subscriber`'s (as a message to them has them: the column unless
+    missing or blank, else the default), else a field's default; and an unsubscribe link that
+    unsubscribes no one."""
 
     def value(field: Field) -> str:
         if field.source == "message":
             return f"{base_url}/unsubscribe/preview" if field.name == "unsubscribe_url" else ""
-        return field.default or ""
+        own = _column(subscriber, field.name) if subscriber is not None else ""
+        return own if own and not own.isspace() else field.default or ""
 
     return value
+
+
+def _column(subscriber: Subscriber, name: str) -> str:
+    """A merge field's column of a subscriber, named as message.py names it."""
+    if name == "name":
+        return subscriber.name
+    return subscriber.email if name == "email" else subscriber.fields.get(name, "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,11 +394,14 @@ def _digest(parts: tuple[Template, ...]) -> str:
     return digest.hexdigest()
 
 
-def write_outputs(rendered: Rendered, config: Config, folder: Path) -> list[tuple[Path, int]]:
-    """Write <slug>.html and <slug>.txt (filled as a preview) into `folder`, atomically."""
+def write_outputs(
+    rendered: Rendered, config: Config, folder: Path, subscriber: Subscriber | None = None
+) -> list[tuple[Path, int]]:
+    """Write <slug>.html and <slug>.txt (filled as a preview, with `subscriber`'s merge fields
+    when given) into `folder`, atomically."""
     from newsletter.fileio import PUBLIC_FILE, atomic_write
 
-    value = preview_value(config.newsletter.base_url)
+    value = preview_value(config.newsletter.base_url, subscriber)
     outputs = [
         (folder / f"{rendered.slug}.html", fill(rendered.html, value, html=True)),
         (folder / f"{rendered.slug}.txt", fill(rendered.text, value, html=False)),
