@@ -1,4 +1,5 @@
-"""The core as a library: open a newsletter folder, then render, check, plan, send, test, status.
+"""The core as a library: open a newsletter folder, then render, check, plan, send, test, status,
+archive.
 
 The command line is one caller of this module; a cron script or a worker is another
 (docs/api.md). Nothing here prints, prompts or exits: notes go to the `notify` callback
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import (
     BadOption,
+    DraftIssue,
     InvalidInput,
     LedgerMissing,
     PlanUsed,
@@ -28,6 +30,7 @@ from newsletter.errors import (
 )
 
 if TYPE_CHECKING:
+    from newsletter.archive import Archive
     from newsletter.config import Config
     from newsletter.dispatch import Notice, Progress
     from newsletter.ledger import Ledger
@@ -231,12 +234,13 @@ class Newsletter:
         return render_issue(Path(issue), self.config)
 
     def issues(self) -> list[Path]:
-        """The issue files in issues/ that are not drafts, oldest first (by date, then name).
+        """The issue files in issues/ that are not drafts (sent or not), oldest first (by date,
+        then name).
 
         InvalidInput names every problem when one of them cannot be read."""
-        from newsletter.archive import published
+        from newsletter.archive import finished_issues
 
-        found = published(self.config)
+        found = finished_issues(self.config)
         return [i.path for i in sorted(found, key=lambda i: (i.date, i.path.name))]
 
     def check(self, issue: PathLike) -> list[Finding]:
@@ -280,6 +284,8 @@ class Newsletter:
         if limit is not None and limit < 1:
             raise BadOption("limit", limit, f"{limit} is not a positive number")
         rendered, warnings = self._sendable(Path(issue))
+        if rendered.draft:  # a test copy (`test`) is how a draft is looked at
+            raise DraftIssue(Path(issue))
         paths = [self.list_path(p) for p in lists] if lists else None
         return make_plan(
             self, rendered, Path(issue), warnings, paths, list(tags), limit,
@@ -322,6 +328,17 @@ class Newsletter:
 
         return send_test_copy(self, Path(issue), to, as_email)
 
+    # -- publish -----------------------------------------------------------------------------
+
+    def archive(self, output: PathLike | None = None) -> Archive:
+        """Build the web archive in `output` (default: site/): the issues sent to a list (an
+        SMTP send's ledger shows at least one message accepted) or marked `publish = true`;
+        never a draft."""
+        from newsletter.archive import build_archive
+
+        folder = Path(output) if output is not None else self.config.root / "site"
+        return build_archive(self.config, folder, sent=_sent_to_a_list(self.config.state_dir))
+
     # -- shared ------------------------------------------------------------------------------
 
     def _sendable(self, issue: Path) -> tuple[Rendered, tuple[Finding, ...]]:
@@ -339,6 +356,19 @@ class Newsletter:
         from newsletter.transport import destination
 
         return destination(self.config.smtp)
+
+
+def _sent_to_a_list(state_dir: Path) -> set[str]:
+    """The slugs of the issues a send mailed to readers: an SMTP ledger with a message the
+    server accepted. The outbox mails nobody: a send there is a rehearsal, not a publication."""
+    from newsletter.ledger import peek
+
+    found = set()
+    for path in sorted((state_dir / "sends").glob("*.sqlite")):
+        ledger = peek(path)
+        if ledger.destination != "outbox" and ledger.sent:
+            found.add(ledger.slug)
+    return found
 
 
 def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:

@@ -566,15 +566,13 @@ def archive(
         typer.Option("-o", "--output", help="Folder of the site (default: site/ in the folder)."),
     ] = None,
 ) -> None:
-    """Build the web archive: a page per issue (drafts left out), index.html and feed.xml."""
-    from newsletter.archive import build_archive
-
-    config = load()
-    built = build_archive(config, output or config.root / "site")
+    """Build the web archive: a page per issue sent to a list (or marked publish = true),
+    index.html and feed.xml."""
+    built = api().archive(output)
     for path in [*built.pages, built.index, built.feed]:
         typer.echo(str(path))
     for path in built.removed:
-        say(f"removed {path} (its issue is gone or became a draft)")
+        say(f"removed {path} (its issue is gone, a draft, or neither sent nor publish = true)")
     say(f"{len(built.pages)} issue(s) archived in {built.folder}")
 
 

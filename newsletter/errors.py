@@ -232,6 +232,18 @@ class BadAddress(NewsletterError):
         self.fix = fix  # the same mailbox written so that it parses, when that can be guessed
 
 
+class DraftIssue(NewsletterError):
+    """A send to a list of an issue that says `draft = true`; `path` is the issue file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: is a draft (draft = true), so it is not sent to a list. When it is ready, "
+            "delete the line `draft = true` (or set it to false) and send again; "
+            "`newsletter test` sends a copy to you meanwhile"
+        )
+        self.path = path
+
+
 class ReservedAddress(BadAddress):
     """An address at a reserved name (RFC 2606/6761: `.test`, `.example`, `.invalid`,
     `.localhost`, `localhost`): no mail is ever delivered there. `.name` is that name."""

@@ -92,7 +92,7 @@ def render(issue: Issue, config: Config) -> Rendered:
         fields.split(html),
         fields.split(text),
     )
-    return Rendered(issue.slug, *parts, digest=_digest(parts), content=content)
+    return Rendered(issue.slug, *parts, digest=_digest(parts), content=content, draft=issue.draft)
 
 
 def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
@@ -380,8 +380,9 @@ def _inline(html: str, config: Config) -> str:
 
 def content_digest(issue: Issue) -> str:
     """The same issue under another file name or slug has the same digest (the rendered one
-    differs: the archive link carries the slug); a send uses it to find earlier sends."""
-    anonymous = dataclasses.replace(issue, path=Path(), slug="")
+    differs: the archive link carries the slug); a send uses it to find earlier sends. `publish`
+    is left out: it says where the issue appears, not what it says."""
+    anonymous = dataclasses.replace(issue, path=Path(), slug="", publish=False)
     return hashlib.sha256(repr(anonymous).encode()).hexdigest()
 
 
