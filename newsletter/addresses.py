@@ -8,6 +8,12 @@ Comparison: two spellings of one address are one person. The domain compares cas
 (DNS does), and so does the local part by default: RFC 5321 lets a server treat `Ann@` and
 `ann@` as different mailboxes, but no mainstream provider does, and treating them as one person
 is what protects an unsubscribe typed in a different case.
+
+Reserved names (RFC 2606 and 6761: the `.test`, `.example`, `.invalid` and `.localhost`
+top-level domains, and `localhost`) never receive mail. Every way an address comes in (`test
+--to`, `subscribers add`, import, a send's lists) refuses them unless the folder allows them for
+local testing ([newsletter] allow_reserved_domains); this module is the one place that decides.
+example.com, .net and .org are real domains, so they are ordinary addresses here.
 """
 
 from __future__ import annotations
@@ -19,23 +25,45 @@ import unicodedata
 import idna
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.errors import BadAddress
+from newsletter.errors import BadAddress, ReservedAddress
 from newsletter.models import HEADER_CONTROL
 
+RESERVED_NAMES = ("test", "example", "invalid", "localhost")  # RFC 2606, RFC 6761
+# Appended to a reserved domain so that email_validator, which refuses most of them outright,
+# checks the rest of the address as it checks any other; removed again from its result.
+_STAND_IN = ".reserved.example.org"
 
-def normalise_address(raw: str) -> tuple[str, bool]:
-    """(stored form, needs_smtputf8) of an address; raises BadAddress when it is not valid.
+
+def normalise_address(raw: str, *, allow_reserved: bool = False) -> tuple[str, bool]:
+    """(stored form, needs_smtputf8) of an address; raises BadAddress when it is not valid,
+    ReservedAddress when its domain is a reserved name and `allow_reserved` is off.
 
     Offline: syntax only, no DNS. Whitespace around the address is trimmed.
     """
     text = raw.strip()
     if not text:
         raise BadAddress("", "empty email address")
+    name = reserved_name(text)
+    probe = text + _STAND_IN if name and not text.endswith(".") else text
     try:
-        result = validate_email(text, check_deliverability=False)
+        result = validate_email(probe, check_deliverability=False)
     except EmailNotValidError as exc:
         raise BadAddress(text, _reason(exc)) from None
-    return unicodedata.normalize("NFC", result.normalized), bool(result.smtputf8)
+    if name and not allow_reserved:
+        raise ReservedAddress(text, name)
+    stored = result.normalized.removesuffix(_STAND_IN) if probe != text else result.normalized
+    return unicodedata.normalize("NFC", stored), bool(result.smtputf8)
+
+
+def reserved_name(address: str) -> str | None:
+    """`localhost`, or the reserved top-level domain (`.test`, ...) the address is under.
+
+    Read as DNS reads the domain: any case, full-width dots (NFKC) and a final dot included."""
+    domain = unicodedata.normalize("NFKC", address.rpartition("@")[2]).casefold()
+    top = domain.replace("\u3002", ".").rstrip(".").rpartition(".")[2]
+    if top not in RESERVED_NAMES:
+        return None
+    return "localhost" if domain.rstrip(".") == "localhost" else f".{top}"
 
 
 def _reason(exc: EmailNotValidError) -> str:
@@ -100,9 +128,12 @@ _MAILBOX = re.compile(
 _NAME_THEN_ADDRESS = re.compile(r"\s*(?P<name>[^<>]*?)\s*<(?P<address>[^<>]*)>\s*")
 
 
-def parse_mailbox(text: str, *, name_allowed: bool = True) -> tuple[str, str]:
+def parse_mailbox(
+    text: str, *, name_allowed: bool = True, allow_reserved: bool = False
+) -> tuple[str, str]:
     """(display name, address) of exactly one mailbox, its address with a domain; raises
-    BadAddress saying what is wrong and how to write it instead."""
+    BadAddress saying what is wrong and how to write it instead (ReservedAddress: see
+    normalise_address)."""
     if bad := HEADER_CONTROL.search(text):
         raise BadAddress(text, f"contains a control character (U+{ord(bad.group()):04X})")
     if "=?" in text:
@@ -120,7 +151,9 @@ def parse_mailbox(text: str, *, name_allowed: bool = True) -> tuple[str, str]:
     name = re.sub(r"\\(.)", r"\1", raw_name[1:-1]) if raw_name.startswith('"') else raw_name
     address = match.group("angle") if match.group("bare") is None else match.group("bare")
     try:
-        normalise_address(address)
+        normalise_address(address, allow_reserved=allow_reserved)
+    except ReservedAddress:
+        raise
     except BadAddress as exc:
         inner = "" if address == text else f"{address.strip()!r} "
         raise BadAddress(text, f"{inner}is not an address: {exc.reason}") from None

@@ -1,4 +1,5 @@
-"""The core as a library: open a newsletter folder, then render, check, plan, send, test, status.
+"""The core as a library: open a newsletter folder, then render, check, plan, send, test, status,
+archive.
 
 The command line is one caller of this module; a cron script or a worker is another
 (docs/api.md). Nothing here prints, prompts or exits: notes go to the `notify` callback
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import (
     BadOption,
+    DraftIssue,
     InvalidInput,
     LedgerMissing,
     PlanUsed,
@@ -29,6 +31,7 @@ from newsletter.errors import (
 from newsletter.store import SendSummary
 
 if TYPE_CHECKING:
+    from newsletter.archive import Archive
     from newsletter.config import Config
     from newsletter.dispatch import Notice, Progress
     from newsletter.limits import Limits
@@ -216,7 +219,8 @@ class Newsletter:
 
         self.config = config
         self.notify: Notify = notify or log.info
-        self.store: SubscriberStore = store or CsvStore(config.root)
+        reserved = config.newsletter.allow_reserved_domains
+        self.store: SubscriberStore = store or CsvStore(config.root, allow_reserved=reserved)
         self.sends: Sends = sends or LedgerFolder(config.state_dir)
 
     @classmethod
@@ -239,12 +243,13 @@ class Newsletter:
         return render_issue(Path(issue), self.config)
 
     def issues(self) -> list[Path]:
-        """The issue files in issues/ that are not drafts, oldest first (by date, then name).
+        """The issue files in issues/ that are not drafts (sent or not), oldest first (by date,
+        then name).
 
         InvalidInput names every problem when one of them cannot be read."""
-        from newsletter.archive import published
+        from newsletter.archive import finished_issues
 
-        found = published(self.config)
+        found = finished_issues(self.config)
         return [i.path for i in sorted(found, key=lambda i: (i.date, i.path.name))]
 
     def check(self, issue: PathLike) -> list[Finding]:
@@ -288,6 +293,8 @@ class Newsletter:
         if limit is not None and limit < 1:
             raise BadOption("limit", limit, f"{limit} is not a positive number")
         rendered, warnings = self._sendable(Path(issue))
+        if rendered.draft:  # a test copy (`test`) is how a draft is looked at
+            raise DraftIssue(Path(issue))
         paths = [self.list_path(p) for p in lists] if lists else None
         return make_plan(
             self, rendered, Path(issue), warnings, paths, list(tags), limit,
@@ -337,6 +344,21 @@ class Newsletter:
         from newsletter.sending import send_test_copy
 
         return send_test_copy(self, Path(issue), to, as_email)
+
+    # -- publish -----------------------------------------------------------------------------
+
+    def archive(self, output: PathLike | None = None) -> Archive:
+        """Build the web archive in `output` (default: site/): the issues sent to a list (an
+        SMTP send's ledger shows at least one message accepted) or marked `publish = true`;
+        never a draft."""
+        from newsletter.archive import build_archive
+
+        folder = Path(output) if output is not None else self.config.root / "site"
+        # the outbox mails nobody: a send there is a rehearsal, not a publication
+        sent = {
+            one.slug for one in self.sends.summaries() if one.destination != "outbox" and one.sent
+        }
+        return build_archive(self.config, folder, sent=sent)
 
     # -- shared ------------------------------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""The static web archive: every issue that is not a draft as `<slug>.html`, an index, an Atom feed.
+"""The static web archive: every published issue as `<slug>.html`, an index, an Atom feed.
+
+Published: sent to a list (the caller names the slugs its send ledgers show sent; api.py reads
+them) or marked `publish = true`, and never a draft. So the skeleton `init` writes, an issue only
+tested or rehearsed into the outbox, and a draft stay off the public site.
 
 Emails link to `{base_url}/<slug>.html` ("view in browser"), so pages sit at the site's root under
 those names. A page is the email's own HTML with merge fields filled by neutral text (a field's
@@ -12,7 +16,7 @@ import dataclasses
 import datetime as dt
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from newsletter.config import Config
@@ -49,12 +53,17 @@ class Archive:
     pages: list[Path]
     index: Path
     feed: Path
-    removed: list[Path]  # pages of issues that are gone or became drafts
+    removed: list[Path]  # pages of issues that are gone, became drafts or are not published
 
 
-def build_archive(config: Config, output: Path, issues: Path | None = None) -> Archive:
-    """Write the archive of `issues` (default: issues/ in the newsletter folder) into `output`."""
-    entries = [archive_entry(issue, render(issue, config)) for issue in published(config, issues)]
+def build_archive(
+    config: Config, output: Path, issues: Path | None = None, *, sent: Collection[str] = ()
+) -> Archive:
+    """Write the archive of `issues` (default: issues/ in the newsletter folder) into `output`:
+    the issues whose slug is in `sent` or that say `publish = true`. With none, an index that
+    says so and an empty feed."""
+    chosen = published(config, sent, issues)
+    entries = [archive_entry(issue, render(issue, config)) for issue in chosen]
     entries.sort(key=lambda e: (e.issue.date, e.issue.slug), reverse=True)
     pages = [_write(output / e.file_name, e.page.encode()) for e in entries]
     index = _write(output / INDEX, index_page(entries, config).encode())
@@ -67,7 +76,13 @@ def build_archive(config: Config, output: Path, issues: Path | None = None) -> A
 # Which issues
 
 
-def published(config: Config, folder: Path | None = None) -> list[Issue]:
+def published(config: Config, sent: Collection[str], folder: Path | None = None) -> list[Issue]:
+    """The issues of the archive: not drafts, and sent to a list (slug in `sent`) or marked
+    `publish = true`; in file-name order."""
+    return [i for i in finished_issues(config, folder) if i.publish or i.slug in sent]
+
+
+def finished_issues(config: Config, folder: Path | None = None) -> list[Issue]:
     """Every issue that is not a draft, in file-name order; all problems at once, else none."""
     folder = folder or config.root / "issues"
     if not folder.is_dir():

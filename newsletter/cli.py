@@ -6,6 +6,7 @@ Core modules raise NewsletterError; `command` turns it into one clear message an
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
@@ -138,13 +139,23 @@ def init(
 
 @app.command()
 @command
-def new(title: Annotated[str, typer.Argument(help="Title of the new issue.")]) -> None:
+def new(
+    title: Annotated[str, typer.Argument(help="Title of the new issue.")],
+    date: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--date",
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="The issue's date, also its file name's YYYY-MM (default: today).",
+        ),
+    ] = None,
+) -> None:
     """Start a new issue: issues/<YYYY-MM>-<slug>.toml from a skeleton of every block kind."""
-    import datetime as dt
-
     from newsletter.scaffold import new_issue
 
-    path = new_issue(load().root, title, dt.date.today())
+    day = date.date() if date is not None else dt.date.today()
+    path = new_issue(load().root, title, day)
     typer.echo(str(path))
 
 
@@ -218,21 +229,31 @@ def preview(
         bool, typer.Option("--serve", help="Serve it on 127.0.0.1, reloading on every change.")
     ] = False,
     port: Annotated[int, typer.Option(help="Port of the preview server.")] = 8000,
+    as_subscriber: Annotated[
+        str | None,
+        typer.Option("--as", metavar="EMAIL", help="Fill merge fields from this subscriber's row."),
+    ] = None,
 ) -> None:
     """Render an issue and open it in the browser (or serve it live with --serve)."""
-    config = load()
+    nl = api()
+    config = nl.config
+    reader = nl.store.lookup(as_subscriber) if as_subscriber else None  # as `test --as` finds it
+    if as_subscriber and reader is None:
+        from newsletter.errors import NotInList
+
+        raise NotInList(as_subscriber, config.subscribers_dir)
     if serve:
         from newsletter.serve import listen, run_preview
 
         sock = listen("127.0.0.1", port)
         say(f"previewing {issue} at http://127.0.0.1:{sock.getsockname()[1]}/  (Ctrl-C stops)")
-        run_preview(issue, config, sock=sock)
+        run_preview(issue, config, sock=sock, subscriber=reader)
         return
     import webbrowser
 
-    from newsletter.render import render_issue, write_outputs
+    from newsletter.render import write_outputs
 
-    html_path = write_outputs(render_issue(issue, config), config, config.root / "build")[0][0]
+    html_path = write_outputs(nl.render(issue), config, config.root / "build", reader)[0][0]
     opened = webbrowser.open(html_path.resolve().as_uri())
     typer.echo(f"{html_path}" + ("" if opened else "  (no browser found: open this file)"))
 
@@ -531,18 +552,20 @@ def send_test_copy(
     ] = None,
 ) -> None:
     """Send one [TEST] copy of an issue to yourself; lint errors are only warnings here."""
-    address = _address_option("--to", to) if to else None
-    sent = api().test(issue, to=address, as_email=as_subscriber)
+    nl = api()
+    reserved = nl.config.newsletter.allow_reserved_domains
+    address = _address_option("--to", to, allow_reserved=reserved) if to else None
+    sent = nl.test(issue, to=address, as_email=as_subscriber)
     typer.echo(f"sent a test of {issue} to {sent.to}: {sent.code} {sent.reply}")
 
 
-def _address_option(option: str, value: str) -> str:
+def _address_option(option: str, value: str, *, allow_reserved: bool) -> str:
     """An address given on the command line, parsed as strictly as test_to in the file."""
     from newsletter.addresses import parse_mailbox
     from newsletter.errors import BadAddress, BadOption
 
     try:
-        return parse_mailbox(value, name_allowed=False)[1]
+        return parse_mailbox(value, name_allowed=False, allow_reserved=allow_reserved)[1]
     except BadAddress as exc:
         raise BadOption(option, value, str(exc)) from None
 
@@ -582,15 +605,13 @@ def archive(
         typer.Option("-o", "--output", help="Folder of the site (default: site/ in the folder)."),
     ] = None,
 ) -> None:
-    """Build the web archive: a page per issue (drafts left out), index.html and feed.xml."""
-    from newsletter.archive import build_archive
-
-    config = load()
-    built = build_archive(config, output or config.root / "site")
+    """Build the web archive: a page per issue sent to a list (or marked publish = true),
+    index.html and feed.xml."""
+    built = api().archive(output)
     for path in [*built.pages, built.index, built.feed]:
         typer.echo(str(path))
     for path in built.removed:
-        say(f"removed {path} (its issue is gone or became a draft)")
+        say(f"removed {path} (its issue is gone, a draft, or neither sent nor publish = true)")
     say(f"{len(built.pages)} issue(s) archived in {built.folder}")
 
 

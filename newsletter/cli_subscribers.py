@@ -55,7 +55,8 @@ def subscribers_add(
     """Subscribe EMAIL to a list (default: subscribers/subscribers.csv)."""
     from newsletter import subscribers
 
-    folder = load().root
+    config = load()
+    folder = config.root
     added = subscribers.add(
         folder,
         email,
@@ -63,6 +64,7 @@ def subscribers_add(
         tags=tag or [],
         list_path=_list_path(folder, list_),
         resubscribe=resubscribe,
+        allow_reserved=config.newsletter.allow_reserved_domains,
     )
     if added.created:
         say(f"added {added.email} to {added.path}")
@@ -160,9 +162,13 @@ def subscribers_import(
     """Import FILE into a list: every bad row reported; nothing written while any is bad."""
     from newsletter import subscribers
 
-    folder = load().root
+    config = load()
+    folder = config.root
     target = _list_path(folder, into) or into
-    report = subscribers.import_list(folder, file, target, fmt=format_, skip_invalid=skip_invalid)
+    reserved = config.newsletter.allow_reserved_domains
+    report = subscribers.import_list(
+        folder, file, target, fmt=format_, skip_invalid=skip_invalid, allow_reserved=reserved
+    )
     notes = [*report.skipped, *report.merged, *report.suppressed]
     if json_:
         data = {
@@ -265,8 +271,9 @@ def subscribers_check(
     """Check lists: every bad row as file:line: reason; exit 1 when there is an error."""
     from newsletter import subscribers
 
-    paths = files or subscribers.list_files(load().root)
-    report = subscribers.check_lists(paths)
+    config = load()
+    paths = files or subscribers.list_files(config.root)
+    report = subscribers.check_lists(paths, allow_reserved=config.newsletter.allow_reserved_domains)
     if json_:
         data = [
             {

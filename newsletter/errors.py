@@ -247,6 +247,32 @@ class BadAddress(NewsletterError):
         self.fix = fix  # the same mailbox written so that it parses, when that can be guessed
 
 
+class DraftIssue(NewsletterError):
+    """A send to a list of an issue that says `draft = true`; `path` is the issue file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: is a draft (draft = true), so it is not sent to a list. When it is ready, "
+            "delete the line `draft = true` (or set it to false) and send again; "
+            "`newsletter test` sends a copy to you meanwhile"
+        )
+        self.path = path
+
+
+class ReservedAddress(BadAddress):
+    """An address at a reserved name (RFC 2606/6761: `.test`, `.example`, `.invalid`,
+    `.localhost`, `localhost`): no mail is ever delivered there. `.name` is that name."""
+
+    def __init__(self, address: str, name: str) -> None:
+        reason = (
+            f"{name} is a reserved name for tests and examples: no mail is delivered there "
+            "(for local testing set [newsletter] allow_reserved_domains = true, or "
+            "NEWSLETTER_ALLOW_RESERVED_DOMAINS=1)"
+        )
+        super().__init__(address, reason)
+        self.name = name
+
+
 class BadOption(NewsletterError):
     """A command-line option or API argument with a value it cannot take: which, what, why."""
 

@@ -31,7 +31,8 @@ BLOCK_KINDS: dict[str, type[Any]] = {
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab, LF and CR are text
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # usable as written after '#' in a link
-_TOP_KEYS = {"title", "subject", "preheader", "date", "slug", "draft", "allow_html", "blocks"}
+_HEAD = ("title", "subject", "preheader", "date", "draft", "publish", "allow_html")  # Issue fields
+_TOP_KEYS = {*_HEAD, "slug", "blocks"}
 
 
 def read_issue(path: Path) -> tuple[models.Issue, KeyLines]:
@@ -63,11 +64,9 @@ class _Reader:
                 self.fail(key, f"unknown key (expected one of: {', '.join(sorted(_TOP_KEYS))})")
         slug = self.slug(data)
         blocks = self.blocks(data.get("blocks"))
-        head: dict[str, Any] = {
-            k: data[k]
-            for k in ("title", "subject", "preheader", "date", "draft", "allow_html")
-            if k in data
-        }
+        head: dict[str, Any] = {k: data[k] for k in _HEAD if k in data}
+        if data.get("draft") is True and data.get("publish") is True:
+            self.fail("publish", "a draft is never published: remove `draft = true` or this key")
         head["blocks"], head["path"], head["slug"] = (), self.path, slug
         issue: models.Issue | None = self.build(
             models.Issue, head, "", skip=("blocks", "path", "slug")

@@ -128,7 +128,8 @@ class Issue:
     date: dt.date
     blocks: tuple[Block, ...]
     preheader: str = ""
-    draft: bool = False
+    draft: bool = False  # never sent to a list, never in the archive (`new` writes it)
+    publish: bool = False  # in the archive before (or without) a send to a list
     allow_html: bool = False  # raw HTML in Markdown passes only when the author turns this on
 
 
@@ -164,6 +165,7 @@ class Rendered:
     text: Template
     digest: str  # sha256 over everything above: binds a send's ledger to this exact content
     content: str = ""  # sha256 of the issue as written, without its slug or file name
+    draft: bool = False  # the issue says `draft = true`: a send to a list refuses it
 
     def fields(self) -> frozenset[Field]:
         parts = (self.subject, self.preheader, self.html, self.text)

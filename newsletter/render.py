@@ -35,7 +35,7 @@ from newsletter.mergefields import (
     default_filter,
     fill_content,
 )
-from newsletter.models import Event, Field, Issue, Rendered, Template, walk
+from newsletter.models import Event, Field, Issue, Rendered, Subscriber, Template, walk
 
 FIELD_ROOM = 200  # octets kept free on an HTML line for merge-field values (unsubscribe URLs)
 MONTHS = (
@@ -95,7 +95,7 @@ def render(issue: Issue, config: Config) -> Rendered:
         fields.split(html),
         fields.split(text),
     )
-    return Rendered(issue.slug, *parts, digest=_digest(parts), content=content)
+    return Rendered(issue.slug, *parts, digest=_digest(parts), content=content, draft=issue.draft)
 
 
 def render_html(issue: Issue, config: Config, fields: FieldTable) -> str:
@@ -133,15 +133,25 @@ def fill(template: Template, value: Callable[[Field], str], *, html: bool) -> st
     return "".join(out)
 
 
-def preview_value(base_url: str) -> Callable[[Field], str]:
-    """Values for a preview: a field's default, and an unsubscribe link that unsubscribes no one."""
+def preview_value(base_url: str, subscriber: Subscriber | None = None) -> Callable[[Field], str]:
+    """Values for a preview: `subscriber`'s (as a message to them has them: the column unless
+    missing or blank, else the default), else a field's default; and an unsubscribe link that
+    unsubscribes no one."""
 
     def value(field: Field) -> str:
         if field.source == "message":
             return f"{base_url}/unsubscribe/preview" if field.name == "unsubscribe_url" else ""
-        return field.default or ""
+        own = _column(subscriber, field.name) if subscriber is not None else ""
+        return own if own and not own.isspace() else field.default or ""
 
     return value
+
+
+def _column(subscriber: Subscriber, name: str) -> str:
+    """A merge field's column of a subscriber, named as message.py names it."""
+    if name == "name":
+        return subscriber.name
+    return subscriber.email if name == "email" else subscriber.fields.get(name, "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,8 +394,9 @@ def _inline(html: str, config: Config) -> str:
 
 def content_digest(issue: Issue) -> str:
     """The same issue under another file name or slug has the same digest (the rendered one
-    differs: the archive link carries the slug); a send uses it to find earlier sends."""
-    anonymous = dataclasses.replace(issue, path=Path(), slug="")
+    differs: the archive link carries the slug); a send uses it to find earlier sends. `publish`
+    is left out: it says where the issue appears, not what it says."""
+    anonymous = dataclasses.replace(issue, path=Path(), slug="", publish=False)
     return hashlib.sha256(repr(anonymous).encode()).hexdigest()
 
 
@@ -398,11 +409,14 @@ def _digest(parts: tuple[Template, ...]) -> str:
     return digest.hexdigest()
 
 
-def write_outputs(rendered: Rendered, config: Config, folder: Path) -> list[tuple[Path, int]]:
-    """Write <slug>.html and <slug>.txt (filled as a preview) into `folder`, atomically."""
+def write_outputs(
+    rendered: Rendered, config: Config, folder: Path, subscriber: Subscriber | None = None
+) -> list[tuple[Path, int]]:
+    """Write <slug>.html and <slug>.txt (filled as a preview, with `subscriber`'s merge fields
+    when given) into `folder`, atomically."""
     from newsletter.fileio import PUBLIC_FILE, atomic_write
 
-    value = preview_value(config.newsletter.base_url)
+    value = preview_value(config.newsletter.base_url, subscriber)
     outputs = [
         (folder / f"{rendered.slug}.html", fill(rendered.html, value, html=True)),
         (folder / f"{rendered.slug}.txt", fill(rendered.text, value, html=False)),

@@ -449,9 +449,10 @@ def _recipient(config: Config, to: str | None) -> str:
         if not config.newsletter.test_to:
             hint = "pass --to ADDRESS or set [newsletter] test_to"
             raise MissingSetting("newsletter.test_to", "recipient", hint)
-        return config.newsletter.test_to
+        return config.newsletter.test_to  # load_config checked it (reserved names too)
     try:
-        return parse_mailbox(to, name_allowed=False)[1]
+        reserved = config.newsletter.allow_reserved_domains
+        return parse_mailbox(to, name_allowed=False, allow_reserved=reserved)[1]
     except BadAddress as exc:
         raise BadOption("to", to, str(exc)) from None
 

@@ -47,6 +47,7 @@ from newsletter.errors import (
     NewsletterError,
     SecretMissing,
 )
+from newsletter.models import Subscriber
 from newsletter.render import fill, preview_value, render_issue
 from newsletter.store import StatusChange, SubscriberStore
 from newsletter.tokens import verify_token
@@ -66,9 +67,12 @@ _RELOAD = """<script>
 class Preview:
     """Renders on demand; keeps the last result until a watched file changes."""
 
-    def __init__(self, issue: Path, config_path: Path) -> None:
+    def __init__(
+        self, issue: Path, config_path: Path, subscriber: Subscriber | None = None
+    ) -> None:
         self.issue = issue
         self.config_path = config_path
+        self.subscriber = subscriber  # whose merge fields fill the page (`preview --as`)
         self.version = ""
         self.html = ""
         self.text = ""
@@ -111,7 +115,7 @@ class Preview:
             rendered = render_issue(self.issue, config)
         except NewsletterError as exc:
             return exc
-        value = preview_value(config.newsletter.base_url)
+        value = preview_value(config.newsletter.base_url, self.subscriber)
         self.html = fill(rendered.html, value, html=True)
         self.text = fill(rendered.text, value, html=False)
         return None
@@ -126,8 +130,8 @@ def _error_page(message: str) -> str:
     )
 
 
-def preview_app(issue: Path, config: Config) -> Starlette:
-    preview = Preview(issue, config.path)
+def preview_app(issue: Path, config: Config, subscriber: Subscriber | None = None) -> Starlette:
+    preview = Preview(issue, config.path, subscriber)
 
     def page(request: Request) -> Response:
         version = preview.refresh()
@@ -180,8 +184,10 @@ def _serve(app: ASGIApp, sock: socket.socket, *, access_log: bool = True) -> Non
     server.run(sockets=[sock])
 
 
-def run_preview(issue: Path, config: Config, *, sock: socket.socket) -> None:
-    _serve(preview_app(issue, config), sock)
+def run_preview(
+    issue: Path, config: Config, *, sock: socket.socket, subscriber: Subscriber | None = None
+) -> None:
+    _serve(preview_app(issue, config, subscriber), sock)
 
 
 # ---------------------------------------------------------------------------------------------

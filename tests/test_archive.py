@@ -38,13 +38,16 @@ body = "Work in progress"
 """
 BROKEN_DRAFT = 'title = "Half"\ndraft = true\nnonsense = 1\n'
 EARLY = LATER.replace("2021-10-20", "2021-08-01").replace("October", "August")
+PUBLISH = "publish = true\n"  # in the archive without a send (tests/test_drafts.py: the rule)
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     root = sample_folder(tmp_path)
-    write(root / "issues" / "2021-10-later.toml", LATER)
-    write(root / "issues" / "2021-08-early.toml", EARLY)
+    sample = root / "issues" / "2021-09-cohes3ion.toml"
+    sample.write_text(PUBLISH + sample.read_text(encoding="utf-8"), encoding="utf-8")
+    write(root / "issues" / "2021-10-later.toml", PUBLISH + LATER)
+    write(root / "issues" / "2021-08-early.toml", PUBLISH + EARLY)
     write(root / "issues" / "2021-11-draft.toml", DRAFT)
     write(root / "issues" / "2021-12-broken-draft.toml", BROKEN_DRAFT)
     return root
@@ -200,7 +203,7 @@ def test_view_in_browser_link_of_the_email_is_an_archive_page(folder: Path) -> N
 
 def test_personal_link_in_an_issue_stops_the_build(folder: Path) -> None:
     """An issue linking with token= is refused, naming the file; no site is written."""
-    leaky = LATER.replace("2021-09-cohes3ion.html", "https://x.example.org/?token=abc")
+    leaky = PUBLISH + LATER.replace("2021-09-cohes3ion.html", "https://x.example.org/?token=abc")
     write(folder / "issues" / "2021-10-later.toml", leaky)
     result = run("--config", folder, "archive")
     assert result.exit_code == 1
@@ -210,7 +213,7 @@ def test_personal_link_in_an_issue_stops_the_build(folder: Path) -> None:
 
 def test_broken_published_issue_is_reported_and_nothing_written(folder: Path) -> None:
     """A published issue with an error: exit 1 with file and key; no site is written."""
-    write(folder / "issues" / "2021-10-later.toml", LATER + "bogus = 1\n")
+    write(folder / "issues" / "2021-10-later.toml", PUBLISH + LATER + "bogus = 1\n")
     result = run("--config", folder, "archive")
     assert result.exit_code == 1
     assert "2021-10-later.toml" in result.output and "bogus" in result.output

@@ -290,14 +290,14 @@ def test_header_settings_send_refuses_are_config_errors(
 
 def test_idn_sender_domain_gives_an_ascii_list_id(tmp_path: Path, monkeypatch) -> None:
     """`from` on an IDN domain: check passes and send builds List-Id from the ASCII form."""
-    config = MINIMAL_CONFIG.replace("news@example.org", "news@bücher.example")
+    config = MINIMAL_CONFIG.replace("news@example.org", "news@bücher.example.org")
     path = _folder(tmp_path, HEAD + TEXT, config)
     monkeypatch.chdir(tmp_path)
     assert run("check", path).exit_code == 0
     result = run("send", path, "--yes")
     assert result.exit_code == 0, result.output
     [message] = (tmp_path / "outbox" / "new").iterdir()
-    assert b"List-Id: Test news <xn--bcher-kva.example>" in message.read_bytes()
+    assert b"List-Id: Test news <xn--bcher-kva.example.org>" in message.read_bytes()
 
 
 SMTP_REFUSED = {

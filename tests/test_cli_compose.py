@@ -110,3 +110,79 @@ def test_preview_without_browser_prints_the_file(tmp_path: Path, monkeypatch) ->
 def test_usage_error_exits_2() -> None:
     """A usage error (unknown option) exits 2."""
     assert run("render", "--bogus").exit_code == 2
+
+
+PERSONAL = (
+    'title = "T"\nsubject = "Hello {{ subscriber.name | default(\'reader\') }}"\n'
+    'date = 2024-01-02\n[[blocks]]\nkind = "text"\n'
+    "body = \"Dear {{ subscriber.name | default('reader') }} of "
+    "{{ subscriber.city | default('Europe') }}, you are {{ subscriber.email }}.\"\n"
+)
+
+
+def _personal_folder(tmp_path: Path, monkeypatch) -> Path:
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    write(
+        tmp_path / "subscribers" / "news.csv",
+        "email,name,status,city\nzofia@example.net,Zofia <Wójcik>,subscribed,Kraków\n"
+        "bob@example.net,,subscribed,\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BROWSER", "true")  # a "browser" that opens nothing
+    return write(tmp_path / "issues" / "x.toml", PERSONAL)
+
+
+def test_preview_as_fills_merge_fields_from_that_subscriber(tmp_path: Path, monkeypatch) -> None:
+    """preview --as EMAIL fills name, email and any column from that row (found in any case),
+    HTML-escaped in the page; the plain preview keeps the defaults."""
+    issue = _personal_folder(tmp_path, monkeypatch)
+    result = run("preview", issue, "--as", "ZOFIA@example.net")
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "build" / "x.html").read_text()
+    text = (tmp_path / "build" / "x.txt").read_text()
+    assert "Dear Zofia &lt;Wójcik&gt; of Kraków, you are zofia@example.net." in html
+    assert "Dear Zofia <Wójcik> of Kraków, you are zofia@example.net." in text
+    assert run("preview", issue).exit_code == 0
+    assert "Dear reader of Europe" in (tmp_path / "build" / "x.txt").read_text()
+
+
+def test_preview_as_blank_columns_take_the_defaults(tmp_path: Path, monkeypatch) -> None:
+    """A subscriber's blank column shows the field's default, as in the message sent to them."""
+    issue = _personal_folder(tmp_path, monkeypatch)
+    assert run("preview", issue, "--as", "bob@example.net").exit_code == 0
+    text = (tmp_path / "build" / "x.txt").read_text()
+    assert "Dear reader of Europe, you are bob@example.net." in text
+
+
+def test_preview_as_someone_in_no_list_is_one_error(tmp_path: Path, monkeypatch) -> None:
+    """preview --as an address no list holds: one error line, exit 1, nothing written."""
+    issue = _personal_folder(tmp_path, monkeypatch)
+    result = run("preview", issue, "--as", "nobody@example.net")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: nobody@example.net is in no list of {tmp_path / 'subscribers'}"
+    ]
+    assert not (tmp_path / "build").exists()
+
+
+def test_new_date_sets_the_date_and_the_file_name(tmp_path: Path, monkeypatch) -> None:
+    """new --date YYYY-MM-DD writes that date into the issue and its YYYY-MM into the name."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    result = run("new", "Autumn news", "--date", "2031-10-05")
+    assert result.exit_code == 0, result.output
+    path = Path(result.stdout.strip())
+    assert path.name == "2031-10-autumn-news.toml"
+    assert "\ndate = 2031-10-05\n" in path.read_text()
+    assert run("check", path).exit_code == 0
+
+
+def test_new_date_that_is_no_date_is_a_usage_error(tmp_path: Path, monkeypatch) -> None:
+    """new --date with a day that does not exist (or another format) writes nothing, exit 2."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    for bad in ("2031-02-30", "05/10/2031", "2031-10"):
+        result = run("new", "Autumn news", "--date", bad)
+        assert result.exit_code == 2, result.output
+        assert "--date" in result.output
+    assert not (tmp_path / "issues").exists()

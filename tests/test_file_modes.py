@@ -50,6 +50,8 @@ def project_after_a_session(tmp_path: Path, mask: int) -> Path:
     for n in range(3):
         ok(folder, "subscribers", "add", f"reader{n}@example.org")
     issue = next((folder / "issues").glob("*.toml")).relative_to(folder)
+    draft = (folder / issue).read_text(encoding="utf-8")
+    (folder / issue).write_text(draft.replace("\ndraft = true ", "\n# was a draft "))  # ready
     ok(folder, "send", str(issue), "--list", "subscribers/subscribers.csv", "--yes")
     ok(folder, "subscribers", "unsubscribe", "reader0@example.org")
     ok(folder, "subscribers", "purge", "reader1@example.org")

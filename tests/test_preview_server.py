@@ -104,3 +104,18 @@ def test_a_port_that_cannot_be_listened_on_is_one_line(
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.output
     assert f"127.0.0.1:{number}: cannot listen" in errors[0]
+
+
+def test_serves_the_issue_as_a_subscriber(tmp_path: Path) -> None:
+    """`preview --serve --as`: the page and /text carry that subscriber's merge fields."""
+    from newsletter.models import Subscriber
+
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    issue = write(
+        tmp_path / "issues" / "x.toml",
+        ISSUE.format(body="Hi {{ subscriber.name | default('reader') }}"),
+    )
+    reader = Subscriber(email="ann@example.org", name="Ann & Co")
+    with running(preview_app(issue, load_config(explicit=tmp_path), reader)) as url:
+        assert "Hi Ann &amp; Co" in httpx.get(url + "/", timeout=10).text
+        assert "Hi Ann & Co" in httpx.get(url + "/text", timeout=10).text

@@ -36,7 +36,9 @@ def base_url(value: str) -> str | None:
 def mailbox(toml_key: str, *, name_allowed: bool, sender: bool = True) -> Check:
     """One email address with a domain (and a display name when allowed), strictly parsed.
     A `sender` address goes into every message or MAIL FROM: its local part must be ASCII
-    (else every reader's server would need SMTPUTF8); its domain is sent in IDNA form."""
+    (else every reader's server would need SMTPUTF8); its domain is sent in IDNA form.
+    Reserved names (news@x.test) pass here: load_config refuses them, unless
+    allow_reserved_domains (a check that needs two keys)."""
 
     def check(value: str) -> str | None:
         from newsletter.addresses import ascii_address, parse_mailbox
@@ -45,7 +47,8 @@ def mailbox(toml_key: str, *, name_allowed: bool, sender: bool = True) -> Check:
         if not value:
             return None
         try:
-            address = ascii_address(parse_mailbox(value, name_allowed=name_allowed)[1])
+            parsed = parse_mailbox(value, name_allowed=name_allowed, allow_reserved=True)
+            address = ascii_address(parsed[1])
             if sender and not address.isascii():
                 return (
                     f"{value!r}: the part before @ must be ASCII (else every server needs SMTPUTF8)"

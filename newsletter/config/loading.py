@@ -63,6 +63,7 @@ def load_config(
         )
     settings = _section(Settings, "newsletter", data, env, path, lines, problems)
     smtp = _section(SmtpSettings, "smtp", data, env, path, lines, problems)
+    problems.extend(_reserved(settings, env, path, lines))
     reported = {p.field for p in problems}  # a key given but refused is not also "missing"
     if not settings.name and not reported & {"newsletter.name", env_var("newsletter", "name")}:
         problems.append(_problem(path, lines, "newsletter.name", "missing (the newsletter's name)"))
@@ -152,6 +153,34 @@ def _tables(
                 problems.append(_problem(path, lines, f"{item_where}.{fld.name}", "missing"))
         items.append(item)
     return tuple(items), problems
+
+
+_ADDRESS_KEYS = ("from_", "reply_to", "test_to", "unsubscribe_mailto", "envelope_from")
+
+
+def _reserved(
+    settings: Settings, env: Mapping[str, str], path: Path, lines: KeyLines
+) -> list[Problem]:
+    """The address keys at a reserved name (news@x.test), unless allow_reserved_domains: the
+    one rule of addresses.normalise_address, applied here because it needs two keys."""
+    from newsletter.addresses import parse_mailbox
+    from newsletter.errors import ReservedAddress
+
+    if settings.allow_reserved_domains:
+        return []
+    problems = []
+    for name in _ADDRESS_KEYS:
+        value = getattr(settings, name)
+        if not value:
+            continue
+        try:
+            parse_mailbox(value)
+        except ReservedAddress as exc:
+            key = name.rstrip("_")
+            var = env_var("newsletter", key)
+            found = Problem(None, str(exc), field=var) if var in env else None
+            problems.append(found or _problem(path, lines, f"newsletter.{key}", str(exc)))
+    return problems
 
 
 def _problem(path: Path, lines: KeyLines, field: str, message: str) -> Problem:

@@ -109,6 +109,12 @@ class Settings:
         "Default recipient of `newsletter test` (an address alone).",
         check=checks.mailbox("test_to", name_allowed=False, sender=False),
     )
+    allow_reserved_domains: bool = key(
+        False,
+        "Accept addresses at reserved names (`.test`, `.example`, `.invalid`, `.localhost`, "
+        "`localhost`) everywhere: `test --to`, `subscribers add`, imports, the lists a send "
+        "reads and the address keys here. For local testing only (docs/subscribers.md).",
+    )
     unsubscribe_mailto: str = key(
         "",
         "Address for mailto: unsubscribes in List-Unsubscribe (an address alone).",
@@ -249,7 +255,7 @@ def _split_address(value: str) -> tuple[str, str]:
     header (From, Reply-To) and MAIL FROM of a message without SMTPUTF8 must be ASCII."""
     from newsletter.addresses import parse_mailbox
 
-    name, address = parse_mailbox(value)
+    name, address = parse_mailbox(value, allow_reserved=True)  # checked at load, as written
     return name, _wire(address)
 
 

@@ -22,23 +22,24 @@ class CheckReport:
         return [p for p in self.problems if p.severity == Severity.ERROR]
 
 
-def check_lists(paths: Sequence[Path]) -> CheckReport:
-    """Every problem of every row of each list (errors), and repeated addresses (warnings)."""
+def check_lists(paths: Sequence[Path], *, allow_reserved: bool = False) -> CheckReport:
+    """Every problem of every row of each list (errors), and repeated addresses (warnings);
+    an address at a reserved name is an error unless `allow_reserved`."""
     report = CheckReport(files=list(paths))
     for path in paths:
         try:
-            report.rows += _check_one(path, report.problems)
+            report.rows += _check_one(path, report.problems, allow_reserved)
         except InvalidInput as exc:
             report.problems.extend(exc.problems)
     return report
 
 
-def _check_one(path: Path, problems: list[Problem]) -> int:
+def _check_one(path: Path, problems: list[Problem], allow_reserved: bool) -> int:
     seen: set[int] = set()
     repeated: dict[int, int] = {}  # hash -> line, for the (few) repeated addresses
     rows = 0
     with open_list(path) as reader:
-        parser = RowParser(reader)
+        parser = RowParser(reader, allow_reserved=allow_reserved)
         for line, cells in reader.rows():
             rows += 1
             parsed = parser.parse(line, cells)

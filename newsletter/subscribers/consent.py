@@ -121,14 +121,16 @@ def add(
     source: str = "cli",
     resubscribe: bool = False,
     when: dt.datetime | None = None,
+    allow_reserved: bool = False,
 ) -> Added:
     """Subscribe an address to a list (default subscribers/subscribers.csv).
 
     Refused when the address is unsubscribed, bounced or complained anywhere, or suppressed,
     unless `resubscribe` (the person asked again): then their row in this list becomes subscribed
-    and their other non-subscribed rows are scoped to their own lists.
+    and their other non-subscribed rows are scoped to their own lists. ReservedAddress for an
+    address at a reserved name (x@y.test), unless `allow_reserved`.
     """
-    stored, _smtputf8 = normalise_address(email)
+    stored, _smtputf8 = normalise_address(email, allow_reserved=allow_reserved)
     name = name.strip()  # Unicode whitespace too (a no-break space from a web form)
     problem = name_problem(name)
     if problem:

@@ -310,7 +310,8 @@ def _header_index(path: Path, names: list[str], required: str) -> dict[str, int]
 class RowParser:
     """Turns the cells of one list's rows into Subscribers, or the problems of a bad row."""
 
-    def __init__(self, reader: ListReader) -> None:
+    def __init__(self, reader: ListReader, *, allow_reserved: bool = False) -> None:
+        self.allow_reserved = allow_reserved  # addresses at reserved names are good rows
         self.path = reader.path
         self.names = reader.names
         self.width = len(reader.names)
@@ -330,7 +331,9 @@ class RowParser:
     def parse(self, line: int, cells: list[str]) -> Subscriber | list[Problem]:
         problems = self.problems(line, cells)
         try:
-            email, smtputf8 = normalise_address(cells[self.email])
+            email, smtputf8 = normalise_address(
+                cells[self.email], allow_reserved=self.allow_reserved
+            )
         except BadAddress as exc:
             problems.append(Problem(self.path, exc.reason, field="email", line=line))
         if problems:

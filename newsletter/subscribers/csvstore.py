@@ -20,13 +20,18 @@ from newsletter.subscribers.suppression import Blocklist, suppress
 
 
 class CsvStore:
-    """The CSV lists in subscribers/ and the suppression file in .newsletter/."""
+    """The CSV lists in subscribers/ and the suppression file in .newsletter/.
 
-    def __init__(self, folder: Path) -> None:
+    allow_reserved: addresses at reserved names (x@y.test) may be added and selected
+    ([newsletter] allow_reserved_domains); else `add` refuses them and `select` leaves them out.
+    """
+
+    def __init__(self, folder: Path, *, allow_reserved: bool = False) -> None:
         self.folder = folder
+        self.allow_reserved = allow_reserved
 
     def select(self, lists: Sequence[Path] | None = None, tags: Sequence[str] = ()) -> Recipients:
-        return select(self.folder, lists, tags)
+        return select(self.folder, lists, tags, allow_reserved=self.allow_reserved)
 
     def lookup(self, email: str) -> Subscriber | None:
         return lookup(self.folder, email)
@@ -41,7 +46,13 @@ class CsvStore:
         resubscribe: bool = False,
     ) -> Added:
         return add(
-            self.folder, email, name=name, tags=tags, list_path=list_path, resubscribe=resubscribe
+            self.folder,
+            email,
+            name=name,
+            tags=tags,
+            list_path=list_path,
+            resubscribe=resubscribe,
+            allow_reserved=self.allow_reserved,
         )
 
     def set_status(

@@ -49,8 +49,8 @@ class Record:
 RecordParser = Callable[[int, list[str]], "Record | list[Problem]"]
 
 
-def _csv_records(reader: ListReader) -> RecordParser:
-    parser = RowParser(reader)
+def _csv_records(reader: ListReader, allow_reserved: bool) -> RecordParser:
+    parser = RowParser(reader, allow_reserved=allow_reserved)
     extras = [(i, n) for i, n in enumerate(reader.names) if n.lower() not in KNOWN]
 
     def parse(line: int, cells: list[str]) -> Record | list[Problem]:
@@ -73,7 +73,7 @@ def snake_case(name: str) -> str:
 _MAILCHIMP_OWN = {"email address", "unsub_time", "clean_time", "confirm_time", "tags"}
 
 
-def _mailchimp_records(reader: ListReader) -> RecordParser:
+def _mailchimp_records(reader: ListReader, allow_reserved: bool) -> RecordParser:
     at = reader.lowered
     extras = [
         (i, snake_case(n)) for i, n in enumerate(reader.names) if n.lower() not in _MAILCHIMP_OWN
@@ -95,7 +95,7 @@ def _mailchimp_records(reader: ListReader) -> RecordParser:
             "source": "mailchimp",
         }
         values |= {name: cells[i].strip() for i, name in extras if i < len(cells)}
-        return _record(reader.path, line, get(cells, "email address"), values)
+        return _record(reader.path, line, get(cells, "email address"), values, allow_reserved)
 
     return parse
 
@@ -111,7 +111,7 @@ _LISTMONK_STATUS = {"enabled": "subscribed", "disabled": "unsubscribed"}
 _LISTMONK_STATUS |= {"blocklisted": "unsubscribed", "": "subscribed"}
 
 
-def _listmonk_records(reader: ListReader) -> RecordParser:
+def _listmonk_records(reader: ListReader, allow_reserved: bool) -> RecordParser:
     at = reader.lowered
 
     def get(cells: list[str], column: str) -> str:
@@ -131,7 +131,8 @@ def _listmonk_records(reader: ListReader) -> RecordParser:
             "subscribed_at": get(cells, "created_at"),
             "source": "listmonk",
         }
-        record = _record(reader.path, line, get(cells, "email"), values | attributes)
+        values |= attributes
+        record = _record(reader.path, line, get(cells, "email"), values, allow_reserved)
         if problems:
             return problems + (record if isinstance(record, list) else [])
         return record
@@ -157,11 +158,11 @@ def _attributes(text: str) -> tuple[dict[str, str], str | None]:
 
 
 def _record(
-    path: Path, line: int, raw_email: str, values: dict[str, str]
+    path: Path, line: int, raw_email: str, values: dict[str, str], allow_reserved: bool
 ) -> Record | list[Problem]:
     problems = []
     try:
-        email, _smtputf8 = normalise_address(raw_email)
+        email, _smtputf8 = normalise_address(raw_email, allow_reserved=allow_reserved)
     except BadAddress as exc:
         problems.append(Problem(path, exc.reason, field="email", line=line))
     name = name_problem(values.get("name", ""))
@@ -177,18 +178,21 @@ def _record(
     return Record(line, email, {k: v for k, v in values.items() if v})
 
 
-_PARSERS: dict[str, tuple[str, Callable[[ListReader], RecordParser]]] = {
+_PARSERS: dict[str, tuple[str, Callable[[ListReader, bool], RecordParser]]] = {
     "csv": ("email", _csv_records),
     "mailchimp": ("email address", _mailchimp_records),
     "listmonk": ("email", _listmonk_records),
 }
 
 
-def read_records(path: Path, fmt: str) -> Iterator[Record | list[Problem]]:
-    """The rows of an import source, as Records or the problems of each bad row."""
+def read_records(
+    path: Path, fmt: str, *, allow_reserved: bool = False
+) -> Iterator[Record | list[Problem]]:
+    """The rows of an import source, as Records or the problems of each bad row (an address
+    at a reserved name is one, unless `allow_reserved`)."""
     required, make = _PARSERS[fmt]
     with open_list(path, required) as reader:
-        parse = make(reader)
+        parse = make(reader, allow_reserved)
         for line, cells in reader.rows():
             yield parse(line, cells)
 
@@ -203,10 +207,17 @@ class ImportReport:
     merged: list[Problem] = field(default_factory=list)  # repeated addresses in the source
     skipped: list[Problem] = field(default_factory=list)  # bad rows left out (--skip-invalid)
     suppressed: list[Problem] = field(default_factory=list)  # in the suppression file
+    allow_reserved: bool = False  # addresses at reserved names are rows like any other
 
 
 def import_list(
-    folder: Path, source: Path, into: Path, *, fmt: str = "csv", skip_invalid: bool = False
+    folder: Path,
+    source: Path,
+    into: Path,
+    *,
+    fmt: str = "csv",
+    skip_invalid: bool = False,
+    allow_reserved: bool = False,
 ) -> ImportReport:
     """Import `source` into the list `into` (created if missing): nothing written if a row is bad.
 
@@ -217,7 +228,7 @@ def import_list(
     """
     if fmt not in _PARSERS:
         raise InvalidInput.one(None, f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
-    report = ImportReport(source, into)
+    report = ImportReport(source, into, allow_reserved=allow_reserved)
     columns, repeated = _check_source(source, fmt, report, skip_invalid)
     suppressed = read_suppressed(folder)
     ensure_lists_folder(into)
@@ -241,7 +252,7 @@ def _check_source(
     seen: set[int] = set()
     repeated: set[int] = set()
     columns: dict[str, None] = {}
-    for item in read_records(source, fmt):
+    for item in read_records(source, fmt, allow_reserved=report.allow_reserved):
         if isinstance(item, list):
             bad.extend(item)
             continue
@@ -286,7 +297,7 @@ def _spool_new(
     writer = csv.writer(spool, lineterminator="\r\n")
     first: dict[int, int] = {}
     overlap: dict[int, Record] = {}
-    for item in read_records(source, fmt):
+    for item in read_records(source, fmt, allow_reserved=report.allow_reserved):
         if isinstance(item, list):
             continue
         compact = key_hash(address_key(item.email))

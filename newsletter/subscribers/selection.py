@@ -33,8 +33,15 @@ class Selection:
     After iteration `left_out` counts the rows left out, by reason.
     """
 
-    def __init__(self, folder: Path, lists: Sequence[Path] | None, tags: Sequence[str]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        lists: Sequence[Path] | None,
+        tags: Sequence[str],
+        allow_reserved: bool = False,
+    ) -> None:
         self.folder = folder
+        self.allow_reserved = allow_reserved  # else an address at a reserved name is `invalid`
         self.default = lists is None  # no --list: every list (resolved anew by a resume)
         chosen = list_files(folder, include_example=False) if lists is None else list(lists)
         self.lists = list(dict.fromkeys(chosen))
@@ -78,7 +85,9 @@ class Selection:
                     left_out[reason] += 1
                     continue
                 try:
-                    email, smtputf8 = normalise_address(cells[parser.email])
+                    email, smtputf8 = normalise_address(
+                        cells[parser.email], allow_reserved=self.allow_reserved
+                    )
                 except BadAddress:
                     left_out["invalid"] += 1
                     continue
@@ -131,10 +140,16 @@ def _folded_tags(cell: str) -> set[str]:
 
 
 def select(
-    folder: Path, lists: Sequence[Path] | None = None, tags: Sequence[str] = ()
+    folder: Path,
+    lists: Sequence[Path] | None = None,
+    tags: Sequence[str] = (),
+    *,
+    allow_reserved: bool = False,
 ) -> Selection:
     """The recipients of a send to `lists` (default: every list but example.csv) and `tags`.
 
     A subscriber matches the tags when they have at least one of them (no tags: everyone).
+    An address at a reserved name (addresses.reserved_name) is left out as `invalid` unless
+    `allow_reserved`.
     """
-    return Selection(folder, lists, tags)
+    return Selection(folder, lists, tags, allow_reserved)
