@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import json
 import re
 import traceback
 from collections.abc import Callable
@@ -395,9 +396,38 @@ def _inline(html: str, config: Config) -> str:
 def content_digest(issue: Issue) -> str:
     """The same issue under another file name or slug has the same digest (the rendered one
     differs: the archive link carries the slug); a send uses it to find earlier sends. `publish`
-    is left out: it says where the issue appears, not what it says."""
+    is left out: it says where the issue appears, not what it says. Fields at their default
+    are left out too, so a version that adds an optional key (a block `id`) does not make every
+    issue written before it a changed issue."""
     anonymous = dataclasses.replace(issue, path=Path(), slug="", publish=False)
-    return hashlib.sha256(repr(anonymous).encode()).hexdigest()
+    text = json.dumps(canonical(anonymous), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def canonical(value: Any) -> Any:
+    """`value` as JSON data: a dataclass as its type and its fields not at their default."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        found: dict[str, Any] = {"": type(value).__name__}
+        for fld in dataclasses.fields(value):
+            item = getattr(value, fld.name)
+            if not _at_default(fld, item):
+                found[fld.name] = canonical(item)
+        return found
+    if isinstance(value, list | tuple):
+        return [canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): canonical(item) for key, item in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # dates, times, paths, zones: their text is their identity
+
+
+def _at_default(fld: dataclasses.Field[Any], value: Any) -> bool:
+    if fld.default is not dataclasses.MISSING:
+        return bool(value == fld.default)
+    if fld.default_factory is not dataclasses.MISSING:
+        return bool(value == fld.default_factory())
+    return False
 
 
 def _digest(parts: tuple[Template, ...]) -> str:
