@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiosmtplib.response import SMTPResponse
 
+from newsletter.config import SmtpSettings
 from newsletter.dispatch import Dispatcher
 from newsletter.errors import DeliveryError, TransportError
 from newsletter.ledger import Ledger
@@ -257,3 +258,63 @@ def test_replies_arriving_together_are_read_in_order() -> None:
         (354, "go on"),
         (250, "more\nlast"),
     ]
+
+
+# -- a server that accepts DATA after refusing the only recipient -----------------------------
+
+SCRIPT = {b"EHLO": b"250-script\r\n250 PIPELINING", b"MAIL": b"250 ok", b"DATA": b"354 go on"}
+SCRIPT |= {b"RSET": b"250 reset", b"QUIT": b"221 bye"}
+
+
+class Scripted:
+    """A server answering as SCRIPT says, RCPT to gone@ with 550 but DATA still with 354 (which
+    RFC 2920 3.1 allows), an empty message with 554; it keeps every line it heard."""
+
+    def __init__(self) -> None:
+        self.heard: list[bytes] = []
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 script\r\n")
+        while line := await reader.readline():
+            self.heard.append(line)
+            reply = self.reply(line)
+            if reply:
+                writer.write(reply + b"\r\n")
+        writer.close()
+
+    def reply(self, line: bytes) -> bytes | None:
+        verb = line.split()[0].upper() if line.strip() else b""
+        if verb == b"RCPT":
+            return b"550 5.1.1 No such user" if b"gone@" in line else b"250 ok"
+        if verb == b".":
+            empty = self.heard[-2] == b"DATA\r\n"
+            return b"554 5.5.1 No valid recipients" if empty else b"250 queued"
+        return SCRIPT.get(verb)
+
+
+def test_data_accepted_after_a_refused_rcpt_is_ended_empty() -> None:
+    """DATA accepted although the only RCPT was refused: a lone "." ends it, none of the
+    message goes out, the refusal is the outcome, and the session is reset and reused."""
+    scripted = Scripted()
+
+    async def scenario() -> list[Outcome]:
+        server = await asyncio.start_server(scripted.session, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = SmtpSettings(host="127.0.0.1", port=port, security="none", timeout=5.0)
+        connection = await SmtpTransport(settings, None).connect()
+        outcomes: list[Outcome] = []
+        for to in ("gone@example.org", "b@example.org"):
+            try:
+                outcomes.append(await connection.send(Envelope(SENDER, to), MESSAGE))
+            except DeliveryError as exc:
+                outcomes.append(exc)
+        await connection.close()
+        server.close()
+        return outcomes
+
+    refused, accepted = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert isinstance(refused, DeliveryError) and refused.smtp_code == 550
+    assert isinstance(accepted, Accepted) and accepted.reply == "queued"
+    heard = scripted.heard
+    assert heard[heard.index(b"DATA\r\n") :][:3] == [b"DATA\r\n", b".\r\n", b"RSET\r\n"]
+    assert heard.count(b"Hello.\r\n") == 1  # the second message only
