@@ -10,6 +10,7 @@ run against a real server:
         server.hook = lambda command, rcpt, count: drop_after_data() if count == 100 else None
         ... send to ("127.0.0.1", server.port) ...
     server.messages      # [Received(sender, recipients, data, mail_options, tls, login), ...]
+    server.reads         # the start of each piece of data the server read: pipelined groups
     server.delivered()   # Counter: recipient -> copies accepted
     server.wait_for_messages(10, timeout=1)  # True once 10 messages arrived in all
 
@@ -39,6 +40,7 @@ logging.getLogger("mail.log").addFilter(
 HOST = "127.0.0.1"
 USER = "newsletter"
 PASSWORD = "correct horse battery staple"  # noqa: S105  # the test server's password
+READ_KEPT = 200  # bytes kept of each read: enough to see which commands came together
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class SmtpServer:
     eight_bit: bool = True
     smtputf8: bool = True
     size_limit: int = 10_000_000
+    pipelining: bool = True  # advertise PIPELINING (aiosmtpd reads ahead, so it copes)
     idle_timeout: float = 30.0  # the server closes idle sessions: nothing hangs for ever
 
     host: str = HOST
@@ -137,6 +140,7 @@ class SmtpServer:
     messages: list[Received] = field(default_factory=list, repr=False)
     rcpt_attempts: Counter[str] = field(default_factory=Counter, repr=False)
     sessions: int = 0  # connections accepted so far
+    reads: list[bytes] = field(default_factory=list, repr=False)  # first READ_KEPT bytes of each
     hook: Hook | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -278,6 +282,10 @@ class _Session(SMTP):
         super().__init__(*args, **kwargs)
         self._owner = owner
 
+    def data_received(self, data: bytes) -> None:
+        self._owner.reads.append(data[:READ_KEPT])
+        super().data_received(data)
+
     def connection_lost(self, error: Exception | None) -> None:
         self._owner._protocols.discard(self)
         super().connection_lost(error)
@@ -297,6 +305,8 @@ class _Handler:
             responses = [r for r in responses if r != "250-8BITMIME"]
         if not self.owner.users:  # no accounts: do not offer AUTH at all
             responses = [r for r in responses if not r.startswith("250-AUTH")]
+        if self.owner.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # the last line ("250 HELP") ends the list
         return responses
 
     async def handle_MAIL(
