@@ -153,7 +153,10 @@ class SmtpSettings:
     )
     username: str = key("", "AUTH user name; the password comes from NEWSLETTER_SMTP_PASSWORD.")
     timeout: float = key(
-        30.0, "Seconds to wait for the server before giving up.", check=checks.positive
+        30.0,
+        "Seconds one message may take with the server, MAIL to the final reply (connecting and "
+        "logging in get as long each); then it is retried, or unknown if its data went out.",
+        check=checks.positive,
     )
     allow_plaintext: bool = key(
         False, "Allow `security = none` to a host that is not loopback (unencrypted!)."
