@@ -10,7 +10,6 @@ uvicorn.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
@@ -31,6 +30,8 @@ from newsletter.errors import (
 from newsletter.store import SendSummary
 
 if TYPE_CHECKING:
+    import asyncio
+
     from newsletter.archive import Archive
     from newsletter.config import Config
     from newsletter.dispatch import Notice, Progress
@@ -383,6 +384,7 @@ def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:
     """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now.
 
     Only the main thread can take signals; elsewhere the caller sets `stop` itself."""
+    import asyncio
     import threading
 
     if threading.current_thread() is not threading.main_thread():

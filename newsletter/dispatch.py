@@ -476,6 +476,13 @@ def composer(builder: Builder, sender: str, digest: str, signer: Signer | None =
         subscriber = subscriber_of(row)
         tag = hashlib.sha256(f"{digest}\0{row.email}".encode()).hexdigest()[:32]
         message_id = f"<{tag}@{builder.domain}>"
+        envelope = Envelope(sender, row.email, smtputf8=subscriber.smtputf8)
+        if signer is None:  # built in the wire's form at once: nothing to sign (~1 us a message)
+            data = builder.build(
+                subscriber, eight_bit=conn.eight_bit, dot_stuffed=conn.dot_stuffed,
+                message_id=message_id,
+            )  # fmt: skip
+            return envelope, data
 
         def build(eight_bit: bool, dot_stuffed: bool) -> bytes:
             return builder.build(
@@ -485,7 +492,7 @@ def composer(builder: Builder, sender: str, digest: str, signer: Signer | None =
         data = await wire_message(
             build, eight_bit=conn.eight_bit, dot_stuffed=conn.dot_stuffed, signer=signer
         )
-        return Envelope(sender, row.email, smtputf8=subscriber.smtputf8), data
+        return envelope, data
 
     return compose
 

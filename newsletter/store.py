@@ -13,7 +13,6 @@ that crosses the seam is defined here too, so callers need nothing from an imple
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import enum
 import re
@@ -330,6 +329,8 @@ class Sends(Protocol):
 
 def bouncer(store: SubscriberStore) -> Callable[[str], Awaitable[None]]:
     """For the send loop: a 5.1.x refusal marks the address `bounced`, off the event loop."""
+
+    import asyncio
 
     async def bounce(email: str) -> None:
         completed(await asyncio.to_thread(store.set_status, email, "bounced"))
