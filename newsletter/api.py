@@ -271,6 +271,7 @@ class Newsletter:
         on_change: when the issue changed after part of the list was sent, "continue" (the new
         version to the rest) or "restart" (a new send, mailing everyone again).
         """
+        from newsletter.lint import refuse_placeholders
         from newsletter.sending import make_plan
 
         if on_change not in (None, "continue", "restart"):
@@ -279,6 +280,7 @@ class Newsletter:
         if limit is not None and limit < 1:
             raise BadOption("limit", limit, f"{limit} is not a positive number")
         rendered, warnings = self._sendable(Path(issue))
+        refuse_placeholders(self.config)  # init's REPLACE values never reach a real server
         paths = [self.list_path(p) for p in lists] if lists else None
         return make_plan(
             self, rendered, Path(issue), warnings, paths, list(tags), limit,

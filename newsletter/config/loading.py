@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 from newsletter.config.credentials import PASSWORD_ENV
 from newsletter.config.settings import Config, Settings, SmtpSettings
 from newsletter.errors import ConfigError, Problem
-from newsletter.tomlsource import KeyLines, load
+from newsletter.tomlsource import KeyLines, load, unknown_key
 
 CONFIG_NAME = "newsletter.toml"
 
@@ -51,7 +51,8 @@ def load_config(
     problems: list[Problem] = []
     for name in data:
         if name not in ("newsletter", "smtp"):
-            problems.append(_problem(path, lines, name, "unknown table or key"))
+            message = unknown_key(name, ("newsletter", "smtp")).replace("key", "table or key", 1)
+            problems.append(_problem(path, lines, name, message))
     if "password" in data.get("smtp", {}):
         problems.append(
             _problem(
@@ -89,7 +90,8 @@ def _section(
     known = {_toml_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
     for name in table:
         if name not in known and not (section == "smtp" and name == "password"):
-            problems.append(_problem(path, lines, f"{section}.{name}", "unknown key"))
+            message = unknown_key(name, known)
+            problems.append(_problem(path, lines, f"{section}.{name}", message))
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     for name, fld in known.items():
