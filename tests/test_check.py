@@ -214,3 +214,14 @@ def test_images_need_alt_but_not_a_link(tmp_path: Path, monkeypatch) -> None:
     assert "href" not in result.output
     assert "1 error(s)" in result.output
 
+
+def test_schema_takes_one_file_or_several_and_nothing_else() -> None:
+    """docs/check.schema.json: a file's object, or {ok, files, totals} of such objects; an
+    object mixing the two, or without its totals, is refused."""
+    one = {"file": "x.toml", "ok": True, "errors": [], "warnings": []}
+    several = {"ok": True, "files": [one], "totals": {"files": 1, "errors": 0, "warnings": 0}}
+    jsonschema.validate(one, SCHEMA)
+    jsonschema.validate(several, SCHEMA)
+    for bad in ({**several, "file": "x.toml"}, {"ok": True, "files": [one]}, {**one, "files": []}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)

@@ -23,19 +23,24 @@ CONFIG_NAME = "newsletter.toml"
 _T = TypeVar("_T")
 
 
-def find_config(start: Path, explicit: Path | None = None) -> Path:
+def find_config(start: Path, explicit: Path | None = None, near: Path | None = None) -> Path:
+    """`explicit` (a file, or a folder holding one); else the nearest newsletter.toml in
+    `start` or its parents; else, when `near` (an issue file) is given, in its folder or
+    their parents: an issue is checked with its own newsletter from anywhere."""
     if explicit is not None:
         path = explicit / CONFIG_NAME if explicit.is_dir() else explicit
         if not path.is_file():
             raise ConfigError.one(path, "no such file")
         return path
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        if (folder / CONFIG_NAME).is_file():
-            return folder / CONFIG_NAME
+    starts = [start.resolve()] + ([near.resolve().parent] if near is not None else [])
+    for first in starts:
+        for folder in (first, *first.parents):
+            if (folder / CONFIG_NAME).is_file():
+                return folder / CONFIG_NAME
+    places = " or its parents, nor in ".join(str(s) for s in starts)
     raise ConfigError.one(
         None,
-        f"no {CONFIG_NAME} in {start} or its parents: run `newsletter init DIR`, "
+        f"no {CONFIG_NAME} in {places} or its parents: run `newsletter init DIR`, "
         "or pass --config PATH",
     )
 
