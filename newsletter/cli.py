@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_state: dict[str, Path | None] = {"config": None}
 CONFIG_HELP = (
     "newsletter.toml to use (default: the nearest one in this folder or its parents, else in "
     "the issue file's folder or its parents). Also NEWSLETTER_CONFIG."
@@ -84,6 +83,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
     rich_markup_mode=None,
 )
+
+_state: dict[str, Path | None] = {"config": None}
 
 
 def say(message: str) -> None:
