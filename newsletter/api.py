@@ -286,6 +286,7 @@ class Newsletter:
         on_change: when the issue changed after part of the list was sent, "continue" (the new
         version to the rest) or "restart" (a new send, mailing everyone again).
         """
+        from newsletter.lint import refuse_placeholders
         from newsletter.sending import make_plan
 
         if on_change not in (None, "continue", "restart"):
@@ -296,6 +297,7 @@ class Newsletter:
         rendered, warnings = self._sendable(Path(issue))
         if rendered.draft:  # a test copy (`test`) is how a draft is looked at
             raise DraftIssue(Path(issue))
+        refuse_placeholders(self.config)  # init's REPLACE values never reach a real server
         paths = [self.list_path(p) for p in lists] if lists else None
         return make_plan(
             self, rendered, Path(issue), warnings, paths, list(tags), limit,

@@ -11,11 +11,12 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from newsletter import __version__
 from newsletter.errors import NewsletterError
@@ -28,7 +29,55 @@ if TYPE_CHECKING:  # types only: the modules themselves are imported where a com
 P = ParamSpec("P")
 R = TypeVar("R")
 
+CONFIG_HELP = (
+    "newsletter.toml to use (default: the nearest one in this folder or its parents, else in "
+    "the issue file's folder or its parents). Also NEWSLETTER_CONFIG."
+)
+
+
+def _set_config(value: Path | None) -> None:
+    if value is not None:
+        _state["config"] = value
+
+
+class _Group(TyperGroup):
+    """The app's group: every command also takes --config after its name (`newsletter check
+    x.toml --config ../news`), as well as before it (the later one wins)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_config_option(self.commands.values(), _config_option())
+
+
+def _config_option() -> Any:
+    """--config as a command takes it after its name: built by Typer from a probe command,
+    so it parses and shows in --help like the command's own options."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def _probe(
+        config: Annotated[
+            Path | None,
+            typer.Option(
+                "--config", help=CONFIG_HELP, callback=_set_config, expose_value=False,
+                show_default=False,
+            ),
+        ] = None,
+    ) -> None: ...  # fmt: skip
+
+    return typer.main.get_command(probe).params[0]
+
+
+def _add_config_option(commands: Iterable[Any], option: Any) -> None:
+    for cmd in commands:
+        if hasattr(cmd, "commands"):  # a group such as `subscribers`
+            _add_config_option(cmd.commands.values(), option)
+        elif option not in cmd.params:
+            cmd.params.append(option)
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Write a newsletter as TOML in git, render it, test it, send it.",
     no_args_is_help=True,
     add_completion=False,
@@ -69,17 +118,29 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def load() -> Config:
+def config_file(issue: Path | None = None) -> Path | None:
+    """--config (or NEWSLETTER_CONFIG); else, for an issue file when this folder and its
+    parents hold no newsletter.toml, the one in the issue's folder or its parents; else None
+    (the nearest one from here)."""
+    from newsletter.config import find_config
+
+    if _state["config"] is not None or issue is None:
+        return _state["config"]
+    return find_config(Path.cwd(), near=issue)
+
+
+def load(issue: Path | None = None) -> Config:
     from newsletter.config import load_config
 
-    return load_config(explicit=_state["config"])
+    return load_config(explicit=config_file(issue))
 
 
-def api() -> Newsletter:
-    """The newsletter of this folder (or --config), its notes printed as they come."""
+def api(issue: Path | None = None) -> Newsletter:
+    """The newsletter of this folder (or --config, or the issue's), its notes printed as they
+    come."""
     from newsletter.api import Newsletter
 
-    return Newsletter.open(".", config=_state["config"], notify=say)
+    return Newsletter.open(".", config=config_file(issue), notify=say)
 
 
 def _version(value: bool) -> None:
@@ -92,11 +153,7 @@ def _version(value: bool) -> None:
 def _main(
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config",
-            help="newsletter.toml to use (default: the nearest one in this folder or its parents).",
-            dir_okay=True,
-        ),
+        typer.Option("--config", help=CONFIG_HELP, dir_okay=True, envvar="NEWSLETTER_CONFIG"),
     ] = None,
     version: Annotated[
         bool,
@@ -134,7 +191,7 @@ def init(
 
     for path, created in scaffold(folder, dt.date.today()):
         say(f"{'created' if created else 'kept (exists)'}  {path}")
-    say(f"next: cd {folder} && newsletter check issues/*.toml")
+    say(f"next: cd {folder} && newsletter check")
 
 
 @app.command()
@@ -162,23 +219,82 @@ def new(
 @app.command()
 @command
 def check(
-    issue: IssueArg,
+    issues: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Issue files, or folders of them (default: every issue in issues/).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
-    """Validate and lint an issue: exit 0 without errors (warnings are printed), 1 with errors."""
+    """Validate and lint issues: exit 0 without errors (warnings are printed), 1 with errors."""
+    files = _issue_files(issues or [])
+    opened: dict[Path | None, Newsletter] = {}
+    checked = []
+    for path in files:
+        where = config_file(path)
+        nl = opened[where] = opened.get(where) or api(path)
+        checked.append((path, nl.check(path)))
+    if as_json:
+        one = issues is not None and len(issues) == 1 and not issues[0].is_dir()
+        report = _check_json(*checked[0]) if one else _checks_json(checked)
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_checks(checked)
+    if not all(_counts(findings)[0] == 0 for _, findings in checked):
+        raise typer.Exit(1)
+
+
+def _issue_files(given: list[Path]) -> list[Path]:
+    """What `check` reads: each file given, the *.toml of each folder given, or (none given)
+    every issue in the newsletter's issues/ folder."""
+    from newsletter.errors import InvalidInput
+
+    if not given:
+        issues = load().root / "issues"
+        with_cwd = Path.cwd() / "issues"
+        given = [Path("issues") if issues == with_cwd else issues]
+    files = []
+    for path in given:
+        found = sorted(path.glob("*.toml")) if path.is_dir() else [path]
+        if not found:
+            raise InvalidInput.one(path, "no issue files (*.toml) in this folder")
+        files += found
+    return files
+
+
+def _counts(findings: list[Finding]) -> tuple[int, int]:
+    """(errors, warnings)"""
     from newsletter.errors import Severity
 
-    findings = api().check(issue)
-    errors = [f for f in findings if f.severity is Severity.ERROR]
-    if as_json:
-        typer.echo(json.dumps(_check_json(issue, findings), indent=2, ensure_ascii=False))
-    else:
+    errors = sum(f.severity is Severity.ERROR for f in findings)
+    return errors, len(findings) - errors
+
+
+def _print_checks(checked: list[tuple[Path, list[Finding]]]) -> None:
+    from newsletter.errors import Severity
+
+    for issue, findings in checked:
         for finding in findings:
             prefix = "" if finding.severity is Severity.ERROR else "warning: "
             typer.echo(f"{prefix}{finding}", err=True)
-        say(f"{issue}: {len(errors)} error(s), {len(findings) - len(errors)} warning(s)")
-    if errors:
-        raise typer.Exit(1)
+        errors, warnings = _counts(findings)
+        say(f"{issue}: {errors} error(s), {warnings} warning(s)")
+    if len(checked) > 1:
+        errors, warnings = _counts([f for _, findings in checked for f in findings])
+        say(f"{len(checked)} issues: {errors} error(s), {warnings} warning(s)")
+
+
+def _checks_json(checked: list[tuple[Path, list[Finding]]]) -> dict[str, Any]:
+    """Several files (or a folder): one object, each file's as `check FILE --json` prints it."""
+    files = [_check_json(issue, findings) for issue, findings in checked]
+    errors, warnings = _counts([f for _, findings in checked for f in findings])
+    return {
+        "ok": all(f["ok"] for f in files),
+        "files": files,
+        "totals": {"files": len(files), "errors": errors, "warnings": warnings},
+    }
 
 
 def _check_json(issue: Path, findings: list[Finding]) -> dict[str, Any]:
@@ -215,7 +331,7 @@ def render(
     """Render an issue to <slug>.html and <slug>.txt (merge fields show their defaults)."""
     from newsletter.render import write_outputs
 
-    nl = api()
+    nl = api(issue)
     config, rendered = nl.config, nl.render(issue)
     for path, size in write_outputs(rendered, config, output or config.root / "build"):
         typer.echo(f"{path}  {size:,} bytes")
@@ -235,7 +351,7 @@ def preview(
     ] = None,
 ) -> None:
     """Render an issue and open it in the browser (or serve it live with --serve)."""
-    nl = api()
+    nl = api(issue)
     config = nl.config
     reader = nl.store.lookup(as_subscriber) if as_subscriber else None  # as `test --as` finds it
     if as_subscriber and reader is None:
@@ -311,7 +427,7 @@ def send(
     """Send an issue to the list: show the plan, then send (with --yes or at the prompt)."""
     if on_change not in (None, "continue", "restart"):
         raise typer.BadParameter("must be `continue` or `restart`", param_hint="--on-change")
-    nl = api()
+    nl = api(issue)
     plan = nl.plan(
         issue, list_, tag or [], limit, add_new=add_new, resend_unknown=resend_unknown,
         on_change=on_change, continue_from=continue_from or [],
@@ -497,7 +613,7 @@ def status(
     if issue is None:
         _list_sends(api().history(), as_json)
         return
-    report = api().status(issue, destination)
+    report = api(issue).status(issue, destination)
     if failed and csv_:
         import csv
 
@@ -552,7 +668,7 @@ def send_test_copy(
     ] = None,
 ) -> None:
     """Send one [TEST] copy of an issue to yourself; lint errors are only warnings here."""
-    nl = api()
+    nl = api(issue)
     reserved = nl.config.newsletter.allow_reserved_domains
     address = _address_option("--to", to, allow_reserved=reserved) if to else None
     sent = nl.test(issue, to=address, as_email=as_subscriber)

@@ -2,6 +2,7 @@
 
 The block classes in models.py are the schema: a table's keys must be fields of its class
 (unknown keys are errors, so a typo cannot vanish), and values are checked against the types.
+What cannot be read is reported and left blank, so `check` still lints the rest in the same pass.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter import models
 from newsletter.errors import InvalidInput, Problem
-from newsletter.tomlsource import KeyLines, load
+from newsletter.tomlsource import KeyLines, load, unknown_key
 from newsletter.urls import split, url_problem
 
 BLOCK_KINDS: dict[str, type[Any]] = {
@@ -33,16 +34,41 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # usable as written after '#' in a link
 _HEAD = ("title", "subject", "preheader", "date", "draft", "publish", "allow_html")  # Issue fields
 _TOP_KEYS = {*_HEAD, "slug", "blocks"}
+# What a required key is for, so "missing" says what to write (by key name, in any table).
+_MISSING = {
+    "alt": "alt text describes the image for screen readers and shows where images are "
+    "blocked: write what the image shows",
+    "src": "the image's https:// URL",
+    "width": "the image's width in CSS pixels",
+    "text": "the link's text, the words readers click",
+    "url": "the link's target, an https:// or mailto: URL",
+    "heading": "the block's heading",
+    "body": "the block's text (Markdown)",
+    "items": "the links of the list, as [[blocks.items]] tables",
+    "images": "the images, as a list of { src, alt, width } tables",
+    "title": "the title",
+    "subject": "the subject line of the email",
+    "date": "the date, such as 2021-10-06",
+    "start": "the start time, such as 09:30",
+    "timezones": 'the time zones, such as ["Europe/London"]',
+}
 
 
 def read_issue(path: Path) -> tuple[models.Issue, KeyLines]:
     """Parse and validate `path`; raise InvalidInput listing every problem found."""
+    issue, lines, problems = read_partial(path)
+    if problems:
+        raise InvalidInput(problems)
+    return issue, lines
+
+
+def read_partial(path: Path) -> tuple[models.Issue, KeyLines, list[Problem]]:
+    """What of `path` could be read, and its problems: a part that could not be read is blank
+    (a block of unknown kind is None), so lint can still check the rest. Only a file that is not
+    TOML at all raises InvalidInput."""
     data, lines = load(path)
     reader = _Reader(path, lines)
-    issue = reader.issue(data)
-    if reader.problems or issue is None:
-        raise InvalidInput(reader.problems)
-    return issue, lines
+    return reader.issue(data), lines, reader.problems
 
 
 def load_issue(path: Path) -> models.Issue:
@@ -56,24 +82,26 @@ class _Reader:
         self.problems: list[Problem] = []
 
     def fail(self, where: str, message: str) -> None:
+        """Report a problem at `where`: the first one there only (a blank left for a missing or
+        bad value must not be reported again by a later check)."""
+        if any(p.field == where for p in self.problems):
+            return
         self.problems.append(Problem(self.path, message, field=where, line=self.lines.line(where)))
 
-    def issue(self, data: dict[str, Any]) -> models.Issue | None:
+    def issue(self, data: dict[str, Any]) -> models.Issue:
         for key in data:
             if key not in _TOP_KEYS:
-                self.fail(key, f"unknown key (expected one of: {', '.join(sorted(_TOP_KEYS))})")
+                self.fail(key, _unknown(key, sorted(_TOP_KEYS)))
         slug = self.slug(data)
         blocks = self.blocks(data.get("blocks"))
         head: dict[str, Any] = {k: data[k] for k in _HEAD if k in data}
         if data.get("draft") is True and data.get("publish") is True:
             self.fail("publish", "a draft is never published: remove `draft = true` or this key")
         head["blocks"], head["path"], head["slug"] = (), self.path, slug
-        issue: models.Issue | None = self.build(
-            models.Issue, head, "", skip=("blocks", "path", "slug")
-        )
-        if issue is None or blocks is None:
-            return None
-        return dataclasses.replace(issue, blocks=blocks)
+        issue: models.Issue = self.build(models.Issue, head, "", skip=("blocks", "path", "slug"))
+        # a block of unknown kind stays as None, so later blocks keep their paths; only a
+        # partial issue (read_partial, with its problems) can hold one
+        return dataclasses.replace(issue, blocks=blocks or ())  # type: ignore[arg-type]
 
     def slug(self, data: dict[str, Any]) -> str:
         slug = data.get("slug", self.path.stem)
@@ -83,7 +111,7 @@ class _Reader:
             return "issue"
         return slug
 
-    def blocks(self, value: Any) -> tuple[models.Block, ...] | None:
+    def blocks(self, value: Any) -> tuple[models.Block | None, ...] | None:
         if value is None:
             self.fail("blocks", "missing: an issue needs at least one [[blocks]] table")
             return None
@@ -93,9 +121,9 @@ class _Reader:
         if not value:
             self.fail("blocks", "empty: an issue needs at least one [[blocks]] table")
             return None
-        built = [self.block(b, f"blocks[{i}]") for i, b in enumerate(value)]
+        built = tuple(self.block(b, f"blocks[{i}]") for i, b in enumerate(value))  # keep places
         self.check_ids(value)
-        return tuple(b for b in built if b is not None)
+        return built
 
     def check_ids(self, blocks: list[dict[str, Any]]) -> None:
         """Block ids are link targets (`#id`): each one well formed and used once."""
@@ -127,31 +155,30 @@ class _Reader:
     def build(
         self, cls: type[Any], data: dict[str, Any], where: str, skip: tuple[str, ...] = ()
     ) -> Any:
-        """Turn a TOML table into `cls`, checking keys and value types against its fields."""
+        """Turn a TOML table into `cls`, checking keys and value types against its fields.
+
+        Always an instance: an unknown key is left out, and a value missing or wrong is
+        reported and left blank, so the rest can still be checked."""
         hints = get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "kind"}
-        ok = True
         values: dict[str, Any] = {}
         for key, value in data.items():
             path = f"{where}.{key}" if where else key
             if key not in fields:
-                self.fail(path, f"unknown key (expected one of: {', '.join(fields)})")
-                ok = False
+                self.fail(path, _unknown(key, list(fields)))
             elif key in skip:
                 values[key] = value
-            else:
-                converted = self.value(value, hints[key], path)
-                ok = ok and converted is not _BAD
+            elif (converted := self.value(value, hints[key], path)) is not _BAD:
                 values[key] = converted
         for name, fld in fields.items():
             path = f"{where}.{name}" if where else name
-            if name not in values and required(fld):
-                self.fail(path, "missing")
-                ok = False
-            elif required(fld) and name not in skip and values[name] == ():
+            if name not in data and required(fld):
+                self.fail(path, f"missing: {_MISSING[name]}" if name in _MISSING else "missing")
+            elif required(fld) and name not in skip and values.get(name) == ():
                 self.fail(path, "empty: give at least one (or remove the block)")
-                ok = False
-        return cls(**values) if ok else None
+            if name not in values and required(fld):
+                values[name] = _blank(hints[name])
+        return cls(**values)
 
     def value(self, value: Any, hint: Any, path: str) -> Any:
         origin = get_origin(hint)
@@ -165,7 +192,7 @@ class _Reader:
                 self.fail(path, 'must be a table, e.g. { text = "...", url = "https://..." }')
                 return _BAD
             built = self.build(hint, value, path)  # type: ignore[arg-type]  # hint is a dataclass
-            return _BAD if built is None else self.checked(built, path)
+            return self.checked(built, path)
         return self.scalar(value, hint, path)
 
     def sequence(self, value: Any, item: Any, path: str) -> Any:
@@ -173,7 +200,7 @@ class _Reader:
             self.fail(path, "must be an array")
             return _BAD
         items = [self.value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-        return _BAD if any(v is _BAD for v in items) else tuple(items)
+        return tuple(_blank(item) if v is _BAD else v for v in items)  # later items keep places
 
     def scalar(self, value: Any, hint: Any, path: str) -> Any:
         if hint is dt.time and isinstance(value, str):
@@ -220,8 +247,10 @@ class _Reader:
                     f"{where}.timezones[{i}]",
                     f"unknown time zone {name!r}: use an IANA name such as 'Europe/London'",
                 )
-        if zones and len(zones) == len(event.timezones) and event.start is not None:
-            self.check_calendar(event, event.start, zones, where)
+        start = event.start
+        readable = isinstance(event.date, dt.date) and isinstance(start, dt.time)
+        if zones and len(zones) == len(event.timezones) and readable and start is not None:
+            self.check_calendar(event, start, zones, where)
 
     def check_calendar(
         self, event: models.Event, time: dt.time, zones: list[ZoneInfo], where: str
@@ -247,6 +276,20 @@ class _Reader:
 
 
 _BAD = object()
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    return f"{unknown_key(key, known)} (expected one of: {', '.join(known)})"
+
+
+def _blank(hint: Any) -> Any:
+    """What stands in for a value that is missing or could not be read: nothing lint flags
+    beyond the problem already reported (an empty text, no items, no date)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return None
+    if get_origin(hint) is tuple:
+        return ()
+    return {str: "", int: 0, bool: False}.get(hint)
 
 
 def required(fld: dataclasses.Field[Any]) -> bool:

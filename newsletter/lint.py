@@ -14,8 +14,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from newsletter import mdtext
-from newsletter.config import Config
-from newsletter.errors import Problem, Severity
+from newsletter.config import INIT_BASE_URL, INIT_FROM, Config
+from newsletter.errors import ConfigError, Problem, Severity
 from newsletter.issue import required
 from newsletter.models import HEADER_CONTROL, Field, Image, Issue, Rendered, nodes, walk
 from newsletter.render import fill, preview_value
@@ -32,11 +32,18 @@ PLACEHOLDER_TLDS = (".example", ".invalid", ".test", ".localhost")
 
 
 def lint(issue: Issue, lines: KeyLines, rendered: Rendered, config: Config) -> list[Problem]:
+    problems = source_findings(issue, lines, config)
+    html = fill(rendered.html, preview_value(config.newsletter.base_url), html=True)
+    problems += [*_subject_line(issue, rendered, lines), *_output(issue, rendered, html)]
+    problems += _image_widths(issue, lines, html, config)
+    return problems
+
+
+def source_findings(issue: Issue, lines: KeyLines, config: Config) -> list[Problem]:
+    """The checks that need no rendering: they also run on an issue read only in part."""
     problems = [*_links(issue, lines), *_images(issue, lines), *_metadata(issue, lines, config)]
     problems += [*_dkim(config), *_smtp(config), *_footer_links(config)]
-    problems += [*_empty_text(issue, lines), *_subject_line(issue, rendered, lines)]
-    html = fill(rendered.html, preview_value(config.newsletter.base_url), html=True)
-    problems += [*_output(issue, rendered, html), *_image_widths(issue, lines, html, config)]
+    problems += [*_example_settings(config), *_empty_text(issue, lines)]
     return problems
 
 
@@ -48,7 +55,7 @@ def errors(problems: list[Problem]) -> list[Problem]:
 
 
 def _links(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
-    ids = frozenset(block.id for block in issue.blocks if block.id)
+    ids = frozenset(b.id for b in issue.blocks if b is not None and b.id)  # None: unreadable
     for where, name, text in walk(issue):
         if name == "href" and not text:
             continue  # an image's link is optional: empty means the image links nowhere
@@ -110,13 +117,18 @@ def placeholder(url: str) -> str:
     host = (parts.hostname or "").lower()
     if parts.scheme == "mailto":
         host = url.rpartition("@")[2].lower()
-    if (
+    if placeholder_host(host):
+        return f"{url!r} points at a placeholder host ({host})"
+    return ""
+
+
+def placeholder_host(host: str) -> bool:
+    """A host reserved for examples and tests (RFC 2606, RFC 6761), never a real reader's."""
+    return (
         host in PLACEHOLDER_HOSTS
         or host.endswith(PLACEHOLDER_TLDS)
         or any(host.endswith("." + h) for h in PLACEHOLDER_HOSTS)
-    ):
-        return f"{url!r} points at a placeholder host ({host})"
-    return ""
+    )
 
 
 def _images(issue: Issue, lines: KeyLines) -> Iterator[Problem]:
@@ -228,19 +240,84 @@ def _metadata(issue: Issue, lines: KeyLines, config: Config) -> Iterator[Problem
     yield from _derived_list_id(config)
 
 
+def _sender_settings(config: Config) -> Iterator[tuple[str, str, str]]:
+    """(key, value, host) of each setting that every message carries: its addresses and the
+    base_url of its unsubscribe links."""
+    n = config.newsletter
+    pairs = [("from", n.from_), ("reply_to", n.reply_to), ("envelope_from", n.envelope_from)]
+    pairs += [("unsubscribe_mailto", n.unsubscribe_mailto), ("base_url", n.base_url)]
+    for key, value in pairs:
+        parts = split(value) if key == "base_url" else None
+        host = (parts.hostname or "") if parts else value.rpartition("@")[2].rstrip(">").strip()
+        if value:
+            yield key, value, host.lower()
+
+
+def _init_placeholder(config: Config, key: str, host: str) -> bool:
+    """Is this setting still the value `init` wrote for it (marked REPLACE)?"""
+    if key == "from":
+        return config.from_address.lower() == INIT_FROM
+    return key == "base_url" and host == urlsplit(INIT_BASE_URL).hostname
+
+
+def _example_settings(config: Config) -> Iterator[Problem]:
+    """Warnings: an address or base_url still at init's placeholder or at an example host."""
+    lines = _config_lines(config)
+    for key, value, host in _sender_settings(config):
+        if _init_placeholder(config, key, host):
+            message = f"{value!r} is still the placeholder `init` wrote: set your own before "
+            message += "sending (a send through an SMTP server refuses it)"
+        elif placeholder_host(host):
+            message = f"{value!r} is at an example host ({host}): every message carries it; "
+            message += "set your own before sending to readers"
+        else:
+            continue
+        field = f"newsletter.{key}"
+        yield Problem(
+            config.path, message, field=field, line=lines.line(field), severity=Severity.WARNING
+        )
+
+
+def refuse_placeholders(config: Config) -> None:
+    """Before a send through an SMTP server: init's placeholders for `from` and `base_url`
+    would give readers someone else's address and unsubscribe links (other example hosts are
+    only warnings). Raise ConfigError naming each key."""
+    if not config.smtp.host:
+        return  # the outbox: nothing reaches a reader
+    lines = _config_lines(config)
+    found = [
+        Problem(
+            config.path,
+            f"{value!r} is still the placeholder `init` wrote: set your own "
+            f"{'address' if key == 'from' else 'URL'} in newsletter.toml before sending through "
+            "an SMTP server",
+            field=f"newsletter.{key}",
+            line=lines.line(f"newsletter.{key}"),
+        )
+        for key, value, host in _sender_settings(config)
+        if _init_placeholder(config, key, host)
+    ]
+    if found:
+        raise ConfigError(found)
+
+
+def _config_lines(config: Config) -> KeyLines:
+    from newsletter.tomlsource import load
+
+    return load(config.path)[1]
+
+
 def _derived_list_id(config: Config) -> Iterator[Problem]:
     """Tokens are bound to the list id: one derived from `from` changes when `from` does."""
     if config.newsletter.list_id:
         return
-    from newsletter.tomlsource import load
-
     derived = config.list_id
     yield Problem(
         config.path,
         f"not set, so it is derived from `from` ({derived}): changing `from` would break the "
         f'unsubscribe link of every message sent. Set list_id = "{derived}" now',
         field="newsletter.list_id",
-        line=load(config.path)[1].line("newsletter.list_id"),
+        line=_config_lines(config).line("newsletter.list_id"),
         severity=Severity.WARNING,
     )
 
@@ -415,17 +492,38 @@ class CheckResult:
 
 
 def check_issue(path: Path, config: Config) -> CheckResult:
-    """Read, render and lint `path`; every problem found, none raised."""
+    """Read, render and lint `path`; every problem found, none raised.
+
+    A problem in reading does not hide the rest: the parts that could be read are linted too
+    (what was not read is left blank; findings about those blanks are dropped)."""
     from newsletter.errors import InvalidInput
-    from newsletter.issue import read_issue
+    from newsletter.issue import read_partial
     from newsletter.render import render
 
     try:
-        issue, lines = read_issue(path)
+        issue, lines, read = read_partial(path)
     except InvalidInput as exc:
         return CheckResult(path, exc.problems, None)
+    if read:
+        return CheckResult(path, read + _beside(read, source_findings(issue, lines, config)), None)
     try:
         rendered = render(issue, config)
     except InvalidInput as exc:
-        return CheckResult(path, lines.locate(exc.problems, path), None)
+        found = lines.locate(exc.problems, path)
+        return CheckResult(
+            path, found + _beside(found, source_findings(issue, lines, config)), None
+        )
     return CheckResult(path, lint(issue, lines, rendered, config), rendered)
+
+
+def _beside(reported: list[Problem], found: list[Problem]) -> list[Problem]:
+    """`found` without the findings at or under a place already reported (one message each)."""
+    places = {(p.path, p.field) for p in reported if p.field}
+
+    def under(p: Problem) -> bool:
+        return any(
+            p.path == path and (p.field == f or p.field.startswith((f + ".", f + "[")))
+            for path, f in places
+        )
+
+    return [p for p in found if not under(p)]

@@ -7,8 +7,10 @@ as ``blocks[2].items[0].url`` to the line it was written on.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,13 @@ def load(path: Path) -> tuple[dict[str, Any], KeyLines]:
         message = "invalid TOML: arrays or inline tables nested too deeply to read"
         raise InvalidInput([Problem(path, message, line=_deep_line(text))]) from None
     return data, KeyLines(text)
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """The message for an unknown key: with the nearest known one when a typo is likely
+    (`accent_color` -> did you mean `accent_colour`?)."""
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"unknown key: did you mean `{close[0]}`?" if close else "unknown key"
 
 
 def _deep_line(text: str, depth: int = 100) -> int | None:

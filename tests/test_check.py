@@ -19,10 +19,13 @@ def _in_repo(monkeypatch) -> None:
 
 
 def test_sample_passes() -> None:
-    """The shipped sample issue has no errors and no warnings."""
+    """The shipped sample issue has no errors; its only warnings are the sample's own example
+    host in the addresses and base_url every message carries."""
     result = run("check", SAMPLE)
     assert result.exit_code == 0, result.output
-    assert "0 error(s), 0 warning(s)" in result.output
+    assert "0 error(s), 3 warning(s)" in result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert all("is at an example host (cohes3ion.example.org)" in w for w in warnings)
 
 
 def test_blank_links_are_each_named() -> None:
@@ -85,8 +88,8 @@ body = "Hello"
 
 
 def test_warnings_do_not_fail(tmp_path: Path, monkeypatch) -> None:
-    """No preheader, a long subject, plain http, a merge field without default and an unset
-    list_id are warnings."""
+    """No preheader, a long subject, plain http, a merge field without default, an unset
+    list_id and init's placeholder `from` and `base_url` are warnings."""
     monkeypatch.chdir(tmp_path)
     issue = ISSUE.replace('preheader = "Pre"', "").replace(
         'subject = "News"', f'subject = "{"x" * 95}"'
@@ -100,9 +103,11 @@ def test_warnings_do_not_fail(tmp_path: Path, monkeypatch) -> None:
         "plain http",
         "subscriber.name has no default",
         "newsletter.list_id: not set",
+        "newsletter.from: 'Test news <news@example.org>' is still the placeholder `init` wrote",
+        "newsletter.base_url: 'https://news.example.org' is still the placeholder `init` wrote",
     ):
         assert needle in result.output
-    assert "0 error(s), 5 warning(s)" in result.output
+    assert "0 error(s), 7 warning(s)" in result.output
 
 
 def test_missing_postal_address_and_subject(tmp_path: Path, monkeypatch) -> None:
@@ -208,3 +213,15 @@ def test_images_need_alt_but_not_a_link(tmp_path: Path, monkeypatch) -> None:
     assert "blocks[1].images[0].alt: image without alt text" in result.output
     assert "href" not in result.output
     assert "1 error(s)" in result.output
+
+
+def test_schema_takes_one_file_or_several_and_nothing_else() -> None:
+    """docs/check.schema.json: a file's object, or {ok, files, totals} of such objects; an
+    object mixing the two, or without its totals, is refused."""
+    one = {"file": "x.toml", "ok": True, "errors": [], "warnings": []}
+    several = {"ok": True, "files": [one], "totals": {"files": 1, "errors": 0, "warnings": 0}}
+    jsonschema.validate(one, SCHEMA)
+    jsonschema.validate(several, SCHEMA)
+    for bad in ({**several, "file": "x.toml"}, {"ok": True, "files": [one]}, {**one, "files": []}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)

@@ -18,6 +18,7 @@ from tests.compose_helpers import ROOT, run
 FIXTURES = Path("tests") / "fixtures"  # relative to ROOT, so the golden files hold no home dir
 ISSUES = sorted(p.relative_to(ROOT) for p in (ROOT / FIXTURES / "issues").glob("*.toml"))
 GOLDEN = ROOT / "tests" / "golden" / "check"
+CONFIG = Path("newsletter.toml")  # relative, as the findings in it name it: no home dir either
 SCHEMA = json.loads((ROOT / "docs" / "check.schema.json").read_text())
 UPDATE = os.environ.get("NEWSLETTER_UPDATE_GOLDEN") == "1"  # regenerate only on purpose
 
@@ -65,7 +66,7 @@ def test_severity_is_its_plain_string() -> None:
 @pytest.mark.parametrize("issue", ISSUES, ids=lambda p: p.stem)
 def test_check_json_is_unchanged(issue: Path) -> None:
     """`check --json` on each fixture issue prints the recorded bytes, valid against the schema."""
-    result = run("check", issue, "--json")
+    result = run("--config", CONFIG, "check", issue, "--json")
     assert result.exit_code == 1
     jsonschema.validate(json.loads(result.stdout), SCHEMA)
     assert result.stdout == _golden(f"{issue.stem}.json", result.stdout)
@@ -74,6 +75,6 @@ def test_check_json_is_unchanged(issue: Path) -> None:
 @pytest.mark.parametrize("issue", ISSUES, ids=lambda p: p.stem)
 def test_check_text_is_unchanged(issue: Path) -> None:
     """`check` prints the recorded lines: errors bare, warnings after "warning: "."""
-    result = run("check", issue)
+    result = run("--config", CONFIG, "check", issue)
     assert result.exit_code == 1
     assert result.output == _golden(f"{issue.stem}.txt", result.output)

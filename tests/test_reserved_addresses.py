@@ -91,7 +91,8 @@ def test_test_to_setting_refuses_a_reserved_name(folder: Path) -> None:
     config.write_text(text)
     result = run("test", ISSUE)
     assert result.exit_code == 1, result.output
-    assert "newsletter.toml:19: newsletter.test_to: " in result.output
+    line = text.splitlines().index('test_to = "me@x.test"') + 1
+    assert f"newsletter.toml:{line}: newsletter.test_to: " in result.output
     _says_reserved(result.output)
 
 

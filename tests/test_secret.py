@@ -129,7 +129,7 @@ def test_check_warns_when_list_id_is_derived_from_from(folder: Path) -> None:
     config.write_text("\n".join(ln for ln in lines if not ln.startswith("list_id")) + "\n")
     section = next(n for n, ln in enumerate(lines, 1) if ln.strip() == "[newsletter]")
     result = run("check", SAMPLE)
-    found = [ln for ln in result.output.splitlines() if "list_id" in ln]
+    found = [ln for ln in result.output.splitlines() if "newsletter.list_id" in ln]
     assert found == [
         f"warning: {config.resolve()}:{section}: newsletter.list_id: not set, so it is derived "
         "from `from` (cohes3ion.example.org): changing `from` would break the unsubscribe link "

@@ -7,7 +7,7 @@ key` by NEWSLETTER_SMTP_<KEY>. Secrets are never keys: they come only from the e
 (credentials.py: `smtp_password`, `secret`).
 """
 
-from newsletter.config.checks import LIST_ID, ascii_domain
+from newsletter.config.checks import INIT_BASE_URL, INIT_FROM, LIST_ID, ascii_domain
 from newsletter.config.credentials import (
     KEYRING_SERVICE,
     MAKE_SECRET,
@@ -34,6 +34,8 @@ from newsletter.config.settings import (
 
 __all__ = [
     "CONFIG_NAME",
+    "INIT_BASE_URL",
+    "INIT_FROM",
     "KEYRING_SERVICE",
     "LIST_ID",
     "MAKE_SECRET",

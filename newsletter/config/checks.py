@@ -14,6 +14,11 @@ from urllib.parse import urlsplit
 
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value is fine
 
+# What `init` writes for the keys marked REPLACE (scaffold/newsletter.toml): `check` and the
+# outbox warn about them; a send through an SMTP server refuses them (lint.refuse_placeholders).
+INIT_FROM = "news@example.org"
+INIT_BASE_URL = "https://news.example.org"
+
 
 def https(value: str) -> str | None:
     from newsletter.urls import url_problem
@@ -143,9 +148,40 @@ def delays(value: tuple[float, ...]) -> str | None:
     return None if ok else "must be a list of seconds, each 0 or more"
 
 
+# The CSS named colours (CSS Color Module Level 4), accepted wherever a colour is.
+# fmt: off
+CSS_COLOURS = frozenset({
+    "aliceblue", "antiquewhite", "aqua", "aquamarine", "azure", "beige", "bisque", "black",
+    "blanchedalmond", "blue", "blueviolet", "brown", "burlywood", "cadetblue", "chartreuse",
+    "chocolate", "coral", "cornflowerblue", "cornsilk", "crimson", "cyan", "darkblue",
+    "darkcyan", "darkgoldenrod", "darkgray", "darkgreen", "darkgrey", "darkkhaki",
+    "darkmagenta", "darkolivegreen", "darkorange", "darkorchid", "darkred", "darksalmon",
+    "darkseagreen", "darkslateblue", "darkslategray", "darkslategrey", "darkturquoise",
+    "darkviolet", "deeppink", "deepskyblue", "dimgray", "dimgrey", "dodgerblue", "firebrick",
+    "floralwhite", "forestgreen", "fuchsia", "gainsboro", "ghostwhite", "gold", "goldenrod",
+    "gray", "green", "greenyellow", "grey", "honeydew", "hotpink", "indianred", "indigo",
+    "ivory", "khaki", "lavender", "lavenderblush", "lawngreen", "lemonchiffon", "lightblue",
+    "lightcoral", "lightcyan", "lightgoldenrodyellow", "lightgray", "lightgreen", "lightgrey",
+    "lightpink", "lightsalmon", "lightseagreen", "lightskyblue", "lightslategray",
+    "lightslategrey", "lightsteelblue", "lightyellow", "lime", "limegreen", "linen", "magenta",
+    "maroon", "mediumaquamarine", "mediumblue", "mediumorchid", "mediumpurple",
+    "mediumseagreen", "mediumslateblue", "mediumspringgreen", "mediumturquoise",
+    "mediumvioletred", "midnightblue", "mintcream", "mistyrose", "moccasin", "navajowhite",
+    "navy", "oldlace", "olive", "olivedrab", "orange", "orangered", "orchid", "palegoldenrod",
+    "palegreen", "paleturquoise", "palevioletred", "papayawhip", "peachpuff", "peru", "pink",
+    "plum", "powderblue", "purple", "rebeccapurple", "red", "rosybrown", "royalblue",
+    "saddlebrown", "salmon", "sandybrown", "seagreen", "seashell", "sienna", "silver",
+    "skyblue", "slateblue", "slategray", "slategrey", "snow", "springgreen", "steelblue", "tan",
+    "teal", "thistle", "tomato", "turquoise", "violet", "wheat", "white", "whitesmoke",
+    "yellow", "yellowgreen"
+})
+# fmt: on
+
+
 def colour(value: str) -> str | None:
-    ok = re.fullmatch(r"#[0-9A-Fa-f]{6}", value)
-    return None if ok else f"must be a colour such as '#1a5276', not {value!r}"
+    """#rrggbb, #rgb or a CSS colour name: what every mail client's CSS understands."""
+    ok = re.fullmatch(r"#[0-9A-Fa-f]{6}|#[0-9A-Fa-f]{3}", value) or value.lower() in CSS_COLOURS
+    return None if ok else f"must be a colour such as '#1a5276' or 'navy', not {value!r}"
 
 
 def name(value: str) -> str | None:

@@ -16,26 +16,31 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 from newsletter.config.credentials import PASSWORD_ENV
 from newsletter.config.settings import Config, Settings, SmtpSettings
 from newsletter.errors import ConfigError, Problem
-from newsletter.tomlsource import KeyLines, load
+from newsletter.tomlsource import KeyLines, load, unknown_key
 
 CONFIG_NAME = "newsletter.toml"
 
 _T = TypeVar("_T")
 
 
-def find_config(start: Path, explicit: Path | None = None) -> Path:
+def find_config(start: Path, explicit: Path | None = None, near: Path | None = None) -> Path:
+    """`explicit` (a file, or a folder holding one); else the nearest newsletter.toml in
+    `start` or its parents; else, when `near` (an issue file) is given, in its folder or
+    their parents: an issue is checked with its own newsletter from anywhere."""
     if explicit is not None:
         path = explicit / CONFIG_NAME if explicit.is_dir() else explicit
         if not path.is_file():
             raise ConfigError.one(path, "no such file")
         return path
-    start = start.resolve()
-    for folder in (start, *start.parents):
-        if (folder / CONFIG_NAME).is_file():
-            return folder / CONFIG_NAME
+    starts = [start.resolve()] + ([near.resolve().parent] if near is not None else [])
+    for first in starts:
+        for folder in (first, *first.parents):
+            if (folder / CONFIG_NAME).is_file():
+                return folder / CONFIG_NAME
+    places = " or its parents, nor in ".join(str(s) for s in starts)
     raise ConfigError.one(
         None,
-        f"no {CONFIG_NAME} in {start} or its parents: run `newsletter init DIR`, "
+        f"no {CONFIG_NAME} in {places} or its parents: run `newsletter init DIR`, "
         "or pass --config PATH",
     )
 
@@ -51,7 +56,8 @@ def load_config(
     problems: list[Problem] = []
     for name in data:
         if name not in ("newsletter", "smtp"):
-            problems.append(_problem(path, lines, name, "unknown table or key"))
+            message = unknown_key(name, ("newsletter", "smtp")).replace("key", "table or key", 1)
+            problems.append(_problem(path, lines, name, message))
     if "password" in data.get("smtp", {}):
         problems.append(
             _problem(
@@ -90,7 +96,8 @@ def _section(
     known = {_toml_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
     for name in table:
         if name not in known and not (section == "smtp" and name == "password"):
-            problems.append(_problem(path, lines, f"{section}.{name}", "unknown key"))
+            message = unknown_key(name, known)
+            problems.append(_problem(path, lines, f"{section}.{name}", message))
     hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     for name, fld in known.items():
