@@ -116,6 +116,11 @@ if __name__ == "__main__":  # pragma: no cover
 # ---------------------------------------------------------------------------------------------
 # Compose: init, new, check, render, preview
 
+# Default ports: clear of the local mail catchers (aiosmtpd's 8025, Mailpit's and MailHog's
+# 8025 and 1025, MailCatcher's 1080 and 1025), and of each other.
+PREVIEW_PORT = 8000
+SERVE_PORT = 8080
+
 IssueArg = Annotated[
     Path, typer.Argument(help="The issue file (TOML), e.g. issues/2021-09-x.toml.")
 ]
@@ -217,9 +222,13 @@ def preview(
     serve: Annotated[
         bool, typer.Option("--serve", help="Serve it on 127.0.0.1, reloading on every change.")
     ] = False,
-    port: Annotated[int, typer.Option(help="Port of the preview server.")] = 8000,
+    port: Annotated[
+        int, typer.Option(metavar="N", help="With --serve: the port to listen on.")
+    ] = PREVIEW_PORT,
 ) -> None:
-    """Render an issue and open it in the browser (or serve it live with --serve)."""
+    """Render an issue and open it in the browser.
+
+    With --serve: serve it on 127.0.0.1 instead, reloading on every change."""
     config = load()
     if serve:
         from newsletter.serve import listen, run_preview
@@ -515,12 +524,15 @@ def _address_option(option: str, value: str) -> str:
 @app.command()
 @command
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on (a reverse proxy in front).")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8025,
+    host: Annotated[
+        str,
+        typer.Option(metavar="HOST", help="Address to listen on (a reverse proxy in front)."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", help="Port to listen on.")] = SERVE_PORT,
 ) -> None:
-    """Serve the one-click unsubscribe endpoint (RFC 8058) for the links in sent messages."""
+    """Serve the one-click unsubscribe endpoint.
+
+    RFC 8058: the unsubscribe links and headers in sent messages point here."""
     import logging
 
     from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe
