@@ -52,7 +52,7 @@ def project_after_a_session(tmp_path: Path, mask: int) -> Path:
     issue = next((folder / "issues").glob("*.toml")).relative_to(folder)
     ok(folder, "send", str(issue), "--list", "subscribers/subscribers.csv", "--yes")
     ok(folder, "subscribers", "unsubscribe", "reader0@example.org")
-    ok(folder, "subscribers", "purge", "reader1@example.org")
+    ok(folder, "subscribers", "purge", "reader1@example.org", "--yes")
     return folder
 
 
