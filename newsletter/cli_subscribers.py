@@ -122,7 +122,7 @@ def subscribers_unsubscribe(
     _say_status(change, "unsubscribed")
 
 
-@subscribers_app.command("remove", hidden=True, deprecated=True)
+@subscribers_app.command("remove", hidden=True)
 @command
 def subscribers_remove(email: EmailArg, list_: ListOption = None) -> None:
     """Old name of `unsubscribe`: marks EMAIL unsubscribed.

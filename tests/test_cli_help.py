@@ -127,3 +127,28 @@ def test_shell_completion_can_be_installed_and_completes(tmp_path: Path) -> None
 
     assert complete("newsletter sub") == ["subscribers"]
     assert complete("newsletter send x --on-change ") == ["continue", "restart"]
+
+
+def test_every_exit_code_of_the_command_line_is_in_the_table() -> None:
+    """docs/sending.md's exit code table lists each code the CLI exits with by itself (the
+    errors' codes are checked in test_errors.py): 1, 3 (EXIT_REMAINING), 130."""
+    import ast
+    import re
+
+    from newsletter import cli
+
+    table = (REPO / "docs" / "sending.md").read_text(encoding="utf-8").split("## Exit codes")[1]
+    listed = {int(code) for code in re.findall(r"^\|[^|]+\|\s*(\d+)\s*\|", table, re.M)}
+    used = {cli.EXIT_REMAINING}
+    for module in ("cli.py", "cli_subscribers.py"):
+        tree = ast.parse((REPO / "newsletter" / module).read_text(encoding="utf-8"))
+        used |= {
+            node.args[0].value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and ast.unparse(node.func) == "typer.Exit"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        }
+    assert used >= {1, 3, 130}
+    assert used - listed == set()
