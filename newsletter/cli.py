@@ -103,7 +103,7 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except NewsletterError as exc:
-            typer.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+            print_error(exc)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a file error no core function mapped: still one clear line
             from newsletter.errors import StorageError
@@ -118,6 +118,11 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def print_error(exc: NewsletterError) -> None:
+    """One line `error: ...`; a message of several lines (several problems) as it is."""
+    typer.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
 
 
 def load() -> Config:

@@ -200,7 +200,7 @@ def subscribers_import(
 
     Every bad row is reported; nothing is written while any is bad (or pass --skip-invalid)."""
     from newsletter import subscribers
-    from newsletter.errors import InvalidInput, NothingImported
+    from newsletter.errors import InvalidInput
 
     folder = load().root
     target = _list_path(folder, into) or into
@@ -208,9 +208,12 @@ def subscribers_import(
         report = subscribers.import_list(
             folder, file, target, fmt=format_, skip_invalid=skip_invalid
         )
-    except InvalidInput as exc:
-        rows_bad = any(p.line and p.line > 1 for p in exc.problems)
-        raise NothingImported(exc.problems, target, rows_bad) from None
+    except InvalidInput as exc:  # after the problems, what became of the list, and the way on
+        cli.print_error(exc)
+        rows = any(p.line and p.line > 1 for p in exc.problems)
+        hint = "; fix the rows above, or pass --skip-invalid to import the good ones"
+        say(f"nothing was written to {target}" + (hint if rows else ""))
+        raise typer.Exit(exc.exit_code) from None
     notes = [*report.skipped, *report.merged, *report.suppressed]
     if json_:
         data = {

@@ -269,20 +269,6 @@ class NotConfirmed(NewsletterError):
         self.again = again  # how to do it after all
 
 
-class NothingImported(InvalidInput):
-    """`subscribers import` refused a source with bad rows (or no header): every problem, and
-    the list `into` that was left as it was."""
-
-    def __init__(self, problems: list[Problem], into: Path, rows_bad: bool) -> None:
-        super().__init__(problems)
-        self.into = into
-        self.rows_bad = rows_bad  # bad rows, not a bad file: --skip-invalid would import the rest
-
-    def message(self) -> str:
-        hint = "; fix them, or pass --skip-invalid to import the good rows" if self.rows_bad else ""
-        return f"{super().message()}\nnothing was written to {self.into}{hint}"
-
-
 class BadTitle(NewsletterError):
     """An issue title that cannot become a subject line: `character` is the control character."""
 

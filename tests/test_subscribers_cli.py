@@ -221,6 +221,7 @@ def test_a_failed_import_says_nothing_was_written(folder: Path) -> None:
     code, _out, err = cli(folder, "import", str(FIXTURES / "bad_rows.csv"), "--into", "news")
     assert code == 1
     assert err.splitlines()[-1] == (
-        f"nothing was written to {news}; fix them, or pass --skip-invalid to import the good rows"
+        f"nothing was written to {news}; fix the rows above, or pass --skip-invalid to import "
+        "the good ones"
     )
     assert news.read_bytes() == before
