@@ -13,10 +13,11 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.models import CommandFunctionType
 
 from newsletter import __version__
 from newsletter.errors import NewsletterError
@@ -59,8 +60,8 @@ def _config_option() -> Any:
         config: Annotated[
             Path | None,
             typer.Option(
-                "--config", help=CONFIG_HELP, callback=_set_config, expose_value=False,
-                show_default=False,
+                "--config", metavar="FILE", help=CONFIG_HELP, callback=_set_config,
+                expose_value=False, show_default=False,
             ),
         ] = None,
     ) -> None: ...  # fmt: skip
@@ -76,11 +77,60 @@ def _add_config_option(commands: Iterable[Any], option: Any) -> None:
             cmd.params.append(option)
 
 
-app = typer.Typer(
+class ReadableHelp(TyperCommand):
+    """A command whose help reads like click's: `ISSUE`, `[FILE]...` and `[csv|listmonk]`
+    where this Typer prints `{issue}`, `files... <list[Path]>` and `<csv|listmonk>`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            choices = param.type_descriptor.choices if isinstance(param, TyperOption) else None
+            if choices and param.metavar is None:
+                param.metavar = f"[{'|'.join(str(c) for c in choices)}]"
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = _argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record and isinstance(param, TyperArgument):
+                arguments.append((_argument_name(param), record[1]))
+            elif record:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_name(param: TyperArgument) -> str:
+    name = param.metavar or (param.name or "").upper()
+    return name if param.nargs == 1 else f"{name}..."
+
+
+class App(typer.Typer):
+    """A Typer whose commands print ReadableHelp."""
+
+    def command(
+        self, *args: Any, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        kwargs.setdefault("cls", ReadableHelp)
+        return super().command(*args, **kwargs)
+
+
+app = App(
     cls=_Group,
     help="Write a newsletter as TOML in git, render it, test it, send it.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold secrets
     rich_markup_mode=None,
 )
@@ -101,7 +151,7 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except NewsletterError as exc:
-            typer.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+            print_error(exc)
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a file error no core function mapped: still one clear line
             from newsletter.errors import StorageError
@@ -116,6 +166,11 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def print_error(exc: NewsletterError) -> None:
+    """One line `error: ...`; a message of several lines (several problems) as it is."""
+    typer.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
 
 
 def config_file(issue: Path | None = None) -> Path | None:
@@ -153,7 +208,13 @@ def _version(value: bool) -> None:
 def _main(
     config: Annotated[
         Path | None,
-        typer.Option("--config", help=CONFIG_HELP, dir_okay=True, envvar="NEWSLETTER_CONFIG"),
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help=CONFIG_HELP,
+            dir_okay=True,
+            envvar="NEWSLETTER_CONFIG",
+        ),
     ] = None,
     version: Annotated[
         bool,
@@ -174,6 +235,11 @@ if __name__ == "__main__":  # pragma: no cover
 # ---------------------------------------------------------------------------------------------
 # Compose: init, new, check, render, preview
 
+# Default ports: clear of the local mail catchers (aiosmtpd's 8025, Mailpit's and MailHog's
+# 8025 and 1025, MailCatcher's 1080 and 1025), and of each other.
+PREVIEW_PORT = 8000
+SERVE_PORT = 8080
+
 IssueArg = Annotated[
     Path, typer.Argument(help="The issue file (TOML), e.g. issues/2021-09-x.toml.")
 ]
@@ -184,13 +250,15 @@ IssueArg = Annotated[
 def init(
     folder: Annotated[Path, typer.Argument(help="Folder to create (or complete).")],
 ) -> None:
-    """Scaffold a newsletter folder: newsletter.toml, templates/, issues/, subscribers/."""
+    """Create a newsletter folder.
+
+    Writes newsletter.toml, templates/, issues/ and subscribers/; files that exist are kept."""
     import datetime as dt
 
     from newsletter.scaffold import init as scaffold
 
     for path, created in scaffold(folder, dt.date.today()):
-        say(f"{'created' if created else 'kept (exists)'}  {path}")
+        typer.echo(f"{'created' if created else 'kept (exists)'}  {path}")
     say(f"next: cd {folder} && newsletter check")
 
 
@@ -208,7 +276,9 @@ def new(
         ),
     ] = None,
 ) -> None:
-    """Start a new issue: issues/<YYYY-MM>-<slug>.toml from a skeleton of every block kind."""
+    """Start a new issue from a skeleton.
+
+    Writes issues/YYYY-MM-SLUG.toml with one block of every kind, and prints its path."""
     from newsletter.scaffold import new_issue
 
     day = date.date() if date is not None else dt.date.today()
@@ -228,7 +298,9 @@ def check(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> None:
-    """Validate and lint issues: exit 0 without errors (warnings are printed), 1 with errors."""
+    """Validate and lint issues.
+
+    Exit 0 without errors (warnings are printed), 1 with errors."""
     files = _issue_files(issues or [])
     opened: dict[Path | None, Newsletter] = {}
     checked = []
@@ -278,12 +350,12 @@ def _print_checks(checked: list[tuple[Path, list[Finding]]]) -> None:
     for issue, findings in checked:
         for finding in findings:
             prefix = "" if finding.severity is Severity.ERROR else "warning: "
-            typer.echo(f"{prefix}{finding}", err=True)
+            typer.echo(f"{prefix}{finding}")
         errors, warnings = _counts(findings)
-        say(f"{issue}: {errors} error(s), {warnings} warning(s)")
+        typer.echo(f"{issue}: {errors} error(s), {warnings} warning(s)")
     if len(checked) > 1:
         errors, warnings = _counts([f for _, findings in checked for f in findings])
-        say(f"{len(checked)} issues: {errors} error(s), {warnings} warning(s)")
+        typer.echo(f"{len(checked)} issues: {errors} error(s), {warnings} warning(s)")
 
 
 def _checks_json(checked: list[tuple[Path, list[Finding]]]) -> dict[str, Any]:
@@ -325,10 +397,15 @@ def _check_json(issue: Path, findings: list[Finding]) -> dict[str, Any]:
 def render(
     issue: IssueArg,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Folder for the files (default: build/).")
+        Path | None,
+        typer.Option(
+            "-o", "--output", metavar="FOLDER", help="Folder for the files (default: build/)."
+        ),
     ] = None,
 ) -> None:
-    """Render an issue to <slug>.html and <slug>.txt (merge fields show their defaults)."""
+    """Render an issue to HTML and plain text.
+
+    Writes SLUG.html and SLUG.txt; merge fields show their defaults."""
     from newsletter.render import write_outputs
 
     nl = api(issue)
@@ -344,13 +421,17 @@ def preview(
     serve: Annotated[
         bool, typer.Option("--serve", help="Serve it on 127.0.0.1, reloading on every change.")
     ] = False,
-    port: Annotated[int, typer.Option(help="Port of the preview server.")] = 8000,
+    port: Annotated[
+        int, typer.Option(metavar="N", help="With --serve: the port to listen on.")
+    ] = PREVIEW_PORT,
     as_subscriber: Annotated[
         str | None,
         typer.Option("--as", metavar="EMAIL", help="Fill merge fields from this subscriber's row."),
     ] = None,
 ) -> None:
-    """Render an issue and open it in the browser (or serve it live with --serve)."""
+    """Render an issue and open it in the browser.
+
+    With --serve: serve it on 127.0.0.1 instead, reloading on every change."""
     nl = api(issue)
     config = nl.config
     reader = nl.store.lookup(as_subscriber) if as_subscriber else None  # as `test --as` finds it
@@ -378,8 +459,11 @@ def preview(
 # Dispatch: send, status, test (docs/sending.md)
 
 EXIT_REMAINING = 3  # `send`: recipients remain (paused, interrupted, still deferred)
+TagOption = typer.Option(
+    "--tag", metavar="TAG", help="Only subscribers with this tag (repeat: any of them)."
+)
 OnChange = Annotated[
-    str | None,
+    Literal["continue", "restart"] | None,
     typer.Option(
         "--on-change",
         help="The issue changed after part of the list was sent: `continue` (send the new "
@@ -394,15 +478,16 @@ def send(
     issue: IssueArg,
     list_: Annotated[
         list[Path] | None,
-        typer.Option("--list", help="A list to send to (repeat); default: every list."),
+        typer.Option(
+            "--list", metavar="FILE", help="A list to send to (repeat); default: every list."
+        ),
     ] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="Only subscribers with this tag (repeat).")
-    ] = None,
+    tag: Annotated[list[str] | None, TagOption] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Send to the first N of the plan only.")
+        int | None,
+        typer.Option("--limit", min=1, metavar="N", help="Send to the first N of the plan only."),
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Send without asking.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Send without asking.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final report as one JSON object.")
     ] = False,
@@ -418,15 +503,16 @@ def send(
         list[Path] | None,
         typer.Option(
             "--continue-from",
+            metavar="LEDGER",
             help="A ledger (.newsletter/sends/...) of this issue sent in part through another "
             "server: continue through this one, never mailing its sent or unknown recipients "
             "(repeat for each such ledger).",
         ),
     ] = None,
 ) -> None:
-    """Send an issue to the list: show the plan, then send (with --yes or at the prompt)."""
-    if on_change not in (None, "continue", "restart"):
-        raise typer.BadParameter("must be `continue` or `restart`", param_hint="--on-change")
+    """Send an issue to the list.
+
+    Shows the plan, then sends with --yes or after a yes at the prompt."""
     nl = api(issue)
     plan = nl.plan(
         issue, list_, tag or [], limit, add_new=add_new, resend_unknown=resend_unknown,
@@ -436,11 +522,11 @@ def send(
         _show_plan(plan)
         if plan.nothing_to_send:
             say("nothing to send")
-        elif not _confirmed(yes):
-            raise typer.Exit(0)
+        else:
+            confirm(yes, "Send now?", "sent", "nothing was sent", "run again with --yes to send")
         with _progress(plan.to_send) as show:
             report = nl.send(plan, on_progress=show)
-    raise typer.Exit(_finish(report, issue, as_json))
+    raise typer.Exit(_finish(report, issue, as_json, ran=not plan.nothing_to_send))
 
 
 def _show_plan(plan: Plan) -> None:
@@ -464,11 +550,14 @@ def _show_plan(plan: Plan) -> None:
     say(f"lint: {len(plan.warnings)} warning(s), no errors")
     for warning in plan.warnings:
         say(f"  warning: {warning}")
+    if plan.nothing_to_send:  # the caller says so; a size, a pace and a duration of nothing
+        return
+    size = f"{plan.to_send} message(s) of ~{plan.message_size / 1024:.0f} KB"
+    if plan.destination == "outbox":  # files in a folder: no connections, no pace to keep
+        say(f"writing: {size}")
+        return
     rate = f"{plan.rate:g}/s" if plan.rate else "no rate limit"
-    say(
-        f"sending: {plan.to_send} message(s) of ~{plan.message_size / 1024:.0f} KB, "
-        f"{plan.connections} connection(s), {rate}"
-    )
+    say(f"sending: {size}, {plan.connections} connection(s), {rate}")
     if plan.estimated_seconds is not None:
         say(f"estimated duration: {_duration(plan.estimated_seconds)}")
     else:
@@ -494,20 +583,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _confirmed(yes: bool) -> bool:
+def confirm(yes: bool, question: str, action: str, nothing: str, again: str) -> None:
+    """Return once the user said yes (--yes, or at the prompt). A no at the prompt exits 0 (the
+    user chose); no terminal to ask on is NotConfirmed (a script must say --yes)."""
+    from newsletter.errors import NotConfirmed
+
     if yes:
-        return True
+        return
     if not sys.stdin.isatty():
-        say("not sent: nothing was sent (run again with --yes to send)")
-        return False
-    if typer.confirm("Send now?", default=False, err=True):
-        return True
-    say("not sent")
-    return False
+        raise NotConfirmed(action, nothing, "no --yes, and no terminal to ask on", again)
+    if not typer.confirm(question, default=False, err=True):
+        say(f"not {action}: {nothing}")
+        raise typer.Exit(0)
 
 
 class _progress:  # used as a context manager like a function
-    """A rich progress bar on a terminal; otherwise a plain line every 5 seconds."""
+    """A rich progress bar on a terminal; otherwise a plain line every 5 seconds. Neither shows
+    a rate: the run's one rate figure is in the report at the end."""
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -526,26 +618,24 @@ class _progress:  # used as a context manager like a function
             )
 
             self.bar = Progress(
-                TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn(),
+                TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 console=Console(stderr=True), transient=True,
             )  # fmt: skip
             self.bar.start()
-            self.task = self.bar.add_task("send", total=self.total, rate=0.0)
+            self.task = self.bar.add_task("send", total=self.total)
         return self.show
 
     def show(self, event: Any) -> None:
         if not hasattr(event, "done"):  # a Notice: a line of text
             (self.bar.console.print if self.bar else say)(event.text)
             return
-        rate = event.done / event.elapsed if event.elapsed > 0 else 0.0
         if self.bar is not None:
-            self.bar.update(self.task, completed=event.done, rate=rate)
+            self.bar.update(self.task, completed=event.done)
         elif event.elapsed - self.last >= 5.0 or event.done == event.total:
             self.last = event.elapsed
             say(
                 f"{event.done}/{event.total} done: {event.sent} sent, {event.failed} failed, "
-                f"{event.deferred} deferred, {event.unknown} unknown ({rate:.0f}/s)"
+                f"{event.deferred} deferred, {event.unknown} unknown"
             )
 
     def __exit__(self, *exc: object) -> None:
@@ -553,8 +643,9 @@ class _progress:  # used as a context manager like a function
             self.bar.stop()
 
 
-def _finish(report: SendReport, issue: Path, as_json: bool) -> int:
-    _print_report(report, str(issue))
+def _finish(report: SendReport, issue: Path, as_json: bool, *, ran: bool) -> int:
+    """Print the report (stdout; on stderr beside --json's object) and choose the exit code."""
+    _print_report(report, str(issue), say if as_json else typer.echo, last_run=ran)
     if as_json:
         typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
     if report.remaining:
@@ -566,24 +657,27 @@ def _finish(report: SendReport, issue: Path, as_json: bool) -> int:
     return 0
 
 
-def _print_report(report: SendReport, issue: str) -> None:
+def _print_report(
+    report: SendReport, issue: str, echo: Callable[[str], None], *, last_run: bool = True
+) -> None:
+    """The counts, the last run's duration and rate (unless this run sent nothing), failures."""
     c = report.counts
-    say(
+    echo(
         f"sent {c.sent}, failed {c.failed}, deferred {c.deferred}, "
         f"unknown {c.unknown}, left out {c.left_out}, pending {c.pending}"
     )
-    if report.duration_s:
-        say(f"last run: {report.duration_s:.1f} s, {report.messages_per_second:.0f} messages/s")
+    if report.duration_s and last_run:
+        echo(f"last run: {report.duration_s:.1f} s, {report.messages_per_second:.0f} messages/s")
     if report.stopped:
-        say(report.stopped)
+        echo(report.stopped)
     for failure in report.failed[:20]:
-        say(f"  failed: {failure.email}: {failure.code or ''} {failure.reply}")
+        echo(f"  failed: {failure.email}: {failure.code or ''} {failure.reply}")
     if len(report.failed) > 20:
-        say(
+        echo(
             f"  ... and {len(report.failed) - 20} more (`newsletter status {issue} --failed --csv`)"
         )
     if report.unknown:
-        say(
+        echo(
             f"{len(report.unknown)} unknown (the connection broke after the data went out: "
             f"they may have it). `newsletter status {issue}` lists them; "
             f"`newsletter send {report.again} --resend-unknown --yes` sends them again"
@@ -601,6 +695,7 @@ def status(
         str | None,
         typer.Option(
             "--destination",
+            metavar="WHERE",
             help="The send to report, as `status` lists it (outbox, smtp://host:port); "
             "default: the configured one, or the only one the issue was sent to.",
         ),
@@ -609,7 +704,9 @@ def status(
     failed: Annotated[bool, typer.Option("--failed", help="Only the failures.")] = False,
     csv_: Annotated[bool, typer.Option("--csv", help="With --failed: CSV on stdout.")] = False,
 ) -> None:
-    """Show where a send of an issue stands (any time, also while it runs)."""
+    """Show where a send of an issue stands.
+
+    Any time, also while it runs; without an issue, every send of every issue."""
     if issue is None:
         _list_sends(api().history(), as_json)
         return
@@ -623,9 +720,9 @@ def status(
     elif as_json:
         typer.echo(json.dumps(report.to_json(), ensure_ascii=False))
     else:
-        _print_report(report, str(issue))
+        _print_report(report, str(issue), typer.echo)
         if report.live:
-            say("a send of this issue is running now")
+            typer.echo("a send of this issue is running now")
         for email in report.unknown:
             typer.echo(f"unknown: {email}")
 
@@ -660,19 +757,29 @@ def _list_sends(sends: list[SendSummary], as_json: bool) -> None:
 def send_test_copy(
     issue: IssueArg,
     to: Annotated[
-        str | None, typer.Option("--to", help="Send to this address (default: test_to).")
+        str | None,
+        typer.Option("--to", metavar="EMAIL", help="Send to this address (default: test_to)."),
     ] = None,
     as_subscriber: Annotated[
         str | None,
-        typer.Option("--as", help="Fill merge fields from this subscriber (default: a sample)."),
+        typer.Option(
+            "--as",
+            metavar="EMAIL",
+            help="Fill merge fields from this subscriber (default: a sample).",
+        ),
     ] = None,
 ) -> None:
-    """Send one [TEST] copy of an issue to yourself; lint errors are only warnings here."""
+    """Send one [TEST] copy of an issue to yourself.
+
+    Lint errors are only warnings here."""
     nl = api(issue)
     reserved = nl.config.newsletter.allow_reserved_domains
     address = _address_option("--to", to, allow_reserved=reserved) if to else None
     sent = nl.test(issue, to=address, as_email=as_subscriber)
-    typer.echo(f"sent a test of {issue} to {sent.to}: {sent.code} {sent.reply}")
+    if nl.destination() == "outbox":  # the outbox "answers" with the file it wrote
+        typer.echo(f"wrote a test of {issue} for {sent.to} to {sent.reply}")
+    else:
+        typer.echo(f"sent a test of {issue} to {sent.to}: {sent.code} {sent.reply}")
 
 
 def _address_option(option: str, value: str, *, allow_reserved: bool) -> str:
@@ -693,12 +800,15 @@ def _address_option(option: str, value: str, *, allow_reserved: bool) -> str:
 @app.command()
 @command
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on (a reverse proxy in front).")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8025,
+    host: Annotated[
+        str,
+        typer.Option(metavar="HOST", help="Address to listen on (a reverse proxy in front)."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", help="Port to listen on.")] = SERVE_PORT,
 ) -> None:
-    """Serve the one-click unsubscribe endpoint (RFC 8058) for the links in sent messages."""
+    """Serve the one-click unsubscribe endpoint.
+
+    RFC 8058: the unsubscribe links and headers in sent messages point here."""
     import logging
 
     from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe
@@ -718,11 +828,17 @@ def serve(
 def archive(
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Folder of the site (default: site/ in the folder)."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FOLDER",
+            help="Folder of the site (default: site/ in the folder).",
+        ),
     ] = None,
 ) -> None:
-    """Build the web archive: a page per issue sent to a list (or marked publish = true),
-    index.html and feed.xml."""
+    """Build the web archive.
+
+    A page per issue sent to a list (or marked publish = true), index.html and feed.xml."""
     built = api().archive(output)
     for path in [*built.pages, built.index, built.feed]:
         typer.echo(str(path))

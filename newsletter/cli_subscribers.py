@@ -7,23 +7,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from newsletter import cli
 from newsletter.cli import command, load, say
+from newsletter.models import Status
 
-subscribers_app = typer.Typer(help="Manage the CSV lists in subscribers/.", no_args_is_help=True)
+subscribers_app = cli.App(help="Manage the CSV lists in subscribers/.", no_args_is_help=True)
 cli.app.add_typer(subscribers_app, name="subscribers")
 
 ListOption = Annotated[
     Path | None,
     typer.Option(
         "--list",
+        metavar="LIST",
         help="A list: a bare name means subscribers/NAME (.csv added if missing), else a path.",
     ),
 ]
+EmailArg = Annotated[str, typer.Argument(help="The person's address.", show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -39,10 +42,11 @@ def _list_path(folder: Path, given: Path | None) -> Path | None:
 @subscribers_app.command("add")
 @command
 def subscribers_add(
-    email: str,
-    name: Annotated[str, typer.Option("--name", help="The person's name.")] = "",
+    email: EmailArg,
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="The person's name.")] = "",
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="A tag (repeat for several).")
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="A tag (repeat for several)."),
     ] = None,
     list_: ListOption = None,
     resubscribe: Annotated[
@@ -52,7 +56,9 @@ def subscribers_add(
         ),
     ] = False,
 ) -> None:
-    """Subscribe EMAIL to a list (default: subscribers/subscribers.csv)."""
+    """Subscribe EMAIL to a list.
+
+    The default list is subscribers/subscribers.csv."""
     from newsletter import subscribers
 
     config = load()
@@ -67,27 +73,27 @@ def subscribers_add(
         allow_reserved=config.newsletter.allow_reserved_domains,
     )
     if added.created:
-        say(f"added {added.email} to {added.path}")
+        typer.echo(f"added {added.email} to {added.path}")
     elif added.changed:
-        say(f"{added.email} was already in {added.path}: updated")
+        typer.echo(f"{added.email} was already in {added.path}: updated")
     else:
-        say(f"{added.email} was already in {added.path}: nothing to change")
+        typer.echo(f"{added.email} was already in {added.path}: nothing to change")
 
 
 def _say_status(change: Any, verb: str) -> None:
     for path in change.changed:
-        say(f"{change.email}: {verb} in {path}")
+        typer.echo(f"{change.email}: {verb} in {path}")
     for path in change.held:
         if path not in change.changed:
-            say(f"{change.email}: already {change.status} (or stronger) in {path}")
+            typer.echo(f"{change.email}: already {change.status} (or stronger) in {path}")
     if change.suppressed:
-        say(f"{change.email}: in no list; recorded in the suppression file")
+        typer.echo(f"{change.email}: in no list; recorded in the suppression file")
 
 
 @subscribers_app.command("unsubscribe")
 @command
 def subscribers_unsubscribe(
-    email: str,
+    email: EmailArg,
     list_: ListOption = None,
     only_this_list: Annotated[
         bool,
@@ -98,7 +104,10 @@ def subscribers_unsubscribe(
         ),
     ] = False,
 ) -> None:
-    """Unsubscribe EMAIL from every list holding it (or --list); none does: suppress it."""
+    """Unsubscribe EMAIL from every list.
+
+    From every list holding it (or only --list); the row and its consent record stay. An
+    address in no list is recorded in the suppression file."""
     from newsletter import subscribers
 
     folder = load().root
@@ -115,10 +124,13 @@ def subscribers_unsubscribe(
     _say_status(change, "unsubscribed")
 
 
-@subscribers_app.command("remove")
+@subscribers_app.command("remove", hidden=True)
 @command
-def subscribers_remove(email: str, list_: ListOption = None) -> None:
-    """Mark EMAIL unsubscribed (the row and its consent record stay; see `purge`)."""
+def subscribers_remove(email: EmailArg, list_: ListOption = None) -> None:
+    """Old name of `unsubscribe`: marks EMAIL unsubscribed.
+
+    It never deleted a row; `unsubscribe` does the same, `purge` deletes. Kept so that
+    scripts keep working; it says so on every use."""
     from newsletter import subscribers
     from newsletter.errors import NotInList
 
@@ -127,21 +139,38 @@ def subscribers_remove(email: str, list_: ListOption = None) -> None:
     lists = None if path is None else [path]
     if not subscribers.find(folder, email, lists):
         raise NotInList(email)
+    say(
+        "note: `subscribers remove` is now `subscribers unsubscribe` (the same: the row stays); "
+        "to delete a person's rows, use `subscribers purge`"
+    )
     change = subscribers.change_status(folder, email, "unsubscribed", lists=lists)
-    _say_status(change, "removed (status unsubscribed)")
+    _say_status(change, "unsubscribed")
 
 
 @subscribers_app.command("purge")
 @command
-def subscribers_purge(email: str) -> None:
-    """Erase EMAIL on request: delete its rows everywhere, keep only a hashed suppression entry."""
+def subscribers_purge(
+    email: EmailArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Purge without asking.")] = False,
+) -> None:
+    """Erase EMAIL on request (asks first).
+
+    Deletes its rows from every list and keeps only a hashed suppression entry."""
     from newsletter import subscribers
 
-    purged = subscribers.purge(load().root, email)
+    root = load().root
+    cli.confirm(
+        yes,
+        f"Delete every row of {email} for good?",
+        "purged",
+        "nothing was deleted",
+        "run again with --yes to purge",
+    )
+    purged = subscribers.purge(root, email)
     for path in purged.files:
-        say(f"{email}: deleted from {path}")
+        typer.echo(f"{email}: deleted from {path}")
     if not purged.files:
-        say(f"{email}: in no list")
+        typer.echo(f"{email}: in no list")
     say("suppression entry kept (a hash): a later import cannot bring them back")
     say("not reached from here: copies in git history, backups and send ledgers")
 
@@ -149,26 +178,46 @@ def subscribers_purge(email: str) -> None:
 @subscribers_app.command("import")
 @command
 def subscribers_import(
-    file: Path,
-    into: Annotated[Path, typer.Option("--into", help="The list to import into (created).")],
+    file: Annotated[
+        Path, typer.Argument(help="The file to import (CSV or an export).", show_default=False)
+    ],
+    into: Annotated[
+        Path,
+        typer.Option(
+            "--into", metavar="LIST", help="The list to import into (created if missing)."
+        ),
+    ],
     format_: Annotated[
-        str, typer.Option("--format", help="csv, mailchimp (audience export) or listmonk.")
+        Literal["csv", "mailchimp", "listmonk"],
+        typer.Option(
+            "--format", help="csv (our columns), mailchimp (audience export) or listmonk."
+        ),
     ] = "csv",
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Import the good rows; list the bad ones.")
     ] = False,
     json_: JsonOption = False,
 ) -> None:
-    """Import FILE into a list: every bad row reported; nothing written while any is bad."""
+    """Import FILE into a list.
+
+    Every bad row is reported; nothing is written while any is bad (or pass --skip-invalid)."""
     from newsletter import subscribers
+    from newsletter.errors import InvalidInput
 
     config = load()
     folder = config.root
     target = _list_path(folder, into) or into
     reserved = config.newsletter.allow_reserved_domains
-    report = subscribers.import_list(
-        folder, file, target, fmt=format_, skip_invalid=skip_invalid, allow_reserved=reserved
-    )
+    try:
+        report = subscribers.import_list(
+            folder, file, target, fmt=format_, skip_invalid=skip_invalid, allow_reserved=reserved
+        )
+    except InvalidInput as exc:  # after the problems, what became of the list, and the way on
+        cli.print_error(exc)
+        rows = any(p.line and p.line > 1 for p in exc.problems)
+        hint = "; fix the rows above, or pass --skip-invalid to import the good ones"
+        say(f"nothing was written to {target}" + (hint if rows else ""))
+        raise typer.Exit(exc.exit_code) from None
     notes = [*report.skipped, *report.merged, *report.suppressed]
     if json_:
         data = {
@@ -183,7 +232,7 @@ def subscribers_import(
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
     for problem in notes:
         say(f"{'skipped' if problem.severity == 'error' else 'note'}: {problem}")
-    say(
+    (say if json_ else typer.echo)(
         f"{report.into}: {report.added} added, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.skipped)} bad rows skipped"
     )
@@ -193,17 +242,22 @@ def subscribers_import(
 @command
 def subscribers_list(
     status: Annotated[
-        str | None, typer.Option("--status", help="Only this status (e.g. subscribed).")
+        Status | None, typer.Option("--status", help="Only rows with this status.")
     ] = None,
-    tag: Annotated[str | None, typer.Option("--tag", help="Only people with this tag.")] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="Only people with this tag (repeat: any)."),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Print the rows of every list: email, name, status, tags, list (tab-separated)."""
+    """Print the rows of every list.
+
+    Tab-separated: email, name, status, tags, list."""
     from newsletter import subscribers
     from newsletter.addresses import address_key, key_hash
 
     root = load().root
-    rows = subscribers.browse(root, status=status, tag=tag)
+    rows = subscribers.browse(root, status=status, tags=tag or ())
     suppressed = subscribers.read_suppressed(root)
     if json_:  # every list read to its end first: a list that stops halfway prints no "[..."
         for _ in subscribers.browse(root):
@@ -234,7 +288,9 @@ def subscribers_list(
 @subscribers_app.command("stats")
 @command
 def subscribers_stats(json_: JsonOption = False) -> None:
-    """Rows per list and status, subscribed rows per tag, distinct recipients."""
+    """Count rows per list, status and tag.
+
+    Also the distinct recipients of a send to every list."""
     from newsletter import subscribers
     from newsletter.models import STATUSES
 
@@ -264,11 +320,14 @@ def subscribers_stats(json_: JsonOption = False) -> None:
 @command
 def subscribers_check(
     files: Annotated[
-        list[Path] | None, typer.Argument(help="Lists to check (default: all in subscribers/).")
+        list[Path] | None,
+        typer.Argument(metavar="LIST", help="Lists to check (default: all in subscribers/)."),
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check lists: every bad row as file:line: reason; exit 1 when there is an error."""
+    """Check lists for bad rows.
+
+    Every bad row as file:line: reason; exit 1 when there is an error."""
     from newsletter import subscribers
 
     config = load()
@@ -290,6 +349,8 @@ def subscribers_check(
         for problem in report.problems:
             typer.echo(f"{problem}" + (" (warning)" if problem.severity == "warning" else ""))
     errors = len(report.errors)
-    say(f"{len(report.files)} lists, {report.rows} rows, {errors} errors")
+    (say if json_ else typer.echo)(
+        f"{len(report.files)} lists, {report.rows} rows, {errors} errors"
+    )
     if errors:
         raise typer.Exit(1)

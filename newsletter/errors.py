@@ -296,6 +296,20 @@ class BadContinueFrom(BadOption):
         return f"{self.option}{where} {self.reason}"
 
 
+class NotConfirmed(NewsletterError):
+    """A command that changes something for good (a send, a purge) got no yes: no --yes and no
+    terminal to ask on. Nothing was done; `exit_code` tells a script so."""
+
+    exit_code = 5
+
+    def __init__(self, action: str, nothing: str, reason: str, again: str) -> None:
+        super().__init__(f"not {action}: {nothing} ({reason}); {again}")
+        self.action = action  # "sent", "purged"
+        self.nothing = nothing  # what was not done, in words: "nothing was sent"
+        self.reason = reason  # why there was no yes
+        self.again = again  # how to do it after all
+
+
 class BadTitle(NewsletterError):
     """An issue title that cannot become a subject line: `character` is the control character."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,8 @@ def _plan(
     if resend_unknown:
         note(f"{ledger.resend_unknown()} recipient(s) in doubt will be sent again, as asked")
     session.limits = Limits.from_settings(config.smtp)
+    if destination == "outbox":  # [smtp]'s pace and quotas are a server's; the outbox is a folder
+        session.limits = dataclasses.replace(session.limits, rate=None, hourly=None, daily=None)
     factory = MessageFactory(rendered, config, key)
     return _describe(session, ledger, factory, warnings, joined, limit)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import html
 import logging
 import os
@@ -160,7 +161,7 @@ def listen(host: str, port: int) -> socket.socket:
     (Left to uvicorn, a port over 65535 is an OverflowError traceback, and a port in use is a
     log line and exit 3, which means "recipients remain" elsewhere.)"""
     if not 0 <= port <= 65535:
-        raise CannotListen(host, port, "a port is a number from 1 to 65535")
+        raise CannotListen(host, port, "a port is a number from 1 to 65535", "pass --port N")
     sock: socket.socket | None = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -171,10 +172,23 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         if sock is not None:
             sock.close()
-        reason = exc.strerror or str(exc)
-        hint = "choose another --port (or --host), or stop what listens there"
-        raise CannotListen(host, port, reason, hint) from None
+        raise CannotListen(host, port, *_why_not(exc, port)) from None
     return sock
+
+
+def _why_not(exc: OSError, port: int) -> tuple[str, str]:
+    """Why a bind failed and what to pass instead, in our words: the OS's text ("[Errno 98]
+    Address already in use") names neither the port nor the option."""
+    if isinstance(exc, socket.gaierror):
+        return "no such host name or address", "pass --host ADDRESS (e.g. 127.0.0.1)"
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use by another program", "pass another with --port N"
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs administrator rights", "pass a port from 1024 up: --port N"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "not an address of this machine", "pass --host ADDRESS (e.g. 127.0.0.1)"
+    name = errno.errorcode.get(exc.errno or 0, "an error")
+    return f"the system refused it ({name})", "try another --port N or --host ADDRESS"
 
 
 def _serve(app: ASGIApp, sock: socket.socket, *, access_log: bool = True) -> None:

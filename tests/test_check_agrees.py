@@ -231,7 +231,7 @@ def test_bad_data_first_in_line_does_not_stop_the_send(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     result = run("send", path, "--yes")
     assert "Traceback" not in result.output
-    assert "sending: 2 message(s)" in result.output
+    assert "writing: 2 message(s)" in result.output
     assert "sent 1, failed 1" in result.output
     assert "failed: bob@example.com" in result.output
     [message] = (tmp_path / "outbox" / "new").iterdir()

@@ -146,4 +146,4 @@ def test_draft_that_says_publish_is_an_error(tmp_path: Path) -> None:
     path.write_text("draft = true\npublish = true\n" + OTHER)
     done = run(folder, "check", str(path))
     assert done.returncode == 1
-    assert f"{path}:2: publish: a draft is never published" in done.stderr
+    assert f"{path}:2: publish: a draft is never published" in done.stdout

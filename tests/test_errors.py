@@ -128,7 +128,9 @@ def test_cannot_listen_carries_host_and_port() -> None:
     with pytest.raises(CannotListen) as caught:
         listen("127.0.0.1", 70000)
     assert (caught.value.host, caught.value.port) == ("127.0.0.1", 70000)
-    assert str(caught.value) == "127.0.0.1:70000: cannot listen: a port is a number from 1 to 65535"
+    assert str(caught.value) == (
+        "127.0.0.1:70000: cannot listen: a port is a number from 1 to 65535; pass --port N"
+    )
 
 
 def test_scaffold_errors_carry_the_path_and_the_character(tmp_path: Path) -> None:

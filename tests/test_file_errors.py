@@ -149,7 +149,7 @@ def test_read_only_state_folder(
     if command == "send":
         done = send(folder)
     else:
-        done = run(folder, "subscribers", command, "reader1@example.org")
+        done = run(folder, "subscribers", command, "reader1@example.org", "--yes")
     line = error_line(done)
     assert str(state) in line and "read-only" in line
     assert outbox_recipients(folder) == []

@@ -54,7 +54,7 @@ def project_after_a_session(tmp_path: Path, mask: int) -> Path:
     (folder / issue).write_text(draft.replace("\ndraft = true ", "\n# was a draft "))  # ready
     ok(folder, "send", str(issue), "--list", "subscribers/subscribers.csv", "--yes")
     ok(folder, "subscribers", "unsubscribe", "reader0@example.org")
-    ok(folder, "subscribers", "purge", "reader1@example.org")
+    ok(folder, "subscribers", "purge", "reader1@example.org", "--yes")
     return folder
 
 

@@ -119,3 +119,48 @@ def test_serves_the_issue_as_a_subscriber(tmp_path: Path) -> None:
     with running(preview_app(issue, load_config(explicit=tmp_path), reader)) as url:
         assert "Hi Ann &amp; Co" in httpx.get(url + "/", timeout=10).text
         assert "Hi Ann & Co" in httpx.get(url + "/text", timeout=10).text
+
+
+@pytest.mark.parametrize("command", [["serve"], ["preview", "issues/x.toml", "--serve"]])
+def test_a_port_in_use_says_which_and_what_to_pass(
+    tmp_path: Path, monkeypatch, command: list[str]
+) -> None:
+    """A port in use is one line in our words: the port, and `--port N` to pass instead; not
+    the OS's text (`[Errno 98] Address already in use`) nor uvicorn's."""
+    from tests.compose_helpers import run
+
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    write(tmp_path / "issues" / "x.toml", ISSUE.format(body="x"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    holder, busy = _port_in_use()
+    try:
+        result = run(*command, "--port", str(busy))
+    finally:
+        holder.close()  # type: ignore[attr-defined]
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"error: 127.0.0.1:{busy}: cannot listen: port {busy} is in use by another program; "
+        "pass another with --port N"
+    )
+    assert "Errno" not in result.output and "already in use" not in result.output
+
+
+MAIL_CATCHER_PORTS = {1025, 1080, 8025}  # aiosmtpd 8025; Mailpit, MailHog 1025/8025; MailCatcher
+
+
+@pytest.mark.parametrize("command", [["serve"], ["preview"]])
+def test_default_ports_leave_local_mail_catchers_alone(command: list[str]) -> None:
+    """serve and preview --serve listen by default on ports no local mail-debugging tool
+    takes, and not on each other's."""
+    from typer.main import get_command
+
+    from newsletter.cli import app
+
+    def default_port(name: str) -> int:
+        [port] = [p for p in get_command(app).commands[name].params if p.name == "port"]  # type: ignore[attr-defined]
+        return int(port.default)
+
+    port = default_port(command[0])
+    assert port not in MAIL_CATCHER_PORTS
+    assert port != default_port({"serve": "preview", "preview": "serve"}[command[0]])

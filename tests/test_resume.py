@@ -173,7 +173,7 @@ def test_a_plan_creates_no_ledger_and_status_shows_no_send(tmp_path: Path) -> No
     """send without --yes: the plan is shown, no sends/ folder appears, status: nothing sent."""
     folder = make_folder(tmp_path, 3)
     done = run(folder, "send", ISSUE)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 5, done.stderr
     assert "recipients: 3 after dedupe and suppression" in done.stderr
     assert not (folder / ".newsletter/sends").exists()
     status = run(folder, "status", ISSUE)
@@ -189,7 +189,7 @@ def test_a_plan_on_a_partial_send_changes_nothing(tmp_path: Path) -> None:
     news = folder / "subscribers/news.csv"
     news.write_text(news.read_text() + "late@example.org,Late,subscribed\n")
     plan = run(folder, "send", ISSUE, "--add-new")
-    assert plan.returncode == 0, plan.stderr
+    assert plan.returncode == 5, plan.stderr
     assert "--add-new: adds 1 not in the snapshot" in plan.stderr
     assert {p: p.read_bytes() for p in ledgers} == ledgers
     assert run(folder, "send", ISSUE, "--yes").returncode == 0
@@ -207,7 +207,7 @@ def test_restart_is_only_planned_until_confirmed(tmp_path: Path) -> None:
     sends = folder / ".newsletter/sends"
     before = sorted(p.name for p in sends.iterdir())
     plan = run(folder, "send", ISSUE, "--on-change", "restart")
-    assert plan.returncode == 0, plan.stderr
+    assert plan.returncode == 5, plan.stderr
     assert sorted(p.name for p in sends.iterdir()) == before
     done = run(folder, "send", ISSUE, "--yes", "--on-change", "restart")
     assert done.returncode == 0, done.stderr
@@ -417,7 +417,7 @@ def test_an_outbox_plan_without_a_secret_writes_no_secret(tmp_path: Path) -> Non
     folder = make_folder(tmp_path, 2)
     unset = {"NEWSLETTER_SECRET": ""}
     plan = run(folder, "send", ISSUE, "--add-new", "--resend-unknown", env=unset)
-    assert plan.returncode == 0, plan.stderr
+    assert plan.returncode == 5, plan.stderr
     assert "recipients: 2" in plan.stderr
     assert _answer_prompt(folder, "n", unset).returncode == 0
     assert not (folder / ".newsletter").exists()

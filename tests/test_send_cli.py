@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,22 +21,27 @@ def outbox(folder: Path) -> list[str]:
 
 
 def test_without_yes_and_terminal_shows_plan_sends_nothing(tmp_path: Path) -> None:
-    """No --yes and no terminal: the plan is printed, exit 0, nothing is sent."""
+    """No --yes and no terminal: the plan is printed, exit 5 saying why, nothing is sent."""
     folder = make_folder(tmp_path, 3)
     done = run(folder, "send", ISSUE)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines()[-1] == (
+        "error: not sent: nothing was sent (no --yes, and no terminal to ask on); "
+        "run again with --yes to send"
+    )
     assert "recipients: 3 after dedupe and suppression" in done.stderr
     assert "to: outbox" in done.stderr
-    assert "estimated duration: set by the server's pace" in done.stderr
-    assert "nothing was sent" in done.stderr
     assert not (folder / "outbox").exists() or outbox(folder) == []
 
 
 def test_plan_estimates_duration_from_the_rate(tmp_path: Path) -> None:
     """With [smtp] rate set, the plan estimates the duration: 120 messages at 2/s is 60 s."""
     folder = make_folder(tmp_path, 120)
-    done = run(folder, "send", ISSUE, env={"NEWSLETTER_SMTP_RATE": "2"})
-    assert done.returncode == 0, done.stderr
+    done = run(folder, "send", ISSUE, env=smtp_env(25, NEWSLETTER_SMTP_RATE="2"))
+    assert done.returncode == 5, done.stderr
+    assert "sending: 120 message(s) of ~" in done.stderr
+    assert "4 connection(s), 2/s" in done.stderr
     assert "estimated duration: 60 s" in done.stderr
 
 
@@ -159,3 +165,55 @@ def test_changed_issue_after_partial_send_asks_for_a_choice(tmp_path: Path) -> N
     assert len(outbox(folder)) == 1
     assert run(folder, "send", ISSUE, "--yes", "--on-change", "continue").returncode == 0
     assert len(outbox(folder)) == 4
+
+
+def test_results_on_stdout_so_they_can_be_piped(tmp_path: Path) -> None:
+    """`status X | grep sent` finds the counts; the send's own report is on stdout too, and
+    its plan and progress on stderr."""
+    folder = make_folder(tmp_path, 4)
+    done = run(folder, "send", ISSUE, "--yes")
+    assert done.stdout.splitlines()[0] == "sent 4, failed 0, deferred 0, unknown 0, left out 0, " \
+        "pending 0"  # fmt: skip
+    assert "recipients: 4" in done.stderr and "recipients" not in done.stdout
+    status = run(folder, "status", ISSUE)
+    assert status.returncode == 0, status.stderr
+    assert [line for line in status.stdout.splitlines() if "sent" in line] == [
+        "sent 4, failed 0, deferred 0, unknown 0, left out 0, pending 0"
+    ]
+
+
+def test_with_json_stdout_is_the_one_object(tmp_path: Path) -> None:
+    """send --json and status --json: stdout parses as one JSON object; the summary lines
+    went to stderr."""
+    folder = make_folder(tmp_path, 2)
+    sent = run(folder, "send", ISSUE, "--yes", "--json")
+    assert json.loads(sent.stdout)["counts"]["sent"] == 2, sent.stdout
+    assert "sent 2, failed 0" in sent.stderr
+    status = run(folder, "status", ISSUE, "--json")
+    assert json.loads(status.stdout)["counts"]["sent"] == 2, status.stdout
+
+
+def test_one_rate_figure_and_an_outbox_plan_without_connections(tmp_path: Path) -> None:
+    """A send into the outbox: the plan names no connections and no rate; the run prints one
+    rate figure (the report's), however many progress lines."""
+    folder = make_folder(tmp_path, 30)
+    done = run(folder, "send", ISSUE, "--yes", env={"NEWSLETTER_SMTP_RATE": "1000"})
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "connection" not in output
+    assert "writing: 30 message(s) of ~" in done.stderr
+    assert len(re.findall(r"/s\b", output)) == 1, output
+    assert re.search(r"^last run: [\d.]+ s, \d+ messages/s$", done.stdout, re.M), done.stdout
+
+
+def test_a_rerun_with_nothing_to_send_repeats_no_figures(tmp_path: Path) -> None:
+    """A rerun that sends nothing says so and shows no duration or rate (they were the first
+    run's)."""
+    folder = make_folder(tmp_path, 3)
+    assert run(folder, "send", ISSUE, "--yes").returncode == 0
+    again = run(folder, "send", ISSUE, "--yes")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to send" in again.stderr
+    assert "last run" not in again.stdout + again.stderr
+    assert not re.search(r"\d/s\b", again.stdout + again.stderr)
+    assert "message(s) of" not in again.stderr

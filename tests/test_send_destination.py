@@ -243,7 +243,7 @@ def test_status_elsewhere_names_the_send_that_happened(partial, where: str) -> N
     result = run(folder, "status", ISSUE, env=env)
     assert result.returncode == 0, result.stderr
     assert f"this is the send through smtp://127.0.0.1:{first.port}" in result.stderr
-    assert "sent 2, failed 0" in result.stderr
+    assert "sent 2, failed 0" in result.stdout  # the report is status's result
     assert "Traceback" not in result.stderr
     assert _ledgers(folder) == [ledger]
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,8 @@ from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.subscribers import read_list
+from tests.send_helpers import NEWSLETTER, env_for
+from tests.waits import HANG
 
 FIXTURES = Path(__file__).parent / "fixtures" / "subscribers"
 
@@ -29,9 +34,9 @@ def cli(folder: Path, *args: str) -> tuple[int, str, str]:
 
 def test_add_writes_the_default_list(folder: Path) -> None:
     """add without --list writes subscribers/subscribers.csv."""
-    code, _out, err = cli(folder, "add", "Ann@Example.org", "--name", "Ann", "--tag", "x")
+    code, out, _err = cli(folder, "add", "Ann@Example.org", "--name", "Ann", "--tag", "x")
     path = folder / "subscribers" / "subscribers.csv"
-    assert (code, err) == (0, f"added Ann@example.org to {path}\n")
+    assert (code, out) == (0, f"added Ann@example.org to {path}\n")
     assert [(p.email, p.name, p.tags) for p in read_list(path)] == [
         ("Ann@example.org", "Ann", {"x"})
     ]
@@ -47,8 +52,8 @@ def test_add_bad_address_fails_with_a_reason(folder: Path) -> None:
 
 def test_unsubscribe_unknown_address_is_suppressed_and_exits_0(folder: Path) -> None:
     """unsubscribe of an address in no list records a suppression entry and succeeds."""
-    code, _out, err = cli(folder, "unsubscribe", "zed@example.org")
-    assert (code, err) == (0, "zed@example.org: in no list; recorded in the suppression file\n")
+    code, out, _err = cli(folder, "unsubscribe", "zed@example.org")
+    assert (code, out) == (0, "zed@example.org: in no list; recorded in the suppression file\n")
 
 
 def test_unsubscribe_only_this_list_needs_list(folder: Path) -> None:
@@ -75,7 +80,7 @@ def test_remove_of_unknown_address_fails(folder: Path) -> None:
 def test_purge_then_add_is_refused(folder: Path) -> None:
     """After purge, add refuses the address and says how to override."""
     cli(folder, "add", "ann@example.org")
-    assert cli(folder, "purge", "ann@example.org")[0] == 0
+    assert cli(folder, "purge", "ann@example.org", "--yes")[0] == 0
     code, _out, err = cli(folder, "add", "ann@example.org")
     assert code == 1
     assert "suppression file" in err
@@ -86,9 +91,11 @@ def test_import_reports_bad_rows_and_exits_1(folder: Path) -> None:
     """import with bad rows prints each as file:line: reason and exits 1."""
     code, _out, err = cli(folder, "import", str(FIXTURES / "bad_rows.csv"), "--into", "news")
     assert code == 1
-    assert [line.split(": ")[0] for line in err.splitlines()] == [
+    *rows, last = err.splitlines()
+    assert [line.split(": ")[0] for line in rows] == [
         f"{FIXTURES / 'bad_rows.csv'}:{n}" for n in (3, 4, 5, 6)
     ]
+    assert last.startswith(f"nothing was written to {folder / 'subscribers' / 'news.csv'}; ")
     assert not (folder / "subscribers" / "news.csv").exists()
 
 
@@ -150,22 +157,71 @@ def test_stats_json(folder: Path) -> None:
 
 def test_check_exits_1_naming_file_and_line(folder: Path) -> None:
     """check FILE prints each bad row as file:line and exits 1."""
-    code, out, err = cli(folder, "check", str(FIXTURES / "bad_rows.csv"))
+    code, out, _err = cli(folder, "check", str(FIXTURES / "bad_rows.csv"))
     assert code == 1
     assert out.splitlines()[0].startswith(f"{FIXTURES / 'bad_rows.csv'}:3: email: ")
-    assert err == "1 lists, 6 rows, 4 errors\n"
+    assert out.splitlines()[-1] == "1 lists, 6 rows, 4 errors"
 
 
 def test_check_defaults_to_every_list(folder: Path) -> None:
     """check with no file checks every list in subscribers/ and exits 0 when they are fine."""
     cli(folder, "add", "ann@example.org")
     cli(folder, "add", "bob@example.org", "--list", "b")
-    code, _out, err = cli(folder, "check")
-    assert (code, err) == (0, "2 lists, 2 rows, 0 errors\n")
+    code, out, _err = cli(folder, "check")
+    assert (code, out) == (0, "2 lists, 2 rows, 0 errors\n")
 
 
 def test_example_list_checks_clean(folder: Path) -> None:
     """The shipped subscribers/example.csv has no problems."""
     example = Path(__file__).parents[1] / "subscribers" / "example.csv"
-    code, _out, err = cli(folder, "check", str(example))
-    assert (code, err) == (0, "1 lists, 10 rows, 0 errors\n")
+    code, out, _err = cli(folder, "check", str(example))
+    assert (code, out) == (0, "1 lists, 10 rows, 0 errors\n")
+
+
+def test_purge_without_yes_and_terminal_refuses(folder: Path) -> None:
+    """purge with no terminal to ask on and no --yes: exit 5, saying nothing was deleted."""
+    cli(folder, "add", "ann@example.org")
+    before = (folder / "subscribers" / "subscribers.csv").read_bytes()
+    code, out, err = cli(folder, "purge", "ann@example.org")
+    assert (code, out) == (5, "")
+    assert err == (
+        "error: not purged: nothing was deleted (no --yes, and no terminal to ask on); "
+        "run again with --yes to purge\n"
+    )
+    assert (folder / "subscribers" / "subscribers.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize(("answer", "kept"), [("n", True), ("y", False)])
+def test_purge_asks_at_a_terminal(folder: Path, answer: str, kept: bool) -> None:
+    """At a terminal purge asks first: "n" deletes nothing, "y" deletes the row; both exit 0."""
+    cli(folder, "add", "ann@example.org")
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer.encode() + b"\n")
+        done = subprocess.run(
+            [*NEWSLETTER, "subscribers", "purge", "ann@example.org"],
+            cwd=folder, env=env_for(), stdin=terminal, capture_output=True, text=True,
+            timeout=HANG, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert "Delete every row of ann@example.org for good?" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert ("not purged: nothing was deleted" in done.stderr) is kept
+    rows = list(read_list(folder / "subscribers" / "subscribers.csv"))
+    assert [p.email for p in rows] == (["ann@example.org"] if kept else [])
+
+
+def test_a_failed_import_says_nothing_was_written(folder: Path) -> None:
+    """An import refused for bad rows ends with the list left as it was and --skip-invalid."""
+    cli(folder, "add", "ann@example.org", "--list", "news")
+    news = folder / "subscribers" / "news.csv"
+    before = news.read_bytes()
+    code, _out, err = cli(folder, "import", str(FIXTURES / "bad_rows.csv"), "--into", "news")
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        f"nothing was written to {news}; fix the rows above, or pass --skip-invalid to import "
+        "the good ones"
+    )
+    assert news.read_bytes() == before

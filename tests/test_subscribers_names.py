@@ -57,7 +57,9 @@ def test_import_refuses_a_name_with_a_line_break_naming_the_row(folder: Path) ->
     code, out = cli(folder, "import", str(source), "--into", "list")
     assert code == 1
     assert out.splitlines() == [
-        f"error: {source}:3: name: a name cannot hold a line break or control character ('\\n')"
+        f"error: {source}:3: name: a name cannot hold a line break or control character ('\\n')",
+        f"nothing was written to {folder / 'subscribers' / 'list.csv'}; fix the rows above, or "
+        "pass --skip-invalid to import the good ones",
     ]
     assert not (folder / "subscribers" / "list.csv").exists()
 
@@ -68,9 +70,9 @@ def test_mailchimp_import_refuses_a_name_with_a_control_character(folder: Path) 
     source.write_text('Email Address,First Name,Last Name\na@example.org,"A\r",B\x00\n', "utf-8")
     code, out = cli(folder, "import", str(source), "--into", "list", "--format", "mailchimp")
     assert code == 1
-    assert out.splitlines() == [
+    assert out.splitlines()[0] == (
         f"error: {source}:2: name: a name cannot hold a line break or control character ('\\x00')"
-    ]
+    )
 
 
 def test_import_strips_unicode_whitespace_from_names(folder: Path) -> None:

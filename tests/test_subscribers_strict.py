@@ -54,7 +54,7 @@ COMMANDS = {
     "add": ["subscribers", "add", "new@example.org"],
     "unsubscribe": ["subscribers", "unsubscribe", "u5@example.org"],
     "remove": ["subscribers", "remove", "u5@example.org"],
-    "purge": ["subscribers", "purge", "u6@example.org"],
+    "purge": ["subscribers", "purge", "u6@example.org", "--yes"],
     "stats": ["subscribers", "stats"],
     "list": ["subscribers", "list"],
     "test --as": ["test", ISSUE, "--to", "me@example.org", "--as", "u5@example.org"],
@@ -263,7 +263,7 @@ def test_purge_erases_from_the_readable_lists_and_names_the_other(folder: Path) 
     before = stray_quote_list(broken)
     other = folder / "subscribers" / "b.csv"
     other.write_text("email,name\r\nu6@example.org,Six\r\nz@example.org,Z\r\n", encoding="utf-8")
-    code, out = cli(folder, "subscribers", "purge", "u6@example.org")
+    code, out = cli(folder, "subscribers", "purge", "u6@example.org", "--yes")
     assert code == 1
     assert out.splitlines() == [
         f"{broken}:301: {STRAY}: check the quotes of this row"

@@ -143,3 +143,11 @@ def test_smtp_send_without_secret_refuses(folder, plain_smtp_server, monkeypatch
     assert result.exit_code == 1
     assert "NEWSLETTER_SECRET is not set" in result.output
     assert plain_smtp_server.messages == []
+
+
+def test_a_copy_into_the_outbox_names_its_file(folder) -> None:
+    """Into the outbox, the result line names the file written, not an SMTP code."""
+    result = run("test", SAMPLE, "--to", "me@example.org")
+    assert result.exit_code == 0, result.output
+    [name] = (folder / "outbox" / "new").iterdir()
+    assert result.stdout == f"wrote a test of {SAMPLE} for me@example.org to {name}\n"

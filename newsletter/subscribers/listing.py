@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,15 +14,16 @@ from newsletter.subscribers.suppression import Blocklist, read_suppressed
 
 
 def browse(
-    folder: Path, *, status: str | None = None, tag: str | None = None
+    folder: Path, *, status: str | None = None, tags: Iterable[str] = ()
 ) -> Iterator[Subscriber]:
-    """Every row of every list in subscribers/, unchecked, filtered by status and tag."""
-    wanted = tag.casefold() if tag else None
+    """Every row of every list in subscribers/, unchecked, filtered by status and by tags
+    (a row with any of them, as a send selects)."""
+    wanted = {tag.strip().casefold() for tag in tags if tag.strip()}
     for path in list_files(folder):
         for subscriber in read_loosely(path):
             if status and subscriber.status != status:
                 continue
-            if wanted and wanted not in {t.casefold() for t in subscriber.tags}:
+            if wanted and not wanted & {t.casefold() for t in subscriber.tags}:
                 continue
             yield subscriber
 
