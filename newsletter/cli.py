@@ -206,9 +206,20 @@ def confirm(yes: bool, question: str, action: str, nothing: str, again: str) -> 
         return
     if not sys.stdin.isatty():
         raise NotConfirmed(action, nothing, "no --yes, and no terminal to ask on", again)
-    if not typer.confirm(question, default=False, err=True):
+    if not _asked(question):
         say(f"not {action}: {nothing}")
         raise typer.Exit(0)
+
+
+def _asked(question: str) -> bool:
+    """The answer at the prompt; Ctrl-C there is an interruption (exit 130, as anywhere else),
+    the end of input (Ctrl-D) a no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort as exc:  # click turns both into Abort: its cause tells them apart
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        return False
 
 
 def _version(value: bool) -> None:

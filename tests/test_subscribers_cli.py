@@ -213,6 +213,40 @@ def test_purge_asks_at_a_terminal(folder: Path, answer: str, kept: bool) -> None
     assert [p.email for p in rows] == (["ann@example.org"] if kept else [])
 
 
+def test_ctrl_c_at_the_prompt_is_an_interruption(folder: Path) -> None:
+    """Ctrl-C while purge asks: "interrupted", exit 130 (not click's "Aborted!" and 1), and
+    nothing deleted."""
+    import select
+    import signal
+    import time
+
+    cli(folder, "add", "ann@example.org")
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [*NEWSLETTER, "subscribers", "purge", "ann@example.org"],
+        cwd=folder, env=env_for(), stdin=terminal, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        seen, deadline = b"", time.monotonic() + HANG
+        while b"for good?" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+            if ready:
+                seen += os.read(proc.stderr.fileno(), 4096)  # type: ignore[union-attr]
+        assert b"for good?" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=HANG)
+    finally:
+        proc.kill() if proc.poll() is None else None
+        os.close(controller)
+        os.close(terminal)
+    assert proc.returncode == 130, seen + rest
+    assert b"interrupted" in rest and b"Aborted" not in rest
+    assert [p.email for p in read_list(folder / "subscribers" / "subscribers.csv")] == [
+        "ann@example.org"
+    ]
+
+
 def test_a_failed_import_says_nothing_was_written(folder: Path) -> None:
     """An import refused for bad rows ends with the list left as it was and --skip-invalid."""
     cli(folder, "add", "ann@example.org", "--list", "news")
