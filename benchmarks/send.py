@@ -133,11 +133,11 @@ def send_rate(folder: Path, env: dict[str, str], count: int) -> tuple[float, flo
     start = time.perf_counter()
     done = subprocess.run(
         [*NEWSLETTER, "send", ISSUE, "--yes"],
-        cwd=folder, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL, text=True,
+        cwd=folder, env=env, check=False, capture_output=True, stdin=subprocess.DEVNULL,
+        text=True,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    if done.returncode != 0 or f"sent {count}," not in done.stderr:
+    if done.returncode != 0 or f"sent {count}," not in done.stdout:  # the report: a result
         raise SystemExit(f"send did not send all {count} (exit {done.returncode}):\n{done.stderr}")
     return count / seconds, (_children_cpu() - cpu) * 1000 / count
 
