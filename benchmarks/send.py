@@ -5,8 +5,9 @@
 Prints messages per second for smtp-source at N sessions and for `newsletter send` at N
 connections (the whole command: config, render, plan, ledger, send; and its send phase, as the
 report's messages_per_second gives it), run alternately --runs times, their medians and ratios
-to smtp-source (the target: the whole command at 0.8), the load average around each run (the machine is shared: a
-busy machine lowers both figures) and the send's CPU time per message (less noisy than rates).
+to smtp-source (the target: the whole command at 0.8), the load average around each run (the
+machine is shared: a busy machine lowers both figures) and the send's CPU time per message
+(less noisy than rates).
 The list is padded until the real message (as the plan reports it) is ~--size-kb KB.
 With --million: peak RSS of a 1,000,000-recipient plan and a send from it, cut off with
 Ctrl-C (SIGINT) only once the ledger shows messages sent, and how many were sent.

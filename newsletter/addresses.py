@@ -18,6 +18,7 @@ example.com, .net and .org are real domains, so they are ordinary addresses here
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -34,6 +35,11 @@ RESERVED_NAMES = ("test", "example", "invalid", "localhost")  # RFC 2606, RFC 67
 _STAND_IN = ".reserved.example.org"
 
 
+# A plain ASCII dot-atom local part (RFC 5322 atext, single dots inside): valid whatever the
+# domain, so such an address needs only its domain checked, and a list has few domains.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
 def normalise_address(raw: str, *, allow_reserved: bool = False) -> tuple[str, bool]:
     """(stored form, needs_smtputf8) of an address; raises BadAddress when it is not valid,
     ReservedAddress when its domain is a reserved name and `allow_reserved` is off.
@@ -43,6 +49,42 @@ def normalise_address(raw: str, *, allow_reserved: bool = False) -> tuple[str, b
     text = raw.strip()
     if not text:
         raise BadAddress("", "empty email address")
+    local, _, domain = text.rpartition("@")
+    if _plain(text, local, domain):  # the usual address: its domain's check is cached
+        stored_domain, reason, name = _domain_check(domain, allow_reserved)
+        if name:
+            raise ReservedAddress(text, name)
+        if reason:
+            raise BadAddress(text, reason)
+        return f"{local}@{stored_domain}", False
+    return _checked(text, allow_reserved)
+
+
+def _plain(text: str, local: str, domain: str) -> bool:
+    return (
+        text.isascii()
+        and len(text) <= 254
+        and 0 < len(local) <= 64
+        and "xn--" not in domain.lower()
+        and _PLAIN_LOCAL.fullmatch(local) is not None
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain_check(domain: str, allow_reserved: bool) -> tuple[str, str, str]:
+    """(stored domain, why it is refused, the reserved name it is under): the full check of
+    an address with a plain local part at `domain`, whose outcome is the domain's alone."""
+    try:
+        stored, _smtputf8 = _checked(f"a@{domain}", allow_reserved)
+    except ReservedAddress as exc:
+        return "", "", exc.name
+    except BadAddress as exc:
+        return "", exc.reason, ""
+    return stored.rpartition("@")[2], "", ""
+
+
+def _checked(text: str, allow_reserved: bool) -> tuple[str, bool]:
+    """normalise_address through email_validator, for any address."""
     name = reserved_name(text)
     probe = text + _STAND_IN if name and not text.endswith(".") else text
     try:
