@@ -77,6 +77,13 @@ def one_send(folder: Path, checkout: Path, env: dict[str, str], people: int) -> 
     return people / seconds, cpu * 1000 / people
 
 
+def compiled(checkout: Path) -> None:
+    """Byte-compile the checkout's package once, as an install does: otherwise, where
+    PYTHONDONTWRITEBYTECODE is set, every run compiles ~50 modules again (~0.7 s of CPU)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(checkout / "newsletter")],
+                   check=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("old", type=Path)
@@ -85,6 +92,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     sides = {"old": args.old.resolve(), "new": args.new.resolve()}
+    for checkout in sides.values():
+        compiled(checkout)
     port = free_port()
     sink = start_sink(port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
