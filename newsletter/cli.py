@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -283,7 +284,7 @@ def init(
 
     for path, created in scaffold(folder, dt.date.today()):
         typer.echo(f"{'created' if created else 'kept (exists)'}  {path}")
-    say(f"next: cd {folder} && newsletter check")
+    say(f"next: cd {shlex.quote(str(folder))} && newsletter check")
 
 
 @app.command()
@@ -343,21 +344,23 @@ def check(
 
 
 def _issue_files(given: list[Path]) -> list[Path]:
-    """What `check` reads: each file given, the *.toml of each folder given, or (none given)
-    every issue in the newsletter's issues/ folder."""
+    """What `check` reads: each file given, the *.toml of each folder given (not hidden ones,
+    as the shell's `*.toml`: editors' lock and backup files), or (none given) every issue in
+    the newsletter's issues/ folder; each file once, however it is spelled."""
     from newsletter.errors import InvalidInput
 
     if not given:
         issues = load().root / "issues"
         with_cwd = Path.cwd() / "issues"
         given = [Path("issues") if issues == with_cwd else issues]
-    files = []
+    files: dict[Path, Path] = {}
     for path in given:
-        found = sorted(path.glob("*.toml")) if path.is_dir() else [path]
+        found = sorted(path.glob("[!.]*.toml")) if path.is_dir() else [path]
         if not found:
             raise InvalidInput.one(path, "no issue files (*.toml) in this folder")
-        files += found
-    return files
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values())
 
 
 def _counts(findings: list[Finding]) -> tuple[int, int]:
