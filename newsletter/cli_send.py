@@ -256,11 +256,17 @@ def status(
     """Show where a send of an issue stands.
 
     Any time, also while it runs; without an issue, every send of every issue."""
+    if csv_ and not failed:  # the only CSV is of the failures: never the report as "CSV"
+        raise typer.BadParameter("--csv needs --failed", param_hint="--csv")
     if issue is None:
         _list_sends(api().history(), as_json)
         return
     report = api(issue).status(issue, destination)
-    if failed and csv_:
+    if failed and not (csv_ or as_json):
+        for failure in report.failed:
+            answer = " ".join(str(part) for part in (failure.code, failure.reply) if part)
+            typer.echo(f"failed: {failure.email}: {answer}")
+    elif failed and csv_:
         import csv
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
