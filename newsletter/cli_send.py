@@ -154,6 +154,7 @@ class _progress:  # used as a context manager like a function
         self.total = total
         self.bar: Any = None
         self.last = 0.0
+        self.said = ""  # the last line printed: the final event may repeat the one at the end
 
     def __enter__(self) -> Callable[[Any], None]:
         if sys.stderr.isatty() and self.total:
@@ -182,10 +183,13 @@ class _progress:  # used as a context manager like a function
             self.bar.update(self.task, completed=event.done)
         elif event.elapsed - self.last >= 5.0 or event.done == event.total:
             self.last = event.elapsed
-            say(
+            line = (
                 f"{event.done}/{event.total} done: {event.sent} sent, {event.failed} failed, "
                 f"{event.deferred} deferred, {event.unknown} unknown"
             )
+            if line != self.said or event.done < event.total:  # a repeat mid-send: alive
+                self.said = line
+                say(line)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:

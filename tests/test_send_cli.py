@@ -237,3 +237,13 @@ def test_status_failed_alone_prints_only_the_failures(
     assert csv.returncode == 2
     assert csv.stdout == ""
     assert "--csv needs --failed" in csv.stderr
+
+
+def test_progress_line_is_not_repeated_at_the_end(tmp_path: Path) -> None:
+    """Without a terminal, the last progress line is printed once, not again by the final
+    event when nothing changed since."""
+    folder = make_folder(tmp_path, 1)
+    done = run(folder, "send", ISSUE, "--yes")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if " done: " in line]
+    assert lines == ["1/1 done: 1 sent, 0 failed, 0 deferred, 0 unknown"]
