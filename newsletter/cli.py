@@ -510,7 +510,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
     sock = listen(host, port)
-    say(f"unsubscribe endpoint at http://{host}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets in a URL
+    say(f"unsubscribe endpoint at http://{shown}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
     say(f"changes go to the lists in {config.subscribers_dir}")
     run_unsubscribe(config, key, sock=sock)
 

@@ -164,3 +164,24 @@ def test_default_ports_leave_local_mail_catchers_alone(command: list[str]) -> No
     port = default_port(command[0])
     assert port not in MAIL_CATCHER_PORTS
     assert port != default_port({"serve": "preview", "preview": "serve"}[command[0]])
+
+
+def test_serve_on_an_ipv6_address_prints_a_url_that_works(tmp_path: Path, monkeypatch) -> None:
+    """`serve --host ::1`: the address in the printed URL is in brackets (http://[::1]:N/...),
+    as a browser or curl needs it."""
+    import socket
+
+    import newsletter.serve
+    from tests.compose_helpers import run
+
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    monkeypatch.setattr(newsletter.serve, "run_unsubscribe", lambda *a, sock: sock.close())
+    result = run("serve", "--host", "::1", "--port", "0")
+    assert result.exit_code == 0, result.output
+    assert "unsubscribe endpoint at http://[::1]:" in result.output
