@@ -71,9 +71,9 @@ def _config_option() -> Any:
 
 def _add_config_option(commands: Iterable[Any], option: Any) -> None:
     for cmd in commands:
-        if hasattr(cmd, "commands"):  # a group such as `subscribers`
+        if hasattr(cmd, "commands"):  # a group such as `subscribers`: after its name too
             _add_config_option(cmd.commands.values(), option)
-        elif option not in cmd.params:
+        if option not in cmd.params:
             cmd.params.append(option)
 
 

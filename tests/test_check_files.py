@@ -194,6 +194,15 @@ def test_config_after_a_subscribers_command(folder: Path) -> None:
     assert "reader@example.net" in result.output
 
 
+def test_config_after_the_group_name(folder: Path) -> None:
+    """--config between a group and its command (`subscribers --config DIR list`) works too,
+    not "No such option"."""
+    write_list(folder, "subscribers", ["reader@example.net"])
+    result = run("subscribers", "--config", folder, "list")
+    assert result.exit_code == 0, result.output
+    assert "reader@example.net" in result.output
+
+
 def test_every_command_documents_config_after_its_name() -> None:
     """Each command's --help shows --config."""
     for args in (["check"], ["send"], ["subscribers", "add"], ["archive"]):
