@@ -153,6 +153,8 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
         except NewsletterError as exc:
             print_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:  # `| head` stopped reading: click exits 1 quietly, no disk error
+            raise
         except OSError as exc:  # a file error no core function mapped: still one clear line
             from newsletter.errors import StorageError
             from newsletter.fileio import storage_error
