@@ -263,6 +263,9 @@ def status(
     if csv_ and not failed:  # the only CSV is of the failures: never the report as "CSV"
         raise typer.BadParameter("--csv needs --failed", param_hint="--csv")
     if issue is None:
+        for name, given in (("--failed", failed), ("--destination", destination is not None)):
+            if given:  # of one send: never the list of every send in their place
+                raise typer.BadParameter(f"{name} needs an ISSUE", param_hint=name)
         _list_sends(api().history(), as_json)
         return
     report = api(issue).status(issue, destination)

@@ -123,3 +123,19 @@ def test_status_without_an_issue_and_no_send(tmp_path: Path) -> None:
     listed = run(folder, "status")
     assert listed.returncode == 0 and listed.stdout == ""
     assert "no send yet" in listed.stderr
+
+
+@pytest.mark.parametrize(
+    "option", [["--failed"], ["--failed", "--csv"], ["--destination", "outbox"]]
+)
+def test_options_of_one_send_without_an_issue_are_a_usage_error(
+    tmp_path: Path, option: list[str]
+) -> None:
+    """`status --failed` (or --destination) without an issue is a usage error naming the
+    option, not the list of every send where failures or one destination were asked for."""
+    folder = make_folder(tmp_path, 1)
+    assert run(folder, "send", ISSUE, "--yes").returncode == 0
+    listed = run(folder, "status", *option)
+    assert listed.returncode == 2, listed.stdout
+    assert listed.stdout == ""
+    assert f"{option[0]} needs an ISSUE" in listed.stderr
