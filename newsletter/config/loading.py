@@ -157,7 +157,9 @@ def _tables(
             if not getattr(item, fld.name) and f"{item_where}.{fld.name}" not in {
                 p.field for p in problems[found:]
             }:
-                problems.append(_problem(path, lines, f"{item_where}.{fld.name}", "missing"))
+                doc = str(fld.metadata["doc"]).rstrip(".")  # what the key holds, as missing
+                message = f"missing: {doc[:1].lower()}{doc[1:]}"
+                problems.append(_problem(path, lines, f"{item_where}.{fld.name}", message))
         items.append(item)
     return tuple(items), problems
 
