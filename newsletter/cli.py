@@ -357,12 +357,22 @@ def _issue_files(given: list[Path]) -> list[Path]:
         given = [Path("issues") if issues == with_cwd else issues]
     files: dict[Path, Path] = {}
     for path in given:
-        found = sorted(path.glob("[!.]*.toml")) if path.is_dir() else [path]
+        found = _issues_in(path) if path.is_dir() else [path]
         if not found:
             raise InvalidInput.one(path, "no issue files (*.toml) in this folder")
         for file in found:
             files.setdefault(file.resolve(), file)
     return list(files.values())
+
+
+def _issues_in(folder: Path) -> list[Path]:
+    """The issues of a folder: a newsletter's folder (`check .`) means its issues/; never its
+    newsletter.toml, nor hidden files."""
+    from newsletter.config import CONFIG_NAME
+
+    if (folder / CONFIG_NAME).is_file() and (folder / "issues").is_dir():
+        folder = folder / "issues"
+    return sorted(p for p in folder.glob("[!.]*.toml") if p.name != CONFIG_NAME)
 
 
 def _counts(findings: list[Finding]) -> tuple[int, int]:

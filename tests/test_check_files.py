@@ -237,3 +237,12 @@ def test_init_hint_quotes_a_folder_with_spaces(tmp_path: Path, monkeypatch) -> N
     monkeypatch.chdir(tmp_path)
     result = run("init", "my news")
     assert result.output.strip().splitlines()[-1] == "next: cd 'my news' && newsletter check"
+
+
+def test_a_newsletter_folder_means_its_issues(folder: Path) -> None:
+    """`check .` (or `check ~/news`) in a newsletter's folder checks the issues in its issues/,
+    never newsletter.toml as if it were an issue."""
+    result = run("check", folder)
+    names = [Path(s.split(":")[0]).name for s in _summaries(result.output)[:-1]]
+    assert names == ["a.toml", "b.toml", "c.toml"], result.output
+    assert "newsletter.toml: 0 error(s)" not in result.output
