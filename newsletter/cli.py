@@ -491,7 +491,9 @@ def preview(
 
     html_path = write_outputs(nl.render(issue), config, config.root / "build", reader)[0][0]
     opened = webbrowser.open(html_path.resolve().as_uri())
-    typer.echo(f"{html_path}" + ("" if opened else "  (no browser found: open this file)"))
+    typer.echo(str(html_path))
+    if not opened:
+        say("no browser found: open this file")
 
 
 # Send, status and test: their commands are in cli_send.py (registered here, in this order)

@@ -185,3 +185,22 @@ def test_serve_on_an_ipv6_address_prints_a_url_that_works(tmp_path: Path, monkey
     result = run("serve", "--host", "::1", "--port", "0")
     assert result.exit_code == 0, result.output
     assert "unsubscribe endpoint at http://[::1]:" in result.output
+
+
+def test_preview_without_a_browser_prints_only_the_path_on_stdout(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`preview` where no browser opens: stdout holds the file's path alone (a script may open
+    it); the note that no browser was found goes to stderr."""
+    import webbrowser
+
+    from tests.compose_helpers import run
+
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    write(tmp_path / "issues" / "x.toml", ISSUE.format(body="x"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(webbrowser, "open", lambda url: False)
+    result = run("preview", "issues/x.toml")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [str(tmp_path / "build" / "x.html")]
+    assert "no browser found" in result.stderr
