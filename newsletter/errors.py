@@ -164,7 +164,8 @@ class LedgerMissing(NewsletterError):
         if elsewhere:
             super().__init__(
                 f"nothing has been sent through {destination}, but {elsewhere}. Run `status` "
-                "with the [smtp] host and port of that send"
+                "again: pass --destination with the one in brackets (or set the [smtp] host "
+                "and port of that send)"
             )
         else:
             super().__init__(f"{path}: no ledger: nothing has been sent to this destination yet")
