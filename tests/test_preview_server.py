@@ -204,3 +204,24 @@ def test_preview_without_a_browser_prints_only_the_path_on_stdout(
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [str(tmp_path / "build" / "x.html")]
     assert "no browser found" in result.stderr
+
+
+def test_a_port_in_use_on_an_ipv6_address_is_named_in_brackets(tmp_path: Path, monkeypatch) -> None:
+    """The one line for a taken port writes an IPv6 address as [::1]:N, not ::1:N (which reads
+    as an address with no port)."""
+    import socket
+
+    from tests.compose_helpers import run
+
+    try:
+        holder = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    with holder:
+        port = holder.getsockname()[1]
+        result = run("serve", "--host", "::1", "--port", str(port))
+    assert result.exit_code == 1
+    assert f"error: [::1]:{port}: cannot listen: port {port} is in use" in result.output
