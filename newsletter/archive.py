@@ -89,7 +89,7 @@ def finished_issues(config: Config, folder: Path | None = None) -> list[Issue]:
         raise InvalidInput.one(folder, "no such folder: the archive is built from issue files")
     issues: list[Issue] = []
     problems: list[Problem] = []
-    for path in sorted(folder.glob("*.toml")):
+    for path in sorted(folder.glob("[!.]*.toml")):  # not hidden: editors' lock files
         try:
             issue = load_issue(path)
         except InvalidInput as exc:

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -70,9 +71,9 @@ def _config_option() -> Any:
 
 def _add_config_option(commands: Iterable[Any], option: Any) -> None:
     for cmd in commands:
-        if hasattr(cmd, "commands"):  # a group such as `subscribers`
+        if hasattr(cmd, "commands"):  # a group such as `subscribers`: after its name too
             _add_config_option(cmd.commands.values(), option)
-        elif option not in cmd.params:
+        if option not in cmd.params:
             cmd.params.append(option)
 
 
@@ -152,6 +153,8 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
         except NewsletterError as exc:
             print_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:  # `| head` stopped reading: click exits 1 quietly, no disk error
+            raise
         except OSError as exc:  # a file error no core function mapped: still one clear line
             from newsletter.errors import StorageError
             from newsletter.fileio import storage_error
@@ -283,7 +286,7 @@ def init(
 
     for path, created in scaffold(folder, dt.date.today()):
         typer.echo(f"{'created' if created else 'kept (exists)'}  {path}")
-    say(f"next: cd {folder} && newsletter check")
+    say(f"next: cd {shlex.quote(str(folder))} && newsletter check")
 
 
 @app.command()
@@ -343,21 +346,33 @@ def check(
 
 
 def _issue_files(given: list[Path]) -> list[Path]:
-    """What `check` reads: each file given, the *.toml of each folder given, or (none given)
-    every issue in the newsletter's issues/ folder."""
+    """What `check` reads: each file given, the *.toml of each folder given (not hidden ones,
+    as the shell's `*.toml`: editors' lock and backup files), or (none given) every issue in
+    the newsletter's issues/ folder; each file once, however it is spelled."""
     from newsletter.errors import InvalidInput
 
     if not given:
         issues = load().root / "issues"
         with_cwd = Path.cwd() / "issues"
         given = [Path("issues") if issues == with_cwd else issues]
-    files = []
+    files: dict[Path, Path] = {}
     for path in given:
-        found = sorted(path.glob("*.toml")) if path.is_dir() else [path]
+        found = _issues_in(path) if path.is_dir() else [path]
         if not found:
             raise InvalidInput.one(path, "no issue files (*.toml) in this folder")
-        files += found
-    return files
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values())
+
+
+def _issues_in(folder: Path) -> list[Path]:
+    """The issues of a folder: a newsletter's folder (`check .`) means its issues/; never its
+    newsletter.toml, nor hidden files."""
+    from newsletter.config import CONFIG_NAME
+
+    if (folder / CONFIG_NAME).is_file() and (folder / "issues").is_dir():
+        folder = folder / "issues"
+    return sorted(p for p in folder.glob("[!.]*.toml") if p.name != CONFIG_NAME)
 
 
 def _counts(findings: list[Finding]) -> tuple[int, int]:
@@ -476,7 +491,9 @@ def preview(
 
     html_path = write_outputs(nl.render(issue), config, config.root / "build", reader)[0][0]
     opened = webbrowser.open(html_path.resolve().as_uri())
-    typer.echo(f"{html_path}" + ("" if opened else "  (no browser found: open this file)"))
+    typer.echo(str(html_path))
+    if not opened:
+        say("no browser found: open this file")
 
 
 # Send, status and test: their commands are in cli_send.py (registered here, in this order)
@@ -507,7 +524,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
     sock = listen(host, port)
-    say(f"unsubscribe endpoint at http://{host}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets in a URL
+    say(f"unsubscribe endpoint at http://{shown}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
     say(f"changes go to the lists in {config.subscribers_dir}")
     run_unsubscribe(config, key, sock=sock)
 

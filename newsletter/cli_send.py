@@ -154,6 +154,7 @@ class _progress:  # used as a context manager like a function
         self.total = total
         self.bar: Any = None
         self.last = 0.0
+        self.said = ""  # the last line printed: the final event may repeat the one at the end
 
     def __enter__(self) -> Callable[[Any], None]:
         if sys.stderr.isatty() and self.total:
@@ -182,10 +183,13 @@ class _progress:  # used as a context manager like a function
             self.bar.update(self.task, completed=event.done)
         elif event.elapsed - self.last >= 5.0 or event.done == event.total:
             self.last = event.elapsed
-            say(
+            line = (
                 f"{event.done}/{event.total} done: {event.sent} sent, {event.failed} failed, "
                 f"{event.deferred} deferred, {event.unknown} unknown"
             )
+            if line != self.said or event.done < event.total:  # a repeat mid-send: alive
+                self.said = line
+                say(line)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -256,11 +260,20 @@ def status(
     """Show where a send of an issue stands.
 
     Any time, also while it runs; without an issue, every send of every issue."""
+    if csv_ and not failed:  # the only CSV is of the failures: never the report as "CSV"
+        raise typer.BadParameter("--csv needs --failed", param_hint="--csv")
     if issue is None:
+        for name, given in (("--failed", failed), ("--destination", destination is not None)):
+            if given:  # of one send: never the list of every send in their place
+                raise typer.BadParameter(f"{name} needs an ISSUE", param_hint=name)
         _list_sends(api().history(), as_json)
         return
     report = api(issue).status(issue, destination)
-    if failed and csv_:
+    if failed and not (csv_ or as_json):
+        for failure in report.failed:
+            answer = " ".join(str(part) for part in (failure.code, failure.reply) if part)
+            typer.echo(f"failed: {failure.email}: {answer}")
+    elif failed and csv_:
         import csv
 
         writer = csv.writer(sys.stdout, lineterminator="\n")

@@ -164,7 +164,8 @@ class LedgerMissing(NewsletterError):
         if elsewhere:
             super().__init__(
                 f"nothing has been sent through {destination}, but {elsewhere}. Run `status` "
-                "with the [smtp] host and port of that send"
+                "again: pass --destination with the one in brackets (or set the [smtp] host "
+                "and port of that send)"
             )
         else:
             super().__init__(f"{path}: no ledger: nothing has been sent to this destination yet")
@@ -492,7 +493,8 @@ class CannotListen(NewsletterError):
     """`serve` or `preview` cannot listen on host:port: why, and what to try."""
 
     def __init__(self, host: str, port: int, reason: str, hint: str = "") -> None:
-        super().__init__(f"{host}:{port}: cannot listen: {reason}" + (f"; {hint}" if hint else ""))
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
+        super().__init__(f"{where}: cannot listen: {reason}" + (f"; {hint}" if hint else ""))
         self.host = host
         self.port = port
         self.reason = reason

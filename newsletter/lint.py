@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from newsletter import mdtext
-from newsletter.config import INIT_BASE_URL, INIT_FROM, Config
+from newsletter.config import INIT_BASE_URL, INIT_FROM, Config, env_var
 from newsletter.errors import ConfigError, Problem, Severity
 from newsletter.issue import required
 from newsletter.models import HEADER_CONTROL, Field, Image, Issue, Rendered, nodes, walk
@@ -272,10 +272,7 @@ def _example_settings(config: Config) -> Iterator[Problem]:
             message += "set your own before sending to readers"
         else:
             continue
-        field = f"newsletter.{key}"
-        yield Problem(
-            config.path, message, field=field, line=lines.line(field), severity=Severity.WARNING
-        )
+        yield _setting_problem(config, lines, key, message, Severity.WARNING)
 
 
 def refuse_placeholders(config: Config) -> None:
@@ -286,19 +283,36 @@ def refuse_placeholders(config: Config) -> None:
         return  # the outbox: nothing reaches a reader
     lines = _config_lines(config)
     found = [
-        Problem(
-            config.path,
+        _setting_problem(
+            config,
+            lines,
+            key,
             f"{value!r} is still the placeholder `init` wrote: set your own "
-            f"{'address' if key == 'from' else 'URL'} in newsletter.toml before sending through "
-            "an SMTP server",
-            field=f"newsletter.{key}",
-            line=lines.line(f"newsletter.{key}"),
+            f"{'address' if key == 'from' else 'URL'} in {_where_set(config, key)} before "
+            "sending through an SMTP server",
         )
         for key, value, host in _sender_settings(config)
         if _init_placeholder(config, key, host)
     ]
     if found:
         raise ConfigError(found)
+
+
+def _where_set(config: Config, key: str) -> str:
+    """Where a [newsletter] key's value comes from: its environment variable, else the file."""
+    var = env_var("newsletter", key)
+    return var if var in config.from_env else "newsletter.toml"
+
+
+def _setting_problem(
+    config: Config, lines: KeyLines, key: str, message: str, severity: Severity = Severity.ERROR
+) -> Problem:
+    """A problem with a [newsletter] value, located where it was set (file line or variable)."""
+    var = _where_set(config, key)
+    if var != "newsletter.toml":
+        return Problem(None, message, field=var, severity=severity)
+    field = f"newsletter.{key}"
+    return Problem(config.path, message, field=field, line=lines.line(field), severity=severity)
 
 
 def _config_lines(config: Config) -> KeyLines:

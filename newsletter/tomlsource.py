@@ -45,9 +45,10 @@ def load(path: Path) -> tuple[dict[str, Any], KeyLines]:
 
 def unknown_key(key: str, known: Iterable[str]) -> str:
     """The message for an unknown key: with the nearest known one when a typo is likely
-    (`accent_color` -> did you mean `accent_colour`?)."""
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f"unknown key: did you mean `{close[0]}`?" if close else "unknown key"
+    (`accent_color` -> did you mean `accent_colour`?), in any case (`[SMTP]` -> `smtp`)."""
+    by_lower = {name.lower(): name for name in known}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1)
+    return f"unknown key: did you mean `{by_lower[close[0]]}`?" if close else "unknown key"
 
 
 def _deep_line(text: str, depth: int = 100) -> int | None:

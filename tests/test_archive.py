@@ -228,3 +228,13 @@ def test_page_of_an_issue_turned_draft_is_removed(folder: Path) -> None:
     site = build(folder)
     assert not (site / "2021-08-early.html").exists()
     assert (site / "about.html").is_file()
+
+
+def test_hidden_files_in_issues_are_not_issues(folder: Path) -> None:
+    """An editor's lock file (`.#x.toml`, a dangling link while the issue has unsaved edits)
+    or macOS's `._x.toml` does not stop the build: the shell's `*.toml` skips them too."""
+    (folder / "issues" / ".#2021-10-later.toml").symlink_to("user@host.1234")
+    write(folder / "issues" / "._2021-10-later.toml", "\x00\x05\x16\x07")
+    result = run("--config", folder, "archive")
+    assert result.exit_code == 0, result.output
+    assert (folder / "site" / "2021-10-later.html").is_file()

@@ -194,7 +194,55 @@ def test_config_after_a_subscribers_command(folder: Path) -> None:
     assert "reader@example.net" in result.output
 
 
+def test_config_after_the_group_name(folder: Path) -> None:
+    """--config between a group and its command (`subscribers --config DIR list`) works too,
+    not "No such option"."""
+    write_list(folder, "subscribers", ["reader@example.net"])
+    result = run("subscribers", "--config", folder, "list")
+    assert result.exit_code == 0, result.output
+    assert "reader@example.net" in result.output
+
+
 def test_every_command_documents_config_after_its_name() -> None:
     """Each command's --help shows --config."""
     for args in (["check"], ["send"], ["subscribers", "add"], ["archive"]):
         assert "--config" in run(*args, "--help").output, args
+
+
+def test_a_file_given_twice_is_checked_once(folder: Path) -> None:
+    """The same issue named twice (a folder and a file in it, or one file spelled two ways) is
+    checked and counted once."""
+    issues = folder / "issues"
+    result = run("check", issues, issues / "a.toml", issues / ".." / "issues" / "b.toml")
+    names = [Path(s.split(":")[0]).name for s in _summaries(result.output)[:-1]]
+    assert names == ["a.toml", "b.toml", "c.toml"]
+    assert _summaries(result.output)[-1].startswith("3 issues: 1 error(s)")
+
+
+def test_a_folder_skips_hidden_files(folder: Path) -> None:
+    """A folder's hidden *.toml (an editor's lock or backup file, macOS's ._ files) is not an
+    issue, as the shell's `issues/*.toml` leaves it out; named on its own it is checked."""
+    issues = folder / "issues"
+    (issues / ".#a.toml").symlink_to("user@host.1234")  # Emacs's lock file: a dangling link
+    write(issues / "._b.toml", "\x00\x05\x16\x07")
+    result = run("check", issues)
+    names = [Path(s.split(":")[0]).name for s in _summaries(result.output)[:-1]]
+    assert names == ["a.toml", "b.toml", "c.toml"]
+    assert run("check", issues / "._b.toml").exit_code == 1
+
+
+def test_init_hint_quotes_a_folder_with_spaces(tmp_path: Path, monkeypatch) -> None:
+    """A folder name with a space (or any shell character) is quoted in the hint, so that it
+    can be pasted into a shell as it is."""
+    monkeypatch.chdir(tmp_path)
+    result = run("init", "my news")
+    assert result.output.strip().splitlines()[-1] == "next: cd 'my news' && newsletter check"
+
+
+def test_a_newsletter_folder_means_its_issues(folder: Path) -> None:
+    """`check .` (or `check ~/news`) in a newsletter's folder checks the issues in its issues/,
+    never newsletter.toml as if it were an issue."""
+    result = run("check", folder)
+    names = [Path(s.split(":")[0]).name for s in _summaries(result.output)[:-1]]
+    assert names == ["a.toml", "b.toml", "c.toml"], result.output
+    assert "newsletter.toml: 0 error(s)" not in result.output

@@ -141,6 +141,30 @@ def test_unknown_config_key_suggests_the_nearest(tmp_path: Path, typo: str, know
     assert problem.message == f"unknown key: did you mean `{known}`?"
 
 
+@pytest.mark.parametrize(
+    ("typo", "known"),
+    [("ACCENT_COLOUR", "accent_colour"), ("Base_URL", "base_url"), ("From", "from")],
+)
+def test_a_key_in_other_case_suggests_the_known_one(tmp_path: Path, typo: str, known: str) -> None:
+    """Keys are lower case: one written in capitals (as its environment variable is) names
+    the key it is meant to be, however far apart the cases put them."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + f'{typo} = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=tmp_path / "newsletter.toml")
+    (problem,) = caught.value.problems
+    assert problem.message == f"unknown key: did you mean `{known}`?"
+
+
+def test_a_table_in_capitals_suggests_the_known_one(tmp_path: Path) -> None:
+    """`[SMTP]` is not `[smtp]`: the message says which table it is meant to be."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + '[SMTP]\nhost = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=tmp_path / "newsletter.toml")
+    assert [p.message for p in caught.value.problems] == [
+        "unknown table or key: did you mean `smtp`?"
+    ]
+
+
 def test_misspelt_config_table_suggests_the_nearest(tmp_path: Path) -> None:
     """A misspelt table name in newsletter.toml names the table it is probably meant to be."""
     write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + '[smpt]\nhost = "x"\n')

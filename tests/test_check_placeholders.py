@@ -132,3 +132,21 @@ def test_environment_value_replaces_the_placeholder(
     assert done.returncode == 0, done.stderr
     assert "placeholder `init` wrote" not in done.stderr
     assert len(plain_smtp_server.messages) == 1
+
+
+def test_a_placeholder_from_the_environment_names_the_variable(
+    tmp_path: Path, plain_smtp_server: SmtpServer
+) -> None:
+    """init's value set in NEWSLETTER_FROM (the file holds a real one): the refusal names the
+    variable, which wins over the file, not the file's line that a user would edit in vain;
+    check's warning names it too."""
+    real = {"from": '"News <news@letters.example.net>"', "base_url": '"https://example.net/n"'}
+    folder = _init_folder(tmp_path, **real)
+    env = smtp_env(plain_smtp_server.port, NEWSLETTER_FROM="news@example.org")
+    done = run(folder, "send", ISSUE, "--yes", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "error: NEWSLETTER_FROM: 'news@example.org' is still the placeholder" in done.stderr
+    assert "newsletter.toml" not in done.stderr.split("NEWSLETTER_FROM:")[1].split("\n")[0]
+    assert plain_smtp_server.messages == []
+    checked = run(folder, "check", ISSUE, env={"NEWSLETTER_FROM": "news@example.org"})
+    assert "warning: NEWSLETTER_FROM: 'news@example.org' is still the placeholder" in checked.stdout

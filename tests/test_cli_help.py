@@ -152,3 +152,24 @@ def test_every_exit_code_of_the_command_line_is_in_the_table() -> None:
         }
     assert used >= {1, 3, 130}
     assert used - listed == set()
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
+    """`subscribers list | head -1`: when the reader closes the pipe, the command stops
+    quietly (exit 1, as click's commands do), not `error: [Errno 32] Broken pipe` and exit 4
+    (which says a file cannot be written)."""
+    from tests.send_helpers import command, env_for
+
+    folder = make_folder(tmp_path, 1)
+    write_list(folder, "big", [f"reader{i}@example.net" for i in range(20000)])  # > a pipe
+    process = subprocess.Popen(
+        command(folder, "subscribers", "list"), cwd=folder, env=env_for(),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()  # the first row, then the reader goes away
+    process.stdout.close()
+    with process.stderr:
+        stderr = process.stderr.read().decode()
+    assert process.wait() == 1
+    assert stderr == ""

@@ -164,3 +164,64 @@ def test_default_ports_leave_local_mail_catchers_alone(command: list[str]) -> No
     port = default_port(command[0])
     assert port not in MAIL_CATCHER_PORTS
     assert port != default_port({"serve": "preview", "preview": "serve"}[command[0]])
+
+
+def test_serve_on_an_ipv6_address_prints_a_url_that_works(tmp_path: Path, monkeypatch) -> None:
+    """`serve --host ::1`: the address in the printed URL is in brackets (http://[::1]:N/...),
+    as a browser or curl needs it."""
+    import socket
+
+    import newsletter.serve
+    from tests.compose_helpers import run
+
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    monkeypatch.setattr(newsletter.serve, "run_unsubscribe", lambda *a, sock: sock.close())
+    result = run("serve", "--host", "::1", "--port", "0")
+    assert result.exit_code == 0, result.output
+    assert "unsubscribe endpoint at http://[::1]:" in result.output
+
+
+def test_preview_without_a_browser_prints_only_the_path_on_stdout(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`preview` where no browser opens: stdout holds the file's path alone (a script may open
+    it); the note that no browser was found goes to stderr."""
+    import webbrowser
+
+    from tests.compose_helpers import run
+
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    write(tmp_path / "issues" / "x.toml", ISSUE.format(body="x"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(webbrowser, "open", lambda url: False)
+    result = run("preview", "issues/x.toml")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [str(tmp_path / "build" / "x.html")]
+    assert "no browser found" in result.stderr
+
+
+def test_a_port_in_use_on_an_ipv6_address_is_named_in_brackets(tmp_path: Path, monkeypatch) -> None:
+    """The one line for a taken port writes an IPv6 address as [::1]:N, not ::1:N (which reads
+    as an address with no port)."""
+    import socket
+
+    from tests.compose_helpers import run
+
+    try:
+        holder = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
+    with holder:
+        port = holder.getsockname()[1]
+        result = run("serve", "--host", "::1", "--port", str(port))
+    assert result.exit_code == 1
+    assert f"error: [::1]:{port}: cannot listen: port {port} is in use" in result.output

@@ -217,3 +217,33 @@ def test_a_rerun_with_nothing_to_send_repeats_no_figures(tmp_path: Path) -> None
     assert "last run" not in again.stdout + again.stderr
     assert not re.search(r"\d/s\b", again.stdout + again.stderr)
     assert "message(s) of" not in again.stderr
+
+
+def test_status_failed_alone_prints_only_the_failures(
+    make_smtp_server: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    """`status --failed` (no --csv) prints the failures, one a line, not the whole report;
+    `--csv` without --failed is a usage error, not the report in a file meant to be CSV."""
+    server = make_smtp_server()
+    server.add_fault(no_such_user(), recipient="reader1@example.org")
+    folder = make_folder(tmp_path, 3)
+    assert run(folder, "send", ISSUE, "--yes", env=smtp_env(server.port)).returncode == 0
+    failed = run(folder, "status", ISSUE, "--failed", env=smtp_env(server.port))
+    assert failed.returncode == 0, failed.stderr
+    assert failed.stdout.splitlines() == [
+        "failed: reader1@example.org: 550 5.1.1 No such user here"
+    ]
+    csv = run(folder, "status", ISSUE, "--csv", env=smtp_env(server.port))
+    assert csv.returncode == 2
+    assert csv.stdout == ""
+    assert "--csv needs --failed" in csv.stderr
+
+
+def test_progress_line_is_not_repeated_at_the_end(tmp_path: Path) -> None:
+    """Without a terminal, the last progress line is printed once, not again by the final
+    event when nothing changed since."""
+    folder = make_folder(tmp_path, 1)
+    done = run(folder, "send", ISSUE, "--yes")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if " done: " in line]
+    assert lines == ["1/1 done: 1 sent, 0 failed, 0 deferred, 0 unknown"]

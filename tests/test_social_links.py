@@ -122,3 +122,9 @@ def test_the_list_is_not_read_from_the_environment(tmp_path: Path) -> None:
     assert any("NEWSLETTER_SOCIAL: cannot be set from the environment" in line for line in found), (
         found
     )
+
+
+def test_a_missing_key_says_what_it_is_for(tmp_path: Path) -> None:
+    """An entry without url (or label) says what the key holds, not just "missing"."""
+    found = _refused(tmp_path, SOCIAL.replace('url = "https://www.instagram.com/digest"', ""))
+    assert "11: newsletter.social[1].url: missing: https URL of the page" in found, found

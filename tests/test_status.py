@@ -123,3 +123,33 @@ def test_status_without_an_issue_and_no_send(tmp_path: Path) -> None:
     listed = run(folder, "status")
     assert listed.returncode == 0 and listed.stdout == ""
     assert "no send yet" in listed.stderr
+
+
+@pytest.mark.parametrize(
+    "option", [["--failed"], ["--failed", "--csv"], ["--destination", "outbox"]]
+)
+def test_options_of_one_send_without_an_issue_are_a_usage_error(
+    tmp_path: Path, option: list[str]
+) -> None:
+    """`status --failed` (or --destination) without an issue is a usage error naming the
+    option, not the list of every send where failures or one destination were asked for."""
+    folder = make_folder(tmp_path, 1)
+    assert run(folder, "send", ISSUE, "--yes").returncode == 0
+    listed = run(folder, "status", *option)
+    assert listed.returncode == 2, listed.stdout
+    assert listed.stdout == ""
+    assert f"{option[0]} needs an ISSUE" in listed.stderr
+
+
+def test_a_destination_with_no_send_names_the_option_that_finds_one(
+    tmp_path: Path, plain_smtp_server: SmtpServer
+) -> None:
+    """`status --destination` spelled otherwise than `status` lists it (here without the
+    scheme): the error names the send there is and says to pass it to --destination."""
+    folder = make_folder(tmp_path, 2)
+    assert run(folder, "send", ISSUE, "--yes", env=smtp_env(plain_smtp_server.port)).returncode == 0
+    where = f"smtp://127.0.0.1:{plain_smtp_server.port}"
+    asked = run(folder, "status", ISSUE, "--destination", where.removeprefix("smtp://"))
+    assert asked.returncode == 1
+    assert f"({where})" in asked.stderr
+    assert "pass --destination with the one in brackets" in asked.stderr, asked.stderr

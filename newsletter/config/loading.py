@@ -77,7 +77,13 @@ def load_config(
         problems.append(_problem(path, lines, "newsletter.from", "missing (the sender address)"))
     if problems:
         raise ConfigError(problems)
-    return Config(root=path.parent, path=path, newsletter=settings, smtp=smtp)
+    declared = {
+        env_var(section, _toml_name(fld))
+        for section, cls in (("newsletter", Settings), ("smtp", SmtpSettings))
+        for fld in dataclasses.fields(cls)
+    }
+    from_env = frozenset(declared & env.keys())
+    return Config(root=path.parent, path=path, newsletter=settings, smtp=smtp, from_env=from_env)
 
 
 def _section(
@@ -157,7 +163,9 @@ def _tables(
             if not getattr(item, fld.name) and f"{item_where}.{fld.name}" not in {
                 p.field for p in problems[found:]
             }:
-                problems.append(_problem(path, lines, f"{item_where}.{fld.name}", "missing"))
+                doc = str(fld.metadata["doc"]).rstrip(".")  # what the key holds, as missing
+                message = f"missing: {doc[:1].lower()}{doc[1:]}"
+                problems.append(_problem(path, lines, f"{item_where}.{fld.name}", message))
         items.append(item)
     return tuple(items), problems
 

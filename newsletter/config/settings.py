@@ -183,6 +183,9 @@ class Config:
     path: Path  # its newsletter.toml
     newsletter: Settings
     smtp: SmtpSettings
+    # The environment variables that set a key (they win over the file): a problem with such
+    # a value is reported by its variable, not by a line of the file that does not apply.
+    from_env: frozenset[str] = frozenset()
 
     @property
     def from_address(self) -> str:
