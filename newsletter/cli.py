@@ -384,23 +384,29 @@ def _counts(findings: list[Finding]) -> tuple[int, int]:
 
 
 def _print_checks(checked: list[tuple[Path, list[Finding]]]) -> None:
+    """Each file's findings and counts; a finding shared by several files (newsletter.toml's,
+    the footer's) is shown and counted once, with the first file that has it."""
     from newsletter.errors import Severity
 
+    shown: set[Finding] = set()
     for issue, findings in checked:
-        for finding in findings:
+        new = [f for f in dict.fromkeys(findings) if f not in shown]
+        shown.update(new)
+        for finding in new:
             prefix = "" if finding.severity is Severity.ERROR else "warning: "
             typer.echo(f"{prefix}{finding}")
-        errors, warnings = _counts(findings)
+        errors, warnings = _counts(new)
         typer.echo(f"{issue}: {errors} error(s), {warnings} warning(s)")
     if len(checked) > 1:
-        errors, warnings = _counts([f for _, findings in checked for f in findings])
+        errors, warnings = _counts(list(shown))
         typer.echo(f"{len(checked)} issues: {errors} error(s), {warnings} warning(s)")
 
 
 def _checks_json(checked: list[tuple[Path, list[Finding]]]) -> dict[str, Any]:
     """Several files (or a folder): one object, each file's as `check FILE --json` prints it."""
     files = [_check_json(issue, findings) for issue, findings in checked]
-    errors, warnings = _counts([f for _, findings in checked for f in findings])
+    distinct = dict.fromkeys(f for _, findings in checked for f in findings)  # shared: once
+    errors, warnings = _counts(list(distinct))
     return {
         "ok": all(f["ok"] for f in files),
         "files": files,

@@ -56,7 +56,18 @@ def test_several_files_one_summary_each_and_a_total(folder: Path) -> None:
         str(folder / "issues" / "a.toml"),
         str(folder / "issues" / "b.toml"),
     ]
-    assert summaries[2] == "2 issues: 0 error(s), 6 warning(s)"
+    assert summaries[2] == "2 issues: 0 error(s), 3 warning(s)"  # newsletter.toml's: once
+
+
+def test_a_finding_of_the_config_is_shown_and_counted_once(folder: Path) -> None:
+    """newsletter.toml's findings (here its example-host warnings) are the same for every
+    issue: `check issues/` shows each once, and the totals count it once."""
+    result = run("check", folder / "issues")
+    config_lines = [x for x in result.output.splitlines() if "newsletter.toml" in x]
+    assert config_lines and len(config_lines) == len(set(config_lines)), result.output
+    per_file = [int(x.split(", ")[1].split()[0]) for x in _summaries(result.output)[:3]]
+    total = int(_summaries(result.output)[3].split(", ")[1].split()[0])
+    assert total == sum(per_file) and per_file[1:] == [0, 0], result.output
 
 
 def test_one_bad_file_among_several_fails(folder: Path) -> None:
@@ -106,7 +117,7 @@ def test_json_of_several_files_is_one_object(folder: Path) -> None:
     jsonschema.validate(report, SCHEMA)
     assert report["ok"] is False
     assert [f["ok"] for f in report["files"]] == [True, True, False]
-    assert report["totals"] == {"files": 3, "errors": 1, "warnings": 9}
+    assert report["totals"] == {"files": 3, "errors": 1, "warnings": 3}  # shared ones once
     alone = json.loads(run("check", folder / "issues" / "c.toml", "--json").stdout)
     assert report["files"][2] == alone
 
