@@ -165,3 +165,17 @@ def test_short_row_is_padded(tmp_path: Path) -> None:
     path.write_text("name,email\nAnn,ann@example.org\nBob\n", encoding="utf-8")
     report = check_lists([path])
     assert [(p.line, p.message) for p in report.errors] == [(3, "empty email address")]
+
+
+def test_hidden_files_in_subscribers_are_not_lists(tmp_path: Path) -> None:
+    """macOS's `._news.csv` (binary) and an editor's `.#news.csv` next to a list are not
+    lists: a send and `subscribers check` read news.csv alone."""
+    from newsletter.subscribers import list_files, select
+
+    folder = tmp_path / "subscribers"
+    folder.mkdir()
+    (folder / "news.csv").write_text("email\nann@example.org\n", encoding="utf-8")
+    (folder / "._news.csv").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X\xff\xfe")
+    (folder / ".#news.csv").symlink_to("root@host.1234:1700000000")
+    assert list_files(tmp_path) == [folder / "news.csv"]
+    assert [s.email for s in select(tmp_path)] == ["ann@example.org"]

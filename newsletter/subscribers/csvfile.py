@@ -53,8 +53,10 @@ def lists_folder(folder: Path) -> Path:
 
 
 def list_files(folder: Path, *, include_example: bool = True) -> list[Path]:
-    """The lists of a newsletter folder: every *.csv in subscribers/, by name."""
-    found = sorted(lists_folder(folder).glob("*.csv"))
+    """The lists of a newsletter folder: every *.csv in subscribers/, by name. Hidden files
+    are not lists (`._news.csv` from macOS, an editor's `.#news.csv`), as the shell's `*.csv`
+    leaves them out."""
+    found = sorted(p for p in lists_folder(folder).glob("*.csv") if not p.name.startswith("."))
     return [p for p in found if include_example or p.name != EXAMPLE_LIST]
 
 
