@@ -242,6 +242,9 @@ class Dispatcher:
             try:
                 return await self.transport.connect()
             except TransportError as exc:
+                if exc.lasting:  # the same settings meet the same refusal: say so at once
+                    self._halt(f"paused: cannot connect: {exc} (fix the setting, then resume)")
+                    return None
                 delay = self._connection_failed(f"cannot connect: {exc}")
                 if delay is None:
                     return None

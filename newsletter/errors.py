@@ -121,6 +121,8 @@ class TransportError(NewsletterError):
 
     The connection is unusable afterwards. `data_sent` is True when it broke after the message
     data went out: the server may have accepted the message, so resending could duplicate it.
+    `lasting` is True when trying again cannot help until a setting changes (the certificate,
+    the security mode, the password): a send then pauses at once instead of retrying.
     """
 
     def __init__(
@@ -130,11 +132,13 @@ class TransportError(NewsletterError):
         host: str = "",
         smtp_code: int | None = None,
         data_sent: bool = False,
+        lasting: bool = False,
     ) -> None:
         super().__init__(message)
         self.host = host
         self.smtp_code = smtp_code
         self.data_sent = data_sent
+        self.lasting = lasting
 
 
 class DeliveryError(NewsletterError):

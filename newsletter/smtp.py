@@ -277,14 +277,17 @@ class SmtpTransport:
                 f"{self.where}: refusing to send the password over an unencrypted connection: "
                 "set [smtp] security to starttls or tls",
                 host=self.where,
+                lasting=True,
             )
-        await client.login(username, self._password or "")
+        await client.login(username, self._password or "")  # a 535 here: _connect_error
         await _greet(client)
 
     def _connect_error(self, exc: BaseException) -> TransportError:
         code = exc.code if isinstance(exc, SMTPResponseException) else None
         text = self._hide(_connect_problem(exc, self.settings))
-        return TransportError(f"{self.where}: {text}", host=self.where, smtp_code=code)
+        return TransportError(
+            f"{self.where}: {text}", host=self.where, smtp_code=code, lasting=_lasting(exc)
+        )
 
     def _hide(self, text: str) -> str:
         """A server reply echoed into a message must never carry the password."""
@@ -350,6 +353,17 @@ def _refusal_problem(exc: BaseException) -> str:
     if "STARTTLS" in message:
         return "the server does not offer STARTTLS: use security = tls for port 465"
     return _one_line(message) or type(exc).__name__
+
+
+def _lasting(exc: BaseException) -> bool:
+    """A failure to set up the session that the same settings will meet again: TLS refused
+    (a certificate, a TLS port spoken to in plain text), login refused, or an extension the
+    settings need that the server does not offer. Refused connections and timeouts pass."""
+    if _ssl_error(exc) is not None or isinstance(exc, SMTPAuthenticationError):
+        return True
+    if isinstance(exc, SMTPResponseException | SMTPConnectError | SMTPServerDisconnected):
+        return False
+    return "AUTH" in str(exc) or "STARTTLS" in str(exc)
 
 
 def _os_reason(error: BaseException | None) -> str:

@@ -247,3 +247,22 @@ def test_progress_line_is_not_repeated_at_the_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if " done: " in line]
     assert lines == ["1/1 done: 1 sent, 0 failed, 0 deferred, 0 unknown"]
+
+
+def test_a_setting_the_server_refuses_pauses_at_once(
+    tmp_path: Path, plain_smtp_server: SmtpServer
+) -> None:
+    """security = starttls to a server that offers no STARTTLS: retrying cannot help, so the
+    send pauses after the first refusal (no "trying again"), says what to fix, mails nobody,
+    and the same command resumes once the setting is right."""
+    folder = make_folder(tmp_path, 3)
+    env = smtp_env(plain_smtp_server.port, NEWSLETTER_SMTP_SECURITY="starttls")
+    done = run(folder, "send", ISSUE, "--yes", env=env)
+    assert done.returncode == 3, done.stderr
+    said = done.stdout + done.stderr
+    assert "trying again" not in said
+    assert "does not offer STARTTLS" in said and "fix the setting" in said
+    assert plain_smtp_server.messages == []
+    fixed = run(folder, "send", ISSUE, "--yes", env=smtp_env(plain_smtp_server.port))
+    assert fixed.returncode == 0, fixed.stderr
+    assert len(plain_smtp_server.messages) == 3
