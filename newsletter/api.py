@@ -188,6 +188,7 @@ class _Session:
         self.notes: list[str] = []
 
     def close(self) -> None:
+        self.used = True  # a closed plan holds no ledger or lock: it cannot be sent
         ledger, self.ledger = self.ledger, None
         try:
             if ledger is not None:

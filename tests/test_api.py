@@ -17,7 +17,7 @@ from newsletter import Newsletter, NewsletterError, Plan, SendReport, Severity
 from newsletter.api import Counts
 from newsletter.cli import app
 from newsletter.dispatch import Progress
-from newsletter.errors import InvalidInput, LedgerMissing
+from newsletter.errors import InvalidInput, LedgerMissing, PlanUsed
 from tests.report_schema import validate_report
 from tests.send_helpers import REPO, make_folder, smtp_env, write_list
 from tests.smtpd import SmtpServer, no_such_user
@@ -252,3 +252,42 @@ def test_cron_example_fails_when_a_reader_is_refused(
     done = run_cron(folder, tmp_path, smtp_env(plain_smtp_server.port))
     assert done.returncode == 1, done.stderr
     assert "failed 1" in done.stdout and len(plain_smtp_server.messages) == 1
+
+
+@pytest.mark.parametrize("how", ["closed", "with"])
+def test_a_closed_plan_is_not_sent(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """send() of a plan already closed (twice, or by its with block) raises PlanUsed, mails
+    nobody and writes no ledger."""
+    folder = make_folder(tmp_path, 2)
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    if how == "closed":
+        plan = nl.plan(ISSUE)
+        plan.close()
+        plan.close()  # closing twice is harmless
+    else:
+        with nl.plan(ISSUE) as plan:
+            pass
+    with pytest.raises(PlanUsed):
+        nl.send(plan)
+    assert plain_smtp_server.messages == [] and sends_folder(folder) == []
+
+
+def test_status_finds_a_send_however_its_destination_is_spelled(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status(destination=...) names the same ledger for any spelling of the server that a
+    send would share it under (case, a trailing dot, a short IP, the port left out)."""
+    folder = make_folder(tmp_path, 2)
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    with nl.plan(ISSUE) as plan:
+        nl.send(plan)
+    port = plain_smtp_server.port
+    monkeypatch.delenv("NEWSLETTER_SMTP_HOST")
+    outbox = Newsletter.open(folder)  # configured: the outbox, where nothing was sent
+    canonical = f"smtp://127.0.0.1:{port}"
+    for spelled in (f"SMTP://127.0.0.1.:{port}", f"smtp://[::ffff:127.0.0.1]:{port}",
+                    f"smtp://127.1:{port}", f"127.0.0.1:{port}", "smtp://127.0.0.1"):  # fmt: skip
+        report = outbox.status(ISSUE, destination=spelled)
+        assert (report.destination, report.counts.sent) == (canonical, 2), spelled
