@@ -133,7 +133,8 @@ class _Reader:
             if not isinstance(ident, str):
                 continue  # missing, or not a string: build() reports the type
             if not _ID.match(ident):
-                self.fail(where, f"id {ident!r} must be letters, digits, '-' and '_'")
+                rule = "ASCII letters, digits, '-' and '_', and start with a letter or digit"
+                self.fail(where, f"id {ident!r} must be {rule}")
             elif ident in seen:
                 self.fail(where, f"id {ident!r} is already the id of {seen[ident]}")
             else:
