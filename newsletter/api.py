@@ -273,7 +273,7 @@ class Newsletter:
     def plan(
         self,
         issue: PathLike,
-        lists: Sequence[PathLike] | None = None,
+        lists: Sequence[PathLike] | PathLike | None = None,
         tags: Iterable[str] = (),
         limit: int | None = None,
         *,
@@ -285,7 +285,8 @@ class Newsletter:
         """What `send` would do; writes nothing (docs/sending.md: resume, --add-new, ...).
 
         on_change: when the issue changed after part of the list was sent, "continue" (the new
-        version to the rest) or "restart" (a new send, mailing everyone again).
+        version to the rest) or "restart" (a new send, mailing everyone again). One list or one
+        tag may be given alone: `lists="members"`, `tags="vip"`.
         """
         from newsletter.lint import refuse_placeholders
         from newsletter.sending import make_plan
@@ -299,9 +300,12 @@ class Newsletter:
         if rendered.draft:  # a test copy (`test`) is how a draft is looked at
             raise DraftIssue(Path(issue))
         refuse_placeholders(self.config)  # init's REPLACE values never reach a real server
+        if isinstance(lists, str | Path):  # one list, not the letters of its name
+            lists = [lists]
         paths = [self.list_path(p) for p in lists] if lists else None
+        tags = [tags] if isinstance(tags, str) else list(tags)  # "vip" is one tag, not three
         return make_plan(
-            self, rendered, Path(issue), warnings, paths, list(tags), limit,
+            self, rendered, Path(issue), warnings, paths, tags, limit,
             add_new=add_new, resend_unknown=resend_unknown, on_change=on_change,
             continue_from=[Path(p) for p in continue_from],
         )  # fmt: skip

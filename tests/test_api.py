@@ -291,3 +291,25 @@ def test_status_finds_a_send_however_its_destination_is_spelled(
                     f"smtp://127.1:{port}", f"127.0.0.1:{port}", "smtp://127.0.0.1"):  # fmt: skip
         report = outbox.status(ISSUE, destination=spelled)
         assert (report.destination, report.counts.sent) == (canonical, 2), spelled
+
+
+def test_one_tag_or_list_given_as_a_string_is_one_name(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan(tags="vip") selects the readers tagged vip (not those tagged 'v', 'i' or 'p'), and
+    lists="news" (or a Path) is the list news, as a one-item sequence would be."""
+    folder = make_folder(tmp_path, 0)
+    (folder / "subscribers" / "news.csv").write_text(
+        "email,name,status,tags\n"
+        "vip@example.org,V,subscribed,vip\n"
+        "letter@example.org,L,subscribed,i\n",
+        encoding="utf-8",
+    )
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    with nl.plan(ISSUE, tags="vip") as plan:
+        assert plan.recipients == 1
+        nl.send(plan)
+    assert list(plain_smtp_server.delivered()) == ["vip@example.org"]
+    for lists in ("news", folder / "subscribers" / "news.csv"):
+        with nl.plan(ISSUE, lists=lists, tags="vip") as plan:
+            assert plan.lists == (str(folder / "subscribers" / "news.csv"),)
