@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -387,16 +387,20 @@ class Newsletter:
         return destination(self.config.smtp)
 
 
-def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:
-    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now.
+@contextlib.contextmanager
+def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now. The
+    handlers the caller had are theirs again afterwards.
 
     Only the main thread can take signals; elsewhere the caller sets `stop` itself."""
     import asyncio
     import threading
 
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
     loop = asyncio.get_running_loop()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def first(sig: signal.Signals) -> None:
         if stop.is_set():
@@ -406,8 +410,15 @@ def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:
         notify("stopping: finishing the messages in flight (Ctrl-C again to stop at once)")
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in before:
         loop.add_signal_handler(sig, first, sig)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            loop.remove_signal_handler(sig)
+            if handler is not None:  # None: set outside Python, which cannot be put back
+                signal.signal(sig, handler)
 
 
 def say_bounced(changes: list[StatusChange], notify: Notify) -> None:

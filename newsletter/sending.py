@@ -257,7 +257,6 @@ def _run(
 
     async def run() -> RunResult:
         stop = asyncio.Event()
-        interrupt_on_signals(stop, nl.notify)
         dispatcher = Dispatcher(
             ledger,
             session.transport,
@@ -269,7 +268,8 @@ def _run(
             stop=stop,
             limit=limit,
         )
-        return await dispatcher.run()
+        with interrupt_on_signals(stop, nl.notify):
+            return await dispatcher.run()
 
     signer = DkimSigner.from_config(config)
     with contextlib.ExitStack() as stack:

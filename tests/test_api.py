@@ -313,3 +313,41 @@ def test_one_tag_or_list_given_as_a_string_is_one_name(
     for lists in ("news", folder / "subscribers" / "news.csv"):
         with nl.plan(ISSUE, lists=lists, tags="vip") as plan:
             assert plan.lists == (str(folder / "subscribers" / "news.csv"),)
+
+
+SIGNAL_SCRIPT = """
+import signal
+from newsletter import Newsletter
+
+def mine(signum, frame):
+    pass
+
+signal.signal(signal.SIGINT, mine)
+signal.signal(signal.SIGTERM, mine)
+nl = Newsletter.open(".")
+with nl.plan("{issue}") as plan:
+    nl.send(plan)
+print(signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGTERM) is mine)
+"""
+
+
+def test_send_gives_the_callers_signal_handlers_back(tmp_path: Path) -> None:
+    """A script's own SIGINT and SIGTERM handlers are in place again after send() (which
+    takes both while it runs, to stop cleanly)."""
+    from tests.send_helpers import env_for
+
+    folder = make_folder(tmp_path, 2)
+    script = tmp_path / "handlers.py"
+    script.write_text(SIGNAL_SCRIPT.format(issue=ISSUE), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=folder,
+        env=env_for({"NEWSLETTER_SECRET": "a-test-secret-that-is-long-enough"}),
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"], done.stdout
+    assert len(list((folder / "outbox" / "new").iterdir())) == 2
