@@ -259,7 +259,12 @@ def status(
     if issue is None:
         _list_sends(api().history(), as_json)
         return
-    report = api(issue).status(issue, destination)
+    from newsletter.errors import BadOption
+
+    try:
+        report = api(issue).status(issue, destination)
+    except BadOption as exc:  # the API names its argument; here it is the option
+        raise BadOption("--destination", exc.value, exc.reason) from None
     if failed and csv_:
         import csv
 

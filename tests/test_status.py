@@ -123,3 +123,13 @@ def test_status_without_an_issue_and_no_send(tmp_path: Path) -> None:
     listed = run(folder, "status")
     assert listed.returncode == 0 and listed.stdout == ""
     assert "no send yet" in listed.stderr
+
+
+def test_a_destination_that_is_no_server_names_the_option(tmp_path: Path) -> None:
+    """`--destination smtp://host:abc` is one line naming --destination, exit 1."""
+    folder = make_folder(tmp_path, 1)
+    shown = run(folder, "status", ISSUE, "--destination", "smtp://host:abc")
+    assert shown.returncode == 1
+    assert shown.stderr.strip() == (
+        "error: --destination: 'smtp://host:abc' is not outbox or smtp://host:port"
+    )
