@@ -122,3 +122,13 @@ def test_the_list_is_not_read_from_the_environment(tmp_path: Path) -> None:
     assert any("NEWSLETTER_SOCIAL: cannot be set from the environment" in line for line in found), (
         found
     )
+
+
+def test_a_newsletter_key_written_after_the_tables_says_where_it_belongs(tmp_path: Path) -> None:
+    """social_position after a [[newsletter.social]] table belongs to that table (TOML): the
+    error says it is a [newsletter] key to move above the tables, not just 'unknown key'."""
+    found = _refused(tmp_path, SOCIAL + 'social_position = "both"\n')
+    assert found == [
+        "14: newsletter.social[1].social_position: a [newsletter] key, read here as a key of "
+        "this [[newsletter.social]] table: write it above the first [[newsletter.social]]"
+    ], found
