@@ -302,6 +302,8 @@ class Newsletter:
         refuse_placeholders(self.config)  # init's REPLACE values never reach a real server
         if isinstance(lists, str | Path):  # one list, not the letters of its name
             lists = [lists]
+        if lists is not None and not lists:  # a selection that came out empty is not "all"
+            raise BadOption("lists", lists, "no list given: pass None to send to every list")
         paths = [self.list_path(p) for p in lists] if lists else None
         tags = [tags] if isinstance(tags, str) else list(tags)  # "vip" is one tag, not three
         return make_plan(

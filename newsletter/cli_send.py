@@ -78,7 +78,7 @@ def send(
     Shows the plan, then sends with --yes or after a yes at the prompt."""
     nl = api(issue)
     plan = nl.plan(
-        issue, list_, tag or [], limit, add_new=add_new, resend_unknown=resend_unknown,
+        issue, list_ or None, tag or [], limit, add_new=add_new, resend_unknown=resend_unknown,
         on_change=on_change, continue_from=continue_from or [],
     )  # fmt: skip
     with plan:

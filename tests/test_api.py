@@ -17,7 +17,7 @@ from newsletter import Newsletter, NewsletterError, Plan, SendReport, Severity
 from newsletter.api import Counts
 from newsletter.cli import app
 from newsletter.dispatch import Progress
-from newsletter.errors import InvalidInput, LedgerMissing, PlanUsed
+from newsletter.errors import BadOption, InvalidInput, LedgerMissing, PlanUsed
 from tests.report_schema import validate_report
 from tests.send_helpers import REPO, make_folder, smtp_env, write_list
 from tests.smtpd import SmtpServer, no_such_user
@@ -351,3 +351,17 @@ def test_send_gives_the_callers_signal_handlers_back(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"], done.stdout
     assert len(list((folder / "outbox" / "new").iterdir())) == 2
+
+
+def test_an_empty_list_of_lists_selects_no_list_not_every_list(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan(lists=[]) (a script's selection that came out empty) is refused as BadOption
+    naming `lists`; only lists=None means every list. Nothing is sent, no ledger written."""
+    folder = make_folder(tmp_path, 2)
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    for empty in ([], ()):
+        with pytest.raises(BadOption) as caught:
+            nl.plan(ISSUE, lists=empty)
+        assert caught.value.option == "lists"
+    assert plain_smtp_server.messages == [] and sends_folder(folder) == []
