@@ -280,7 +280,7 @@ class Newsletter:
         add_new: bool = False,
         resend_unknown: bool = False,
         on_change: str | None = None,
-        continue_from: Sequence[PathLike] = (),
+        continue_from: Sequence[PathLike] | PathLike = (),
     ) -> Plan:
         """What `send` would do; writes nothing (docs/sending.md: resume, --add-new, ...).
 
@@ -306,6 +306,8 @@ class Newsletter:
             raise BadOption("lists", lists, "no list given: pass None to send to every list")
         paths = [self.list_path(p) for p in lists] if lists else None
         tags = [tags] if isinstance(tags, str) else list(tags)  # "vip" is one tag, not three
+        if isinstance(continue_from, str | Path):
+            continue_from = [continue_from]
         return make_plan(
             self, rendered, Path(issue), warnings, paths, tags, limit,
             add_new=add_new, resend_unknown=resend_unknown, on_change=on_change,

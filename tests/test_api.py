@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -365,3 +366,19 @@ def test_an_empty_list_of_lists_selects_no_list_not_every_list(
             nl.plan(ISSUE, lists=empty)
         assert caught.value.option == "lists"
     assert plain_smtp_server.messages == [] and sends_folder(folder) == []
+
+
+def test_continue_from_one_ledger_given_alone(
+    tmp_path: Path, make_smtp_server: Callable[..., SmtpServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """continue_from="<ledger>" (a str, not a list) continues that send: the rest only."""
+    folder = make_folder(tmp_path, 3)
+    first, second = make_smtp_server(), make_smtp_server()
+    through_first = open_smtp(folder, first, monkeypatch)
+    with through_first.plan(ISSUE, limit=1) as plan:
+        through_first.send(plan)
+    [ledger] = sends_folder(folder)
+    nl = open_smtp(folder, second, monkeypatch)
+    with nl.plan(ISSUE, continue_from=str(ledger)) as plan:
+        report = nl.send(plan)
+    assert report.counts.sent == 3 and len(second.messages) == 2 and len(first.messages) == 1
