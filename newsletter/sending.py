@@ -356,9 +356,10 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
 
 
 def _spelled(nl: Newsletter, slug: str, given: str) -> str:
-    """The ledger key of a destination however it is written (`SMTP://Mail.Example.org.`,
-    without `smtp://`, a short IP): the key a send through that server uses. Without a port,
-    the one send of the issue through that host, else its default port under [smtp] security."""
+    """The ledger key of a destination however it is written (`SMTP://Mail.Example.org.`, a
+    short IP): the key a send through that server uses. Without a port, the one send of the
+    issue through that host, else its default port under [smtp] security. Not an smtp:// URL
+    (nor `outbox`): as given, so that LedgerMissing names it and the sends there are."""
     from urllib.parse import urlsplit
 
     from newsletter.transport import OUTBOX, smtp_destination
@@ -366,7 +367,9 @@ def _spelled(nl: Newsletter, slug: str, given: str) -> str:
     text = given.strip()
     if text.lower() == OUTBOX:
         return OUTBOX
-    where = urlsplit("//" + (text[7:] if text[:7].lower() == "smtp://" else text))
+    if text[:7].lower() != "smtp://":
+        return given
+    where = urlsplit("//" + text[7:])
     try:
         host, port = where.hostname, where.port
     except ValueError as exc:
