@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -188,6 +188,7 @@ class _Session:
         self.notes: list[str] = []
 
     def close(self) -> None:
+        self.used = True  # a closed plan holds no ledger or lock: it cannot be sent
         ledger, self.ledger = self.ledger, None
         try:
             if ledger is not None:
@@ -272,19 +273,20 @@ class Newsletter:
     def plan(
         self,
         issue: PathLike,
-        lists: Sequence[PathLike] | None = None,
+        lists: Sequence[PathLike] | PathLike | None = None,
         tags: Iterable[str] = (),
         limit: int | None = None,
         *,
         add_new: bool = False,
         resend_unknown: bool = False,
         on_change: str | None = None,
-        continue_from: Sequence[PathLike] = (),
+        continue_from: Sequence[PathLike] | PathLike = (),
     ) -> Plan:
         """What `send` would do; writes nothing (docs/sending.md: resume, --add-new, ...).
 
         on_change: when the issue changed after part of the list was sent, "continue" (the new
-        version to the rest) or "restart" (a new send, mailing everyone again).
+        version to the rest) or "restart" (a new send, mailing everyone again). One list or one
+        tag may be given alone: `lists="members"`, `tags="vip"`.
         """
         from newsletter.lint import refuse_placeholders
         from newsletter.sending import make_plan
@@ -298,9 +300,16 @@ class Newsletter:
         if rendered.draft:  # a test copy (`test`) is how a draft is looked at
             raise DraftIssue(Path(issue))
         refuse_placeholders(self.config)  # init's REPLACE values never reach a real server
+        if isinstance(lists, str | Path):  # one list, not the letters of its name
+            lists = [lists]
+        if lists is not None and not lists:  # a selection that came out empty is not "all"
+            raise BadOption("lists", lists, "no list given: pass None to send to every list")
         paths = [self.list_path(p) for p in lists] if lists else None
+        tags = [tags] if isinstance(tags, str) else list(tags)  # "vip" is one tag, not three
+        if isinstance(continue_from, str | Path):
+            continue_from = [continue_from]
         return make_plan(
-            self, rendered, Path(issue), warnings, paths, list(tags), limit,
+            self, rendered, Path(issue), warnings, paths, tags, limit,
             add_new=add_new, resend_unknown=resend_unknown, on_change=on_change,
             continue_from=[Path(p) for p in continue_from],
         )  # fmt: skip
@@ -382,16 +391,20 @@ class Newsletter:
         return destination(self.config.smtp)
 
 
-def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:
-    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now.
+@contextlib.contextmanager
+def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now. The
+    handlers the caller had are theirs again afterwards.
 
     Only the main thread can take signals; elsewhere the caller sets `stop` itself."""
     import asyncio
     import threading
 
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
     loop = asyncio.get_running_loop()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def first(sig: signal.Signals) -> None:
         if stop.is_set():
@@ -401,8 +414,15 @@ def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> None:
         notify("stopping: finishing the messages in flight (Ctrl-C again to stop at once)")
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in before:
         loop.add_signal_handler(sig, first, sig)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            loop.remove_signal_handler(sig)
+            if handler is not None:  # None: set outside Python, which cannot be put back
+                signal.signal(sig, handler)
 
 
 def say_bounced(changes: list[StatusChange], notify: Notify) -> None:

@@ -78,7 +78,7 @@ def send(
     Shows the plan, then sends with --yes or after a yes at the prompt."""
     nl = api(issue)
     plan = nl.plan(
-        issue, list_, tag or [], limit, add_new=add_new, resend_unknown=resend_unknown,
+        issue, list_ or None, tag or [], limit, add_new=add_new, resend_unknown=resend_unknown,
         on_change=on_change, continue_from=continue_from or [],
     )  # fmt: skip
     with plan:
@@ -268,7 +268,12 @@ def status(
                 raise typer.BadParameter(f"{name} needs an ISSUE", param_hint=name)
         _list_sends(api().history(), as_json)
         return
-    report = api(issue).status(issue, destination)
+    from newsletter.errors import BadOption
+
+    try:
+        report = api(issue).status(issue, destination)
+    except BadOption as exc:  # the API names its argument; here it is the option
+        raise BadOption("--destination", exc.value, exc.reason) from None
     if failed and not (csv_ or as_json):
         for failure in report.failed:
             answer = " ".join(str(part) for part in (failure.code, failure.reply) if part)

@@ -133,7 +133,8 @@ class _Reader:
             if not isinstance(ident, str):
                 continue  # missing, or not a string: build() reports the type
             if not _ID.match(ident):
-                self.fail(where, f"id {ident!r} must be letters, digits, '-' and '_'")
+                rule = "ASCII letters, digits, '-' and '_', and start with a letter or digit"
+                self.fail(where, f"id {ident!r} must be {rule}")
             elif ident in seen:
                 self.fail(where, f"id {ident!r} is already the id of {seen[ident]}")
             else:
@@ -147,7 +148,7 @@ class _Reader:
         fields = {k: v for k, v in data.items() if k != "kind"}
         block = self.build(BLOCK_KINDS[kind], fields, where)
         if isinstance(block, models.Event):
-            self.check_timezones(block, where)
+            self.check_timezones(block, where, start_given="start" in fields)
         if isinstance(block, models.ImageRow):
             self.check_captions(block, where)
         return block  # type: ignore[no-any-return]  # build returns an instance of the block class
@@ -204,10 +205,7 @@ class _Reader:
 
     def scalar(self, value: Any, hint: Any, path: str) -> Any:
         if hint is dt.time and isinstance(value, str):
-            try:
-                return dt.time.fromisoformat(value)
-            except ValueError:
-                pass
+            return self.time(value, path)
         if hint is dt.date and isinstance(value, dt.datetime):
             self.fail(path, "must be a date such as 2021-10-06 (no time)")
             return _BAD
@@ -219,6 +217,23 @@ class _Reader:
         self.fail(path, f"must be {_describe(hint)}, not {_toml_type(value)}")
         return _BAD
 
+    def time(self, value: str, path: str) -> Any:
+        """A time written as a string ("09:30"): a local time, its zone given by timezones."""
+        try:
+            parsed = dt.time.fromisoformat(value)
+        except ValueError:
+            self.fail(path, f"{value!r} is not a time: write it as 09:30 (24-hour)")
+            return _BAD
+        if parsed.tzinfo is not None:
+            local = parsed.replace(tzinfo=None).isoformat("minutes")
+            self.fail(
+                path,
+                f"{value!r} has an offset: give the local time ({local}) and its zone first in "
+                "timezones",
+            )
+            return _BAD
+        return parsed
+
     def checked(self, obj: Any, path: str) -> Any:
         if isinstance(obj, models.Image):
             parts = split(obj.src)
@@ -228,8 +243,8 @@ class _Reader:
                 self.fail(f"{path}.width", "must be between 1 and 1200 (CSS pixels)")
         return obj
 
-    def check_timezones(self, event: models.Event, where: str) -> None:
-        if event.start is None and event.timezones:
+    def check_timezones(self, event: models.Event, where: str, *, start_given: bool) -> None:
+        if event.start is None and event.timezones and not start_given:
             self.fail(
                 f"{where}.timezones", "time zones without a start time: give start, or remove them"
             )

@@ -16,6 +16,7 @@ import functools
 import re
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
+from urllib.parse import unquote
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -81,7 +82,9 @@ def link_targets(source: str) -> Iterator[tuple[str, str]]:
 def _inline_links(children: Sequence[Token]) -> Iterator[tuple[str, str]]:
     for i, child in enumerate(children):
         if child.type == "link_open":
-            yield _link_text(children[i + 1 :]), str(child.attrs.get("href", ""))
+            href = str(child.attrs.get("href", ""))
+            # markdown-it percent-encodes the href: a link within the issue as the author wrote it
+            yield _link_text(children[i + 1 :]), unquote(href) if href.startswith("#") else href
         elif child.type == "image":
             yield child.content, str(child.attrs.get("src", ""))
 

@@ -18,8 +18,13 @@ SCAFFOLD = Path(__file__).parent / "scaffold"
 
 
 def slugify(title: str) -> str:
+    return _own_slug(title) or "issue"
+
+
+def _own_slug(title: str) -> str:
+    """The title's Latin letters and digits, joined by '-'; '' when it has none."""
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:60].strip("-") or "issue"
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:60].strip("-")
 
 
 def issue_text(title: str, day: dt.date) -> str:
@@ -32,6 +37,10 @@ def new_issue(folder: Path, title: str, day: dt.date) -> Path:
     if bad := HEADER_CONTROL.search(title):
         raise BadTitle(title, bad.group())
     path = folder / "issues" / f"{day:%Y-%m}-{slugify(title)}.toml"
+    number = 1
+    while path.exists() and not _own_slug(title):  # no Latin letters or digits: number them
+        number += 1
+        path = path.with_name(f"{day:%Y-%m}-issue-{number}.toml")
     if path.exists():
         raise AlreadyExists(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -257,7 +257,6 @@ def _run(
 
     async def run() -> RunResult:
         stop = asyncio.Event()
-        interrupt_on_signals(stop, nl.notify)
         dispatcher = Dispatcher(
             ledger,
             session.transport,
@@ -269,7 +268,8 @@ def _run(
             stop=stop,
             limit=limit,
         )
-        return await dispatcher.run()
+        with interrupt_on_signals(stop, nl.notify):
+            return await dispatcher.run()
 
     signer = DkimSigner.from_config(config)
     with contextlib.ExitStack() as stack:
@@ -338,7 +338,7 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
 
     loaded = load_issue(issue)
     slug = loaded.slug
-    destination = destination or _destination_of(nl, slug)
+    destination = _spelled(nl, slug, destination) if destination else _destination_of(nl, slug)
     ledger = nl.sends.find(slug, destination)
     where = _sends_elsewhere(nl, ledger, slug, content_digest(loaded), destination)
     if ledger is None:
@@ -353,6 +353,37 @@ def send_status(nl: Newsletter, issue: Path, destination: str | None) -> SendRep
     finally:
         ledger.close()
     return report_of(doc, again=again, live=live)
+
+
+def _spelled(nl: Newsletter, slug: str, given: str) -> str:
+    """The ledger key of a destination however it is written (`SMTP://Mail.Example.org.`, a
+    short IP): the key a send through that server uses. Without a port, the one send of the
+    issue through that host, else its default port under [smtp] security. Not an smtp:// URL
+    (nor `outbox`): as given, so that LedgerMissing names it and the sends there are."""
+    from urllib.parse import urlsplit
+
+    from newsletter.transport import OUTBOX, smtp_destination
+
+    text = given.strip()
+    if text.lower() == OUTBOX:
+        return OUTBOX
+    if text[:7].lower() != "smtp://":
+        return given
+    where = urlsplit("//" + text[7:])
+    try:
+        host, port = where.hostname, where.port
+    except ValueError as exc:
+        reason = f"{given!r} is not outbox or smtp://host:port"
+        raise BadOption("destination", given, reason) from exc
+    if not host:
+        return given
+    if port is None:
+        prefix = smtp_destination(host, 1, "none").rpartition(":")[0] + ":"
+        found = {one.destination for one in nl.sends.summaries(slug)}
+        ports = [one for one in found if one.startswith(prefix)]
+        if len(ports) == 1:
+            return ports[0]
+    return smtp_destination(host, port, nl.config.smtp.security)
 
 
 def _destination_of(nl: Newsletter, slug: str) -> str:

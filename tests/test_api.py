@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -17,7 +18,7 @@ from newsletter import Newsletter, NewsletterError, Plan, SendReport, Severity
 from newsletter.api import Counts
 from newsletter.cli import app
 from newsletter.dispatch import Progress
-from newsletter.errors import InvalidInput, LedgerMissing
+from newsletter.errors import BadOption, InvalidInput, LedgerMissing, PlanUsed
 from tests.report_schema import validate_report
 from tests.send_helpers import REPO, make_folder, smtp_env, write_list
 from tests.smtpd import SmtpServer, no_such_user
@@ -252,3 +253,132 @@ def test_cron_example_fails_when_a_reader_is_refused(
     done = run_cron(folder, tmp_path, smtp_env(plain_smtp_server.port))
     assert done.returncode == 1, done.stderr
     assert "failed 1" in done.stdout and len(plain_smtp_server.messages) == 1
+
+
+@pytest.mark.parametrize("how", ["closed", "with"])
+def test_a_closed_plan_is_not_sent(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """send() of a plan already closed (twice, or by its with block) raises PlanUsed, mails
+    nobody and writes no ledger."""
+    folder = make_folder(tmp_path, 2)
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    if how == "closed":
+        plan = nl.plan(ISSUE)
+        plan.close()
+        plan.close()  # closing twice is harmless
+    else:
+        with nl.plan(ISSUE) as plan:
+            pass
+    with pytest.raises(PlanUsed):
+        nl.send(plan)
+    assert plain_smtp_server.messages == [] and sends_folder(folder) == []
+
+
+def test_status_finds_a_send_however_its_server_is_spelled(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status(destination=...) names the same ledger for any spelling of the server that a
+    send would share it under (case, a trailing dot, a short IP, the port left out)."""
+    folder = make_folder(tmp_path, 2)
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    with nl.plan(ISSUE) as plan:
+        nl.send(plan)
+    port = plain_smtp_server.port
+    monkeypatch.delenv("NEWSLETTER_SMTP_HOST")
+    outbox = Newsletter.open(folder)  # configured: the outbox, where nothing was sent
+    canonical = f"smtp://127.0.0.1:{port}"
+    for spelled in (f"SMTP://127.0.0.1.:{port}", f"smtp://[::ffff:127.0.0.1]:{port}",
+                    f"smtp://127.1:{port}", "smtp://127.0.0.1"):  # fmt: skip
+        report = outbox.status(ISSUE, destination=spelled)
+        assert (report.destination, report.counts.sent) == (canonical, 2), spelled
+
+
+def test_one_tag_or_list_given_as_a_string_is_one_name(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan(tags="vip") selects the readers tagged vip (not those tagged 'v', 'i' or 'p'), and
+    lists="news" (or a Path) is the list news, as a one-item sequence would be."""
+    folder = make_folder(tmp_path, 0)
+    (folder / "subscribers" / "news.csv").write_text(
+        "email,name,status,tags\n"
+        "vip@example.org,V,subscribed,vip\n"
+        "letter@example.org,L,subscribed,i\n",
+        encoding="utf-8",
+    )
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    with nl.plan(ISSUE, tags="vip") as plan:
+        assert plan.recipients == 1
+        nl.send(plan)
+    assert list(plain_smtp_server.delivered()) == ["vip@example.org"]
+    for lists in ("news", folder / "subscribers" / "news.csv"):
+        with nl.plan(ISSUE, lists=lists, tags="vip") as plan:
+            assert plan.lists == (str(folder / "subscribers" / "news.csv"),)
+
+
+SIGNAL_SCRIPT = """
+import signal
+from newsletter import Newsletter
+
+def mine(signum, frame):
+    pass
+
+signal.signal(signal.SIGINT, mine)
+signal.signal(signal.SIGTERM, mine)
+nl = Newsletter.open(".")
+with nl.plan("{issue}") as plan:
+    nl.send(plan)
+print(signal.getsignal(signal.SIGINT) is mine, signal.getsignal(signal.SIGTERM) is mine)
+"""
+
+
+def test_send_gives_the_callers_signal_handlers_back(tmp_path: Path) -> None:
+    """A script's own SIGINT and SIGTERM handlers are in place again after send() (which
+    takes both while it runs, to stop cleanly)."""
+    from tests.send_helpers import env_for
+
+    folder = make_folder(tmp_path, 2)
+    script = tmp_path / "handlers.py"
+    script.write_text(SIGNAL_SCRIPT.format(issue=ISSUE), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=folder,
+        env=env_for({"NEWSLETTER_SECRET": "a-test-secret-that-is-long-enough"}),
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"], done.stdout
+    assert len(list((folder / "outbox" / "new").iterdir())) == 2
+
+
+def test_an_empty_list_of_lists_selects_no_list_not_every_list(
+    tmp_path: Path, plain_smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan(lists=[]) (a script's selection that came out empty) is refused as BadOption
+    naming `lists`; only lists=None means every list. Nothing is sent, no ledger written."""
+    folder = make_folder(tmp_path, 2)
+    nl = open_smtp(folder, plain_smtp_server, monkeypatch)
+    for empty in ([], ()):
+        with pytest.raises(BadOption) as caught:
+            nl.plan(ISSUE, lists=empty)
+        assert caught.value.option == "lists"
+    assert plain_smtp_server.messages == [] and sends_folder(folder) == []
+
+
+def test_continue_from_one_ledger_given_alone(
+    tmp_path: Path, make_smtp_server: Callable[..., SmtpServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """continue_from="<ledger>" (a str, not a list) continues that send: the rest only."""
+    folder = make_folder(tmp_path, 3)
+    first, second = make_smtp_server(), make_smtp_server()
+    through_first = open_smtp(folder, first, monkeypatch)
+    with through_first.plan(ISSUE, limit=1) as plan:
+        through_first.send(plan)
+    [ledger] = sends_folder(folder)
+    nl = open_smtp(folder, second, monkeypatch)
+    with nl.plan(ISSUE, continue_from=str(ledger)) as plan:
+        report = nl.send(plan)
+    assert report.counts.sent == 3 and len(second.messages) == 2 and len(first.messages) == 1

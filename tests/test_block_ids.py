@@ -95,7 +95,8 @@ def test_an_id_that_cannot_follow_a_hash_is_refused(tmp_path: Path) -> None:
     """An id with a space (or other character a link cannot carry as written) is an error."""
     blocks = CONTENTS.format(target="#events").replace('id = "news"', 'id = "the news"')
     result = checked(tmp_path, blocks)
-    assert "blocks[1].id: id 'the news' must be letters, digits, '-' and '_'" in messages(result)
+    rule = "ASCII letters, digits, '-' and '_', and start with a letter or digit"
+    assert f"blocks[1].id: id 'the news' must be {rule}" in messages(result)
 
 
 def test_text_part_lists_links_within_the_issue_without_numbers(tmp_path: Path) -> None:
@@ -104,3 +105,20 @@ def test_text_part_lists_links_within_the_issue_without_numbers(tmp_path: Path) 
     assert "* Events\n" in text
     assert "See the events." in text
     assert "#events" not in text
+
+
+def test_an_id_refused_says_what_an_id_may_be(tmp_path: Path) -> None:
+    """An id of allowed characters that starts with '_', or with a non-ASCII letter, is
+    refused by a message that names the rule it breaks (not 'must be letters, ...')."""
+    for ident, rule in (("_news", "start with a letter or digit"), ("événements", "ASCII")):
+        blocks = CONTENTS.format(target="#events").replace('id = "news"', f'id = "{ident}"')
+        [message] = [m for m in messages(checked(tmp_path, blocks)) if "blocks[1].id" in m]
+        assert rule in message, message
+
+
+def test_a_markdown_link_to_a_missing_id_is_named_as_written(tmp_path: Path) -> None:
+    """`[x](#événements)` in a body names '#événements', not its percent-encoded form."""
+    blocks = CONTENTS.format(target="#events").replace("(#events)", "(#événements)")
+    [message] = [m for m in messages(checked(tmp_path, blocks)) if "links to no block" in m]
+    assert "'#événements' links to no block" in message, message
+    assert "%C3" not in message

@@ -186,3 +186,19 @@ def test_new_date_that_is_no_date_is_a_usage_error(tmp_path: Path, monkeypatch) 
         assert result.exit_code == 2, result.output
         assert "--date" in result.output
     assert not (tmp_path / "issues").exists()
+
+
+def test_new_titles_without_latin_letters_get_their_own_files(tmp_path: Path, monkeypatch) -> None:
+    """Two titles that give no slug of their own (Greek, Japanese) in one month are two issues,
+    not 'already exists: choose another title'; the same Latin title twice is still refused."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    paths = []
+    for title in ("Νέα του μήνα", "今月のニュース"):
+        result = run("new", title, "--date", "2027-03-01")
+        assert result.exit_code == 0, result.output
+        paths.append(Path(result.stdout.strip()))
+    assert [p.name for p in paths] == ["2027-03-issue.toml", "2027-03-issue-2.toml"]
+    assert 'title = "今月のニュース"' in paths[1].read_text(encoding="utf-8")
+    assert run("new", "News", "--date", "2027-03-01").exit_code == 0
+    assert run("new", "News", "--date", "2027-03-01").exit_code == 1

@@ -131,3 +131,23 @@ def test_a_divider_takes_no_other_key(tmp_path: Path) -> None:
     blocks = GROUPS.replace('kind = "divider"', 'kind = "divider"\nheading = "x"')
     result = checked(tmp_path, blocks)
     assert any(m.startswith("blocks[3].heading: unknown key") for m in messages(result))
+
+
+@pytest.mark.parametrize("start", ["9:30", "25:00", "half past nine"])
+def test_a_start_that_is_no_time_says_how_to_write_one(tmp_path: Path, start: str) -> None:
+    """A start string that is not a time is one error naming it (strings such as "09:30" are
+    allowed, so not 'not a string'), and its time zones are not reported as without a start."""
+    zones = f'start = "{start}"\ntimezones = ["Europe/Brussels"]\n'
+    found = [m for m in messages(checked(tmp_path, EVENT + zones)) if m.startswith("blocks[0].")]
+    assert found == [f"blocks[0].start: {start!r} is not a time: write it as 09:30 (24-hour)"]
+
+
+def test_a_start_with_an_offset_is_refused(tmp_path: Path) -> None:
+    """A start of 17:00+05:00 is not shown as 17:00 in the first zone (its offset lost): the
+    start is a local time in the first of timezones, so an offset is an error."""
+    zones = 'start = "17:00+05:00"\ntimezones = ["Europe/Brussels"]\n'
+    found = [m for m in messages(checked(tmp_path, EVENT + zones)) if m.startswith("blocks[0].")]
+    assert found == [
+        "blocks[0].start: '17:00+05:00' has an offset: give the local time (17:00) and its zone "
+        "first in timezones"
+    ]

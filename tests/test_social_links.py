@@ -128,3 +128,13 @@ def test_a_missing_key_says_what_it_is_for(tmp_path: Path) -> None:
     """An entry without url (or label) says what the key holds, not just "missing"."""
     found = _refused(tmp_path, SOCIAL.replace('url = "https://www.instagram.com/digest"', ""))
     assert "11: newsletter.social[1].url: missing: https URL of the page" in found, found
+
+
+def test_a_newsletter_key_written_after_the_tables_says_where_it_belongs(tmp_path: Path) -> None:
+    """social_position after a [[newsletter.social]] table belongs to that table (TOML): the
+    error says it is a [newsletter] key to move above the tables, not just 'unknown key'."""
+    found = _refused(tmp_path, SOCIAL + 'social_position = "both"\n')
+    assert found == [
+        "14: newsletter.social[1].social_position: a [newsletter] key, read here as a key of "
+        "this [[newsletter.social]] table: write it above the first [[newsletter.social]]"
+    ], found

@@ -153,3 +153,13 @@ def test_a_destination_with_no_send_names_the_option_that_finds_one(
     assert asked.returncode == 1
     assert f"({where})" in asked.stderr
     assert "pass --destination with the one in brackets" in asked.stderr, asked.stderr
+
+
+def test_a_destination_that_is_no_server_names_the_option(tmp_path: Path) -> None:
+    """`--destination smtp://host:abc` is one line naming --destination, exit 1."""
+    folder = make_folder(tmp_path, 1)
+    shown = run(folder, "status", ISSUE, "--destination", "smtp://host:abc")
+    assert shown.returncode == 1
+    assert shown.stderr.strip() == (
+        "error: --destination: 'smtp://host:abc' is not outbox or smtp://host:port"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
@@ -110,7 +110,9 @@ def _section(
         where = f"{section}.{name}"
         var = env_var(section, name)
         if _item_class(hints[fld.name]) is not None:
-            tables = _tables(hints[fld.name], table.get(name), where, var in env, path, lines)
+            tables = _tables(
+                hints[fld.name], table.get(name), where, var in env, path, lines, known
+            )
             problems += tables[1]
             values.update({fld.name: tables[0]} if name in table and not tables[1] else {})
             continue
@@ -142,7 +144,13 @@ def _item_class(hint: Any) -> Any:
 
 
 def _tables(
-    hint: Any, value: Any, where: str, in_env: bool, path: Path, lines: KeyLines
+    hint: Any,
+    value: Any,
+    where: str,
+    in_env: bool,
+    path: Path,
+    lines: KeyLines,
+    outer: Collection[str] = (),
 ) -> tuple[tuple[Any, ...], list[Problem]]:
     """An array of tables such as [[newsletter.social]]: each read and checked like a section,
     every key required. Not settable from the environment: one variable cannot say it plainly."""
@@ -156,8 +164,18 @@ def _tables(
         problems.append(_problem(path, lines, where, f"must be an array of tables ([[{where}]])"))
         return (), problems
     cls, items = _item_class(hint), []
+    own = {_toml_name(f) for f in dataclasses.fields(cls)}
     for i, table in enumerate(value):
         item_where, found = f"{where}[{i}]", len(problems)
+        astray = [k for k in table if k in outer and k not in own]  # TOML put them in the table
+        for name in astray:
+            section = where.rpartition(".")[0]
+            message = (
+                f"a [{section}] key, read here as a key of this [[{where}]] table: write it above "
+                f"the first [[{where}]]"
+            )
+            problems.append(_problem(path, lines, f"{item_where}.{name}", message))
+        table = {k: v for k, v in table.items() if k not in astray}
         item = _section(cls, item_where, {item_where: table}, {}, path, lines, problems)
         for fld in dataclasses.fields(cls):
             if not getattr(item, fld.name) and f"{item_where}.{fld.name}" not in {
