@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,8 +223,14 @@ def test_ctrl_c_at_the_prompt_is_an_interruption(folder: Path) -> None:
 
     cli(folder, "add", "ann@example.org")
     controller, terminal = pty.openpty()
+    # Python keeps SIGINT ignored when it starts with it ignored (a test run started in the
+    # background by a script): the child takes Ctrl-C as a person's terminal would deliver it.
+    interruptible = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'newsletter'; runpy.run_module('newsletter', run_name='__main__')"
+    )
     proc = subprocess.Popen(
-        [*NEWSLETTER, "subscribers", "purge", "ann@example.org"],
+        [sys.executable, "-c", interruptible, "subscribers", "purge", "ann@example.org"],
         cwd=folder, env=env_for(), stdin=terminal, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
