@@ -32,7 +32,9 @@ DASHES = ("-", "\u2013", "\u2014")  # hyphen-minus, en dash, em dash
 _GLUE = "\x00"  # joins words that must stay on one line; never in issue text (control character)
 _BEFORE_DASH = re.compile(r"(?<=\S)[ \t]+(?=[-\u2013\u2014])")
 _ZONE = r"(?:[A-Z][A-Za-z]{1,5}(?:[+-]\d{1,2}(?::?\d{2})?)?|[+-]\d{2}(?::?\d{2})?)(?![\w+-])"
-_TIME = rf"\d{{1,2}}[:.h]\d{{2}}(?:\s?[AaPp]\.?[Mm]\.?)?\s{_ZONE}(?:\s\([^()\n]*\))?"
+_AM_PM = r"\s?[AaPp]\.?[Mm]\.?"
+_CLOCK = rf"\d{{1,2}}(?:[:.h]\d{{2}}(?:{_AM_PM})?|{_AM_PM})"  # 10:00, 10.00, 10h00, 10:30am, 10am
+_TIME = rf"{_CLOCK}\s{_ZONE}(?:\s\([^()\n]*\))?"
 _TIMES = re.compile(rf"(?<![\w:.]){_TIME}(?:\s?/\s?{_TIME})+")  # 10:00 CET / 11:00 EET
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -86,6 +87,24 @@ def test_times_written_in_markdown_stay_together() -> None:
     text = mdtext.to_text(f"The call starts at {chain} and ends an hour later.", lambda u: 1)
     assert f"\n{chain}" in text or text.startswith(chain)
     assert max(len(line) for line in text.splitlines() if chain not in line) <= mdtext.WIDTH
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        "10am CET / 11am EET / 9am GMT / 1pm GST",
+        "10 a.m. CET / 11 a.m. EET / 9 a.m. GMT",
+        "10.00 CET / 11.00 EET / 09.00 GMT / 13.00 GST",
+        "10h00 CET / 11h00 EET / 09h00 GMT / 13h00 GST",
+        "10:30am CET / 11:30am EET / 9:30am GMT / 1:30pm GST",
+    ],
+)
+def test_times_written_other_ways_stay_together(chain: str) -> None:
+    """The same kind of chain, in the other ways people write times, is one piece too."""
+    words = "The partners' working call, which we hold every month, starts at"
+    for lead in (words, words[:30], words[:12]):  # the chain falls at other places in the line
+        text = mdtext.to_text(f"{lead} {chain} and ends an hour later.", id)
+        assert any(chain in line for line in text.splitlines()), text
 
 
 _WORDS = st.lists(
