@@ -316,13 +316,17 @@ class NotConfirmed(NewsletterError):
 
 
 class BadTitle(NewsletterError):
-    """An issue title that cannot become a subject line: `character` is the control character."""
+    """An issue title that cannot become a subject line: `character` is the control character
+    in it, "" when the title is empty (or only spaces)."""
 
     def __init__(self, title: str, character: str) -> None:
-        super().__init__(
-            f"the title contains control character U+{ord(character):04X} (a line break or "
-            "tab?): it becomes the subject, which is one line; give it as one line of text"
-        )
+        if character:
+            super().__init__(
+                f"the title contains control character U+{ord(character):04X} (a line break "
+                "or tab?): it becomes the subject, which is one line; give it as one line of text"
+            )
+        else:
+            super().__init__("the title is empty: it becomes the subject; give it some words")
         self.title = title
         self.character = character
 

@@ -36,6 +36,8 @@ def new_issue(folder: Path, title: str, day: dt.date) -> Path:
     """Write issues/<YYYY-MM>-<slug>.toml in `folder`; refuse if it exists."""
     if bad := HEADER_CONTROL.search(title):
         raise BadTitle(title, bad.group())
+    if not title.strip():  # Unicode spaces too
+        raise BadTitle(title, "")
     path = folder / "issues" / f"{day:%Y-%m}-{slugify(title)}.toml"
     number = 1
     while path.exists() and not _own_slug(title):  # no Latin letters or digits: number them

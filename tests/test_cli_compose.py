@@ -202,3 +202,14 @@ def test_new_titles_without_latin_letters_get_their_own_files(tmp_path: Path, mo
     assert 'title = "今月のニュース"' in paths[1].read_text(encoding="utf-8")
     assert run("new", "News", "--date", "2027-03-01").exit_code == 0
     assert run("new", "News", "--date", "2027-03-01").exit_code == 1
+
+
+def test_new_with_an_empty_title_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """A title of nothing, spaces or Unicode spaces becomes no subject: one error, no file."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    for title in ("", "   ", "\u00a0\u2003"):
+        result = run("new", title)
+        assert result.exit_code == 1, result.output
+        assert "the title is empty" in result.output
+    assert not (tmp_path / "issues").exists()
