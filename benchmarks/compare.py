@@ -16,7 +16,6 @@ import argparse
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,25 +24,9 @@ import time
 from pathlib import Path
 
 ISSUE = "issues/2021-09-cohes3ion.toml"
-SINK = "/usr/sbin/smtp-sink"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_sink(port: int) -> subprocess.Popen[bytes]:
-    args = [SINK, *(["-u", "nobody"] if os.geteuid() == 0 else []), f"127.0.0.1:{port}", "1024"]
-    sink = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return sink
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("smtp-sink did not start")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from send import free_port, start_sink  # noqa: E402  # the sink as send.py starts it
 
 
 def folder_for(tmp: Path, name: str, checkout: Path, people: int) -> Path:
