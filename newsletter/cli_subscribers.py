@@ -120,6 +120,7 @@ def subscribers_unsubscribe(
         "unsubscribed",
         lists=None if path is None else [path],
         scope_list=only_this_list,
+        source="cli",
     )
     _say_status(change, "unsubscribed")
 
@@ -143,7 +144,7 @@ def subscribers_remove(email: EmailArg, list_: ListOption = None) -> None:
         "note: `subscribers remove` is now `subscribers unsubscribe` (the same: the row stays); "
         "to delete a person's rows, use `subscribers purge`"
     )
-    change = subscribers.change_status(folder, email, "unsubscribed", lists=lists)
+    change = subscribers.change_status(folder, email, "unsubscribed", lists=lists, source="cli")
     _say_status(change, "unsubscribed")
 
 

@@ -275,7 +275,7 @@ class Unsubscriber:
 
     def _write(self, email: str) -> StatusChange:
         when = dt.datetime.now(dt.UTC)
-        change = self.store.set_status(email, "unsubscribed", when=when)
+        change = self.store.set_status(email, "unsubscribed", when=when, source="unsubscribe link")
         digest = address_hash(email)
         for problem in change.broken:  # the suppression file holds the address: sends skip it
             log.warning(

@@ -189,10 +189,11 @@ class SubscriberStore(Protocol):
     ) -> Added: ...
 
     def set_status(
-        self, email: str, status: Status, *, when: dt.datetime | None = None
+        self, email: str, status: Status, *, when: dt.datetime | None = None, source: str = ""
     ) -> StatusChange:
         """Durable when it returns. A place that could not be changed is in `.broken`; then
-        (for a status that stops mail) the address is suppressed, so no change is lost."""
+        (for a status that stops mail) the address is suppressed, so no change is lost.
+        `source` says who made it ("unsubscribe link"); the person's history keeps it."""
         ...
 
     def suppress(self, email: str, reason: str) -> bool:

@@ -16,6 +16,7 @@ LAYERS = [
     "listing",
     "checks",
     "suppression",
+    "people",
     "rewrite",
     "csvfile",
 ]

@@ -18,6 +18,7 @@ One concern per module; imports run one way, from the top of this list to the bo
     listing      `subscribers list` and `stats`, and lookup
     checks       `subscribers check`
     suppression  the suppression file and who is blocked (Blocklist)
+    people       what is held on a person besides rows: status history, consent, soft bounces
     rewrite      changing a list: an Edit streamed into a new file, atomically, under its lock
     csvfile      the CSV format: where lists live, reading, rows -> Subscriber
 """
@@ -37,6 +38,7 @@ from newsletter.subscribers.csvfile import (
 from newsletter.subscribers.csvstore import CsvStore
 from newsletter.subscribers.importers import ImportReport, import_list
 from newsletter.subscribers.listing import Stats, browse, lookup, stats
+from newsletter.subscribers.people import ConsentRecord, People, SoftBounce, StatusEvent
 from newsletter.subscribers.selection import Selection, select, shown
 from newsletter.subscribers.status import (
     apply_status,
@@ -51,13 +53,17 @@ __all__ = [
     "Added",
     "Blocklist",
     "CheckReport",
+    "ConsentRecord",
     "CsvStore",
     "Found",
     "ImportReport",
+    "People",
     "Purged",
     "Selection",
+    "SoftBounce",
     "Stats",
     "StatusChange",
+    "StatusEvent",
     "add",
     "apply_status",
     "bounces_to_apply",

@@ -31,8 +31,9 @@ from newsletter.subscribers.csvfile import (
     split_tags,
     stamp,
 )
+from newsletter.subscribers.people import People
 from newsletter.subscribers.rewrite import Edit, fit, rewrite
-from newsletter.subscribers.status import StatusEdit
+from newsletter.subscribers.status import StatusEdit, record_history
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +145,10 @@ def add(
     changed = rewrite(path, edit, new=COLUMNS)
     if resubscribe:
         changed = _resubscribe(folder, stored, path, blocking, moment) or changed
+    if changed:
+        problems = record_history(folder, stored, "subscribed", [path.name], moment, source)
+        if problems:
+            raise InvalidInput([*problems, Problem(None, f"{stored}: subscribed anyway")])
     return Added(stored, path, created=not edit.found, changed=changed)
 
 
@@ -228,10 +233,13 @@ def purge(folder: Path, email: str) -> Purged:
     """Delete every row of an address from every list, after recording it as suppressed.
 
     The suppression entry is written first: a crash between the two steps leaves the person
-    blocked, never re-importable. Other copies (git history, backups, a send's ledger) are not
+    blocked, never re-importable. The person's history, consent and bounce records go too.
+    Other copies (git history, backups, a send's ledger) are not
     reached from here: docs/subscribers.md says so.
     """
     suppress(folder, email, "purged")
+    with People(folder) as people:
+        people.forget(email)
     key = address_key(email)
     rows = 0
     files: list[Path] = []

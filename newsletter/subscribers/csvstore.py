@@ -56,9 +56,9 @@ class CsvStore:
         )
 
     def set_status(
-        self, email: str, status: Status, *, when: dt.datetime | None = None
+        self, email: str, status: Status, *, when: dt.datetime | None = None, source: str = ""
     ) -> StatusChange:
-        return apply_status(self.folder, email, status, when=when)
+        return apply_status(self.folder, email, status, when=when, source=source)
 
     def suppress(self, email: str, reason: str) -> bool:
         return suppress(self.folder, email, reason)
@@ -69,7 +69,9 @@ class CsvStore:
         refusals = [(b.email, b.at) for b in bounces]
         when = dict(refusals)  # oldest first: an address's latest refusal wins
         return [
-            apply_status(self.folder, email, "bounced", when=_utc(when[email]))
+            apply_status(
+                self.folder, email, "bounced", when=_utc(when[email]), source="bounce during send"
+            )
             for email in bounces_to_apply(self.folder, refusals)
         ]
 

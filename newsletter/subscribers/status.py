@@ -26,6 +26,7 @@ from newsletter.subscribers.csvfile import (
     open_list,
     stamp,
 )
+from newsletter.subscribers.people import People
 from newsletter.subscribers.rewrite import Edit, fit, rewrite
 from newsletter.subscribers.suppression import read_suppressed, suppress
 
@@ -81,6 +82,7 @@ def change_status(
     lists: Sequence[Path] | None = None,
     when: dt.datetime | None = None,
     scope_list: bool = False,
+    source: str = "",
 ) -> StatusChange:
     """Set `status` in every list holding the address (default: every list in subscribers/).
 
@@ -89,7 +91,9 @@ def change_status(
     suppression entry written, so an unsubscribe is never lost to a broken file.
     """
     return completed(
-        apply_status(folder, email, status, lists=lists, when=when, scope_list=scope_list)
+        apply_status(
+            folder, email, status, lists=lists, when=when, scope_list=scope_list, source=source
+        )
     )
 
 
@@ -101,6 +105,7 @@ def apply_status(
     lists: Sequence[Path] | None = None,
     when: dt.datetime | None = None,
     scope_list: bool = False,
+    source: str = "",
 ) -> StatusChange:
     """`change_status` that returns the lists it could not change in `.broken` instead of raising.
 
@@ -129,7 +134,25 @@ def apply_status(
     suppressed = False
     if status in SUPPRESSING and (broken or not held):
         suppressed = suppress(folder, email, status)
+    places = [p.name for p in changed] + ([""] if suppressed else [])
+    broken.extend(record_history(folder, email, status, places, moment, source))
     return StatusChange(email, status, changed, held, suppressed, broken)
+
+
+def record_history(
+    folder: Path, email: str, status: str, places: Sequence[str], moment: str, source: str
+) -> list[Problem]:
+    """Add the change to the person's history (people.py); a failure is reported, not raised:
+    the change itself is already durable in the lists."""
+    if not places:
+        return []
+    try:
+        with People(folder) as people:
+            for place in places:
+                people.record_status(email, status, list_name=place, source=source, at=moment)
+    except StorageError as exc:
+        return [Problem(exc.path, f"status history not recorded: {exc.action}: {exc.reason}")]
+    return []
 
 
 def _problems(path: Path, exc: NewsletterError | OSError | csv.Error) -> list[Problem]:

@@ -1,0 +1,169 @@
+"""What the folder holds on a person besides their rows: status history, consent records and
+soft-bounce counts, in `.newsletter/people.sqlite` (owner-only).
+
+The lists say where a person stands now; this file says how they got there, which is what a
+data subject access request asks for (`subscribers show`) and what consent law asks a list owner
+to prove. `purge` calls `forget`: with `secure_delete` and no write-ahead log, the deleted rows
+are overwritten in the file itself, so the address leaves no trace here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from newsletter.addresses import address_key
+from newsletter.errors import StorageError
+from newsletter.fileio import make_folder, open_private
+from newsletter.subscribers.csvfile import now, stamp
+
+PEOPLE_FILE = "people.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
+    status TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS history_key ON history (key);
+CREATE TABLE IF NOT EXISTS consent (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
+    at TEXT NOT NULL, source TEXT NOT NULL, text TEXT NOT NULL, confirmed_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS consent_key ON consent (key);
+CREATE TABLE IF NOT EXISTS soft_bounces (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, at TEXT NOT NULL,
+    issue TEXT NOT NULL, status TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS soft_bounces_key ON soft_bounces (key);
+"""
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    list: str  # the list file's name, "" for the suppression file
+    status: str
+    at: str  # ISO 8601, UTC
+    source: str  # "cli", "import", "unsubscribe link", "bounce during send", ...
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    list: str
+    at: str  # when the person asked (the form was sent)
+    source: str  # "web form", "cli", "import"
+    text: str  # the consent sentence they were shown
+    confirmed_at: str  # when they confirmed ("" without double opt-in)
+
+
+@dataclass(frozen=True)
+class SoftBounce:
+    at: str
+    issue: str
+    status: str  # the enhanced status code, "4.2.2"
+
+
+def people_path(folder: Path) -> Path:
+    return folder / ".newsletter" / PEOPLE_FILE
+
+
+class People:
+    """The file, open for one command or request; `with People(folder) as people: ...`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = people_path(folder)
+        make_folder(self.path.parent)
+        with self._errors("cannot open"):
+            os.close(open_private(self.path, os.O_RDONLY))  # created owner-only
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=DELETE")  # no -wal file to hold old rows
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+
+    def __enter__(self) -> People:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._errors("cannot close"):
+            self._db.close()
+
+    def record_status(
+        self, email: str, status: str, *, list_name: str = "", source: str = "", at: str = ""
+    ) -> None:
+        self._insert(
+            "INSERT INTO history (key, email, list, status, at, source) VALUES (?,?,?,?,?,?)",
+            (address_key(email), email, list_name, status, at or now(), source),
+        )
+
+    def record_consent(
+        self, email: str, *, list_name: str, source: str, text: str, at: str, confirmed_at: str
+    ) -> None:
+        self._insert(
+            "INSERT INTO consent (key, email, list, at, source, text, confirmed_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (address_key(email), email, list_name, at, source, text, confirmed_at),
+        )
+
+    def soft_bounce(
+        self, email: str, *, issue: str, status: str, at: dt.datetime, window_days: int = 30
+    ) -> int:
+        """Record a soft bounce; how many the address had within `window_days` up to `at`."""
+        self._insert(
+            "INSERT INTO soft_bounces (key, email, at, issue, status) VALUES (?,?,?,?,?)",
+            (address_key(email), email, stamp(at), issue, status),
+        )
+        since = stamp(at - dt.timedelta(days=window_days))
+        with self._errors("cannot read"):
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM soft_bounces WHERE key = ? AND at > ? AND at <= ?",
+                (address_key(email), since, stamp(at)),
+            ).fetchone()
+        return int(count)
+
+    def history(self, email: str) -> list[StatusEvent]:
+        rows = self._select("SELECT list, status, at, source FROM history", email)
+        return [StatusEvent(*row) for row in rows]
+
+    def consents(self, email: str) -> list[ConsentRecord]:
+        sql = "SELECT list, at, source, text, confirmed_at FROM consent"
+        return [ConsentRecord(*row) for row in self._select(sql, email)]
+
+    def soft_bounces(self, email: str) -> list[SoftBounce]:
+        rows = self._select("SELECT at, issue, status FROM soft_bounces", email)
+        return [SoftBounce(*row) for row in rows]
+
+    def forget(self, email: str) -> None:
+        """Erase every record of the address (secure_delete overwrites the freed space)."""
+        key = address_key(email)
+        with self._errors("cannot erase from"):
+            self._db.execute("BEGIN IMMEDIATE")
+            for table in ("history", "consent", "soft_bounces"):
+                self._db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))  # noqa: S608
+            self._db.execute("COMMIT")
+
+    def _insert(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._errors("cannot write"):
+            self._db.execute(sql, params)
+
+    def _select(self, sql: str, email: str) -> Iterator[tuple[Any, ...]]:
+        with self._errors("cannot read"):
+            rows = self._db.execute(f"{sql} WHERE key = ? ORDER BY id", (address_key(email),))
+            return iter(rows.fetchall())
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            db = getattr(self, "_db", None)
+            if db is not None and db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            hint = "check the disk and the file's permissions"
+            raise StorageError(self.path, action, str(exc), hint) from None

@@ -1,0 +1,101 @@
+"""What the folder holds on a person besides their rows (.newsletter/people.sqlite): every status
+change is in their history with who made it, and `purge` erases all of it from the file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from newsletter.cli import app
+from newsletter.subscribers import CsvStore, People, add, purge
+from newsletter.subscribers.people import people_path
+
+
+def _folder(tmp_path: Path) -> Path:
+    (tmp_path / "newsletter.toml").write_text(
+        '[newsletter]\nname = "Test"\nfrom = "Test <news@example.org>"\n', encoding="utf-8"
+    )
+    return tmp_path
+
+
+def test_each_status_change_is_in_the_history_with_its_source(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    add(folder, "ann@example.org", source="cli")
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["--config", str(folder), "subscribers", "unsubscribe", "Ann@Example.org"]
+    )
+    assert result.exit_code == 0, result.output
+    CsvStore(folder).set_status("ann@example.org", "bounced", source="bounce mailbox")
+    with People(folder) as people:
+        events = [(e.list, e.status, e.source) for e in people.history("ANN@example.org")]
+    assert events == [
+        ("subscribers.csv", "subscribed", "cli"),
+        ("subscribers.csv", "unsubscribed", "cli"),
+        ("subscribers.csv", "bounced", "bounce mailbox"),
+    ]
+    assert stat.S_IMODE(people_path(folder).stat().st_mode) == 0o600
+
+
+def test_a_change_that_changes_nothing_is_not_history(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    add(folder, "ann@example.org")
+    store = CsvStore(folder)
+    store.set_status("ann@example.org", "complained", source="complaint")
+    store.set_status("ann@example.org", "unsubscribed", source="unsubscribe link")  # weaker
+    with People(folder) as people:
+        assert [e.status for e in people.history("ann@example.org")] == [
+            "subscribed",
+            "complained",
+        ]
+
+
+def test_an_address_in_no_list_is_history_of_the_suppression_file(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    CsvStore(folder).set_status("zoe@example.org", "unsubscribed", source="unsubscribe link")
+    with People(folder) as people:
+        assert [(e.list, e.status) for e in people.history("zoe@example.org")] == [
+            ("", "unsubscribed")
+        ]
+
+
+def test_soft_bounces_count_within_the_window(tmp_path: Path) -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with People(tmp_path) as people:
+        counts = [
+            people.soft_bounce("ann@example.org", issue="a", status="4.2.2", at=start + step)
+            for step in (dt.timedelta(0), dt.timedelta(days=10), dt.timedelta(days=45))
+        ]
+        assert counts == [1, 2, 1]  # the first two are more than 30 days before the third
+        assert people.soft_bounce("bob@example.org", issue="a", status="4.4.1", at=start) == 1
+
+
+def test_purge_erases_every_record_of_the_address_from_the_file(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    address = "erase.me.please@example.org"
+    add(folder, address)
+    add(folder, "keep@example.org")
+    CsvStore(folder).set_status(address, "unsubscribed", source="unsubscribe link")
+    with People(folder) as people:
+        people.record_consent(
+            address,
+            list_name="subscribers.csv",
+            source="web form",
+            text="Yes, send me the newsletter",
+            at="2026-01-01T00:00:00Z",
+            confirmed_at="2026-01-01T00:05:00Z",
+        )
+        people.soft_bounce(address, issue="a", status="4.2.2", at=dt.datetime.now(dt.UTC))
+    assert address.encode() in people_path(folder).read_bytes()
+    purge(folder, address)
+    raw = people_path(folder).read_bytes()
+    assert b"erase.me.please" not in raw
+    assert b"keep@example.org" in raw
+    leftovers = [p.name for p in people_path(folder).parent.iterdir()]
+    assert not [name for name in leftovers if name.startswith("people.sqlite-")]
+    with People(folder) as people:
+        assert people.history(address) == people.consents(address) == []
+        assert people.soft_bounces(address) == []
