@@ -517,21 +517,37 @@ def serve(
         typer.Option(metavar="HOST", help="Address to listen on (a reverse proxy in front)."),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="N", help="Port to listen on.")] = SERVE_PORT,
+    print_form: Annotated[
+        bool,
+        typer.Option(
+            "--print-form",
+            help="Print the sign-up form as HTML for a static site (posting to "
+            "{base_url}/subscribe) and exit.",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the one-click unsubscribe endpoint.
+    """Serve the one-click unsubscribe endpoint and the sign-up form.
 
-    RFC 8058: the unsubscribe links and headers in sent messages point here."""
+    RFC 8058: the unsubscribe links and headers in sent messages point here. The sign-up form
+    is at {base_url}/subscribe (double opt-in; [signup] in newsletter.toml)."""
     import logging
 
     from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe
 
     config = load()
+    if print_form:
+        from newsletter.serve_signup import form_snippet
+
+        typer.echo(form_snippet(config), nl=False)
+        return
     key = endpoint_secret(config)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
     sock = listen(host, port)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets in a URL
     say(f"unsubscribe endpoint at http://{shown}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
+    if config.signup.enabled and config.newsletter.base_url:
+        say(f"sign-up form at {config.newsletter.base_url}/subscribe (confirmations by mail)")
     say(f"changes go to the lists in {config.subscribers_dir}")
     run_unsubscribe(config, key, sock=sock)
 

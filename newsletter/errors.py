@@ -510,8 +510,10 @@ class CannotListen(NewsletterError):
 
 
 class BadForm(NewsletterError):
-    """A POST body that is not a small, flat form: too large, too many fields, nested, broken."""
+    """A POST body that is not a small, flat form: too large, too many fields, nested, broken.
+    `limit`: the size in bytes it went past, when it was too large."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, limit: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.limit = limit

@@ -12,6 +12,9 @@ address, and answers 200 only once that is on disk: in the lists, or, for a list
 read or written, in the suppression file (which every send honours). When even that cannot be
 written it answers 503 with Retry-After. A token that does not verify gets the same 400 whatever
 it holds.
+
+The same app serves the sign-up form and its confirmation links (serve_signup.py) unless
+[signup] enabled = false.
 """
 
 from __future__ import annotations
@@ -194,7 +197,10 @@ def _why_not(exc: OSError, port: int) -> tuple[str, str]:
 def _serve(app: ASGIApp, sock: socket.socket, *, access_log: bool = True) -> None:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=access_log))
+    # proxy_headers off: the sign-up endpoint reads X-Forwarded-For itself, only from the
+    # proxies [signup] trusted_proxies names (uvicorn would trust its own setting instead)
+    settings = uvicorn.Config(app, log_level="warning", access_log=access_log, proxy_headers=False)
+    server = uvicorn.Server(settings)
     server.run(sockets=[sock])
 
 
@@ -341,6 +347,12 @@ def unsubscribe_app(
 
     path = route_prefix(config.newsletter.base_url) + "/unsubscribe/{token:path}"
     routes = [Route(path, endpoint, methods=["GET", "POST"])]
+    if config.signup.enabled and config.newsletter.base_url:  # its links need the public URL
+        from newsletter.api import Newsletter
+        from newsletter.serve_signup import signup_routes
+
+        lists = Newsletter(config, store=store).list_path  # a list name as the API reads it
+        routes += signup_routes(config, secret, store, lists)
     app = Starlette(routes=routes, exception_handlers={404: error, 405: error, 500: error})
     app.router.redirect_slashes = False  # a redirect would be one more answer without our headers
     return app

@@ -142,6 +142,25 @@ class Added:
     changed: bool
 
 
+@dataclass(frozen=True)
+class Signup:
+    """A request to join a list from the web form, waiting for the person to confirm it."""
+
+    email: str
+    list_path: Path | None  # None: the list `add` uses by default
+    asked_at: dt.datetime  # when the form was sent (whole seconds, UTC): the token carries it
+    name: str = ""
+    consent: str = ""  # the consent sentence the form showed
+
+
+class Confirmed(enum.Enum):
+    """What confirming a sign-up did."""
+
+    SUBSCRIBED = "subscribed"  # now subscribed, with a consent record
+    ALREADY = "already"  # this request was confirmed before: nothing changed
+    UNKNOWN = "unknown"  # no such request (erased by purge, or never recorded): nothing changed
+
+
 # ---------------------------------------------------------------------------------------------
 # The protocols
 
@@ -209,6 +228,27 @@ class SubscriberStore(Protocol):
     def watch(self, recipients: Recipients) -> Blocked:
         """For the send loop, between batches: who must get no mail now (cheap when nothing
         changed)."""
+        ...
+
+    def request_signup(self, signup: Signup, *, since: dt.datetime) -> bool:
+        """Record a sign-up waiting for confirmation, unless the address asked after `since`
+        (then False, and nothing changes: one confirmation mail per address per period).
+
+        A person new to the list is held there as `pending` (never mailed); an existing row is
+        left as it is (a form must not change anyone's status or name: only confirming does)."""
+        ...
+
+    def withdraw_signup(self, signup: Signup) -> None:
+        """Forget a sign-up whose confirmation could not be sent, so the person may ask again
+        at once (a `pending` row stays: it is never mailed, and confirming later subscribes)."""
+        ...
+
+    def confirm_signup(
+        self, email: str, list_path: Path | None, asked_at: dt.datetime, *, when: dt.datetime
+    ) -> Confirmed:
+        """The person confirmed the sign-up they asked for at `asked_at`: subscribed to the list
+        even when they had unsubscribed, bounced, complained or been suppressed (they asked
+        again), with a consent record (asked, "web form", the sentence shown, confirmed)."""
         ...
 
 

@@ -184,3 +184,53 @@ def test_settings_shown_in_every_copy_must_be_usable(tmp_path: Path, line: str, 
     with pytest.raises(ConfigError) as caught:
         load_config(explicit=path, environ={})
     assert f"{path}:5: newsletter.{name}: " in str(caught.value)
+
+
+def test_signup_works_without_a_signup_table(tmp_path: Path) -> None:
+    """Every [signup] key has a default: on, the default list, a consent sentence, 7 days,
+    at least 10 sign-ups per client an hour, loopback as the proxy, a body limit."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
+    signup = load_config(explicit=tmp_path).signup
+    assert signup.enabled is True
+    assert signup.lists == ()
+    assert signup.consent.strip()
+    assert signup.expires_days == 7
+    assert signup.client_hourly_limit >= 10
+    assert set(signup.trusted_proxies) == {"127.0.0.1", "::1"}
+    assert 1024 <= signup.max_body <= 65536
+
+
+def test_signup_keys_from_file_and_environment(tmp_path: Path) -> None:
+    """Lists of strings from TOML or a comma-separated variable."""
+    write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + '[signup]\nlists = ["news", "events"]\n')
+    assert load_config(explicit=tmp_path).signup.lists == ("news", "events")
+    env = {
+        "NEWSLETTER_SIGNUP_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
+        "NEWSLETTER_SIGNUP_ENABLED": "no",
+    }
+    config = load_config(explicit=tmp_path, environ=env)
+    assert config.signup.trusted_proxies == ("10.0.0.0/8", "::1")
+    assert config.signup.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('lists = ["../etc/passwd"]', "must be list names"),
+        ('lists = ["news", "news.csv"]', "names a list twice"),
+        ("lists = [1]", "must be a list of strings"),
+        ('trusted_proxies = ["proxy.example.org"]', "must be IP addresses or networks"),
+        ("expires_days = 0", "from 1 to 30"),
+        ('consent = "  "', "is blank"),
+        ("max_body = 10", "1024 or more"),
+        ("sign_up = true", "unknown key"),
+    ],
+)
+def test_bad_signup_values_are_located(tmp_path: Path, line: str, message: str) -> None:
+    """A bad [signup] value is reported with the file, line and key."""
+    path = write(tmp_path / "newsletter.toml", MINIMAL_CONFIG + f"[signup]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(explicit=tmp_path)
+    [problem] = caught.value.problems
+    assert message in problem.message
+    assert (problem.path, problem.line) == (path, MINIMAL_CONFIG.count("\n") + 1)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from newsletter.cli import app
-from newsletter.subscribers import CsvStore, People, add, purge
+from newsletter.store import Signup
+from newsletter.subscribers import CsvStore, People, add, purge, stamp
 from newsletter.subscribers.people import people_path
 
 
@@ -89,6 +90,9 @@ def test_purge_erases_every_record_of_the_address_from_the_file(tmp_path: Path) 
             confirmed_at="2026-01-01T00:05:00Z",
         )
         people.soft_bounce(address, issue="a", status="4.2.2", at=dt.datetime.now(dt.UTC))
+    asked = dt.datetime.now(dt.UTC)
+    signup = Signup(address, None, asked, name="Erase Me", consent="Yes, send me the newsletter")
+    assert CsvStore(folder).request_signup(signup, since=asked - dt.timedelta(hours=1))
     assert address.encode() in people_path(folder).read_bytes()
     purge(folder, address)
     raw = people_path(folder).read_bytes()
@@ -99,3 +103,5 @@ def test_purge_erases_every_record_of_the_address_from_the_file(tmp_path: Path) 
     with People(folder) as people:
         assert people.history(address) == people.consents(address) == []
         assert people.soft_bounces(address) == []
+        assert people.signup(address, list_name="subscribers.csv", at=stamp(asked)) is None
+    assert b"Erase Me" not in raw

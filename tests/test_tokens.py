@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newsletter.errors import InvalidToken, SecretMissing
-from newsletter.tokens import make_token, normalise_address, verify_token
+from newsletter.tokens import (
+    ConfirmClaim,
+    make_confirm_token,
+    make_token,
+    normalise_address,
+    verify_confirm_token,
+    verify_token,
+)
 
 SECRET = b"token-test-secret"
 LIST = "news.example.org"
@@ -100,3 +107,40 @@ def test_address_with_guessed_mac_never_verifies(address: str, mac: bytes) -> No
     forged = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     with pytest.raises(InvalidToken):
         verify_token(SECRET, LIST, forged)
+
+
+def test_confirmation_tokens_carry_address_list_and_time() -> None:
+    """A confirmation token verifies to what it was made for, the domain lowercased."""
+    token = make_confirm_token(SECRET, LIST, "Ann@Example.ORG", "events", 1_700_000_000)
+    assert URL_SAFE.fullmatch(token)
+    claim = verify_confirm_token(SECRET, LIST, token)
+    assert claim == ConfirmClaim("Ann@example.org", "events", 1_700_000_000)
+
+
+def test_a_token_of_one_purpose_never_verifies_as_the_other() -> None:
+    """Unsubscribe and confirmation tokens are made under different labels and versions."""
+    unsubscribe = make_token(SECRET, LIST, "ann@example.org")
+    confirm = make_confirm_token(SECRET, LIST, "ann@example.org", "", 0)
+    with pytest.raises(InvalidToken):
+        verify_confirm_token(SECRET, LIST, unsubscribe)
+    with pytest.raises(InvalidToken):
+        verify_token(SECRET, LIST, confirm)
+
+
+@given(st.integers(min_value=0, max_value=200))
+@settings(max_examples=60)
+def test_any_changed_byte_of_a_confirmation_token_fails(position: int) -> None:
+    """Changing the list, the time or the address inside the token breaks its MAC."""
+    raw = bytearray(
+        base64.urlsafe_b64decode(make_confirm_token(SECRET, LIST, "a@b.org", "news", 5) + "==")
+    )
+    raw[position % len(raw)] ^= 0x01
+    forged = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    with pytest.raises(InvalidToken):
+        verify_confirm_token(SECRET, LIST, forged)
+
+
+def test_a_confirmation_token_is_bound_to_the_list_id() -> None:
+    token = make_confirm_token(SECRET, LIST, "ann@example.org", "", 0)
+    with pytest.raises(InvalidToken):
+        verify_confirm_token(SECRET, "other.example.org", token)

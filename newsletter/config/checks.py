@@ -205,3 +205,43 @@ def label(value: str) -> str | None:
 def language(value: str) -> str | None:
     ok = re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", value)
     return None if ok else f"must be a language tag such as 'en' or 'pt-BR', not {value!r}"
+
+
+def list_names(value: tuple[str, ...]) -> str | None:
+    """Names of lists in subscribers/ (`news` or `news.csv`), each at most once."""
+    for item in value:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", item) or item.endswith("."):
+            return f"must be list names such as 'news' (a file in subscribers/), not {item!r}"
+    if len({item.removesuffix(".csv") for item in value}) != len(value):
+        return "names a list twice"
+    return None
+
+
+def networks(value: tuple[str, ...]) -> str | None:
+    """IP addresses or networks (`10.0.0.0/8`, `::1`)."""
+    import ipaddress
+
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"must be IP addresses or networks such as '10.0.0.0/8', not {item!r}"
+    return None
+
+
+def sentence(value: str) -> str | None:
+    if not value.strip():
+        return "is blank: the form must show what the person agrees to"
+    return _header_text(value)
+
+
+def days(value: int) -> str | None:
+    # a link that lives longer than a month is a standing invitation, not a confirmation
+    return None if 1 <= value <= 30 else "must be from 1 to 30 days"
+
+
+def at_least(least: int) -> Check:
+    def check(value: int) -> str | None:
+        return None if value >= least else f"must be {least} or more"
+
+    return check

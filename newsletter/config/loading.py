@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from newsletter.config.credentials import PASSWORD_ENV
-from newsletter.config.settings import Config, Settings, SmtpSettings
+from newsletter.config.settings import Config, Settings, SignupSettings, SmtpSettings
 from newsletter.errors import ConfigError, Problem
 from newsletter.tomlsource import KeyLines, load, unknown_key
 
 CONFIG_NAME = "newsletter.toml"
+SECTIONS: tuple[tuple[str, type[Any]], ...] = (
+    ("newsletter", Settings),
+    ("smtp", SmtpSettings),
+    ("signup", SignupSettings),
+)
 
 _T = TypeVar("_T")
 
@@ -55,8 +60,8 @@ def load_config(
     env = os.environ if environ is None else environ
     problems: list[Problem] = []
     for name in data:
-        if name not in ("newsletter", "smtp"):
-            message = unknown_key(name, ("newsletter", "smtp")).replace("key", "table or key", 1)
+        if name not in dict(SECTIONS):
+            message = unknown_key(name, dict(SECTIONS)).replace("key", "table or key", 1)
             problems.append(_problem(path, lines, name, message))
     if "password" in data.get("smtp", {}):
         problems.append(
@@ -69,6 +74,7 @@ def load_config(
         )
     settings = _section(Settings, "newsletter", data, env, path, lines, problems)
     smtp = _section(SmtpSettings, "smtp", data, env, path, lines, problems)
+    signup = _section(SignupSettings, "signup", data, env, path, lines, problems)
     problems.extend(_reserved(settings, env, path, lines))
     reported = {p.field for p in problems}  # a key given but refused is not also "missing"
     if not settings.name and not reported & {"newsletter.name", env_var("newsletter", "name")}:
@@ -79,11 +85,18 @@ def load_config(
         raise ConfigError(problems)
     declared = {
         env_var(section, _toml_name(fld))
-        for section, cls in (("newsletter", Settings), ("smtp", SmtpSettings))
+        for section, cls in SECTIONS
         for fld in dataclasses.fields(cls)
     }
     from_env = frozenset(declared & env.keys())
-    return Config(root=path.parent, path=path, newsletter=settings, smtp=smtp, from_env=from_env)
+    return Config(
+        root=path.parent,
+        path=path,
+        newsletter=settings,
+        smtp=smtp,
+        signup=signup,
+        from_env=from_env,
+    )
 
 
 def _section(
@@ -241,6 +254,9 @@ def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
     base = _base_type(hint)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value), None
+    if base is tuple and _items(hint) is str:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return (tuple(value), None) if ok else (None, "must be a list of strings")
     if base is tuple:
         ok = isinstance(value, list) and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in value
@@ -265,11 +281,26 @@ def _from_env(raw: str, hint: Any) -> tuple[Any, str | None]:
             return int(text), None
         if base is float:
             return float(text), None
+        if base is tuple and _items(hint) is str:
+            return tuple(v.strip() for v in text.split(",") if v.strip()), None
         if base is tuple:
             return tuple(float(v) for v in text.split(",") if v.strip()), None
     except ValueError:
         return None, f"must be {_type_word(base)}, not {raw!r}"
     return raw, None
+
+
+def _items(hint: Any) -> Any:
+    """The item type of `tuple[X, ...]` (None for other hints)."""
+    args = get_args(hint)
+    return args[0] if get_origin(hint) is tuple and args else None
+
+
+def _kind(hint: Any) -> str:
+    """The type column of docs/configuration.md."""
+    if _items(hint) is str:
+        return "list of strings"
+    return _type_word(_base_type(hint)).removeprefix("a ")
 
 
 def _type_word(base: Any) -> str:
@@ -280,7 +311,7 @@ def _type_word(base: Any) -> str:
 def documented_keys() -> list[tuple[str, str, str, str, str]]:
     """(key, type, default, environment variable, doc) for every key: docs/configuration.md."""
     rows = []
-    for section, cls in (("newsletter", Settings), ("smtp", SmtpSettings)):
+    for section, cls in SECTIONS:
         hints = get_type_hints(cls)
         for fld in dataclasses.fields(cls):
             name = _toml_name(fld)
@@ -289,9 +320,7 @@ def documented_keys() -> list[tuple[str, str, str, str, str]]:
             rows.append(
                 (
                     f"[{section}] {name}",
-                    "array of tables"
-                    if tables
-                    else _type_word(_base_type(hints[fld.name])).removeprefix("a "),
+                    "array of tables" if tables else _kind(hints[fld.name]),
                     "" if default in ("", None, ()) else repr(default),
                     "" if tables else env_var(section, name),
                     str(fld.metadata["doc"]),

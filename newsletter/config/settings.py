@@ -177,12 +177,56 @@ class SmtpSettings:
     )
 
 
+DEFAULT_CONSENT = (
+    "Yes, send me this newsletter by email. I can unsubscribe at any time with the link at the "
+    "bottom of every issue."
+)
+
+
+@dataclass(frozen=True)
+class SignupSettings:
+    """[signup]"""
+
+    enabled: bool = key(
+        True,
+        "`serve` answers `{base_url}/subscribe` (a form; double opt-in: nobody is subscribed "
+        "until they confirm from the mail it sends).",
+    )
+    lists: tuple[str, ...] = key(
+        (),
+        "The lists people may choose from (names in subscribers/); empty: the list "
+        "`subscribers add` uses (subscribers.csv).",
+        check=checks.list_names,
+    )
+    consent: str = key(
+        DEFAULT_CONSENT,
+        "The consent sentence the form shows next to its button; the consent record keeps it.",
+        check=checks.sentence,
+    )
+    expires_days: int = key(7, "Days a confirmation link works.", check=checks.days)
+    client_hourly_limit: int = key(
+        20,
+        "Sign-ups one client (IP address; an IPv6 /64) may send per hour; more get 429.",
+        check=checks.at_least(1),
+    )
+    trusted_proxies: tuple[str, ...] = key(
+        ("127.0.0.1", "::1"),
+        "Peers whose X-Forwarded-For names the client (your reverse proxy): IP addresses or "
+        "networks.",
+        check=checks.networks,
+    )
+    max_body: int = key(
+        8192, "Bytes a sign-up POST may carry; larger gets 413.", check=checks.at_least(1024)
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     root: Path  # the newsletter folder
     path: Path  # its newsletter.toml
     newsletter: Settings
     smtp: SmtpSettings
+    signup: SignupSettings = SignupSettings()
     # The environment variables that set a key (they win over the file): a problem with such
     # a value is reported by its variable, not by a line of the file that does not apply.
     from_env: frozenset[str] = frozenset()

@@ -68,17 +68,31 @@ def find(folder: Path, email: str, lists: Sequence[Path] | None = None) -> list[
 
 
 class AddEdit(Edit):
-    """Append a subscriber, or complete the row the list already has for them."""
+    """Append a subscriber, or complete the row the list already has for them.
 
-    def __init__(self, email: str, name: str, tags: Sequence[str], when: str, source: str) -> None:
+    pending: append a `pending` row kept to this list (a sign-up waiting for confirmation must
+    not block the person's other lists), and leave a row the list already has as it is."""
+
+    def __init__(
+        self,
+        email: str,
+        name: str,
+        tags: Sequence[str],
+        when: str,
+        source: str,
+        *,
+        pending: bool = False,
+    ) -> None:
         super().__init__()
         self.email, self.key, self.name = email, address_key(email), name
         self.tags, self.when, self.source = [t.strip() for t in tags if t.strip()], when, source
         self.found = False
+        self.pending = pending
 
     def header(self, names: list[str]) -> list[str]:
         super().header(names)
-        self.at = {c: self.column(c) for c in ("email", "status", "subscribed_at", "source")}
+        columns = ("email", "status", "subscribed_at", "source", *([SCOPE] * self.pending))
+        self.at = {c: self.column(c) for c in columns}
         if self.name:
             self.at["name"] = self.column("name")
         if self.tags:
@@ -89,6 +103,8 @@ class AddEdit(Edit):
         if self.found or address_key(cells[self.at["email"]]) != self.key:
             return cells
         self.found = True
+        if self.pending:
+            return cells
         cells = fit(cells, len(self.names))
         if self.name and not cells[self.at["name"]].strip():
             cells[self.at["name"]] = self.name
@@ -106,6 +122,8 @@ class AddEdit(Edit):
         cells = [""] * len(self.names)
         values = {"email": self.email, "status": "subscribed", "subscribed_at": self.when}
         values |= {"source": self.source, "name": self.name, "tags": join_tags(self.tags)}
+        if self.pending:  # subscribed_at is set when they confirm
+            values |= {"status": "pending", "subscribed_at": "", SCOPE: "list"}
         for column, position in self.at.items():
             cells[position] = values[column]
         self.changed = True
@@ -123,8 +141,12 @@ def add(
     resubscribe: bool = False,
     when: dt.datetime | None = None,
     allow_reserved: bool = False,
+    pending: bool = False,
 ) -> Added:
     """Subscribe an address to a list (default subscribers/subscribers.csv).
+
+    pending: hold a new person as `pending` instead (a sign-up not yet confirmed); a row the
+    list has already is left unchanged.
 
     Refused when the address is unsubscribed, bounced or complained anywhere, or suppressed,
     unless `resubscribe` (the person asked again): then their row in this list becomes subscribed
@@ -141,14 +163,15 @@ def add(
     blocking = [f for f in find(folder, stored, _with(folder, path)) if _blocks_here(f, path)]
     if not resubscribe:
         _refuse_blocked(folder, stored, blocking)
-    edit = AddEdit(stored, name, tags, moment, source)
+    edit = AddEdit(stored, name, tags, moment, source, pending=pending)
     changed = rewrite(path, edit, new=COLUMNS)
     if resubscribe:
         changed = _resubscribe(folder, stored, path, blocking, moment) or changed
     if changed:
-        problems = record_history(folder, stored, "subscribed", [path.name], moment, source)
+        status = "pending" if pending else "subscribed"
+        problems = record_history(folder, stored, status, [path.name], moment, source)
         if problems:
-            raise InvalidInput([*problems, Problem(None, f"{stored}: subscribed anyway")])
+            raise InvalidInput([*problems, Problem(None, f"{stored}: {status} anyway")])
     return Added(stored, path, created=not edit.found, changed=changed)
 
 

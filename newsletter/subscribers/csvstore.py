@@ -6,14 +6,18 @@ functions of this package, bound to the newsletter folder.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
+from newsletter.errors import Refused
 from newsletter.models import Status, Subscriber
-from newsletter.store import Added, Blocked, Bounce, Recipients, StatusChange
+from newsletter.store import Added, Blocked, Bounce, Confirmed, Recipients, Signup, StatusChange
 from newsletter.subscribers.consent import add
+from newsletter.subscribers.csvfile import DEFAULT_LIST, lists_folder, stamp
 from newsletter.subscribers.listing import lookup
+from newsletter.subscribers.people import People
 from newsletter.subscribers.selection import select
 from newsletter.subscribers.status import apply_status, bounces_to_apply
 from newsletter.subscribers.suppression import Blocklist, suppress
@@ -89,6 +93,72 @@ class CsvStore:
             return pairs
 
         return blocked
+
+    def request_signup(self, signup: Signup, *, since: dt.datetime) -> bool:
+        """The request goes into people.sqlite (which also keeps the address from asking
+        again too soon), a new person into the list as `pending`."""
+        path, asked = self._asked(signup)
+        with People(self.folder) as people:
+            fresh = people.ask(
+                signup.email, name=signup.name, consent=signup.consent, since=stamp(since), **asked
+            )
+            if not fresh:
+                return False
+            try:
+                self._hold(signup, path)
+            except BaseException:
+                people.withdraw(signup.email, **asked)  # not held: they may ask again at once
+                raise
+        return True
+
+    def withdraw_signup(self, signup: Signup) -> None:
+        with People(self.folder) as people:
+            people.withdraw(signup.email, **self._asked(signup)[1])
+
+    def _asked(self, signup: Signup) -> tuple[Path, dict[str, str]]:
+        """The list of a sign-up, and how people.sqlite names the request."""
+        path = signup.list_path or lists_folder(self.folder) / DEFAULT_LIST
+        return path, {"list_name": path.name, "at": stamp(signup.asked_at)}
+
+    def _hold(self, signup: Signup, path: Path) -> None:
+        # Refused: unsubscribed, bounced, complained or suppressed: only confirming brings them
+        # back, and a suppressed (purged) address is not written into a list by a mere request
+        with contextlib.suppress(Refused):
+            add(
+                self.folder,
+                signup.email,
+                name=signup.name,
+                list_path=path,
+                source="web form",
+                when=signup.asked_at,
+                allow_reserved=self.allow_reserved,
+                pending=True,
+            )
+
+    def confirm_signup(
+        self, email: str, list_path: Path | None, asked_at: dt.datetime, *, when: dt.datetime
+    ) -> Confirmed:
+        """Subscribed first (durable in the list), then the consent record: a crash between
+        the two leaves the request unconfirmed, and following the link again completes it."""
+        path = list_path or lists_folder(self.folder) / DEFAULT_LIST
+        with People(self.folder) as people:
+            request = people.signup(email, list_name=path.name, at=stamp(asked_at))
+            if request is None:
+                return Confirmed.UNKNOWN
+            if request.confirmed_at:
+                return Confirmed.ALREADY
+            add(
+                self.folder,
+                request.email,
+                name=request.name,
+                list_path=path,
+                source="web form",
+                resubscribe=True,
+                when=when,
+                allow_reserved=self.allow_reserved,
+            )
+            done = people.confirm(request, confirmed_at=stamp(when))
+        return Confirmed.SUBSCRIBED if done else Confirmed.ALREADY
 
 
 def _utc(unix: float) -> dt.datetime:

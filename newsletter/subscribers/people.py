@@ -1,5 +1,6 @@
-"""What the folder holds on a person besides their rows: status history, consent records and
-soft-bounce counts, in `.newsletter/people.sqlite` (owner-only).
+"""What the folder holds on a person besides their rows: status history, consent records,
+soft-bounce counts and sign-ups waiting for confirmation, in `.newsletter/people.sqlite`
+(owner-only).
 
 The lists say where a person stands now; this file says how they got there, which is what a
 data subject access request asks for (`subscribers show`) and what consent law asks a list owner
@@ -38,7 +39,16 @@ CREATE TABLE IF NOT EXISTS soft_bounces (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, at TEXT NOT NULL,
     issue TEXT NOT NULL, status TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS soft_bounces_key ON soft_bounces (key);
+CREATE TABLE IF NOT EXISTS signups (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
+    name TEXT NOT NULL, asked_at TEXT NOT NULL, consent TEXT NOT NULL,
+    confirmed_at TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS signups_key ON signups (key);
 """
+TABLES = ("history", "consent", "soft_bounces", "signups")  # every table holding an address
+# A sign-up is kept this long, then forgotten: longer than any confirmation link lives
+# ([signup] expires_days is at most 30), so an expired link finds nothing either way.
+SIGNUP_KEPT = dt.timedelta(days=31)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,17 @@ class ConsentRecord:
     source: str  # "web form", "cli", "import"
     text: str  # the consent sentence they were shown
     confirmed_at: str  # when they confirmed ("" without double opt-in)
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    id: int
+    email: str
+    list: str
+    name: str
+    asked_at: str
+    consent: str  # the sentence the form showed
+    confirmed_at: str  # "" until confirmed
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,63 @@ class People:
             ).fetchone()
         return int(count)
 
+    def ask(
+        self, email: str, *, list_name: str, name: str, consent: str, at: str, since: str
+    ) -> bool:
+        """Record a sign-up unless the address asked after `since` (then False, nothing
+        written); forgets sign-ups older than SIGNUP_KEPT. One transaction: two requests at
+        once cannot both pass."""
+        key = address_key(email)
+        oldest = stamp(dt.datetime.fromisoformat(at.replace("Z", "+00:00")) - SIGNUP_KEPT)
+        with self._errors("cannot write"), self._transaction():
+            self._db.execute("DELETE FROM signups WHERE asked_at < ?", (oldest,))
+            recent = self._db.execute(
+                "SELECT 1 FROM signups WHERE key = ? AND asked_at > ?", (key, since)
+            ).fetchone()
+            if recent is None:
+                self._db.execute(
+                    "INSERT INTO signups (key, email, list, name, asked_at, consent)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (key, email, list_name, name, at, consent),
+                )
+        return recent is None
+
+    def withdraw(self, email: str, *, list_name: str, at: str) -> None:
+        """Forget a sign-up that could not be completed (the person may ask again at once)."""
+        with self._errors("cannot write"):
+            self._db.execute(
+                "DELETE FROM signups WHERE key = ? AND list = ? AND asked_at = ?",
+                (address_key(email), list_name, at),
+            )
+
+    def signup(self, email: str, *, list_name: str, at: str) -> SignupRequest | None:
+        sql = (
+            "SELECT id, email, list, name, asked_at, consent, confirmed_at FROM signups"
+            " WHERE key = ? AND list = ? AND asked_at = ?"
+        )
+        with self._errors("cannot read"):
+            row = self._db.execute(sql, (address_key(email), list_name, at)).fetchone()
+        return SignupRequest(*row) if row is not None else None
+
+    def confirm(self, request: SignupRequest, *, confirmed_at: str) -> bool:
+        """Mark the sign-up confirmed and record the consent, in one transaction; False when
+        it was confirmed already (by a request running at the same time)."""
+        with self._errors("cannot write"), self._transaction():
+            done = self._db.execute(
+                "UPDATE signups SET confirmed_at = ? WHERE id = ? AND confirmed_at = ''",
+                (confirmed_at, request.id),
+            ).rowcount
+            if done:
+                self.record_consent(
+                    request.email,
+                    list_name=request.list,
+                    source="web form",
+                    text=request.consent,
+                    at=request.asked_at,
+                    confirmed_at=confirmed_at,
+                )
+        return bool(done)
+
     def history(self, email: str) -> list[StatusEvent]:
         rows = self._select("SELECT list, status, at, source FROM history", email)
         return [StatusEvent(*row) for row in rows]
@@ -141,11 +219,9 @@ class People:
     def forget(self, email: str) -> None:
         """Erase every record of the address (secure_delete overwrites the freed space)."""
         key = address_key(email)
-        with self._errors("cannot erase from"):
-            self._db.execute("BEGIN IMMEDIATE")
-            for table in ("history", "consent", "soft_bounces"):
+        with self._errors("cannot erase from"), self._transaction():
+            for table in TABLES:
                 self._db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))  # noqa: S608
-            self._db.execute("COMMIT")
 
     def _insert(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._errors("cannot write"):
@@ -155,6 +231,13 @@ class People:
         with self._errors("cannot read"):
             rows = self._db.execute(f"{sql} WHERE key = ? ORDER BY id", (address_key(email),))
             return iter(rows.fetchall())
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT; an error inside rolls back (in `_errors`)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        yield
+        self._db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
