@@ -521,15 +521,15 @@ def serve(
         bool,
         typer.Option(
             "--print-form",
-            help="Print the sign-up form as HTML for a static site (posting to "
-            "{base_url}/subscribe) and exit.",
+            help="Print the sign-up form as HTML for a static site (it posts to the "
+            "subscribe page under base_url) and exit.",
         ),
     ] = False,
 ) -> None:
     """Serve the one-click unsubscribe endpoint and the sign-up form.
 
     RFC 8058: the unsubscribe links and headers in sent messages point here. The sign-up form
-    is at {base_url}/subscribe (double opt-in; [signup] in newsletter.toml)."""
+    is at base_url/subscribe (double opt-in; [signup] in newsletter.toml)."""
     import logging
 
     from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe

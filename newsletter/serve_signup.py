@@ -244,7 +244,7 @@ class SignupDesk:
         choice = next((c for c in self.offered if c.name == claim.list_name), None)
         asked = dt.datetime.fromtimestamp(claim.asked_at, dt.UTC)
         expires = asked + dt.timedelta(days=self.config.signup.expires_days)
-        if choice is None or not asked <= dt.datetime.now(dt.UTC) < expires:
+        if choice is None or dt.datetime.now(dt.UTC) >= expires:
             return _EXPIRED
         return claim.email, choice, asked
 
@@ -337,6 +337,8 @@ async def _confirm(desk: SignupDesk, email: str, choice: Choice, asked: dt.datet
         return desk.page("Please try again", _NOT_SAVED, 503, retry=60)
     if outcome is Confirmed.UNKNOWN:
         return desk.page("This link does not work", _EXPIRED, 400)
+    if outcome is Confirmed.ALREADY:  # a replay: whatever they did since stands
+        return desk.page("Already confirmed", "<p>This sign-up was confirmed before.</p>")
     name = html.escape(desk.config.newsletter.name)
     return desk.page("You are subscribed", f"<p>Thank you: you will get {name} by email.</p>")
 

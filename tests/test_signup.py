@@ -98,7 +98,8 @@ def test_sign_up_mails_a_link_and_confirming_subscribes_with_a_consent_record(
 
 
 def test_confirming_again_changes_nothing(tmp_path: Path) -> None:
-    """A replayed confirmation answers the same page and writes nothing (one consent record)."""
+    """A replayed confirmation writes nothing (one consent record), even after the person
+    unsubscribed."""
     root = folder_with(tmp_path)
     app, _ = app_for(root)
     sign_up(app, "ann@example.org")
@@ -106,10 +107,13 @@ def test_confirming_again_changes_nothing(tmp_path: Path) -> None:
     assert call(app, "POST", link).status_code == 200
     lists = snapshot(root)
     again = call(app, "POST", link)
-    assert again.status_code == 200 and "You are subscribed" in again.text
+    assert again.status_code == 200 and "confirmed before" in again.text
     assert snapshot(root) == lists
     with People(root) as people:
         assert len(people.consents("ann@example.org")) == 1
+    CsvStore(root).set_status("ann@example.org", "unsubscribed", source="unsubscribe link")
+    assert call(app, "POST", link).status_code == 200
+    assert statuses(root) == {"ann@example.org": "unsubscribed"}  # an old link undoes nothing
 
 
 def test_an_expired_link_changes_nothing(tmp_path: Path) -> None:
