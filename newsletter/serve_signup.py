@@ -37,6 +37,8 @@ from newsletter.addresses import address_key, key_digest, normalise_address
 from newsletter.config import Config
 from newsletter.errors import BadAddress, BadForm, InvalidToken, MissingSetting, NewsletterError
 from newsletter.models import HEADER_CONTROL
+
+# The unsubscribe endpoint's page and form parsing: one look and one set of bounds for both
 from newsletter.serve import _form_fields, _multipart_fields, _page
 from newsletter.signup import send_confirmation
 from newsletter.store import Confirmed, Signup, SubscriberStore

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import mailbox
 import re
+import socket
+import subprocess
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as email_policy
@@ -19,6 +21,7 @@ from newsletter.config import Config, load_config
 from newsletter.serve import unsubscribe_app
 from tests.compose_helpers import write
 from tests.serve_helpers import SECRET, config_text
+from tests.waits import HANG, wait_until
 
 BASE = "https://news.example.org"
 VISITOR = ("203.0.113.9", 5000)  # a client on the Internet (not a trusted proxy)
@@ -94,3 +97,24 @@ def link_for(root: Path, email: str) -> str:
     """The path of the confirmation link mailed to `email` (exactly one such mail)."""
     [message] = [m for m in outbox(root) if m["To"] == email and "Confirm" in m["Subject"]]
     return link_in(message)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_up(url: str, server: subprocess.Popen[str]) -> None:
+    """Until `serve` answers (however long a busy machine takes to start it), or has exited."""
+
+    def answers() -> bool:
+        try:
+            httpx.get(url, timeout=10)
+        except httpx.TransportError:
+            return False
+        return True
+
+    wait_until(
+        answers, "`newsletter serve` answering", alive=lambda: server.poll() is None, stall=HANG
+    )

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,12 +25,14 @@ from tests.signup_helpers import (
     app_for,
     call,
     folder_with,
+    free_port,
     link_for,
     link_in,
     outbox,
     sign_up,
+    wait_until_up,
 )
-from tests.waits import wait_until
+from tests.waits import HANG, wait_until
 
 CONSENT = "Yes, send me this newsletter by email."
 
@@ -60,6 +65,17 @@ def test_the_form_is_plain_accessible_html(tmp_path: Path) -> None:
     assert 'name="list"' not in text  # one list: no choice to make
 
 
+def test_cors_stays_closed(tmp_path: Path) -> None:
+    """No answer lets another site's script read it: no preflight, no Allow-Origin."""
+    app, _ = app_for(folder_with(tmp_path))
+    origin = {"Origin": "https://elsewhere.example.com"}
+    preflight = call(app, "OPTIONS", "/subscribe", headers=origin)
+    assert preflight.status_code == 405
+    posted = sign_up(app, "ann@example.org", headers=origin)
+    for answer in (preflight, posted):
+        assert not [k for k in answer.headers if k.startswith("access-control-")]
+
+
 def test_sign_up_mails_a_link_and_confirming_subscribes_with_a_consent_record(
     tmp_path: Path,
 ) -> None:
@@ -86,6 +102,8 @@ def test_sign_up_mails_a_link_and_confirming_subscribes_with_a_consent_record(
     assert page.status_code == 200 and '<form method="post">' in page.text
     assert "Confirm</button>" in page.text
     assert snapshot(root) == lists
+    with People(root) as people:
+        assert people.consents("ann@example.org") == []
     done = call(app, "POST", link)
     assert done.status_code == 200 and "You are subscribed" in done.text
     [row] = read_list(root / "subscribers" / "subscribers.csv")
@@ -424,3 +442,32 @@ def test_a_pending_person_gets_no_issue(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     issues = [m["To"].addresses[0].addr_spec for m in outbox(root) if "Confirm" not in m["Subject"]]
     assert sorted(issues) == ["confirmed@example.org", "reader0@example.org", "reader1@example.org"]
+
+
+def test_the_serve_command_reads_x_forwarded_for_only_from_trusted_proxies(
+    tmp_path: Path,
+) -> None:
+    """`newsletter serve` as a real process: with loopback not a trusted proxy, two sign-ups
+    from loopback are one client whatever X-Forwarded-For says (uvicorn must not trust it
+    either); the mail goes to the outbox, and the log holds no address."""
+    root = folder_with(tmp_path, 'client_hourly_limit = 1\ntrusted_proxies = ["10.0.0.0/8"]')
+    port = free_port()
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET.decode()}
+    command = [sys.executable, "-m", "newsletter", "--config", str(root), "serve"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}/subscribe"
+    try:
+        wait_until_up(url, server)
+        codes = [
+            httpx.post(url, data={"email": e}, headers={"X-Forwarded-For": f}, timeout=10)
+            for e, f in (("ann@example.org", "198.51.100.1"), ("bob@example.org", "198.51.100.2"))
+        ]
+        assert [c.status_code for c in codes] == [200, 429]
+        wait_until(lambda: len(outbox(root)) == 1, "the confirmation in the outbox")
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=HANG)
+    assert [m["To"] for m in outbox(root)] == ["ann@example.org"]
+    assert "confirmation sent" in err and "ann@" not in err
