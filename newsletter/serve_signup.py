@@ -39,7 +39,7 @@ from newsletter.errors import BadAddress, BadForm, InvalidToken, MissingSetting,
 from newsletter.models import HEADER_CONTROL
 
 # The unsubscribe endpoint's page and form parsing: one look and one set of bounds for both
-from newsletter.serve import _form_fields, _multipart_fields, _page
+from newsletter.serve import _form_fields, _multipart_fields, _page, _scrub
 from newsletter.signup import send_confirmation
 from newsletter.store import Confirmed, Signup, SubscriberStore
 from newsletter.tokens import make_confirm_token, verify_confirm_token
@@ -233,7 +233,7 @@ class SignupDesk:
             await send_confirmation(self.config, signup.email, link, choice.label)
         except (NewsletterError, OSError) as exc:
             await run_in_threadpool(self.store.withdraw_signup, signup)  # may ask again at once
-            log.error("confirmation not sent address_sha256=%s reason=%s", digest, exc)
+            log.error("confirmation not sent address_sha256=%s reason=%s", digest, _scrub(str(exc)))
             return
         log.info("confirmation sent address_sha256=%s list=%s", digest, choice.label or "-")
 
@@ -335,7 +335,7 @@ async def _confirm(desk: SignupDesk, email: str, choice: Choice, asked: dt.datet
         outcome = await desk.confirm(email, choice, asked)
     except (NewsletterError, OSError) as exc:
         digest = key_digest(address_key(email))
-        log.error("confirmation NOT recorded address_sha256=%s reason=%s", digest, exc)
+        log.error("confirmation NOT recorded address_sha256=%s reason=%s", digest, _scrub(str(exc)))
         return desk.page("Please try again", _NOT_SAVED, 503, retry=60)
     if outcome is Confirmed.UNKNOWN:
         return desk.page("This link does not work", _EXPIRED, 400)

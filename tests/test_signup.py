@@ -32,6 +32,7 @@ from tests.signup_helpers import (
     sign_up,
     wait_until_up,
 )
+from tests.smtpd import SmtpServer
 from tests.waits import HANG, wait_until
 
 CONSENT = "Yes, send me this newsletter by email."
@@ -471,3 +472,27 @@ def test_the_serve_command_reads_x_forwarded_for_only_from_trusted_proxies(
         _out, err = server.communicate(timeout=HANG)
     assert [m["To"] for m in outbox(root)] == ["ann@example.org"]
     assert "confirmation sent" in err and "ann@" not in err
+
+
+def test_the_confirmation_goes_through_smtp_and_a_failed_send_can_be_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With [smtp] host set the confirmation goes to that server (envelope from the `from`
+    address); when the server cannot be reached, nothing counts against the address, so
+    asking again at once (after a restart, with the server up) mails it."""
+    root = folder_with(tmp_path)
+    down = free_port()  # nothing listens there
+    smtp = "\n[smtp]\nhost = '127.0.0.1'\nsecurity = 'none'\ntimeout = 30\nport = {}\n"
+    text = (root / "newsletter.toml").read_text()
+    (root / "newsletter.toml").write_text(text + smtp.format(down))
+    app, _ = app_for(root)
+    with caplog.at_level("ERROR", logger="newsletter.serve"):
+        assert sign_up(app, "ann@example.org").status_code == 200
+    assert "confirmation not sent" in caplog.text and "ann@" not in caplog.text
+    with SmtpServer() as server:
+        (root / "newsletter.toml").write_text(text + smtp.format(server.port))
+        app, _ = app_for(root)
+        assert sign_up(app, "ann@example.org").status_code == 200
+        [received] = server.messages
+    assert (received.sender, received.recipients) == ("news@example.org", ("ann@example.org",))
+    assert b"\r\nSubject: Confirm your subscription to Test news\r\n" in received.data
