@@ -548,6 +548,8 @@ def serve(
     say(f"unsubscribe endpoint at http://{shown}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
     if config.signup.enabled and config.newsletter.base_url:
         say(f"sign-up form at {config.newsletter.base_url}/subscribe (confirmations by mail)")
+    elif config.signup.enabled:
+        say("sign-up form off: its confirmation links need [newsletter] base_url")
     say(f"changes go to the lists in {config.subscribers_dir}")
     run_unsubscribe(config, key, sock=sock)
 
