@@ -59,3 +59,15 @@ def test_half_configured_dkim_stops_before_sending(folder, plain_smtp_server, mo
     assert result.exit_code == 1
     assert "newsletter.dkim_key_file: needed for DKIM signing" in result.output
     assert plain_smtp_server.messages == []
+
+
+def test_sign_up_confirmation_is_signed(folder, plain_smtp_server, key_pair) -> None:
+    """The confirmation of a web sign-up goes out signed too."""
+    from tests.signup_helpers import app_for, call
+
+    app, _ = app_for(folder)
+    answer = call(app, "POST", "/newsletter/subscribe", data={"email": "ann@example.org"})
+    assert answer.status_code == 200
+    [received] = plain_smtp_server.messages
+    assert received.data.startswith(b"DKIM-Signature:")
+    assert dkim.verify(received.data, dnsfunc=stub_dns(key_pair[1]))
