@@ -18,7 +18,8 @@ One concern per module; imports run one way, from the top of this list to the bo
     listing      `subscribers list` and `stats`, and lookup
     checks       `subscribers check`
     suppression  the suppression file and who is blocked (Blocklist)
-    people       what is held on a person besides rows: status history, consent, soft bounces
+    people       what is held on a person besides rows: status history, consent, soft bounces,
+                 sign-ups waiting for confirmation
     rewrite      changing a list: an Edit streamed into a new file, atomically, under its lock
     csvfile      the CSV format: where lists live, reading, rows -> Subscriber
 """

@@ -1,7 +1,7 @@
 """The CSV lists as the subscriber store (store.SubscriberStore): the embedded default.
 
-What the API, the send loop and the unsubscribe endpoint call; each method is one of the
-functions of this package, bound to the newsletter folder.
+What the API, the send loop and the web endpoints (unsubscribe, sign-up) call; each method is
+one of the functions of this package, bound to the newsletter folder.
 """
 
 from __future__ import annotations
