@@ -73,6 +73,8 @@ def _trusted(address: str, trusted: Sequence[Network]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # a dual-stack socket's view
+        ip = ip.ipv4_mapped
     return any(ip in network for network in trusted)
 
 

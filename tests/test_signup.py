@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import ipaddress
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from newsletter.config import load_config
 from newsletter.models import SUPPRESSING, Status
+from newsletter.serve_signup import client_address
 from newsletter.store import Signup
 from newsletter.subscribers import CsvStore, People, add, purge, read_list
 from newsletter.tokens import make_confirm_token, make_token
@@ -496,3 +498,21 @@ def test_the_confirmation_goes_through_smtp_and_a_failed_send_can_be_retried(
         [received] = server.messages
     assert (received.sender, received.recipients) == ("news@example.org", ("ann@example.org",))
     assert b"\r\nSubject: Confirm your subscription to Test news\r\n" in received.data
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("203.0.113.9", "198.51.100.1", "203.0.113.9"),  # not a proxy: the header is the client's
+        ("127.0.0.1", "198.51.100.1", "198.51.100.1"),
+        ("::1", "2001:db8::7", "2001:db8::7"),
+        ("::ffff:127.0.0.1", "198.51.100.1", "198.51.100.1"),  # loopback on a dual-stack socket
+        ("127.0.0.1", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # what the client wrote: ignored
+        ("127.0.0.1", "198.51.100.1, 127.0.0.1", "198.51.100.1"),  # through two local proxies
+        ("127.0.0.1", "", "127.0.0.1"),
+    ],
+)
+def test_the_client_behind_trusted_proxies(peer: str, forwarded: str, client: str) -> None:
+    """The client is the last address a trusted proxy names, never one the client wrote."""
+    trusted = [ipaddress.ip_network(n) for n in ("127.0.0.1", "::1")]
+    assert client_address(peer, forwarded, trusted) == client
