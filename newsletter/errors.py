@@ -515,3 +515,13 @@ class BadForm(NewsletterError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be read or changed: which one (a folder or an imaps:// URL,
+    never a password) and why."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason

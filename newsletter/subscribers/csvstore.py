@@ -14,6 +14,7 @@ from newsletter.models import Status, Subscriber
 from newsletter.store import Added, Blocked, Bounce, Recipients, StatusChange
 from newsletter.subscribers.consent import add
 from newsletter.subscribers.listing import lookup
+from newsletter.subscribers.people import People
 from newsletter.subscribers.selection import select
 from newsletter.subscribers.status import apply_status, bounces_to_apply
 from newsletter.subscribers.suppression import Blocklist, suppress
@@ -74,6 +75,15 @@ class CsvStore:
             )
             for email in bounces_to_apply(self.folder, refusals)
         ]
+
+    def soft_bounce(
+        self, email: str, *, issue: str, status: str, at: dt.datetime, window_days: int
+    ) -> int:
+        """Counted in the folder's .newsletter/people.sqlite (People)."""
+        with People(self.folder) as people:
+            return people.soft_bounce(
+                email, issue=issue, status=status, at=at, window_days=window_days
+            )
 
     def watch(self, recipients: Recipients) -> Blocked:
         """Cheap between batches: re-reads only the lists (and suppressions) that changed."""
