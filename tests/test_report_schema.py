@@ -106,7 +106,7 @@ GOOD: dict[str, Any] = {
         "left_out": 2,
         "bounced": 1,
         "complained": 0,
-    },  # fmt: skip
+    },
     "unknown": ["someone@example.net"],
     "failed": [{"email": "gone@example.com", "code": 550, "reply": "5.1.1 No such user"}],
     "deferred": ["busy@example.org"],
