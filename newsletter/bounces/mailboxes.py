@@ -114,8 +114,12 @@ class Imap:
             raise SecretMissing(f"{IMAP_PASSWORD_ENV} is not set: the IMAP password comes from it")
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         self._imap = self._connect(context, timeout)
-        self._call("LOGIN", self._imap.login, self.user, password)
-        self._call("SELECT", self._imap.select, _quoted(self.folder))
+        try:
+            self._call("LOGIN", self._imap.login, self.user, password)
+            self._call("SELECT", self._imap.select, _quoted(self.folder))
+        except MailboxError:
+            self.close()
+            raise
 
     def _connect(self, context: ssl.SSLContext, timeout: float) -> imaplib.IMAP4_SSL:
         try:
