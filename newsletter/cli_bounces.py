@@ -49,7 +49,7 @@ def bounces(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcomes as JSON.")] = False,
 ) -> None:
-    """Read bounces and complaints from the bounce mailbox and apply them.
+    """Apply the bounces and complaints in the bounce mailbox.
 
     Hard bounces (5.x.x) mark the reader bounced, soft ones (4.x.x) count, complaints (ARF)
     mark them complained; each message is marked processed, so a rerun changes nothing."""

@@ -256,3 +256,22 @@ def test_a_send_gives_each_message_its_return_path(
         assert paths.verifies(verp, row.email)
     ledger.close()
     assert len(server.messages) == 2
+
+
+def test_a_delay_warning_changes_nothing(folder: Path, tmp_path: Path) -> None:
+    """Action: delayed (the remote side still tries): reported, nothing counted or changed."""
+    delayed = fixture("postfix-soft.eml").replace(b"Action: failed", b"Action: delayed")
+    [outcome] = bounces("--maildir", maildir(tmp_path, [], {"delayed": delayed}))["messages"]
+    assert (outcome["result"], outcome["action"]) == ("delayed", "nothing to do (delayed)")
+    assert statuses(folder)["full@tempfail.test"] == "subscribed"
+    again = bounces("--maildir", maildir(tmp_path, [], {"delayed2": delayed}))
+    assert again["messages"][0]["result"] == "delayed"
+
+
+def test_the_same_bounce_twice_counts_once(folder: Path, tmp_path: Path) -> None:
+    """A second copy of one report (a relay sent it twice) is recorded once: no second soft
+    bounce for the same message."""
+    box = maildir(tmp_path, ["postfix-soft.eml"], {"copy": fixture("postfix-soft.eml")})
+    found = by_message(bounces("--maildir", box))
+    actions = sorted(m["action"] for m in found.values())
+    assert actions == ["already recorded", "soft bounce 1 of 3 within 30 days"]

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from newsletter.addresses import address_key
 from newsletter.bounces.reports import Recipient, Report
 from newsletter.errors import BadAddress, LockBusy
-from newsletter.store import Row, SendLedger, Sends, SendSummary, SubscriberStore
+from newsletter.models import Status
+from newsletter.store import Row, SendLedger, Sends, SendSummary, SubscriberStore, completed
 from newsletter.verp import ReturnPaths, send_tag
 
 BOUNCE_SOURCE = "bounce mailbox"
 COMPLAINT_SOURCE = "complaint"
-RANK = {"subscribed": 0, "pending": 0, "unsubscribed": 1, "bounced": 2, "complained": 3}
+RANK = {"subscribed": 0, "pending": 0, "unsubscribed": 1, "bounced": 2, "complained": 3}  # dry run
 
 
 @dataclass(frozen=True)
@@ -146,18 +147,14 @@ class Processor:
             return counted
         return f"{counted}: {self._set(base.email, 'bounced', BOUNCE_SOURCE, when)}"
 
-    def _set(self, email: str, status: str, source: str, when: dt.datetime) -> str:
-        from newsletter.store import completed
-
-        change = completed(
-            self.store.set_status(email, status, when=when, source=source)  # type: ignore[arg-type]  # a Status literal
-        )
+    def _set(self, email: str, status: Status, source: str, when: dt.datetime) -> str:
+        change = completed(self.store.set_status(email, status, when=when, source=source))
         if change.changed or change.suppressed:
             return f"marked {status}"
         return f"already {status} or stronger" if change.held else f"{status}: in no list"
 
     def _would(self, base: Outcome) -> str:
-        status = "complained" if base.result == "complaint" else "bounced"
+        status: Status = "complained" if base.result == "complaint" else "bounced"
         if base.result == "soft":
             rule = f"{self.rules.soft_limit} within {self.rules.soft_days} days mark bounced"
             return f"would count a soft bounce ({rule})"
