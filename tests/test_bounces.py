@@ -92,6 +92,8 @@ def test_the_ledger_records_them_and_status_counts_them(folder: Path, tmp_path: 
     assert result.exit_code == 0, result.output
     counts = json.loads(result.stdout)["counts"]
     assert (counts["bounced"], counts["complained"], counts["sent"]) == (7, 1, 8)
+    text = run("status", ISSUE, "--destination", DESTINATION).stdout
+    assert "pending 0; later: bounced 7, complained 1" in text
 
 
 def test_soft_bounces_reaching_the_limit_mark_bounced(folder: Path, tmp_path: Path) -> None:
