@@ -277,3 +277,16 @@ def test_the_same_bounce_twice_counts_once(folder: Path, tmp_path: Path) -> None
     found = by_message(bounces("--maildir", box))
     actions = sorted(m["action"] for m in found.values())
     assert actions == ["already recorded", "soft bounce 1 of 3 within 30 days"]
+
+
+def test_a_bounce_of_an_issue_being_sent_waits(folder: Path, tmp_path: Path) -> None:
+    """While a send of the issue holds its lock, its bounces are left for the next run."""
+    from newsletter.sends import SendLock
+
+    box = maildir(tmp_path, ["postfix-refused.eml"])
+    with SendLock(folder / ".newsletter", SLUG):
+        [outcome] = bounces("--maildir", box)["messages"]
+    assert outcome["result"] == "later"
+    assert statuses(folder)["someone@refuse.test"] == "subscribed"
+    [outcome] = bounces("--maildir", box)["messages"]
+    assert outcome["result"] == "hard" and statuses(folder)["someone@refuse.test"] == "bounced"

@@ -119,8 +119,7 @@ class Processor:
         return self._apply(base, found, _when(report))
 
     def _apply(self, base: Outcome, found: Match, at: float) -> Outcome:
-        if self.sends.running(base.issue):
-            return _with(base, "a send of this issue is running: left for the next run", "later")
+        """Under the issue's send lock: a send holds its ledger (one writer at a time)."""
         try:
             with self.sends.lock(base.issue):
                 kind = base.result

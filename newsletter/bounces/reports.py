@@ -70,8 +70,8 @@ def _malformed(problem: str, msg: Message | None = None) -> Report:
 
 
 def _read(msg: Message) -> Report:
-    report_type = msg.get_param("report-type", "") if msg.get_content_type() else ""
-    kind = str(report_type).lower() if msg.get_content_type() == "multipart/report" else ""
+    report = msg.get_content_type() == "multipart/report"
+    kind = str(msg.get_param("report-type", "")).lower() if report else ""
     paths = _delivered_to(msg)
     subject, at = _text(msg.get("subject", "")), _date(msg)
     originals = list(_originals(msg))
