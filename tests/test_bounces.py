@@ -290,3 +290,15 @@ def test_a_bounce_of_an_issue_being_sent_waits(folder: Path, tmp_path: Path) -> 
     assert statuses(folder)["someone@refuse.test"] == "subscribed"
     [outcome] = bounces("--maildir", box)["messages"]
     assert outcome["result"] == "hard" and statuses(folder)["someone@refuse.test"] == "bounced"
+
+
+def test_check_warns_of_a_bounce_address_at_an_example_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bounce_address is in every message's envelope: `check` warns when it is an example's."""
+    found = bounce_folder(tmp_path / "letter")
+    text = (found / "newsletter.toml").read_text()
+    (found / "newsletter.toml").write_text(text.replace("@bounce.test", "@example.com"))
+    monkeypatch.chdir(found)
+    result = run("check", ISSUE)
+    assert "newsletter.bounce_address: 'bounces@example.com' is at an example host" in result.output
