@@ -225,6 +225,9 @@ def main() -> None:
     parser.add_argument("--size-kb", type=int, default=40)
     parser.add_argument("--million", action="store_true")
     parser.add_argument("--million-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--bounce-address", default="", help="[newsletter] bounce_address: VERP return paths"
+    )
     args = parser.parse_args()
     # Byte-compiled once, as an install does: otherwise, where PYTHONDONTWRITEBYTECODE is set,
     # every `newsletter send` compiles ~50 modules again (~0.7 s of CPU in the whole command).
@@ -237,6 +240,7 @@ def main() -> None:
             "NEWSLETTER_SMTP_PORT": str(port),
             "NEWSLETTER_SMTP_SECURITY": "none",
             "NEWSLETTER_SMTP_CONNECTIONS": str(args.sessions),
+            **({"NEWSLETTER_BOUNCE_ADDRESS": args.bounce_address} if args.bounce_address else {}),
         }
     )
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from newsletter.archive import Archive
+    from newsletter.bounces import Outcome
     from newsletter.config import Config
     from newsletter.dispatch import Notice, Progress
     from newsletter.limits import Limits
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from newsletter.resume import Joined
     from newsletter.store import Recipients, SendLedger, Sends, StatusChange, SubscriberStore
     from newsletter.transport import Transport
+    from newsletter.verp import ReturnPaths
 
 log = logging.getLogger("newsletter")
 
@@ -51,7 +54,8 @@ PathLike = str | Path
 
 @dataclass(frozen=True)
 class Counts:
-    """Recipients of a send by state; left_out: not in the plan, or skipped while sending."""
+    """Recipients of a send by state; left_out: not in the plan, or skipped while sending;
+    bounced and complained: of those sent, what the bounce mailbox returned later."""
 
     pending: int
     sent: int
@@ -59,6 +63,8 @@ class Counts:
     failed: int
     unknown: int
     left_out: int
+    bounced: int = 0
+    complained: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class SendReport:
                 "failed": c.failed,
                 "unknown": c.unknown,
                 "left_out": c.left_out,
+                "bounced": c.bounced,
+                "complained": c.complained,
             },
             "unknown": list(self.unknown),
             "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in self.failed],
@@ -356,6 +364,53 @@ class Newsletter:
         from newsletter.sending import send_test_copy
 
         return send_test_copy(self, Path(issue), to, as_email)
+
+    # -- the bounce mailbox -------------------------------------------------------------------
+
+    def bounces(
+        self,
+        maildir: PathLike | None = None,
+        imap: str | None = None,
+        *,
+        dry_run: bool = False,
+        ca_file: PathLike | None = None,
+    ) -> list[Outcome]:
+        """Read the bounce mailbox (a Maildir folder, or imaps://user@host[:port]/FOLDER with
+        the password in NEWSLETTER_IMAP_PASSWORD; `ca_file` trusts a private CA) and apply
+        each bounce and complaint not processed yet (docs/deliverability.md). One Outcome per
+        message; a message that maps to nobody is one too, never an error."""
+        from newsletter import bounces
+
+        if (maildir is None) == (imap is None):
+            raise BadOption("maildir", maildir, "give a Maildir folder or an imaps:// URL (one)")
+        ca = Path(ca_file) if ca_file is not None else None
+        mailbox: bounces.Mailbox = (
+            bounces.Maildir(Path(maildir))
+            if maildir is not None
+            else bounces.Imap(str(imap), ca_file=ca)
+        )
+        rules = bounces.Rules(
+            self.config.newsletter.soft_bounce_limit,
+            self.config.newsletter.soft_bounce_days,
+            dry_run,
+        )
+        processor = bounces.Processor(self.store, self.sends, self._return_paths(), rules)
+        try:
+            return bounces.run(mailbox, processor)
+        finally:
+            processor.close()
+            mailbox.close()
+
+    def _return_paths(self) -> ReturnPaths | None:
+        """What reads our VERP return paths: needs the secret the sends made them with."""
+        from newsletter.config import SECRET_ENV, secret
+        from newsletter.verp import ReturnPaths
+
+        if not self.config.bounce_address:
+            return None
+        stored = self.config.state_dir / "secret"  # what an outbox send made, if any
+        create = not os.environ.get(SECRET_ENV) and stored.is_file()
+        return ReturnPaths(self.config.bounce_address, secret(self.config, create=create))
 
     # -- publish -----------------------------------------------------------------------------
 

@@ -578,4 +578,5 @@ def archive(
     say(f"{len(built.pages)} issue(s) archived in {built.folder}")
 
 
+import newsletter.cli_bounces  # noqa: E402  # registers `newsletter bounces` on app
 import newsletter.cli_subscribers  # noqa: E402, F401  # registers `newsletter subscribers ...` on app

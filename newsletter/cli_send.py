@@ -215,9 +215,11 @@ def _print_report(
 ) -> None:
     """The counts, the last run's duration and rate (unless this run sent nothing), failures."""
     c = report.counts
+    returned = f"; later: bounced {c.bounced}, complained {c.complained}"
     echo(
         f"sent {c.sent}, failed {c.failed}, deferred {c.deferred}, "
         f"unknown {c.unknown}, left out {c.left_out}, pending {c.pending}"
+        + (returned if c.bounced or c.complained else "")
     )
     if report.duration_s and last_run:
         echo(f"last run: {report.duration_s:.1f} s, {report.messages_per_second:.0f} messages/s")

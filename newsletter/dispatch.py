@@ -467,8 +467,17 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-def composer(builder: Builder, sender: str, digest: str, signer: Signer | None = None) -> Compose:
+def composer(
+    builder: Builder,
+    sender: str,
+    digest: str,
+    signer: Signer | None = None,
+    return_path: Callable[[int, str], str] | None = None,
+) -> Compose:
     """Compose for the Dispatcher: the envelope and the bytes in the connection's form.
+
+    The envelope sender is `sender`, or with `return_path` (verp.ReturnPaths.for_send) each
+    recipient's own, made from their ledger row (a bounce then names its recipient).
 
     The Message-ID is the same for every attempt at one recipient of one version of the issue,
     so a copy sent again on purpose (`--resend-unknown`) can be recognised as a duplicate.
@@ -479,7 +488,8 @@ def composer(builder: Builder, sender: str, digest: str, signer: Signer | None =
         subscriber = subscriber_of(row)
         tag = hashlib.sha256(f"{digest}\0{row.email}".encode()).hexdigest()[:32]
         message_id = f"<{tag}@{builder.domain}>"
-        envelope = Envelope(sender, row.email, smtputf8=subscriber.smtputf8)
+        mail_from = sender if return_path is None else return_path(row.id, row.email)
+        envelope = Envelope(mail_from, row.email, smtputf8=subscriber.smtputf8)
         if signer is None:  # built in the wire's form at once: nothing to sign (~1 us a message)
             data = builder.build(
                 subscriber, eight_bit=conn.eight_bit, dot_stuffed=conn.dot_stuffed,

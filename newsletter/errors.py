@@ -517,3 +517,13 @@ class BadForm(NewsletterError):
         super().__init__(reason)
         self.reason = reason
         self.limit = limit
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be read or changed: which one (a folder or an imaps:// URL,
+    never a password) and why."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason

@@ -8,6 +8,9 @@ One row per recipient of the plan, in plan order, with its state:
   failed    a permanent 5xx refusal (code, reply); never retried
   unknown   the connection broke after the data went out: maybe delivered; never resent by itself
   skipped   left out after the snapshot (unsubscribed mid-send)
+Apart from the state, `returns` records what came back later from the bounce mailbox
+(`newsletter bounces`): a hard or soft bounce, or a complaint. A ledger made before that table
+existed gets it when opened; until then it reads as nothing returned.
 
 Each attempt is committed as `sending` BEFORE its data goes out. A killed process therefore
 leaves at most one `sending` row per connection; `recover()` turns them into `unknown`.
@@ -51,6 +54,13 @@ CREATE TABLE IF NOT EXISTS recipients (
     code INTEGER,                      -- SMTP reply code
     reply TEXT                         -- server reply, or why
 );
+CREATE TABLE IF NOT EXISTS returns (  -- what came back after a message was accepted
+    id INTEGER NOT NULL,               -- recipients.id
+    kind TEXT NOT NULL,                -- "hard", "soft" (bounces) or "complaint"
+    status TEXT NOT NULL,              -- the DSN's status, e.g. 5.1.1; "" for a complaint
+    at REAL NOT NULL,                  -- unix time of the report
+    PRIMARY KEY (id, kind)
+) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS recipients_khash ON recipients(khash);
 CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state NOT IN (0, 2);
 """  # the numbers in it are State values: pending 0, sent 2
@@ -448,6 +458,35 @@ class Ledger:
         marks = ",".join("?" * len(states))
         sql = f"SELECT email FROM recipients WHERE state IN ({marks}) ORDER BY id"  # noqa: S608  # only "?" marks are interpolated
         return (str(r[0]) for r in self._db.execute(sql, states))
+
+    def row(self, row_id: int) -> Row | None:
+        """The recipient in row `row_id` (a return path names it), or None."""
+        sql = "SELECT id, email, name, list, fields, attempts FROM recipients WHERE id = ?"
+        found = self._db.execute(sql, (row_id,)).fetchone()
+        return self._row(found) if found else None
+
+    def row_of(self, key: str) -> Row | None:
+        """The recipient with the address key `key` (addresses.address_key), or None."""
+        sql = "SELECT id, email, name, list, fields, attempts FROM recipients WHERE khash = ?"
+        found = self._db.execute(sql, (key_hash(key),)).fetchone()
+        return self._row(found) if found else None
+
+    def record_return(self, row_id: int, kind: str, status: str, at: float) -> bool:
+        """Record a bounce ("hard", "soft") or a complaint of row `row_id`; False when that
+        row already had one of this kind (the same report read twice changes nothing)."""
+        sql = "INSERT OR IGNORE INTO returns (id, kind, status, at) VALUES (?, ?, ?, ?)"
+        added = self._write(sql, (row_id, kind, status, at)).rowcount > 0
+        self.commit()
+        return added
+
+    def returned(self) -> dict[str, int]:
+        """How many recipients bounced later (hard or soft) and how many complained."""
+        sql = (
+            "SELECT count(DISTINCT id) FILTER (WHERE kind != 'complaint'),"
+            " count(*) FILTER (WHERE kind = 'complaint') FROM returns"
+        )
+        bounced, complained = self._db.execute(sql).fetchone()
+        return {"bounced": int(bounced or 0), "complained": int(complained or 0)}
 
     def failures(self) -> Iterator[Failure]:
         sql = "SELECT email, code, reply, at FROM recipients WHERE state = ? ORDER BY id"

@@ -245,6 +245,7 @@ def _sender_settings(config: Config) -> Iterator[tuple[str, str, str]]:
     base_url of its unsubscribe links."""
     n = config.newsletter
     pairs = [("from", n.from_), ("reply_to", n.reply_to), ("envelope_from", n.envelope_from)]
+    pairs += [("bounce_address", n.bounce_address)]
     pairs += [("unsubscribe_mailto", n.unsubscribe_mailto), ("base_url", n.base_url)]
     for key, value in pairs:
         parts = split(value) if key == "base_url" else None

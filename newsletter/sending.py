@@ -237,7 +237,8 @@ def run_plan(nl: Newsletter, plan: Plan, on_progress: OnProgress | None) -> Send
     key = unsubscribe_secret(config, destination, nl.notify)  # the plan may have had a stand-in
     factory = MessageFactory(rendered, config, key)
     ledger.save()  # the plan was a draft: the ledger file starts here
-    result = _run(nl, session, ledger, factory, plan.limit, on_progress)
+    paths = _return_paths(config, key, rendered.slug, destination)
+    result = _run(nl, session, ledger, factory, plan.limit, on_progress, paths)
     return _report(session, ledger, result)
 
 
@@ -248,6 +249,7 @@ def _run(
     factory: MessageFactory,
     limit: int | None,
     on_progress: OnProgress | None,
+    return_path: Callable[[int, str], str] | None,
 ) -> RunResult:
     from newsletter.dispatch import Dispatcher, composer
     from newsletter.dkim import DkimSigner, SigningPool
@@ -260,7 +262,7 @@ def _run(
         dispatcher = Dispatcher(
             ledger,
             session.transport,
-            composer(factory, config.envelope_sender, session.rendered.digest, pool),
+            composer(factory, config.envelope_sender, session.rendered.digest, pool, return_path),
             session.limits,
             on_event=on_progress or _ignore,
             on_bounce=bouncer(nl.store),
@@ -275,6 +277,17 @@ def _run(
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(SigningPool(signer)) if signer else None
         return asyncio.run(run())
+
+
+def _return_paths(
+    config: Config, key: bytes, slug: str, destination: str
+) -> Callable[[int, str], str] | None:
+    """Each message's envelope sender when [newsletter] bounce_address is set (verp.py)."""
+    from newsletter.verp import ReturnPaths
+
+    if not config.bounce_address:
+        return None
+    return ReturnPaths(config.bounce_address, key).for_send(slug, destination)
 
 
 def _ignore(event: object) -> None:

@@ -90,6 +90,7 @@ def report(
     ledger: SendLedger, *, issue: str, destination: str, live: bool = False
 ) -> dict[str, Any]:
     counts = ledger.counts(live=live)
+    returned = ledger.returned()
     plan_left_out = sum(int(v) for v in ledger.get_json("left_out", {}).values())
     return {
         "issue": issue,
@@ -101,6 +102,8 @@ def report(
             "failed": counts["failed"],
             "unknown": counts["unknown"],
             "left_out": plan_left_out + counts["skipped"],
+            "bounced": returned["bounced"],
+            "complained": returned["complained"],
         },
         "unknown": list(ledger.emails(State.UNKNOWN, *(() if live else (State.SENDING,)))),
         "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in ledger.failures()],

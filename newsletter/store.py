@@ -225,6 +225,13 @@ class SubscriberStore(Protocol):
         changed is in `.broken` (the address is then suppressed)."""
         ...
 
+    def soft_bounce(
+        self, email: str, *, issue: str, status: str, at: dt.datetime, window_days: int
+    ) -> int:
+        """Record a soft bounce (4.x.x) of `email` for `issue`; how many it had within
+        `window_days` up to `at`, this one included."""
+        ...
+
     def watch(self, recipients: Recipients) -> Blocked:
         """For the send loop, between batches: who must get no mail now (cheap when nothing
         changed)."""
@@ -300,6 +307,17 @@ class SendLedger(Protocol):
     def emails(self, *states: State) -> Iterator[str]: ...
     def failures(self) -> Iterator[Failure]: ...
     def close(self) -> None: ...
+
+    # what came back later (the bounce mailbox)
+    def row(self, row_id: int) -> Row | None: ...
+    def row_of(self, key: str) -> Row | None: ...
+    def record_return(self, row_id: int, kind: str, status: str, at: float) -> bool:
+        """A bounce ("hard", "soft") or complaint of that row; False if it had one already."""
+        ...
+
+    def returned(self) -> dict[str, int]:
+        """{"bounced": n, "complained": m}: recipients of this send with such a return."""
+        ...
 
 
 class Sends(Protocol):

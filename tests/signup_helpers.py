@@ -75,7 +75,7 @@ def outbox(root: Path) -> list[EmailMessage]:
     """Every message in the outbox Maildir (in no particular order: Maildir names do not sort
     by time)."""
     folder = root / "outbox"
-    if not folder.exists():
+    if not (folder / "new").exists():  # the transport may be making the Maildir right now
         return []
     box = mailbox.Maildir(folder, create=False)
     files = sorted((folder / "new").iterdir())

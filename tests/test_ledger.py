@@ -101,6 +101,8 @@ def test_report_has_the_shared_schema(tmp_path: Path) -> None:
         "failed": 1,
         "unknown": 1,
         "left_out": 2,
+        "bounced": 0,
+        "complained": 0,
     }
     assert doc["failed"] == [
         {"email": "p0@example.org", "code": 550, "reply": "5.1.1 no such user"}

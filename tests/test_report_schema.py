@@ -97,7 +97,16 @@ def test_smtp_send_with_every_outcome(smtp: SmtpServer) -> None:
 GOOD: dict[str, Any] = {
     "issue": SLUG,
     "destination": "smtp://mail.example.org:587",
-    "counts": {"pending": 0, "sent": 3, "deferred": 1, "failed": 1, "unknown": 1, "left_out": 2},
+    "counts": {
+        "pending": 0,
+        "sent": 3,
+        "deferred": 1,
+        "failed": 1,
+        "unknown": 1,
+        "left_out": 2,
+        "bounced": 1,
+        "complained": 0,
+    },
     "unknown": ["someone@example.net"],
     "failed": [{"email": "gone@example.com", "code": 550, "reply": "5.1.1 No such user"}],
     "deferred": ["busy@example.org"],

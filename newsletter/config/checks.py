@@ -66,6 +66,18 @@ def mailbox(toml_key: str, *, name_allowed: bool, sender: bool = True) -> Check:
     return check
 
 
+def bounce_address(value: str) -> str | None:
+    """A sender address (as `mailbox` checks it) whose local part leaves room for the id each
+    message adds (verp.py)."""
+    from newsletter.addresses import ascii_address
+    from newsletter.verp import local_part_problem
+
+    problem = mailbox("bounce_address", name_allowed=False)(value)
+    if problem or not value:
+        return problem
+    return local_part_problem(ascii_address(value.strip()))
+
+
 def _header_text(value: str) -> str | None:
     """Text that goes into a mail header: no line breaks or other control characters."""
     from newsletter.models import HEADER_CONTROL

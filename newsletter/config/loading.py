@@ -201,7 +201,9 @@ def _tables(
     return tuple(items), problems
 
 
-_ADDRESS_KEYS = ("from_", "reply_to", "test_to", "unsubscribe_mailto", "envelope_from")
+_ADDRESS_KEYS = (
+    "from_", "reply_to", "test_to", "unsubscribe_mailto", "envelope_from", "bounce_address",
+)  # fmt: skip
 
 
 def _reserved(

@@ -125,6 +125,21 @@ class Settings:
         "SMTP envelope sender (bounces go there); empty: the `from` address.",
         check=checks.mailbox("envelope_from", name_allowed=False),
     )
+    bounce_address: str = key(
+        "",
+        "Return path for bounces, e.g. `bounces@example.org`: each message's envelope sender "
+        "becomes `bounces+<id>@example.org` (VERP), so `newsletter bounces` maps every bounce "
+        "to its reader. Wins over `envelope_from`; the part before @ at most 35 characters.",
+        check=checks.bounce_address,
+    )
+    soft_bounce_limit: int = key(
+        3,
+        "Soft bounces (4.x.x) within `soft_bounce_days` that mark a reader `bounced`.",
+        check=checks.positive,
+    )
+    soft_bounce_days: int = key(
+        30, "The window in days over which soft bounces are counted.", check=checks.positive
+    )
     dkim_domain: str = key(
         "",
         "DKIM signing domain (d=); empty: no signing.",
@@ -237,12 +252,20 @@ class Config:
 
     @property
     def envelope_sender(self) -> str:
-        """MAIL FROM: envelope_from, else the `from` address (ASCII: an IDN domain in IDNA)."""
+        """MAIL FROM: bounce_address (a send gives each message its own form of it, see
+        verp.py), else envelope_from, else the `from` address (ASCII: an IDN domain in IDNA)."""
+        if self.newsletter.bounce_address:
+            return self.bounce_address
         return (
             _wire(self.newsletter.envelope_from)
             if self.newsletter.envelope_from
             else self.from_address
         )
+
+    @property
+    def bounce_address(self) -> str:
+        """[newsletter] bounce_address in its ASCII form ("" when unset)."""
+        return _wire(self.newsletter.bounce_address) if self.newsletter.bounce_address else ""
 
     @property
     def unsubscribe_mailto(self) -> str:

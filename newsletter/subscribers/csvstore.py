@@ -79,6 +79,15 @@ class CsvStore:
             for email in bounces_to_apply(self.folder, refusals)
         ]
 
+    def soft_bounce(
+        self, email: str, *, issue: str, status: str, at: dt.datetime, window_days: int
+    ) -> int:
+        """Counted in the folder's .newsletter/people.sqlite (People)."""
+        with People(self.folder) as people:
+            return people.soft_bounce(
+                email, issue=issue, status=status, at=at, window_days=window_days
+            )
+
     def watch(self, recipients: Recipients) -> Blocked:
         """Cheap between batches: re-reads only the lists (and suppressions) that changed."""
         blocklist = Blocklist(self.folder, recipients.lists)

@@ -1,0 +1,111 @@
+"""`newsletter bounces --imap` against a real Dovecot (tests/dovecot.py): the fixtures read
+over IMAPS, applied, flagged so a rerun changes nothing; the password only ever from
+NEWSLETTER_IMAP_PASSWORD and never shown."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bounce_helpers import EXPECTED, SCENARIO, bounce_folder, fixture, statuses
+from tests.compose_helpers import run
+from tests.dovecot import Dovecot, dovecot
+
+
+@pytest.fixture
+def server() -> Iterator[Dovecot]:
+    with dovecot() as running:
+        yield running
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: Dovecot) -> Path:
+    monkeypatch.setenv("NEWSLETTER_SECRET", SCENARIO["secret"])
+    monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", server.password)
+    found = bounce_folder(tmp_path / "letter")
+    monkeypatch.chdir(found)
+    for name in EXPECTED:
+        server.deliver(name, fixture(name))
+    return found
+
+
+def imap_bounces(server: Dovecot, *args: str) -> dict[str, Any]:
+    result = run("bounces", "--imap", server.url(), "--ca-file", server.ca_file, "--json", *args)
+    assert result.exit_code == 0, result.output
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def flags(server: Dovecot) -> list[str]:
+    """The flags of every message in the INBOX, as another IMAP client sees them."""
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port, ssl_context=context) as imap:
+        imap.login(server.user, server.password)
+        imap.select("INBOX")
+        _, data = imap.fetch("1:*", "(FLAGS)")
+    return sorted(d.decode() for d in data if isinstance(d, bytes))
+
+
+def test_imap_bounces_are_applied_once(folder: Path, server: Dovecot) -> None:
+    """Each fixture maps to its reader over IMAP; the lists change; every message gets \\Seen
+    and the NewsletterProcessed keyword; a rerun finds nothing and changes nothing."""
+    first = imap_bounces(server)
+    results = sorted((m["email"], m["result"], m["status"]) for m in first["messages"])
+    assert results == sorted(EXPECTED.values())
+    shown = statuses(folder)
+    assert shown["someone@refuse.test"] == "bounced"
+    assert shown["reader@yahoo.com"] == "complained"
+    assert shown["full@tempfail.test"] == "subscribed"
+    seen = flags(server)
+    assert len(seen) == len(EXPECTED)
+    assert all("\\Seen" in f and "NewsletterProcessed" in f for f in seen), seen
+    again = imap_bounces(server)
+    assert again["messages"] == [] and statuses(folder) == shown and flags(server) == seen
+
+
+def test_imap_dry_run_leaves_the_mailbox_alone(folder: Path, server: Dovecot) -> None:
+    """--dry-run over IMAP: no flag set (BODY.PEEK), nothing changed."""
+    found = imap_bounces(server, "--dry-run")
+    assert len(found["messages"]) == len(EXPECTED)
+    assert not any("\\Seen" in f or "NewsletterProcessed" in f for f in flags(server))
+    assert set(statuses(folder).values()) == {"subscribed"}
+
+
+def test_a_wrong_password_is_one_line_without_it(
+    folder: Path, server: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused login: exit 1 with one line naming the server; the password is not in it."""
+    wrong = "wrong-password-do-not-print-me"
+    monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", wrong)
+    result = run("bounces", "--imap", server.url(), "--ca-file", server.ca_file)
+    assert result.exit_code == 1
+    assert f"imaps://bounces@127.0.0.1:{server.port}/INBOX: LOGIN failed" in result.output
+    assert wrong not in result.output and "Traceback" not in result.output
+
+
+def test_the_server_certificate_is_checked(folder: Path, server: Dovecot) -> None:
+    """Without --ca-file the test CA is not trusted: a clear error, nothing read."""
+    result = run("bounces", "--imap", server.url())
+    assert result.exit_code == 1
+    assert "cannot connect" in result.output and "CERTIFICATE_VERIFY_FAILED" in result.output
+    assert set(statuses(folder).values()) == {"subscribed"}
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [("imaps://bounces:hunter2hunter2@127.0.0.1/INBOX", "must not hold a password"),
+     ("imap://bounces@127.0.0.1/INBOX", "must be imaps://"),
+     ("imaps://127.0.0.1/INBOX", "names no user")],
+    ids=["password in the URL", "no TLS", "no user"],
+)  # fmt: skip
+def test_bad_imap_urls_are_refused(url: str, why: str, tmp_path: Path) -> None:
+    """A URL with a password, without TLS or without a user: refused, never echoing a password."""
+    result = run("--config", bounce_folder(tmp_path / "letter"), "bounces", "--imap", url)
+    assert result.exit_code == 1 and f"--imap: {why}" in result.output
+    assert "hunter2" not in result.output
