@@ -9,6 +9,10 @@ One row per recipient of the plan, in plan order, with its state:
   unknown   the connection broke after the data went out: maybe delivered; never resent by itself
   skipped   left out after the snapshot (unsubscribed mid-send)
 
+A person erased on request (`erase`, from `subscribers purge`) keeps their row, its hash and
+state, without their address, name, merge fields or the server's reply: no resumed send adds or
+mails them again, and no report names them.
+
 Each attempt is committed as `sending` BEFORE its data goes out. A killed process therefore
 leaves at most one `sending` row per connection; `recover()` turns them into `unknown`.
 WAL with synchronous=NORMAL survives a killed process (the OS keeps the writes). Against power
@@ -135,6 +139,9 @@ def ledger_files(folder: Path) -> list[Path]:
 _LEDGER_NAME = re.compile(r"\.sqlite(\.replaced-[0-9T]+)?$")
 
 
+_OUTCOME = "SELECT state, at FROM recipients WHERE khash = ?"
+
+
 def outcome_in(path: Path, key: str) -> tuple[State, float | None] | None:
     """The state and last change of the address's row in the ledger at `path`, read without
     changing it: one probe of the index on the address hash. None when it has no row."""
@@ -143,8 +150,7 @@ def outcome_in(path: Path, key: str) -> tuple[State, float | None] | None:
             db.execute("PRAGMA busy_timeout=5000")
             if not db.execute(_HAS_RECIPIENTS).fetchone():
                 return None
-            sql = "SELECT state, at FROM recipients WHERE khash = ?"
-            row = db.execute(sql, (key_hash(key),)).fetchone()
+            row = db.execute(_OUTCOME, (key_hash(key),)).fetchone()
     except sqlite3.Error as exc:
         raise ledger_error(path, exc) from None
     return None if row is None else (State(row[0]), row[1])
