@@ -165,14 +165,14 @@ def erase(path: Path, key: str) -> tuple[int, bool]:
     secure_delete so the pages it changes keep no old bytes; then a TRUNCATE checkpoint empties
     the -wal file. Returns (rows erased, whether the -wal file could be emptied).
     """
-    db = connect(path)
+    db = connect(path)  # its connections zero what they free (ledgerdb: secure_delete)
     try:
-        db.execute("PRAGMA secure_delete=ON")
         if not db.execute(_HAS_RECIPIENTS).fetchone():
             return 0, True
         db.execute("BEGIN IMMEDIATE")
         values = (State.SKIPPED, State.PENDING, State.DEFERRED, ERASED, key_hash(key))
         rows = db.execute(_ERASE, values).rowcount
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('erased', '1')")
         db.execute("COMMIT")
         return rows, _checkpoint(db) if rows else True
     finally:
@@ -191,7 +191,6 @@ def compact(path: Path) -> bool:
     -wal file from being emptied."""
     db = connect(path)
     try:
-        db.execute("PRAGMA secure_delete=ON")
         db.execute("VACUUM")
         return _checkpoint(db)
     finally:
@@ -496,6 +495,12 @@ class Ledger:
             " reply = 'interrupted while in flight: may have been delivered' WHERE state = ?"
         )
         count = self._write(sql, (State.UNKNOWN, State.SENDING)).rowcount
+        if self.get("erased"):  # a scan, only of a ledger someone was erased from
+            # erased while their message was in flight, then deferred or handed back: there
+            # is nobody left to send to
+            erased = "UPDATE recipients SET state = ?, next_at = NULL"
+            erased += " WHERE email = '' AND state IN (?, ?)"
+            self._write(erased, (State.SKIPPED, State.PENDING, State.DEFERRED))
         self.commit()
         return count
 

@@ -184,6 +184,25 @@ def test_an_erased_row_is_never_reported_or_sent_again(tmp_path: Path) -> None:
     ledger.close()
 
 
+def test_a_row_erased_while_in_flight_is_not_sent_again(tmp_path: Path) -> None:
+    """Erased while its message was out, then deferred by the server: the next run's recovery
+    leaves it out, so no resume tries an address that is no longer there."""
+    path = ledger_path(tmp_path, "a", "smtp-x")
+    ledger = Ledger(path)
+    ledger.add([Entry("ann@example.org", "ann@example.org")])
+    row = ledger.pending(0, 10)[0]
+    ledger.start(row.id)
+    ledger.commit()
+    assert erase(path, "ann@example.org") == (1, True)
+    ledger.defer(row.id, 451, "4.3.0 try later", 0.0)  # the answer to the message in flight
+    ledger.close()
+    ledger = Ledger(path, create=False)
+    ledger.recover()
+    assert ledger.deferred() == [] == ledger.pending(0, 10)
+    assert ledger.counts()["skipped"] == 1
+    ledger.close()
+
+
 def test_show_after_purge_holds_only_the_digest_and_the_outcomes(tmp_path: Path) -> None:
     """What is left to show: the suppression entry and what each send did, by the hash."""
     folder = person_folder(tmp_path)
