@@ -74,7 +74,7 @@ def test_show_gives_every_row_in_every_list_with_all_columns(folder: Path) -> No
                 "city": "Kraków",
             },
         },
-    ]  # fmt: skip
+    ]
     code, out, _err = show(folder, "ann@example.org")
     assert code == 0
     assert "  subscribers/members.csv:3\n    email: Ann@Example.ORG\n    name: Ann Lee\n" in out

@@ -90,6 +90,10 @@ def test_purge_leaves_no_trace_in_any_file(
     ledgers or their -wal/-shm files: only the suppression digest."""
     folder = person_folder(tmp_path)
     assert run(folder, "send", ISSUE, "--yes").returncode == 0  # to the outbox
+    issue = folder / ISSUE  # changed and sent again: the first ledger is kept aside
+    issue.write_text(issue.read_text(encoding="utf-8").replace("Cohes3ion: six", "Six"))
+    again = run(folder, "send", ISSUE, "--yes", "--on-change", "restart")
+    assert again.returncode == 0, again.stderr
     server = make_smtp_server()
     refusal = Fault("RCPT", "550 5.1.1 <erase.me@example.org>: Recipient address rejected", times=0)
     server.add_fault(refusal, recipient="erase.me@example.org")
@@ -99,12 +103,13 @@ def test_purge_leaves_no_trace_in_any_file(
     assert any(".sqlite" in name for name in before), before  # the ledgers held them
     ledgers = sorted((folder / ".newsletter" / "sends").glob("*.sqlite"))
     assert len(ledgers) == 2
+    assert len(list((folder / ".newsletter" / "sends").glob("*.sqlite.replaced-*"))) == 1
     reader = sqlite3.connect(ledgers[0])  # `status` reading meanwhile: -wal and -shm exist
     reader.execute("SELECT count(*) FROM recipients").fetchone()
     code, out, err = purge(folder)
     assert code == 0, err
     assert "warning" not in err
-    assert out.count("erased from the record of a send") == 2
+    assert out.count("erased from the record of a send") == 3
     side_files = list((folder / ".newsletter" / "sends").glob("*.sqlite-*"))
     assert traces(folder) == {}, side_files
     reader.close()
