@@ -215,3 +215,14 @@ def test_show_without_an_address_is_an_error(folder: Path) -> None:
     code, out, err = show(folder, " ")
     assert (code, out) == (1, "")
     assert err == "error: ' ': no address given\n"
+
+
+def test_any_spelling_of_an_international_address_finds_the_same_person(folder: Path) -> None:
+    """Decomposed accents, another case and the punycode domain all find the row written in
+    Unicode NFC (addresses compare as `address_key`)."""
+    add(folder, "żaneta@bücher.example.org", name="Żaneta")
+    spelling = "Z\u0307aneta@XN--BCHER-KVA.example.org"  # Ż decomposed, domain in punycode
+    doc = shown_json(folder, spelling)
+    assert [row["columns"]["email"] for row in doc["rows"]] == ["żaneta@bücher.example.org"]
+    assert [event["status"] for event in doc["history"]] == ["subscribed"]
+    assert doc["key"] == "żaneta@bücher.example.org"

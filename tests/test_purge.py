@@ -243,3 +243,20 @@ def test_purge_rebuilds_a_ledger_an_older_writer_left_old_copies_in(tmp_path: Pa
     code, _out, err = purge(folder)
     assert code == 0, err
     assert traces(folder) == {}
+
+
+def test_purge_by_another_spelling_of_an_international_address(tmp_path: Path) -> None:
+    """Purged by a spelling of their address with decomposed accents and a punycode domain:
+    the row in Unicode, its history and their send's record go all the same."""
+    folder = make_folder(tmp_path, 0)
+    write_list(folder, "news", ["reader0@example.org", "żaneta@bücher.example.org"])
+    assert run(folder, "send", ISSUE, "--yes").returncode == 0
+    spelling = "Z\u0307aneta@XN--BCHER-KVA.example.org"
+    result = CliRunner().invoke(
+        app, ["--config", str(folder), "subscribers", "purge", spelling, "--yes"]
+    )
+    assert result.exit_code == 0, result.output
+    for path in [*folder.glob("subscribers/**/*"), *folder.glob(".newsletter/**/*")]:
+        if path.is_file():
+            raw = path.read_bytes()
+            assert b"aneta" not in raw and "bücher".encode() not in raw, path
