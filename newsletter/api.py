@@ -195,7 +195,8 @@ class Erased:
 
     @property
     def unfinished(self) -> tuple[str, ...]:
-        """Ledgers whose send held its lock (planned or running): purge again after it ends."""
+        """Ledgers in use (a send of the issue planned or running, or a reader) that may keep
+        old copies: purge again once that is done."""
         return tuple(one.ledger for one in self.sends if not one.complete)
 
 

@@ -177,8 +177,8 @@ def subscribers_purge(
         typer.echo(f"{email}: erased from the record of a send ({one.ledger})")
     for ledger in erased.unfinished:
         say(
-            f"warning: {ledger}: a send of this issue holds its lock (planned or running), so "
-            "old copies may remain in that file: when it has ended, run "
+            f"warning: {ledger}: in use (a send of this issue planned or running, or a reader), "
+            "so old copies may remain in that file: when it is done, run "
             f"`newsletter subscribers purge {email}` again"
         )
     say("suppression entry kept (a hash): a later import cannot bring them back")

@@ -214,7 +214,7 @@ class Scrubbed:
 
     ledger: str
     rows: int
-    complete: bool  # False: a send of the issue held its lock, so old copies may remain
+    complete: bool  # False: in use (a send held its lock, or a reader), old copies may remain
 
 
 # ---------------------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_purge_while_a_send_holds_its_lock(tmp_path: Path) -> None:
         sender.commit()  # its data goes out now
         code, _out, err = purge(folder)
         assert code == 0, err
-        assert f"warning: {path}: a send of this issue holds its lock" in err
+        assert f"warning: {path}: in use (a send of this issue planned or running" in err
         sender.sent(first.id, 250, "2.0.0 Ok")
         assert [row.email for row in sender.pending(0, 10)] == ["reader2@example.org"]
         sender.close()
