@@ -5,6 +5,8 @@ process so peak RSS is its own:
   validator  email-validator alone on the same addresses (the floor: ~25-40 µs each)
   check      `check_lists`: every row parsed and validated, repeated addresses found
   select     the send selection: suppression pre-pass, dedupe, validation, Subscriber per row
+  import     `subscribers import` of the list into a new one (checked, merged, written, and
+             each new row's status recorded in .newsletter/people.sqlite)
 and prints rows/s, the ratio to the validator-alone rate (target >= 0.67) and peak RSS (target
 <= 150 MB). The temp folder is deleted afterwards. `select` validates only the rows it would
 send (about 95% here: the others are left out by status or as duplicates before validation), so
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 
 NAMES = ["Ann Lee", "Zofia Wójcik", "Jürgen Groß", "Niccolò Rossi", "Siân Llŷr", 'Hopper, "G"']
-DOMAINS = ["example.org", "example.com", "example.net", "bücher.example", "mail.example.org"]
+DOMAINS = ["example.org", "example.com", "example.net", "bücher.example.org", "mail.example.org"]
 
 
 def generate(path: Path, rows: int) -> None:
@@ -69,6 +71,11 @@ def measure(kind: str, folder: Path) -> dict[str, float]:
         report = subscribers.check_lists([path])
         rows = report.rows
         assert not report.errors, report.errors[:3]
+    elif kind == "import":
+        into = Path(tempfile.mkdtemp(dir=folder))  # a fresh folder: every run adds every row
+        start = time.perf_counter()
+        imported = subscribers.import_list(into, path, into / "subscribers" / "imported.csv")
+        rows = imported.added + len(imported.merged)
     else:
         start = time.perf_counter()
         selection = subscribers.select(folder)
@@ -101,7 +108,7 @@ def main() -> None:
     report(args.rows, results)
 
 
-KINDS = ("validator", "check", "select")
+KINDS = ("validator", "check", "select", "import")
 
 
 def report(rows: int, results: dict[str, list[dict[str, float]]]) -> None:

@@ -14,9 +14,11 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from newsletter.api import (
         Counts,
+        Erased,
         FailedRecipient,
         Finding,
         Newsletter,
+        Person,
         Plan,
         SendReport,
         SendSummary,
@@ -26,12 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Counts",
+    "Erased",
     "FailedRecipient",
     "Finding",
     "InvalidInput",
     "LedgerMissing",
     "Newsletter",
     "NewsletterError",
+    "Person",
     "Plan",
     "SendReport",
     "SendSummary",

@@ -11,6 +11,8 @@ uvicorn.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime as dt
 import logging
 import os
 import signal
@@ -28,7 +30,15 @@ from newsletter.errors import (
     Problem,
     Severity,
 )
-from newsletter.store import SendSummary
+from newsletter.store import (
+    ConsentRecord,
+    HeldRow,
+    Scrubbed,
+    SendOutcome,
+    SendSummary,
+    SoftBounce,
+    StatusEvent,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -128,6 +138,80 @@ class TestResult:
     target: str  # where it went, in words
     code: int
     reply: str
+
+
+@dataclass(frozen=True)
+class Person:
+    """Everything held on one address: what `subscribers show` prints, and what a data subject
+    access request asks for. `to_json()` is the object of `subscribers show --json`
+    (docs/person.schema.json)."""
+
+    email: str  # as asked
+    key: str  # how addresses compare (the lookup key: case and Unicode form do not matter)
+    root: Path  # the newsletter folder: paths in `to_json()` are relative to it
+    rows: tuple[HeldRow, ...]  # every row in every list, all its columns
+    suppressed: str | None  # the reason of its suppression entry; None: no entry
+    history: tuple[StatusEvent, ...]
+    consents: tuple[ConsentRecord, ...]
+    soft_bounces: tuple[SoftBounce, ...]
+    sends: tuple[SendOutcome, ...]
+
+    @property
+    def held(self) -> bool:
+        """Is anything held on the address at all? ("we hold nothing" is an answer too)"""
+        places = (self.rows, self.history, self.consents, self.soft_bounces, self.sends)
+        return self.suppressed is not None or any(places)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "key": self.key,
+            "held": self.held,
+            "rows": [
+                {"file": self._shown(r.path), "line": r.line, "columns": dict(r.columns)}
+                for r in self.rows
+            ],
+            "suppressed": None if self.suppressed is None else {"reason": self.suppressed},
+            "history": [dataclasses.asdict(event) for event in self.history],
+            "consents": [dataclasses.asdict(record) for record in self.consents],
+            "soft_bounces": [dataclasses.asdict(bounce) for bounce in self.soft_bounces],
+            "sends": [
+                {
+                    "issue": o.issue,
+                    "destination": o.destination,
+                    "outcome": o.outcome,
+                    "at": None if o.at is None else utc_stamp(o.at),
+                    "ledger": self._shown(Path(o.ledger)),
+                }
+                for o in self.sends
+            ],
+        }
+
+    def _shown(self, path: Path) -> str:
+        """A path in the folder as the folder sees it (`subscribers/news.csv`)."""
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What `Newsletter.purge` erased; only the suppression entry (a digest) is left."""
+
+    email: str
+    rows: int  # list rows deleted
+    files: tuple[Path, ...]  # the lists they were in
+    sends: tuple[Scrubbed, ...]  # the sends' records of the person, now without the address
+
+    @property
+    def unfinished(self) -> tuple[str, ...]:
+        """Ledgers in use (a send of the issue planned or running, or a reader) that may keep
+        old copies: purge again once that is done."""
+        return tuple(one.ledger for one in self.sends if not one.complete)
+
+
+def utc_stamp(unix: float) -> str:
+    """ISO 8601 UTC to the second, as the lists write times: 2026-01-31T09:00:00Z."""
+    moment = dt.datetime.fromtimestamp(unix, dt.UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -412,6 +496,41 @@ class Newsletter:
         create = not os.environ.get(SECRET_ENV) and stored.is_file()
         return ReturnPaths(self.config.bounce_address, secret(self.config, create=create))
 
+    # -- people ------------------------------------------------------------------------------
+
+    def person(self, email: str) -> Person:
+        """Everything held on `email` (docs/subscribers.md, "What we hold on a person"):
+        matched as addresses compare, so any spelling of it finds the same records."""
+        from newsletter.addresses import address_key
+
+        held = self.store.held(_given(email))
+        return Person(
+            email,
+            address_key(email),
+            self.config.root,
+            held.rows,
+            held.suppressed,
+            held.history,
+            held.consents,
+            held.soft_bounces,
+            tuple(self.sends.outcomes(email)),
+        )
+
+    def purge(self, email: str) -> Erased:
+        """Erase `email` on request: a suppression entry (a digest) first, then its rows,
+        history, consent records and soft bounces, and the sends' copies of its address, name
+        and merge fields. A list that cannot be changed raises InvalidInput after the rest
+        is erased."""
+        from newsletter.errors import InvalidInput
+
+        try:
+            purged = self.store.purge(_given(email))
+        except InvalidInput:
+            self.sends.forget(email)  # a broken list must not keep the ledgers unerased
+            raise
+        scrubbed = self.sends.forget(email)
+        return Erased(email, purged.rows, tuple(purged.files), tuple(scrubbed))
+
     # -- publish -----------------------------------------------------------------------------
 
     def archive(self, output: PathLike | None = None) -> Archive:
@@ -444,6 +563,16 @@ class Newsletter:
         from newsletter.transport import destination
 
         return destination(self.config.smtp)
+
+
+def _given(email: str) -> str:
+    """An address to look up or erase: anything but nothing (a row with a malformed address
+    is still someone's)."""
+    if not email.strip():
+        from newsletter.errors import BadAddress
+
+        raise BadAddress(email, "no address given")
+    return email
 
 
 @contextlib.contextmanager
@@ -491,10 +620,12 @@ def say_bounced(changes: list[StatusChange], notify: Notify) -> None:
 
 __all__ = [
     "Counts",
+    "Erased",
     "FailedRecipient",
     "Finding",
     "LedgerMissing",
     "Newsletter",
+    "Person",
     "Plan",
     "SendReport",
     "SendSummary",

@@ -6,6 +6,8 @@ Part of the command line (see cli.py): parse, call the subscribers package, prin
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -156,10 +158,9 @@ def subscribers_purge(
 ) -> None:
     """Erase EMAIL on request (asks first).
 
-    Deletes its rows from every list and keeps only a hashed suppression entry."""
-    from newsletter import subscribers
-
-    root = load().root
+    Deletes its rows from every list, its history, consent records and soft bounces, and its
+    address, name and merge fields from the sends' records; keeps only a hashed suppression
+    entry."""
     cli.confirm(
         yes,
         f"Delete every row of {email} for good?",
@@ -167,13 +168,99 @@ def subscribers_purge(
         "nothing was deleted",
         "run again with --yes to purge",
     )
-    purged = subscribers.purge(root, email)
-    for path in purged.files:
+    erased = cli.api().purge(email)
+    for path in erased.files:
         typer.echo(f"{email}: deleted from {path}")
-    if not purged.files:
+    if not erased.files:
         typer.echo(f"{email}: in no list")
+    for one in erased.sends:
+        typer.echo(f"{email}: erased from the record of a send ({one.ledger})")
+    for ledger in erased.unfinished:
+        say(
+            f"warning: {ledger}: in use (a send of this issue planned or running, or a reader), "
+            "so old copies may remain in that file: when it is done, run "
+            f"`newsletter subscribers purge {email}` again"
+        )
     say("suppression entry kept (a hash): a later import cannot bring them back")
-    say("not reached from here: copies in git history, backups and send ledgers")
+    say("not reached from here: git history, backups, the outbox and mail already delivered")
+
+
+@subscribers_app.command("show")
+@command
+def subscribers_show(email: EmailArg, json_: JsonOption = False) -> None:
+    """Print everything held on EMAIL.
+
+    Its rows in every list, suppression entry, status history, consent records, soft bounces
+    and sends: the answer to a data subject access request. Exit 0 when nothing is held."""
+    person = cli.api().person(email).to_json()
+    if json_:
+        typer.echo(json.dumps(person, ensure_ascii=False, indent=2))
+        return
+    for line in _person_lines(person):
+        typer.echo(line)
+
+
+def _person_lines(person: dict[str, Any]) -> Iterator[str]:
+    email = _plain(person["email"])
+    if not person["held"]:
+        yield f"nothing is held on {email}: no row in any list, no suppression entry, no history,"
+        yield "consent record or soft bounce, and no send recorded it"
+        return
+    yield f"everything held on {email} (compared as {_plain(person['key'])}):"
+    yield from _section("rows in lists", person["rows"], _row_lines)
+    reason = person["suppressed"]
+    yield "suppression file: " + (
+        "no entry" if reason is None else f"an entry (a digest), reason: {_plain(reason['reason'])}"
+    )
+    yield from _section("status history", person["history"], _event_lines)
+    yield from _section("consent records", person["consents"], _consent_lines)
+    yield from _section("soft bounces", person["soft_bounces"], _bounce_lines)
+    yield from _section("sends", person["sends"], _send_lines)
+
+
+def _section(
+    title: str, items: list[dict[str, Any]], lines: Callable[[dict[str, Any]], Iterator[str]]
+) -> Iterator[str]:
+    yield f"{title}: {len(items) or 'none'}"
+    for item in items:
+        for line in lines(item):
+            yield f"  {line}"
+
+
+def _row_lines(row: dict[str, Any]) -> Iterator[str]:
+    yield f"{row['file']}:{row['line']}"
+    for column, value in row["columns"].items():
+        yield f"  {_plain(column)}:" + (f" {_plain(value)}" if value else "")
+
+
+def _event_lines(event: dict[str, Any]) -> Iterator[str]:
+    where = event["list"] or "the suppression file"
+    yield f"{event['at']}  {event['status']} in {_plain(where)} (by {_plain(event['source'])})"
+
+
+def _consent_lines(record: dict[str, Any]) -> Iterator[str]:
+    confirmed = f", confirmed {record['confirmed_at']}" if record["confirmed_at"] else ""
+    yield f"{record['at']}  {_plain(record['list'])}, by {_plain(record['source'])}{confirmed}"
+    yield f"  shown: {_plain(record['text'])}"
+
+
+def _bounce_lines(bounce: dict[str, Any]) -> Iterator[str]:
+    yield f"{bounce['at']}  {_plain(bounce['status'])} (issue {_plain(bounce['issue'])})"
+
+
+def _send_lines(send: dict[str, Any]) -> Iterator[str]:
+    at = f" {send['at']}" if send["at"] else ""
+    destination = send["destination"] or "an unrecorded destination"
+    yield f"{send['issue']} to {destination}: {send['outcome']}{at} ({send['ledger']})"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _plain(text: str) -> str:
+    """A value on one line, its control characters escaped (a cell may hold a line break; none
+    may move the terminal's cursor)."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 @subscribers_app.command("import")
@@ -219,7 +306,7 @@ def subscribers_import(
         hint = "; fix the rows above, or pass --skip-invalid to import the good ones"
         say(f"nothing was written to {target}" + (hint if rows else ""))
         raise typer.Exit(exc.exit_code) from None
-    notes = [*report.skipped, *report.merged, *report.suppressed]
+    notes = [*report.skipped, *report.merged, *report.suppressed, *report.unrecorded]
     if json_:
         data = {
             "into": str(report.into),

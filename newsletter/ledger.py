@@ -12,6 +12,10 @@ Apart from the state, `returns` records what came back later from the bounce mai
 (`newsletter bounces`): a hard or soft bounce, or a complaint. A ledger made before that table
 existed gets it when opened; until then it reads as nothing returned.
 
+A person erased on request (`erase`, from `subscribers purge`) keeps their row, its hash and
+state, without their address, name, merge fields or the server's reply: no resumed send adds or
+mails them again, and no report names them.
+
 Each attempt is committed as `sending` BEFORE its data goes out. A killed process therefore
 leaves at most one `sending` row per connection; `recover()` turns them into `unknown`.
 WAL with synchronous=NORMAL survives a killed process (the OS keeps the writes). Against power
@@ -67,6 +71,9 @@ CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state N
 
 
 _SENDING = int(State.SENDING)  # a plain int for the per-message statement (see Ledger._set)
+ERASED = "erased on request"  # the reply of an erased row
+# none in a ledger killed before its tables existed
+_HAS_RECIPIENTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recipients'"
 
 
 def key_hash(key: str) -> int:
@@ -126,11 +133,84 @@ def failures_in(path: Path) -> list[Failure]:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
             if "recipients" not in tables:
                 return []
-            sql = "SELECT email, code, reply, at FROM recipients WHERE state = ?"
+            sql = "SELECT email, code, reply, at FROM recipients WHERE state = ? AND email != ''"
             rows = db.execute(sql, (State.FAILED,)).fetchall()
     except sqlite3.Error as exc:
         raise ledger_error(path, exc) from None
     return [Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows]
+
+
+def ledger_files(folder: Path) -> list[Path]:
+    """Every ledger in `folder` (.newsletter/sends/): those of the sends, and those kept aside
+    when a changed issue was sent again (`<ledger>.replaced-<time>`)."""
+    return sorted(p for p in folder.glob("*.sqlite*") if _LEDGER_NAME.search(p.name))
+
+
+_LEDGER_NAME = re.compile(r"\.sqlite(\.replaced-[0-9T]+)?$")
+
+
+_OUTCOME = "SELECT state, at FROM recipients WHERE khash = ?"
+
+
+def outcome_in(path: Path, key: str) -> tuple[State, float | None] | None:
+    """The state and last change of the address's row in the ledger at `path`, read without
+    changing it: one probe of the index on the address hash. None when it has no row."""
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            if not db.execute(_HAS_RECIPIENTS).fetchone():
+                return None
+            row = db.execute(_OUTCOME, (key_hash(key),)).fetchone()
+    except sqlite3.Error as exc:
+        raise ledger_error(path, exc) from None
+    return None if row is None else (State(row[0]), row[1])
+
+
+def erase(path: Path, key: str) -> tuple[int, bool]:
+    """Erase an address from the ledger at `path`: its row keeps its hash (the first 8 bytes of
+    the suppression digest, so no resumed send adds or mails it again) and its state (a row not
+    yet sent becomes skipped), and loses the address, name, merge fields and server reply.
+
+    In the ledger's own transaction (a running send waits for it, or it for the send), with
+    secure_delete so the pages it changes keep no old bytes; then a TRUNCATE checkpoint empties
+    the -wal file. Returns (rows erased, whether the -wal file could be emptied).
+    """
+    db = connect(path)  # its connections zero what they free (ledgerdb: secure_delete)
+    try:
+        if not db.execute(_HAS_RECIPIENTS).fetchone():
+            return 0, True
+        db.execute("BEGIN IMMEDIATE")
+        values = (State.SKIPPED, State.PENDING, State.DEFERRED, ERASED, key_hash(key))
+        rows = db.execute(_ERASE, values).rowcount
+        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('erased', '1')")
+        db.execute("COMMIT")
+        return rows, _checkpoint(db) if rows else True
+    finally:
+        db.close()
+
+
+_ERASE = (
+    "UPDATE recipients SET email = '', name = NULL, fields = NULL, next_at = NULL,"
+    " state = CASE WHEN state IN (?2, ?3) THEN ?1 ELSE state END, reply = ?4 WHERE khash = ?5"
+)
+
+
+def compact(path: Path) -> bool:
+    """Rebuild the ledger file (VACUUM): no free page or space left by an earlier change keeps
+    old bytes. Only while no send of it runs (its lock held). False when a reader kept the
+    -wal file from being emptied."""
+    db = connect(path)
+    try:
+        db.execute("VACUUM")
+        return _checkpoint(db)
+    finally:
+        db.close()
+
+
+def _checkpoint(db: Connection) -> bool:
+    """Copy the WAL into the database and truncate it; False when a reader kept it."""
+    busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    return not busy
 
 
 def _keep_aside(path: Path, kept: Path) -> None:
@@ -425,6 +505,12 @@ class Ledger:
             " reply = 'interrupted while in flight: may have been delivered' WHERE state = ?"
         )
         count = self._write(sql, (State.UNKNOWN, State.SENDING)).rowcount
+        if self.get("erased"):  # a scan, only of a ledger someone was erased from
+            # erased while their message was in flight, then deferred or handed back: there
+            # is nobody left to send to
+            erased = "UPDATE recipients SET state = ?, next_at = NULL"
+            erased += " WHERE email = '' AND state IN (?, ?)"
+            self._write(erased, (State.SKIPPED, State.PENDING, State.DEFERRED))
         self.commit()
         return count
 
@@ -438,6 +524,7 @@ class Ledger:
     def resend_unknown(self) -> int:
         """`send --resend-unknown`: the user chose to send the in-doubt ones again."""
         sql = "UPDATE recipients SET state = ?, code = NULL, reply = NULL WHERE state = ?"
+        sql += " AND email != ''"  # an erased person (erase()) is never sent to again
         count = self._write(sql, (State.PENDING, State.UNKNOWN)).rowcount
         self.commit()
         return count
@@ -456,7 +543,7 @@ class Ledger:
 
     def emails(self, *states: State) -> Iterator[str]:
         marks = ",".join("?" * len(states))
-        sql = f"SELECT email FROM recipients WHERE state IN ({marks}) ORDER BY id"  # noqa: S608  # only "?" marks are interpolated
+        sql = f"SELECT email FROM recipients WHERE state IN ({marks}) AND email != '' ORDER BY id"  # noqa: S608  # only "?" marks are interpolated
         return (str(r[0]) for r in self._db.execute(sql, states))
 
     def row(self, row_id: int) -> Row | None:
@@ -489,6 +576,7 @@ class Ledger:
         return {"bounced": int(bounced or 0), "complained": int(complained or 0)}
 
     def failures(self) -> Iterator[Failure]:
-        sql = "SELECT email, code, reply, at FROM recipients WHERE state = ? ORDER BY id"
+        sql = "SELECT email, code, reply, at FROM recipients WHERE state = ? AND email != ''"
+        sql += " ORDER BY id"  # an erased row (email '') has no address to report
         rows = self._db.execute(sql, (State.FAILED,))
         return (Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows)

@@ -31,6 +31,9 @@ class Connection:
         with self._errors():
             where = "" if private else path
             self._db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            # freed space is zeroed, not left holding erased or replaced rows (`purge`): some
+            # builds of SQLite do this by default, others not
+            self._db.execute("PRAGMA secure_delete=ON")
 
     @property
     def in_transaction(self) -> bool:

@@ -20,9 +20,26 @@ from newsletter.errors import (
     OtherSend,
 )
 from newsletter.fileio import make_folder, open_private, reporting
-from newsletter.ledger import Ledger, failures_in, ledger_path, peek
+from newsletter.ledger import (
+    Ledger,
+    compact,
+    erase,
+    failures_in,
+    ledger_files,
+    ledger_path,
+    outcome_in,
+    peek,
+)
 from newsletter.models import Subscriber
-from newsletter.store import Entry, Failure, SendLedger, SendSummary, State
+from newsletter.store import (
+    Entry,
+    Failure,
+    Scrubbed,
+    SendLedger,
+    SendOutcome,
+    SendSummary,
+    State,
+)
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients
@@ -303,6 +320,37 @@ class LedgerFolder:
         content: str,
     ) -> list[str]:
         return continue_sends(ledger, sources, slug=slug, destination=destination, content=content)
+
+    def outcomes(self, email: str) -> list[SendOutcome]:
+        from newsletter.addresses import address_key
+
+        key = address_key(email)
+        found = []
+        for path in ledger_files(self.folder):
+            held = outcome_in(path, key)
+            if held is not None:
+                send = peek(path, counts=False)
+                state, at = held
+                found.append(SendOutcome(send.slug, send.destination, state.label, at, str(path)))
+        return found
+
+    def forget(self, email: str) -> list[Scrubbed]:
+        from newsletter.addresses import address_key
+
+        key = address_key(email)
+        held = [path for path in ledger_files(self.folder) if outcome_in(path, key) is not None]
+        return [self._forget_in(path, key) for path in held]
+
+    def _forget_in(self, path: Path, key: str) -> Scrubbed:
+        """Erase, then rebuild the file while holding the send's lock (no send can overwrite
+        or extend it meanwhile); a send holding it now gets only the erasure."""
+        try:
+            with SendLock(self.state_dir, peek(path, counts=False).slug):
+                rows, _ = erase(path, key)
+                return Scrubbed(str(path), rows, complete=compact(path))
+        except LockBusy:
+            rows, _ = erase(path, key)
+            return Scrubbed(str(path), rows, complete=False)
 
     def _ledgers(self) -> list[Path]:
         return sorted(self.folder.glob("*.sqlite"))

@@ -161,6 +161,81 @@ class Confirmed(enum.Enum):
     UNKNOWN = "unknown"  # no such request (erased by purge, or never recorded): nothing changed
 
 
+# What is held on one person (`subscribers show`) and what erasing them did (`purge`)
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    list: str  # the list file's name, "" for the suppression file
+    status: str
+    at: str  # ISO 8601, UTC
+    source: str  # "cli", "import", "unsubscribe link", "bounce during send", ...
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    list: str
+    at: str  # when the person asked (the form was sent)
+    source: str  # "web form", "cli", "import"
+    text: str  # the consent sentence they were shown
+    confirmed_at: str  # when they confirmed ("" without double opt-in)
+
+
+@dataclass(frozen=True)
+class SoftBounce:
+    at: str
+    issue: str
+    status: str  # the enhanced status code, "4.2.2"
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """One row of a list holding the address, every column as the header names it."""
+
+    path: Path
+    line: int  # where the row starts (the header is line 1)
+    columns: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Held:
+    """Everything the subscriber store holds on one address."""
+
+    rows: tuple[HeldRow, ...]
+    suppressed: str | None  # the reason of its suppression entry; None: no entry
+    history: tuple[StatusEvent, ...]
+    consents: tuple[ConsentRecord, ...]
+    soft_bounces: tuple[SoftBounce, ...]
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What one send recorded for an address."""
+
+    issue: str  # the issue's slug
+    destination: str  # "outbox", "smtp://host:port"; "" when an old ledger did not record it
+    outcome: str  # a State label: "sent", "failed", "unknown", "skipped", ...
+    at: float | None  # unix time of its last change; None: never attempted
+    ledger: str  # where the send's record is (a file)
+
+
+@dataclass(frozen=True)
+class Purged:
+    email: str
+    rows: int
+    files: list[Path]
+
+
+@dataclass(frozen=True)
+class Scrubbed:
+    """One send's record of an erased person: the row stays (so no resumed send mails them),
+    without their address, name or merge fields."""
+
+    ledger: str
+    rows: int
+    complete: bool  # False: in use (a send held its lock, or a reader), old copies may remain
+
+
 # ---------------------------------------------------------------------------------------------
 # The protocols
 
@@ -256,6 +331,15 @@ class SubscriberStore(Protocol):
         """The person confirmed the sign-up they asked for at `asked_at`: subscribed to the list
         even when they had unsubscribed, bounced, complained or been suppressed (they asked
         again), with a consent record (asked, "web form", the sentence shown, confirmed)."""
+
+    def held(self, email: str) -> Held:
+        """Everything held on the address (its rows, suppression entry, history, consent
+        records, soft bounces), matched as `addresses.address_key` compares."""
+        ...
+
+    def purge(self, email: str) -> Purged:
+        """Erase the address on request: a suppression entry first, then every row and
+        record of it; InvalidInput naming a place that could not be erased."""
         ...
 
 
@@ -383,6 +467,15 @@ class Sends(Protocol):
     ) -> list[str]:
         """Label the ledger with its identity and mark as theirs who `sources` sent or may
         have sent (a note for each); after the snapshot, before anything is sent."""
+        ...
+
+    def outcomes(self, email: str) -> list[SendOutcome]:
+        """What every send recorded for the address (looked up by its key, not read whole)."""
+        ...
+
+    def forget(self, email: str) -> list[Scrubbed]:
+        """Erase the address, name and merge fields from every send's record of it; its
+        rows stay, so a resumed send never mails it (a pending one is skipped)."""
         ...
 
 

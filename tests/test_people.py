@@ -105,3 +105,41 @@ def test_purge_erases_every_record_of_the_address_from_the_file(tmp_path: Path) 
         assert people.soft_bounces(address) == []
         assert people.signup(address, list_name="subscribers.csv", at=stamp(asked)) is None
     assert b"Erase Me" not in raw
+
+
+def test_an_import_records_each_new_row_and_each_status_it_changed(tmp_path: Path) -> None:
+    """`subscribers import`: every row it adds, and every status it makes stronger, is in the
+    person's history with the source "import"; a row it leaves as it was, or skips, is not."""
+    folder = _folder(tmp_path)
+    add(folder, "kept@example.org", source="cli")
+    add(folder, "same@example.org", source="cli")
+    CsvStore(folder).suppress("blocked@example.org", "purged")
+    source = tmp_path / "export.csv"
+    source.write_text(
+        "email,name,status\nNew@Example.org,New,\nkept@example.org,,unsubscribed\n"
+        "gone@example.org,,bounced\nsame@example.org,Same,\nblocked@example.org,,\n",
+        encoding="utf-8",
+    )
+    into = ["--into", "subscribers"]
+    result = CliRunner().invoke(
+        app, ["--config", str(folder), "subscribers", "import", str(source), *into]
+    )
+    assert result.exit_code == 0, result.output
+
+    def history(email: str) -> list[tuple[str, str, str]]:
+        with People(folder) as people:
+            return [(e.list, e.status, e.source) for e in people.history(email)]
+
+    assert history("new@example.org") == [("subscribers.csv", "subscribed", "import")]
+    assert history("gone@example.org") == [("subscribers.csv", "bounced", "import")]
+    assert history("kept@example.org") == [
+        ("subscribers.csv", "subscribed", "cli"),
+        ("subscribers.csv", "unsubscribed", "import"),
+    ]
+    assert history("same@example.org") == [("subscribers.csv", "subscribed", "cli")]
+    assert history("blocked@example.org") == []
+    again = CliRunner().invoke(
+        app, ["--config", str(folder), "subscribers", "import", str(source), *into]
+    )
+    assert again.exit_code == 0, again.output
+    assert history("new@example.org") == [("subscribers.csv", "subscribed", "import")]

@@ -24,9 +24,17 @@ One concern per module; imports run one way, from the top of this list to the bo
     csvfile      the CSV format: where lists live, reading, rows -> Subscriber
 """
 
-from newsletter.store import Added, StatusChange, completed
+from newsletter.store import (
+    Added,
+    ConsentRecord,
+    Purged,
+    SoftBounce,
+    StatusChange,
+    StatusEvent,
+    completed,
+)
 from newsletter.subscribers.checks import CheckReport, check_lists
-from newsletter.subscribers.consent import Found, Purged, add, find, purge
+from newsletter.subscribers.consent import Found, add, find, purge
 from newsletter.subscribers.csvfile import (
     join_tags,
     list_files,
@@ -39,7 +47,7 @@ from newsletter.subscribers.csvfile import (
 from newsletter.subscribers.csvstore import CsvStore
 from newsletter.subscribers.importers import ImportReport, import_list
 from newsletter.subscribers.listing import Stats, browse, lookup, stats
-from newsletter.subscribers.people import ConsentRecord, People, SoftBounce, StatusEvent
+from newsletter.subscribers.people import People
 from newsletter.subscribers.selection import Selection, select, shown
 from newsletter.subscribers.status import (
     apply_status,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, normalise_address
 from newsletter.errors import InvalidInput, Problem, Refused
-from newsletter.store import Added
+from newsletter.store import Added, Purged
 from newsletter.subscribers.csvfile import (
     COLUMNS,
     DEFAULT_LIST,
@@ -243,13 +243,6 @@ class PurgeEdit(Edit):
         self.deleted += 1
         self.changed = True
         return None
-
-
-@dataclass(frozen=True)
-class Purged:
-    email: str
-    rows: int
-    files: list[Path]
 
 
 def purge(folder: Path, email: str) -> Purged:

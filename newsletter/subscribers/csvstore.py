@@ -13,14 +13,24 @@ from pathlib import Path
 
 from newsletter.errors import Refused
 from newsletter.models import Status, Subscriber
-from newsletter.store import Added, Blocked, Bounce, Confirmed, Recipients, Signup, StatusChange
-from newsletter.subscribers.consent import add
+from newsletter.store import (
+    Added,
+    Blocked,
+    Bounce,
+    Confirmed,
+    Held,
+    Purged,
+    Recipients,
+    Signup,
+    StatusChange,
+)
+from newsletter.subscribers.consent import add, purge
 from newsletter.subscribers.csvfile import DEFAULT_LIST, lists_folder, stamp
-from newsletter.subscribers.listing import lookup
-from newsletter.subscribers.people import People
+from newsletter.subscribers.listing import lookup, rows_of
+from newsletter.subscribers.people import People, people_path
 from newsletter.subscribers.selection import select
 from newsletter.subscribers.status import apply_status, bounces_to_apply
-from newsletter.subscribers.suppression import Blocklist, suppress
+from newsletter.subscribers.suppression import Blocklist, suppress, suppression_reason
 
 
 class CsvStore:
@@ -66,6 +76,19 @@ class CsvStore:
 
     def suppress(self, email: str, reason: str) -> bool:
         return suppress(self.folder, email, reason)
+
+    def held(self, email: str) -> Held:
+        rows = rows_of(self.folder, email)
+        reason = suppression_reason(self.folder, email)
+        if not people_path(self.folder).is_file():  # looking creates nothing
+            return Held(tuple(rows), reason, (), (), ())
+        with People(self.folder) as people:
+            history, consents = people.history(email), people.consents(email)
+            soft = people.soft_bounces(email)
+        return Held(tuple(rows), reason, tuple(history), tuple(consents), tuple(soft))
+
+    def purge(self, email: str) -> Purged:
+        return purge(self.folder, email)
 
     def apply_bounces(self, bounces: Sequence[Bounce]) -> list[StatusChange]:
         """Decided by reading the lists (not a mark in a ledger), so it is idempotent and never

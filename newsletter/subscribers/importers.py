@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from newsletter.addresses import address_key, key_hash, normalise_address
-from newsletter.errors import BadAddress, InvalidInput, Problem, Severity
+from newsletter.errors import BadAddress, InvalidInput, Problem, Severity, StorageError
 from newsletter.fileio import locked
 from newsletter.subscribers.csvfile import (
     COLUMNS,
@@ -25,8 +26,10 @@ from newsletter.subscribers.csvfile import (
     ensure_lists_folder,
     join_tags,
     name_problem,
+    now,
     open_list,
 )
+from newsletter.subscribers.people import People
 from newsletter.subscribers.rewrite import Edit, fit, rewrite_locked
 from newsletter.subscribers.suppression import read_suppressed
 
@@ -51,16 +54,18 @@ RecordParser = Callable[[int, list[str]], "Record | list[Problem]"]
 
 def _csv_records(reader: ListReader, allow_reserved: bool) -> RecordParser:
     parser = RowParser(reader, allow_reserved=allow_reserved)
-    extras = [(i, n) for i, n in enumerate(reader.names) if n.lower() not in KNOWN]
+    # (column, position): the known columns the file has, in KNOWN's order, then the others;
+    # rows() pads every row to the header's width, so each position can be read
+    known = [(c, reader.index[c]) for c in KNOWN if c in reader.index]
+    columns = known + [(n, i) for i, n in enumerate(reader.names) if n.lower() not in KNOWN]
 
     def parse(line: int, cells: list[str]) -> Record | list[Problem]:
         parsed = parser.parse(line, cells)
         if isinstance(parsed, list):
             return parsed
-        values = {c: parser.cell(cells, reader.index.get(c)) for c in KNOWN}
+        values = {column: cells[i].strip() for column, i in columns}
         status = parser.cell(cells, parser.status).lower()  # empty: the list's own rule
         values |= {"email": parsed.email, "status": status, "tags": join_tags(parsed.tags)}
-        values |= {name: parser.cell(cells, i) for i, name in extras}
         return Record(line, parsed.email, {k: v for k, v in values.items() if v})
 
     return parse
@@ -207,6 +212,7 @@ class ImportReport:
     merged: list[Problem] = field(default_factory=list)  # repeated addresses in the source
     skipped: list[Problem] = field(default_factory=list)  # bad rows left out (--skip-invalid)
     suppressed: list[Problem] = field(default_factory=list)  # in the suppression file
+    unrecorded: list[Problem] = field(default_factory=list)  # history that could not be written
     allow_reserved: bool = False  # addresses at reserved names are rows like any other
 
 
@@ -241,7 +247,34 @@ def import_list(
             spool.seek(0)
             edit = ImportEdit(header, overlap, csv.reader(spool), report)
             rewrite_locked(into, edit, new=header)
+            spool.seek(0)
+            changes = itertools.chain(_new_statuses(spool, header), edit.statuses)
+            if report.added or edit.statuses:
+                _record_history(folder, into, changes, report)
     return report
+
+
+def _new_statuses(spool: IO[str], header: list[str]) -> Iterator[tuple[str, str]]:
+    """(email, status) of each row the import appended, read back from the spool."""
+    lowered = [name.lower() for name in header]
+    email = lowered.index("email")
+    status = lowered.index("status") if "status" in lowered else None
+    for cells in csv.reader(spool):
+        value = cells[status].strip().lower() if status is not None else ""
+        yield cells[email], value or "subscribed"
+
+
+def _record_history(
+    folder: Path, into: Path, changes: Iterable[tuple[str, str]], report: ImportReport
+) -> None:
+    """Each new row and each status the import changed, in the people's history (one
+    transaction). A failure is a note: the list itself is already written."""
+    try:
+        with People(folder) as people:
+            people.record_statuses(changes, list_name=into.name, source="import", at=now())
+    except StorageError as exc:
+        why = f"status history not recorded: {exc.action}: {exc.reason}"
+        report.unrecorded.append(Problem(exc.path, why, severity=Severity.WARNING))
 
 
 def _check_source(
@@ -295,6 +328,7 @@ def _spool_new(
 ) -> dict[int, Record]:
     """Second pass: rows for new addresses go to `spool`; those the list has are returned."""
     writer = csv.writer(spool, lineterminator="\r\n")
+    lowered = [name.lower() for name in header]
     first: dict[int, int] = {}
     overlap: dict[int, Record] = {}
     for item in read_records(source, fmt, allow_reserved=report.allow_reserved):
@@ -320,7 +354,7 @@ def _spool_new(
             overlap[compact] = item
         else:
             values = {column.lower(): value for column, value in item.values.items()}
-            writer.writerow([values.get(name.lower(), "") for name in header])
+            writer.writerow([values.get(name, "") for name in lowered])
             report.added += 1
     return overlap
 
@@ -338,6 +372,7 @@ class ImportEdit(Edit):
         super().__init__()
         self.wanted, self.overlap, self.new_rows, self.report = header, overlap, new_rows, report
         self.changed = report.added > 0
+        self.statuses: list[tuple[str, str]] = []  # (email, status) of rows it changed
 
     def header(self, names: list[str]) -> list[str]:
         super().header(names)
@@ -354,12 +389,19 @@ class ImportEdit(Edit):
         if merged != cells[: len(merged)] or len(merged) != len(cells):
             self.changed = True
             self.report.updated += 1
+            status = self.lowered.get("status")
+            if status is not None and _status(merged, status) != _status(cells, status):
+                self.statuses.append((cells[email], _status(merged, status)))
         else:
             self.report.unchanged += 1
         return merged
 
     def tail(self) -> Iterable[list[str]]:
         return self.new_rows
+
+
+def _status(cells: list[str], position: int) -> str:
+    return (cells[position].strip().lower() if position < len(cells) else "") or "subscribed"
 
 
 def _merge(cells: list[str], record: Record, names: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""`subscribers list` and `stats`, and the merge fields of one address (`test --as`)."""
+"""`subscribers list` and `stats`, the merge fields of one address (`test --as`), and every row
+of one address (`subscribers show`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, key_hash
 from newsletter.models import Subscriber
-from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files, read_loosely
+from newsletter.store import HeldRow
+from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files, open_list, read_loosely
 from newsletter.subscribers.suppression import Blocklist, read_suppressed
 
 
@@ -72,3 +74,26 @@ def lookup(folder: Path, email: str) -> Subscriber | None:
             if found is None and address_key(subscriber.email) == key:
                 found = subscriber
     return found
+
+
+def rows_of(folder: Path, email: str) -> list[HeldRow]:
+    """Every row of the address in every list (example.csv included), all its columns: what a
+    data subject access request is answered with. A list that cannot be read raises."""
+    key = address_key(email)
+    found: list[HeldRow] = []
+    for path in list_files(folder):
+        with open_list(path) as reader:
+            at = reader.index["email"]
+            for line, cells in reader.rows():
+                if address_key(cells[at]) == key:
+                    found.append(HeldRow(path, line, _columns(reader.names, cells)))
+    return found
+
+
+def _columns(names: list[str], cells: list[str]) -> dict[str, str]:
+    """Header name -> cell; a non-empty cell beyond the header is kept as `column N`."""
+    columns = dict(zip(names, cells, strict=False))
+    for position in range(len(names), len(cells)):
+        if cells[position]:
+            columns[f"column {position + 1}"] = cells[position]
+    return columns

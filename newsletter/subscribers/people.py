@@ -14,7 +14,7 @@ import contextlib
 import datetime as dt
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from newsletter.addresses import address_key
 from newsletter.errors import StorageError
 from newsletter.fileio import make_folder, open_private
+from newsletter.store import ConsentRecord, SoftBounce, StatusEvent
 from newsletter.subscribers.csvfile import now, stamp
 
 PEOPLE_FILE = "people.sqlite"
@@ -52,23 +53,6 @@ SIGNUP_KEPT = dt.timedelta(days=31)
 
 
 @dataclass(frozen=True)
-class StatusEvent:
-    list: str  # the list file's name, "" for the suppression file
-    status: str
-    at: str  # ISO 8601, UTC
-    source: str  # "cli", "import", "unsubscribe link", "bounce during send", ...
-
-
-@dataclass(frozen=True)
-class ConsentRecord:
-    list: str
-    at: str  # when the person asked (the form was sent)
-    source: str  # "web form", "cli", "import"
-    text: str  # the consent sentence they were shown
-    confirmed_at: str  # when they confirmed ("" without double opt-in)
-
-
-@dataclass(frozen=True)
 class SignupRequest:
     id: int
     email: str
@@ -77,13 +61,6 @@ class SignupRequest:
     asked_at: str
     consent: str  # the sentence the form showed
     confirmed_at: str  # "" until confirmed
-
-
-@dataclass(frozen=True)
-class SoftBounce:
-    at: str
-    issue: str
-    status: str  # the enhanced status code, "4.2.2"
 
 
 def people_path(folder: Path) -> Path:
@@ -121,6 +98,21 @@ class People:
             "INSERT INTO history (key, email, list, status, at, source) VALUES (?,?,?,?,?,?)",
             (address_key(email), email, list_name, status, at or now(), source),
         )
+
+    def record_statuses(
+        self, changes: Iterable[tuple[str, str]], *, list_name: str, source: str, at: str
+    ) -> None:
+        """Record many (email, status) changes in one transaction (an import's rows)."""
+        rows = (
+            (address_key(email), email, list_name, status, at, source) for email, status in changes
+        )
+        with self._errors("cannot write"):
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO history (key, email, list, status, at, source) VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+            self._db.execute("COMMIT")
 
     def record_consent(
         self, email: str, *, list_name: str, source: str, text: str, at: str, confirmed_at: str

@@ -50,6 +50,24 @@ def is_suppressed(folder: Path, email: str) -> bool:
     return key_hash(address_key(email)) in read_suppressed(folder)
 
 
+def suppression_reason(folder: Path, email: str) -> str | None:
+    """Why the suppression file holds the address ("" when its line says nothing); None when
+    it does not."""
+    path = suppressed_path(folder)
+    digest = key_digest(address_key(email))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise InvalidInput.one(path, "not UTF-8 text") from None
+    for line in text.splitlines():
+        parts = line.split(maxsplit=1)
+        if parts[:1] == [digest]:
+            return parts[1].strip() if len(parts) > 1 else ""
+    return None
+
+
 def suppress(folder: Path, email: str, reason: str) -> bool:
     """Record sha256(address key) in .newsletter/suppressed; False if it was already there."""
     path = suppressed_path(folder)
