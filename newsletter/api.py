@@ -36,6 +36,7 @@ from newsletter.store import (
     Scrubbed,
     SendOutcome,
     SendSummary,
+    SignupRecord,
     SoftBounce,
     StatusEvent,
 )
@@ -155,12 +156,13 @@ class Person:
     consents: tuple[ConsentRecord, ...]
     soft_bounces: tuple[SoftBounce, ...]
     sends: tuple[SendOutcome, ...]
+    signups: tuple[SignupRecord, ...] = ()  # web-form requests, confirmed or not
 
     @property
     def held(self) -> bool:
         """Is anything held on the address at all? ("we hold nothing" is an answer too)"""
-        places = (self.rows, self.history, self.consents, self.soft_bounces, self.sends)
-        return self.suppressed is not None or any(places)
+        places = [self.rows, self.history, self.consents, self.soft_bounces, self.sends]
+        return self.suppressed is not None or any([*places, self.signups])
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +177,7 @@ class Person:
             "history": [dataclasses.asdict(event) for event in self.history],
             "consents": [dataclasses.asdict(record) for record in self.consents],
             "soft_bounces": [dataclasses.asdict(bounce) for bounce in self.soft_bounces],
+            "signups": [dataclasses.asdict(signup) for signup in self.signups],
             "sends": [
                 {
                     "issue": o.issue,
@@ -514,6 +517,7 @@ class Newsletter:
             held.consents,
             held.soft_bounces,
             tuple(self.sends.outcomes(email)),
+            held.signups,
         )
 
     def purge(self, email: str) -> Erased:

@@ -215,6 +215,7 @@ def _person_lines(person: dict[str, Any]) -> Iterator[str]:
     yield from _section("status history", person["history"], _event_lines)
     yield from _section("consent records", person["consents"], _consent_lines)
     yield from _section("soft bounces", person["soft_bounces"], _bounce_lines)
+    yield from _section("sign-up requests", person["signups"], _signup_lines)
     yield from _section("sends", person["sends"], _send_lines)
 
 
@@ -236,6 +237,13 @@ def _row_lines(row: dict[str, Any]) -> Iterator[str]:
 def _event_lines(event: dict[str, Any]) -> Iterator[str]:
     where = event["list"] or "the suppression file"
     yield f"{event['at']}  {event['status']} in {_plain(where)} (by {_plain(event['source'])})"
+
+
+def _signup_lines(signup: dict[str, Any]) -> Iterator[str]:
+    confirmed = f", confirmed {signup['confirmed_at']}" if signup["confirmed_at"] else ""
+    name = f" as {_plain(signup['name'])}" if signup["name"] else ""
+    yield f"{signup['asked_at']}  asked for {_plain(signup['list'])}{name}{confirmed}"
+    yield f"  shown: {_plain(signup['consent'])}"
 
 
 def _consent_lines(record: dict[str, Any]) -> Iterator[str]:

@@ -189,6 +189,17 @@ class SoftBounce:
 
 
 @dataclass(frozen=True)
+class SignupRecord:
+    """A sign-up from the web form, kept until it is a month old (confirmed or not)."""
+
+    list: str
+    name: str
+    asked_at: str  # when the form was sent
+    consent: str  # the sentence the form showed
+    confirmed_at: str  # "" while not confirmed
+
+
+@dataclass(frozen=True)
 class HeldRow:
     """One row of a list holding the address, every column as the header names it."""
 
@@ -206,6 +217,7 @@ class Held:
     history: tuple[StatusEvent, ...]
     consents: tuple[ConsentRecord, ...]
     soft_bounces: tuple[SoftBounce, ...]
+    signups: tuple[SignupRecord, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,7 @@ def test_an_address_held_nowhere_is_an_answer_exit_0(folder: Path) -> None:
         "history": [],
         "consents": [],
         "soft_bounces": [],
+        "signups": [],
         "sends": [],
     }
     empty = folder / "empty"
@@ -226,3 +227,21 @@ def test_any_spelling_of_an_international_address_finds_the_same_person(folder: 
     assert [row["columns"]["email"] for row in doc["rows"]] == ["żaneta@bücher.example.org"]
     assert [event["status"] for event in doc["history"]] == ["subscribed"]
     assert doc["key"] == "żaneta@bücher.example.org"
+
+
+def test_show_gives_sign_up_requests_confirmed_or_not(tmp_path: Path) -> None:
+    """A sign-up from the web form holds the address, the name typed and the sentence shown,
+    before and after it is confirmed: a data subject access request must see it."""
+    from tests.signup_helpers import app_for, call, folder_with, link_for, sign_up
+
+    root = folder_with(tmp_path)
+    app, _config = app_for(root)
+    assert sign_up(app, "Wanda@example.org", name="Wanda W").status_code == 200
+    asked = shown_json(root, "wanda@example.org")
+    assert [(s["name"], s["confirmed_at"]) for s in asked["signups"]] == [("Wanda W", "")]
+    assert asked["signups"][0]["consent"]
+    code, out, _err = show(root, "wanda@example.org")
+    assert code == 0 and "sign-up requests: 1" in out and "as Wanda W" in out
+    assert call(app, "POST", link_for(root, "Wanda@example.org")).status_code == 200
+    confirmed = shown_json(root, "wanda@example.org")["signups"]
+    assert confirmed[0]["confirmed_at"] >= confirmed[0]["asked_at"] != ""

@@ -84,8 +84,10 @@ class CsvStore:
             return Held(tuple(rows), reason, (), (), ())
         with People(self.folder) as people:
             history, consents = people.history(email), people.consents(email)
-            soft = people.soft_bounces(email)
-        return Held(tuple(rows), reason, tuple(history), tuple(consents), tuple(soft))
+            soft, signups = people.soft_bounces(email), people.signups(email)
+        return Held(
+            tuple(rows), reason, tuple(history), tuple(consents), tuple(soft), tuple(signups)
+        )
 
     def purge(self, email: str) -> Purged:
         return purge(self.folder, email)

@@ -22,7 +22,7 @@ from typing import Any
 from newsletter.addresses import address_key
 from newsletter.errors import StorageError
 from newsletter.fileio import make_folder, open_private
-from newsletter.store import ConsentRecord, SoftBounce, StatusEvent
+from newsletter.store import ConsentRecord, SignupRecord, SoftBounce, StatusEvent
 from newsletter.subscribers.csvfile import now, stamp
 
 PEOPLE_FILE = "people.sqlite"
@@ -203,6 +203,10 @@ class People:
     def consents(self, email: str) -> list[ConsentRecord]:
         sql = "SELECT list, at, source, text, confirmed_at FROM consent"
         return [ConsentRecord(*row) for row in self._select(sql, email)]
+
+    def signups(self, email: str) -> list[SignupRecord]:
+        sql = "SELECT list, name, asked_at, consent, confirmed_at FROM signups"
+        return [SignupRecord(*row) for row in self._select(sql, email)]
 
     def soft_bounces(self, email: str) -> list[SoftBounce]:
         rows = self._select("SELECT at, issue, status FROM soft_bounces", email)
