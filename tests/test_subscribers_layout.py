@@ -11,12 +11,15 @@ LAYERS = [
     "csvstore",
     "consent",
     "status",
+    "batch",
     "selection",
     "importers",
     "listing",
     "checks",
     "suppression",
     "rewrite",
+    "journal",
+    "edits",
     "csvfile",
 ]
 

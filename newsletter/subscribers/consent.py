@@ -8,7 +8,7 @@ the person cannot come back through an import.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,21 +18,17 @@ from newsletter.store import Added
 from newsletter.subscribers.csvfile import (
     COLUMNS,
     DEFAULT_LIST,
-    SCOPE,
     RowParser,
     absent,
-    holds,
-    join_tags,
     list_files,
     lists_folder,
     name_problem,
     now,
-    open_list,
-    split_tags,
     stamp,
 )
-from newsletter.subscribers.rewrite import Edit, fit, rewrite
-from newsletter.subscribers.status import StatusEdit
+from newsletter.subscribers.edits import AddEdit, PurgeEdit, ScopeEdit, StatusEdit
+from newsletter.subscribers.journal import holds, open_list
+from newsletter.subscribers.rewrite import rewrite
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
 
 # ---------------------------------------------------------------------------------------------
@@ -64,51 +60,6 @@ def find(folder: Path, email: str, lists: Sequence[Path] | None = None) -> list[
                     since = parser.cell(cells, reader.index.get("unsubscribed_at"))
                     found.append(Found(path, line, status, scope, since))
     return found
-
-
-class AddEdit(Edit):
-    """Append a subscriber, or complete the row the list already has for them."""
-
-    def __init__(self, email: str, name: str, tags: Sequence[str], when: str, source: str) -> None:
-        super().__init__()
-        self.email, self.key, self.name = email, address_key(email), name
-        self.tags, self.when, self.source = [t.strip() for t in tags if t.strip()], when, source
-        self.found = False
-
-    def header(self, names: list[str]) -> list[str]:
-        super().header(names)
-        self.at = {c: self.column(c) for c in ("email", "status", "subscribed_at", "source")}
-        if self.name:
-            self.at["name"] = self.column("name")
-        if self.tags:
-            self.at["tags"] = self.column("tags")
-        return self.names
-
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        if self.found or address_key(cells[self.at["email"]]) != self.key:
-            return cells
-        self.found = True
-        cells = fit(cells, len(self.names))
-        if self.name and not cells[self.at["name"]].strip():
-            cells[self.at["name"]] = self.name
-            self.changed = True
-        if self.tags:
-            tags = split_tags(cells[self.at["tags"]].strip())
-            if not tags.issuperset(self.tags):
-                cells[self.at["tags"]] = join_tags(tags.union(self.tags))
-                self.changed = True
-        return cells
-
-    def tail(self) -> Iterable[list[str]]:
-        if self.found:
-            return ()
-        cells = [""] * len(self.names)
-        values = {"email": self.email, "status": "subscribed", "subscribed_at": self.when}
-        values |= {"source": self.source, "name": self.name, "tags": join_tags(self.tags)}
-        for column, position in self.at.items():
-            cells[position] = values[column]
-        self.changed = True
-        return [cells]
 
 
 def add(
@@ -171,50 +122,7 @@ def _resubscribe(folder: Path, email: str, path: Path, blocking: list[Found], mo
     return unsuppress(folder, email) or changed
 
 
-class ScopeEdit(Edit):
-    """Keep an address's non-subscribed rows to their own list (scope = list)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self.key = key
-
-    def header(self, names: list[str]) -> list[str]:
-        super().header(names)
-        self.email, self.status, self.scope = (self.column(c) for c in ("email", "status", SCOPE))
-        return self.names
-
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        if address_key(cells[self.email]) != self.key:
-            return cells
-        cells = fit(cells, len(self.names))
-        if (cells[self.status].strip() or "subscribed") != "subscribed" and cells[
-            self.scope
-        ] != "list":
-            cells[self.scope] = "list"
-            self.changed = True
-        return cells
-
-
 # purge: erasure on request
-
-
-class PurgeEdit(Edit):
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self.key = key
-        self.deleted = 0
-
-    def header(self, names: list[str]) -> list[str]:
-        super().header(names)
-        self.email = self.column("email")
-        return self.names
-
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        if address_key(cells[self.email]) != self.key:
-            return cells
-        self.deleted += 1
-        self.changed = True
-        return None
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ functions of this package, bound to the newsletter folder.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from newsletter.models import Status, Subscriber
 from newsletter.store import Added, Blocked, Bounce, Recipients, StatusChange
+from newsletter.subscribers.batch import Batch
 from newsletter.subscribers.consent import add
 from newsletter.subscribers.listing import lookup
 from newsletter.subscribers.selection import select
@@ -29,6 +31,7 @@ class CsvStore:
     def __init__(self, folder: Path, *, allow_reserved: bool = False) -> None:
         self.folder = folder
         self.allow_reserved = allow_reserved
+        self._batch: Batch | None = None
 
     def select(self, lists: Sequence[Path] | None = None, tags: Sequence[str] = ()) -> Recipients:
         return select(self.folder, lists, tags, allow_reserved=self.allow_reserved)
@@ -58,7 +61,19 @@ class CsvStore:
     def set_status(
         self, email: str, status: Status, *, when: dt.datetime | None = None
     ) -> StatusChange:
-        return apply_status(self.folder, email, status, when=when)
+        return apply_status(self.folder, email, status, when=when, batch=self._batch)
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Inside: `set_status` appends to the lists' journals (durable when it returns, one
+        fsync shared by concurrent calls), folded into the files within batch.FOLD_AFTER
+        seconds and before the block ends."""
+        batch = self._batch = Batch(self.folder)
+        try:
+            yield
+        finally:
+            self._batch = None
+            batch.close()
 
     def suppress(self, email: str, reason: str) -> bool:
         return suppress(self.folder, email, reason)

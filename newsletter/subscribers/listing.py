@@ -9,7 +9,8 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, key_hash
 from newsletter.models import Subscriber
-from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files, read_loosely
+from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files
+from newsletter.subscribers.journal import read_loosely
 from newsletter.subscribers.suppression import Blocklist, read_suppressed
 
 

@@ -1,18 +1,40 @@
 """Changing a list: stream it through an Edit into a new file, atomically, under its lock.
 
+Every rewrite is also a fold: the list's pending journal entries (journal.py) are applied
+before the edit, the new file replaces the list, then the journal is deleted. The list is
+always read anew under the lock (never a copy kept from before), and if the file is replaced
+or changed on disk while the new one is written (an editor saving), it is read again.
+
 Writing is always UTF-8, comma-delimited, CRLF (RFC 4180), keeping the column order, unknown
 columns and row order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
+from newsletter.errors import UnreadableList
 from newsletter.fileio import atomic_write_text, locked
-from newsletter.subscribers.csvfile import LIST_MODE, absent, ensure_lists_folder, open_list
+from newsletter.subscribers.csvfile import (
+    LIST_MODE,
+    ListReader,
+    absent,
+    ensure_lists_folder,
+    open_bytes,
+)
+from newsletter.subscribers.edits import Chain, Edit, fit
+from newsletter.subscribers.journal import (
+    identity,
+    journal_path,
+    mark_fold,
+    read_journal,
+    remove_journal,
+)
 
 # Changing a list: stream it through an Edit into a new file, atomically, under its lock
 
@@ -22,36 +44,17 @@ class _Unchanged(Exception):
     """Raised inside a rewrite that changed nothing: the temp file is dropped, the list kept."""
 
 
-class Edit:
-    """What one rewrite does to a list. Hooks: header, row (None deletes it), tail (appended)."""
+# Not a NewsletterError either: rewrite_locked() catches it and reads the list again.
+class _Moved(Exception):
+    """Raised before the rename when the list on disk is not the file that was read."""
 
-    def __init__(self) -> None:
-        self.changed = False
-        self.names: list[str] = []
-        self.lowered: dict[str, int] = {}
 
-    def header(self, names: list[str]) -> list[str]:
-        self.names = list(names)
-        self.lowered = {name.lower(): i for i, name in enumerate(self.names)}
-        return self.names
-
-    def column(self, name: str) -> int:
-        """The position of a column, appending it when the list lacks it (only in `header`)."""
-        key = name.lower()
-        if key not in self.lowered:
-            self.lowered[key] = len(self.names)
-            self.names.append(name)
-        return self.lowered[key]
-
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        return cells
-
-    def tail(self) -> Iterable[list[str]]:
-        return ()
+ATTEMPTS = 10  # reads of a list that keeps changing under a rewrite before giving up
 
 
 def rewrite(path: Path, edit: Edit, *, new: Sequence[str] | None = None) -> bool:
-    """Apply `edit` to the list at `path` under its lock; True when the file was replaced.
+    """Apply `edit` (after the list's pending journal) to the list at `path` under its lock;
+    True when `edit` changed it.
 
     `new` is the header of a list that does not exist yet (else a missing list is an error).
     """
@@ -60,27 +63,76 @@ def rewrite(path: Path, edit: Edit, *, new: Sequence[str] | None = None) -> bool
         return rewrite_locked(path, edit, new=new)
 
 
+def fold(path: Path) -> bool:
+    """Fold the list's journal into the file, under its lock; False when there was none."""
+    if not journal_path(path).exists():
+        return False
+    with locked(path):
+        if journal_path(path).exists():
+            rewrite_locked(path, Edit())
+    return True
+
+
 def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) -> bool:
     """`rewrite` for a caller already holding the list's lock.
 
     The new file is written beside the old one while the old one is read to its end, and renamed
     over it only then: a list that cannot be read completely (UnreadableList) is never replaced.
     """
+    _drop_leftovers(path)
+    for _attempt in range(ATTEMPTS):
+        with contextlib.suppress(_Moved):
+            return _fold(path, edit, new)
+    raise UnreadableList(path, "the file kept changing while it was rewritten: try again")
+
+
+def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
+    pending = read_journal(path)
+    read: list[os.stat_result] = []
 
     def write(out: IO[str]) -> None:
         if new is not None and absent(path):
-            _write_rows(out, edit.header(list(new)), [], edit)
+            chain = Chain([*pending.pending(None), edit])
+            _write_rows(out, chain.header(list(new)), [], chain)
         else:
-            with open_list(path) as reader:  # a row it cannot read aborts before the rename
-                _write_rows(out, edit.header(reader.names), reader.rows(), edit)
-        if not edit.changed:
+            with open_bytes(path) as handle:
+                read.append(os.fstat(handle.fileno()))
+                reader = ListReader(path, handle)  # a row it cannot read aborts the rename
+                chain = Chain([*pending.pending(identity(read[0])), edit])
+                _write_rows(out, chain.header(reader.names), reader.rows(), chain)
+        if not chain.touched():
             raise _Unchanged
 
+    def before_rename(new_file: os.stat_result) -> None:
+        if read and _moved(path, read[0]):
+            raise _Moved
+        if pending.entries:
+            mark_fold(path, new_file)
+
     try:
-        atomic_write_text(path, write, mode=LIST_MODE)
+        atomic_write_text(path, write, mode=LIST_MODE, before_rename=before_rename)
     except _Unchanged:
-        return False
-    return True
+        if read and _moved(path, read[0]):
+            raise _Moved from None
+    remove_journal(path)
+    return edit.changed
+
+
+def _moved(path: Path, read: os.stat_result) -> bool:
+    """Is the list on disk now another file, or changed, since `read` was taken?"""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return identity(now) != identity(read) or now.st_ctime_ns != read.st_ctime_ns
+
+
+def _drop_leftovers(path: Path) -> None:
+    """Delete the temp files of rewrites killed before their rename (under the lock, no
+    rewrite of this list is running): they hold rows, perhaps of someone since purged."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def _write_rows(
@@ -103,11 +155,3 @@ def _write_header(out: IO[str], names: list[str]) -> None:
         csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_ALL).writerow(names)
     else:
         csv.writer(out, lineterminator="\r\n").writerow(names)
-
-
-def fit(cells: list[str], width: int) -> list[str]:
-    if len(cells) < width:
-        return cells + [""] * (width - len(cells))
-    if len(cells) > width and not "".join(cells[width:]).strip():
-        return cells[:width]
-    return cells

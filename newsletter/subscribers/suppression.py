@@ -11,7 +11,8 @@ from pathlib import Path
 from newsletter.addresses import address_key, digest_hash, key_digest, key_hash
 from newsletter.errors import InvalidInput
 from newsletter.fileio import atomic_write_text, locked
-from newsletter.subscribers.csvfile import SCOPE, list_files, open_list, suppressed_path
+from newsletter.subscribers.csvfile import SCOPE, list_files, suppressed_path
+from newsletter.subscribers.journal import open_list
 
 
 def read_suppressed(folder: Path) -> set[int]:

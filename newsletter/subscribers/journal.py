@@ -1,0 +1,395 @@
+"""A list's change journal: changes made durable by one append, applied by every reader,
+folded into the CSV file by the next rewrite of the list (rewrite.py).
+
+Where: beside the list, `.NAME.journal` (as its lock is `.NAME.lock`); none when nothing is
+pending. What: UTF-8 lines. The first names the format and a nonce (a new one for each journal
+file, so a reader can tell that the journal was folded while it opened the list); each other
+line is one entry, `JSON<TAB>crc32`: an edit (edits.from_entry) or a fold mark.
+
+Crash rules. An append is whole once its fsync returns; a last line without its newline or with
+a wrong checksum was never acknowledged: readers skip it and the next append cuts it off. A fold
+writes the new list, appends a mark naming that file (inode, size, mtime), renames it over the
+list, then deletes the journal: when a journal still ends in such a mark and the list is that
+file, the entries before the mark are in it already, so they are not applied twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from newsletter.addresses import address_key
+from newsletter.errors import InvalidInput, UnreadableList
+from newsletter.fileio import fsync_folder, locked, open_private, reporting
+from newsletter.models import Subscriber
+from newsletter.subscribers.csvfile import ListReader, RowParser, open_bytes
+from newsletter.subscribers.edits import Chain, Edit, from_entry
+
+MAGIC = "# newsletter journal 1 "  # then the nonce
+Identity = tuple[int, int, int]  # a list file: inode, size, mtime (ns)
+
+
+def journal_path(path: Path) -> Path:
+    """The journal of the list at `path`: `.NAME.journal` beside it."""
+    return path.with_name(f".{path.name}.journal")
+
+
+def identity(info: os.stat_result) -> Identity:
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a journal
+
+
+@dataclass
+class Journal:
+    """A journal as read: its nonce ("" when there is none), entries with their line numbers,
+    and `end`, the bytes of whole acknowledged lines (anything after is a torn append)."""
+
+    path: Path
+    nonce: str = ""
+    entries: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    end: int = 0
+
+    def pending(self, current: Identity | None) -> list[Edit]:
+        """The edits not yet in the list file `current` (after the last mark naming it)."""
+        start = 0
+        for position, (_line, entry) in enumerate(self.entries):
+            if entry["op"] == "fold" and tuple(entry["file"]) == current:
+                start = position + 1
+        return [self._edit(line, e) for line, e in self.entries[start:] if e["op"] != "fold"]
+
+    def _edit(self, line: int, entry: dict[str, Any]) -> Edit:
+        try:
+            return from_entry(entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UnreadableList(self.path, f"not a journal entry ({exc})", line=line) from None
+
+
+def read_journal(path: Path) -> Journal:
+    """The journal of the list at `path` (empty when there is none)."""
+    where = journal_path(path)
+    with reporting(where, "cannot read the journal"):
+        try:
+            data = where.read_bytes()
+        except FileNotFoundError:
+            return Journal(where)
+    lines = data.split(b"\n")[:-1]  # what follows the last newline is a torn append
+    if not lines:
+        return Journal(where)
+    journal = Journal(where, _nonce(where, lines[0]), end=len(lines[0]) + 1)
+    for number, raw in enumerate(lines[1:], 2):
+        entry = _entry(raw)
+        if entry is None:
+            if number == len(lines):  # the last line, cut short by a crash: never acknowledged
+                break
+            raise UnreadableList(where, "a damaged journal entry (its checksum is wrong)", number)
+        journal.entries.append((number, entry))
+        journal.end += len(raw) + 1
+    return journal
+
+
+def _nonce(where: Path, first: bytes) -> str:
+    """The nonce in a journal's first line (`where` names the journal in the error)."""
+    text = first.decode("utf-8", errors="replace")
+    if not text.startswith(MAGIC):
+        raise UnreadableList(where, "not a journal of this tool (its first line)", line=1)
+    return text.removeprefix(MAGIC).strip()
+
+
+def _entry(raw: bytes) -> dict[str, Any] | None:
+    body, tab, crc = raw.rpartition(b"\t")
+    if not tab or crc != b"%08x" % zlib.crc32(body):
+        return None
+    try:
+        entry = json.loads(body)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and "op" in entry else None
+
+
+def encode(entry: dict[str, Any]) -> bytes:
+    body = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+    return body + b"\t%08x\n" % zlib.crc32(body)
+
+
+def current_nonce(path: Path) -> str:
+    """The nonce of the list's journal now ("" when there is none): a cheap look."""
+    try:
+        with journal_path(path).open("rb") as handle:
+            first = handle.readline()
+    except FileNotFoundError:
+        return ""
+    return _nonce(journal_path(path), first.rstrip(b"\n")) if first.endswith(b"\n") else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a list as it is now: the file with its journal applied
+
+
+@contextlib.contextmanager
+def open_list(path: Path, required: str = "email") -> Iterator[ListReader]:
+    """Open a list as every command sees it: the file with its pending journal applied.
+
+    No lock: the journal is read first, then the file; if a fold replaced both in between
+    (the journal's nonce changed), both are read again, so no change is missed or doubled.
+    """
+    journal, handle = _open_consistent(path)
+    with handle:
+        edits = journal.pending(identity(os.fstat(handle.fileno())))
+        yield ListReader(path, handle, required, Chain(edits) if edits else None)
+
+
+def _open_consistent(path: Path) -> tuple[Journal, IO[bytes]]:
+    """The list's journal and its file opened, with no fold between the two."""
+    while True:
+        journal = read_journal(path)
+        handle = open_bytes(path)
+        if current_nonce(path) == journal.nonce:
+            return journal, handle
+        handle.close()
+
+
+def read_list(path: Path) -> Iterator[Subscriber]:
+    """Every row of a list as a Subscriber, streaming; InvalidInput at the first bad row.
+
+    Use `check_lists` to report every problem of a file at once.
+    """
+    with open_list(path) as reader:
+        parser = RowParser(reader)
+        for line, cells in reader.rows():
+            parsed = parser.parse(line, cells)
+            if isinstance(parsed, list):
+                raise InvalidInput(parsed)
+            yield parsed
+
+
+def read_loosely(path: Path) -> Iterator[Subscriber]:
+    """Every row as a Subscriber without checking it (for `list` and `stats`): fast, forgiving."""
+    with open_list(path) as reader:
+        parser = RowParser(reader)
+        for _line, cells in reader.rows():
+            yield parser.subscriber(cells, cells[parser.email].strip(), False)
+
+
+def holds(path: Path, key: str) -> bool:
+    """Does the list have a row for this address key? (A read without the lock, to skip lists.)"""
+    with open_list(path) as reader:
+        email = reader.index["email"]
+        return any(address_key(cells[email]) == key for _line, cells in reader.rows())
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: appends (group-committed between threads), the fold mark, the end of a journal
+
+
+def append(path: Path, edits: Sequence[Edit]) -> None:
+    """Append `edits` to the list's journal, durably (fsynced) when it returns.
+
+    Threads appending to one list at once share one write and one fsync (group commit): each
+    waits for the batch holding its edits. A failure reaches every thread of that batch.
+    """
+    _group(path).commit([encode(entry) for edit in edits if (entry := edit.entry()) is not None])
+
+
+class _Group:
+    """The appends to one list's journal from the threads of this process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mutex = threading.Lock()  # guards the fields below; held only briefly
+        self.writer = threading.Lock()  # held by the thread writing a batch
+        self.queued: list[tuple[int, list[bytes]]] = []
+        self.issued = 0  # tickets handed out
+        self.done = 0  # every ticket up to this one is written (or failed)
+        self.failed: dict[int, BaseException] = {}
+
+    def commit(self, lines: list[bytes]) -> None:
+        with self.mutex:
+            self.issued += 1
+            ticket = self.issued
+            self.queued.append((ticket, lines))
+        with self.writer:
+            with self.mutex:
+                if ticket <= self.done:  # another thread wrote it with its own batch
+                    failure = self.failed.pop(ticket, None)
+                    if failure is not None:
+                        raise failure
+                    return
+                batch, self.queued = self.queued, []
+            self._write(batch, ticket)
+
+    def _write(self, batch: list[tuple[int, list[bytes]]], ticket: int) -> None:
+        try:
+            write_entries(self.path, [line for _ticket, lines in batch for line in lines])
+        except BaseException as exc:
+            with self.mutex:
+                self.failed.update((t, exc) for t, _lines in batch if t != ticket)
+                self.done = batch[-1][0]
+            raise
+        with self.mutex:
+            self.done = batch[-1][0]
+
+
+_groups: dict[Path, _Group] = {}
+_groups_mutex = threading.Lock()
+
+
+def _group(path: Path) -> _Group:
+    with _groups_mutex:
+        return _groups.setdefault(path.absolute(), _Group(path))
+
+
+def write_entries(path: Path, lines: Sequence[bytes]) -> None:
+    """Append encoded lines to the list's journal under the list's lock, then fsync."""
+    with locked(path):
+        writable(path)
+        add_lines(path, lines)
+
+
+def add_lines(path: Path, lines: Sequence[bytes]) -> None:
+    """Append to the journal (the caller holds the list's lock): a torn tail is cut off first,
+    a new journal gets its first line, and the data is fsynced before this returns."""
+    where = journal_path(path)
+    with reporting(where, "cannot write the journal"):
+        fd = open_private(where, os.O_RDWR)
+        try:
+            created = _prepare(path, fd)
+            os.write(fd, b"".join(lines))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_folder(where.parent)
+
+
+def _prepare(path: Path, fd: int) -> bool:
+    """Seek to where the next line goes; True when the journal is new (its first line written)."""
+    size = os.fstat(fd).st_size
+    if size:
+        journal = read_journal(path)
+        if journal.nonce:
+            if journal.end < size:  # a torn append: never acknowledged
+                os.ftruncate(fd, journal.end)
+            os.lseek(fd, 0, os.SEEK_END)
+            return False
+        os.ftruncate(fd, 0)  # not even its first line is whole
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f"{MAGIC}{secrets.token_hex(8)}\n".encode())
+    return True
+
+
+def writable(path: Path) -> None:
+    """Fail now, not at the fold, when the list can never be replaced: immutable (chattr +i,
+    EPERM for root too). A mode without write bits does not stop a rename: it passes."""
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+    except FileNotFoundError:
+        return
+    except PermissionError as exc:
+        if exc.errno == errno.EPERM:  # immutable or append-only; EACCES is only the mode
+            with reporting(path, "cannot write"):
+                raise
+
+
+def mark_fold(path: Path, new: os.stat_result) -> None:
+    """Record that the file `new` (about to replace the list) holds every entry so far."""
+    add_lines(path, [encode({"op": "fold", "file": list(identity(new))})])
+
+
+def remove_journal(path: Path) -> None:
+    """Delete the list's journal (every entry is in the file now), durably."""
+    where = journal_path(path)
+    with reporting(where, "cannot delete the journal"):
+        try:
+            where.unlink()
+        except FileNotFoundError:
+            return
+        fsync_folder(where.parent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which lists hold an address, kept between calls (for `serve`)
+
+
+Signature = tuple[int, int, int, int]  # a file: inode, size, mtime (ns), ctime (ns)
+
+
+def signature(path: Path) -> Signature:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return (-1, -1, -1, -1)
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@dataclass
+class _Known:
+    file: Signature  # of the list file when its keys were read
+    nonce: str  # of the journal then
+    offset: int  # bytes of that journal read so far
+    keys: set[str]
+
+
+class Holders:
+    """The address keys each list holds, as `holds` answers, without reading a big list for
+    every question: a list is read again only when its file changed (inode, size, mtime or
+    ctime) or its journal was folded; lines appended to the journal since are read alone, and
+    only an `add` among them adds a key (a status entry never changes who a list holds)."""
+
+    def __init__(self) -> None:
+        self.known: dict[Path, _Known] = {}
+        self.mutex = threading.Lock()
+
+    def holds(self, path: Path, key: str) -> bool:
+        with self.mutex:
+            return key in self._keys(path)
+
+    def _keys(self, path: Path) -> set[str]:
+        known = self.known.get(path)
+        if known is None or known.file != signature(path) or not self._caught_up(path, known):
+            known = self.known[path] = _read_keys(path)
+        return known.keys
+
+    def _caught_up(self, path: Path, known: _Known) -> bool:
+        """Read the journal's new whole lines into `known`; False when it is another journal."""
+        try:
+            with journal_path(path).open("rb") as handle:
+                first = handle.readline()
+                nonce = _nonce(journal_path(path), first[:-1]) if first.endswith(b"\n") else ""
+                if nonce != known.nonce:
+                    return False
+                handle.seek(known.offset)
+                fresh = handle.read()
+        except FileNotFoundError:
+            return not known.nonce
+        lines = fresh.split(b"\n")[:-1]
+        for raw in lines:
+            entry = _entry(raw)
+            if entry is None:
+                return False  # a torn line now: read it all again later
+            if entry["op"] == "add":
+                known.keys.add(address_key(str(entry["email"])))
+            known.offset += len(raw) + 1
+        return True
+
+
+def _read_keys(path: Path) -> _Known:
+    file = signature(path)
+    journal, handle = _open_consistent(path)
+    with handle:
+        edits = journal.pending(identity(os.fstat(handle.fileno())))
+        reader = ListReader(path, handle, "email", Chain(edits) if edits else None)
+        email = reader.index["email"]
+        keys = {address_key(cells[email]) for _line, cells in reader.rows()}
+    return _Known(file, journal.nonce, journal.end, keys)
