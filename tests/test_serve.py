@@ -309,12 +309,28 @@ def short_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suppression, "locked", short)
 
 
-def test_list_locked_too_long_still_unsubscribes(
+def test_list_locked_by_a_long_rewrite_still_unsubscribes_at_once(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A list held past the lock timeout: that list untouched, the suppression file records it."""
+    """A list held past the lock timeout (a long import elsewhere) does not hold an unsubscribe
+    up: it is in the list's journal (every reader sees it) and folded once the lock is free."""
     short_locks(monkeypatch)
     with fileio.locked(site.lists[0]):
+        answer = post_one_click(site.link("ada@example.org"))
+        assert answer.status_code == 200
+        assert site.statuses()["ada@example.org"] == "unsubscribed"
+        assert journal_path(site.lists[0]).exists()
+    wait_until(lambda: not journal_path(site.lists[0]).exists(), "the fold after the lock")
+    assert b'ada@example.org,"Name, 0",unsubscribed,' in site.lists[0].read_bytes()
+    assert not suppressed_path(site.root).exists()
+
+
+def test_journal_locked_too_long_still_unsubscribes(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal held past the lock timeout: that list untouched, the suppression file has it."""
+    short_locks(monkeypatch)
+    with fileio.locked(journal_path(site.lists[0])):
         answer = post_one_click(site.link("ada@example.org"))
     assert answer.status_code == 200
     assert site.statuses()["ada@example.org"] == "subscribed"

@@ -29,7 +29,14 @@ from typing import IO, Any
 
 from newsletter.addresses import address_key
 from newsletter.errors import InvalidInput, UnreadableList
-from newsletter.fileio import fsync_folder, locked, open_private, reporting
+from newsletter.fileio import (
+    atomic_write,
+    fsync_folder,
+    lock_path,
+    locked,
+    open_private,
+    reporting,
+)
 from newsletter.models import Subscriber
 from newsletter.subscribers.csvfile import ListReader, RowParser, open_bytes
 from newsletter.subscribers.edits import Chain, Edit, from_entry
@@ -53,21 +60,27 @@ def identity(info: os.stat_result) -> Identity:
 
 @dataclass
 class Journal:
-    """A journal as read: its nonce ("" when there is none), entries with their line numbers,
-    and `end`, the bytes of whole acknowledged lines (anything after is a torn append)."""
+    """A journal as read: its nonce ("" when there is none), entries (line number, byte offset,
+    entry), `end`, the bytes of whole acknowledged lines (a torn append may follow), `size`."""
 
     path: Path
     nonce: str = ""
-    entries: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    entries: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     end: int = 0
+    size: int = 0
 
     def pending(self, current: Identity | None) -> list[Edit]:
-        """The edits not yet in the list file `current` (after the last mark naming it)."""
-        start = 0
-        for position, (_line, entry) in enumerate(self.entries):
+        """The edits not yet in the list file `current`: a fold mark naming that file says
+        which entries it holds (those before the offset the mark gives)."""
+        through = 0
+        for _line, _offset, entry in self.entries:
             if entry["op"] == "fold" and tuple(entry["file"]) == current:
-                start = position + 1
-        return [self._edit(line, e) for line, e in self.entries[start:] if e["op"] != "fold"]
+                through = max(through, int(entry["through"]))
+        return [
+            self._edit(line, entry)
+            for line, offset, entry in self.entries
+            if offset >= through and entry["op"] != "fold"
+        ]
 
     def _edit(self, line: int, entry: dict[str, Any]) -> Edit:
         try:
@@ -86,15 +99,15 @@ def read_journal(path: Path) -> Journal:
             return Journal(where)
     lines = data.split(b"\n")[:-1]  # what follows the last newline is a torn append
     if not lines:
-        return Journal(where)
-    journal = Journal(where, _nonce(where, lines[0]), end=len(lines[0]) + 1)
+        return Journal(where, size=len(data))
+    journal = Journal(where, _nonce(where, lines[0]), end=len(lines[0]) + 1, size=len(data))
     for number, raw in enumerate(lines[1:], 2):
         entry = _entry(raw)
         if entry is None:
             if number == len(lines):  # the last line, cut short by a crash: never acknowledged
                 break
             raise UnreadableList(where, "a damaged journal entry (its checksum is wrong)", number)
-        journal.entries.append((number, entry))
+        journal.entries.append((number, journal.end, entry))
         journal.end += len(raw) + 1
     return journal
 
@@ -123,14 +136,16 @@ def encode(entry: dict[str, Any]) -> bytes:
     return body + b"\t%08x\n" % zlib.crc32(body)
 
 
-def current_nonce(path: Path) -> str:
-    """The nonce of the list's journal now ("" when there is none): a cheap look."""
+def current_state(path: Path) -> tuple[str, int]:
+    """The nonce and size of the list's journal now (("", 0) when there is none): a cheap look."""
     try:
         with journal_path(path).open("rb") as handle:
             first = handle.readline()
+            size = os.fstat(handle.fileno()).st_size
     except FileNotFoundError:
-        return ""
-    return _nonce(journal_path(path), first.rstrip(b"\n")) if first.endswith(b"\n") else ""
+        return "", 0
+    nonce = _nonce(journal_path(path), first[:-1]) if first.endswith(b"\n") else ""
+    return nonce, size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,8 +156,9 @@ def current_nonce(path: Path) -> str:
 def open_list(path: Path, required: str = "email") -> Iterator[ListReader]:
     """Open a list as every command sees it: the file with its pending journal applied.
 
-    No lock: the journal is read first, then the file; if a fold replaced both in between
-    (the journal's nonce changed), both are read again, so no change is missed or doubled.
+    No lock: the journal is read first, then the file; if the journal changed in between (an
+    append, or a fold that replaced both), both are read again, so no change is missed or
+    applied twice.
     """
     journal, handle = _open_consistent(path)
     with handle:
@@ -155,7 +171,7 @@ def _open_consistent(path: Path) -> tuple[Journal, IO[bytes]]:
     while True:
         journal = read_journal(path)
         handle = open_bytes(path)
-        if current_nonce(path) == journal.nonce:
+        if current_state(path) == (journal.nonce, journal.size):
             return journal, handle
         handle.close()
 
@@ -251,15 +267,24 @@ def _group(path: Path) -> _Group:
 
 
 def write_entries(path: Path, lines: Sequence[bytes]) -> None:
-    """Append encoded lines to the list's journal under the list's lock, then fsync."""
-    with locked(path):
-        writable(path)
+    """Append encoded lines to the list's journal under the journal's lock, then fsync.
+
+    Not under the list's lock: a fold holds that while it writes the new file, and takes the
+    journal's lock only to read the entries it folds, and to mark and trim them at the end.
+    """
+    writable(path)
+    with journal_locked(path):
         add_lines(path, lines)
 
 
+def journal_locked(path: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock of the list's journal (appends; a fold's first read and its end)."""
+    return locked(journal_path(path))
+
+
 def add_lines(path: Path, lines: Sequence[bytes]) -> None:
-    """Append to the journal (the caller holds the list's lock): a torn tail is cut off first,
-    a new journal gets its first line, and the data is fsynced before this returns."""
+    """Append to the journal (the caller holds its lock): a torn tail is cut off first, a new
+    journal gets its first line, and the data is fsynced before this returns."""
     where = journal_path(path)
     with reporting(where, "cannot write the journal"):
         fd = open_private(where, os.O_RDWR)
@@ -273,14 +298,19 @@ def add_lines(path: Path, lines: Sequence[bytes]) -> None:
             fsync_folder(where.parent)
 
 
+_TAIL = 64 * 1024  # bytes read to check the last line before an append
+
+
 def _prepare(path: Path, fd: int) -> bool:
     """Seek to where the next line goes; True when the journal is new (its first line written)."""
     size = os.fstat(fd).st_size
+    if size and not _torn(fd, size):
+        os.lseek(fd, 0, os.SEEK_END)
+        return False
     if size:
-        journal = read_journal(path)
+        journal = read_journal(path)  # a crash cut an append short: it was never acknowledged
         if journal.nonce:
-            if journal.end < size:  # a torn append: never acknowledged
-                os.ftruncate(fd, journal.end)
+            os.ftruncate(fd, journal.end)
             os.lseek(fd, 0, os.SEEK_END)
             return False
         os.ftruncate(fd, 0)  # not even its first line is whole
@@ -289,9 +319,22 @@ def _prepare(path: Path, fd: int) -> bool:
     return True
 
 
+def _torn(fd: int, size: int) -> bool:
+    """Does the journal end in anything but a whole, intact line?"""
+    start = max(0, size - _TAIL)
+    tail = os.pread(fd, size - start, start)
+    if not tail.endswith(b"\n"):
+        return True
+    last = tail[:-1].rsplit(b"\n", 1)[-1]
+    return last.startswith(MAGIC.encode()) is False and _entry(last) is None
+
+
 def writable(path: Path) -> None:
-    """Fail now, not at the fold, when the list can never be replaced: immutable (chattr +i,
-    EPERM for root too). A mode without write bits does not stop a rename: it passes."""
+    """Fail now, not at the fold, when the list can never be replaced: its lock file cannot be
+    opened, or the file is immutable (chattr +i: EPERM, for root too). A mode without write
+    bits does not stop a rename: that passes."""
+    with reporting(lock_path(path), "cannot open the lock file"):
+        os.close(open_private(lock_path(path)))
     try:
         os.close(os.open(path, os.O_WRONLY))
     except FileNotFoundError:
@@ -302,9 +345,25 @@ def writable(path: Path) -> None:
                 raise
 
 
-def mark_fold(path: Path, new: os.stat_result) -> None:
-    """Record that the file `new` (about to replace the list) holds every entry so far."""
-    add_lines(path, [encode({"op": "fold", "file": list(identity(new))})])
+def mark_fold(path: Path, new: os.stat_result, through: int) -> None:
+    """Record that the file `new` (about to replace the list) holds the entries before the
+    byte offset `through` (the caller holds the journal's lock)."""
+    add_lines(path, [encode({"op": "fold", "file": list(identity(new)), "through": through})])
+
+
+def trim(path: Path, through: int) -> None:
+    """Drop the entries before `through` (now in the list file) and every fold mark: the
+    journal is deleted, or replaced by one with a new nonce holding the entries appended since
+    (the caller holds the journal's lock)."""
+    journal = read_journal(path)
+    rest = [
+        encode(e) for _l, offset, e in journal.entries if offset >= through and e["op"] != "fold"
+    ]
+    if not rest:
+        remove_journal(path)
+        return
+    first = f"{MAGIC}{secrets.token_hex(8)}\n".encode()
+    atomic_write(journal_path(path), lambda out: out.write(first + b"".join(rest)))
 
 
 def remove_journal(path: Path) -> None:

@@ -30,10 +30,11 @@ from newsletter.subscribers.csvfile import (
 from newsletter.subscribers.edits import Chain, Edit, fit
 from newsletter.subscribers.journal import (
     identity,
+    journal_locked,
     journal_path,
     mark_fold,
     read_journal,
-    remove_journal,
+    trim,
 )
 
 # Changing a list: stream it through an Edit into a new file, atomically, under its lock
@@ -87,7 +88,8 @@ def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) 
 
 
 def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
-    pending = read_journal(path)
+    with journal_locked(path):
+        pending = read_journal(path)  # entries appended later stay for the next fold
     read: list[os.stat_result] = []
 
     def write(out: IO[str]) -> None:
@@ -103,18 +105,24 @@ def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
         if not chain.touched():
             raise _Unchanged
 
-    def before_rename(new_file: os.stat_result) -> None:
-        if read and _moved(path, read[0]):
-            raise _Moved
-        if pending.entries:
-            mark_fold(path, new_file)
+    with contextlib.ExitStack() as held:
 
-    try:
-        atomic_write_text(path, write, mode=LIST_MODE, before_rename=before_rename)
-    except _Unchanged:
-        if read and _moved(path, read[0]):
-            raise _Moved from None
-    remove_journal(path)
+        def before_rename(new_file: os.stat_result) -> None:
+            if read and _moved(path, read[0]):
+                raise _Moved
+            if pending.entries:  # held until the entries are trimmed, after the rename
+                held.enter_context(journal_locked(path))
+                mark_fold(path, new_file, pending.end)
+
+        try:
+            atomic_write_text(path, write, mode=LIST_MODE, before_rename=before_rename)
+        except _Unchanged:
+            if read and _moved(path, read[0]):
+                raise _Moved from None
+            if pending.entries:
+                held.enter_context(journal_locked(path))
+        if pending.entries:
+            trim(path, pending.end)
     return edit.changed
 
 
