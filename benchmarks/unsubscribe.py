@@ -1,10 +1,11 @@
 """Unsubscribes and edits on big lists: the two figures of docs/subscribers.md.
 
 1. The endpoint under load: 1,000 one-click POSTs from 50 concurrent clients on a 100,000-row
-   list, while `newsletter subscribers add` runs in other processes (two at any moment). The
-   real app runs with uvicorn on a loopback port (in this process, in a thread); each POST is
-   answered once its change is durable (fsynced in the list's journal). Afterwards every
-   unsubscribe and every add is in the CSV file once: the round fails otherwise.
+   list, while `newsletter subscribers add` runs in other processes (two adders, each starting
+   the next add 0.3 s after the last). The real `newsletter serve` runs as a process of its
+   own on a loopback port; each POST is answered once its change is durable (fsynced in the
+   list's journal). Then SIGTERM: every unsubscribe and every add must be in the CSV file,
+   once, and no journal left (the round fails otherwise).
 2. One `newsletter subscribers unsubscribe` on a 1,000,000-row list: the whole command (a
    fresh process, start to exit), the change in the CSV file when it exits.
 
@@ -16,24 +17,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from serve_helpers import SECRET, make_folder, running, write_list  # noqa: E402  # after sys.path
-from test_serve_load import ADDERS, CLIENTS, TARGETS, post_all  # noqa: E402
+from serve_helpers import SECRET, make_folder, write_list  # noqa: E402  # after sys.path
+from test_serve_load import ADDERS, CLIENTS, PAUSE, TARGETS, post_all  # noqa: E402
 
 from newsletter.config import load_config  # noqa: E402
-from newsletter.serve import unsubscribe_app  # noqa: E402
 from newsletter.subscribers import journal_path, read_list  # noqa: E402
 from newsletter.tokens import make_token  # noqa: E402
 
@@ -64,19 +70,20 @@ def adding(root: Path, stop: threading.Event, added: list[str], name: str) -> No
         subprocess.run(command, check=True, capture_output=True)
         added.append(email)
         n += 1
+        stop.wait(PAUSE)  # as tests/test_serve_load.py: a person adds, then the next one
 
 
 def load_round(folder: Path) -> tuple[float, int]:
-    """Seconds for TARGETS POSTs while adders run, and how many adds landed meanwhile."""
+    """Seconds for TARGETS POSTs to a `newsletter serve` process while adders run, and how many
+    adds landed meanwhile; then SIGTERM, and every change must be in the file, once."""
     root = make_folder(folder)
     path = write_list(root / "subscribers" / "main.csv", people(LOAD_ROWS))
     config = load_config(explicit=root)
     stop = threading.Event()
     added: list[str] = []
-    with running(unsubscribe_app(config, SECRET)) as url:
-        urls = [
-            f"{url}/unsubscribe/{make_token(SECRET, config.list_id, e)}" for e in targets(LOAD_ROWS)
-        ]
+    with serving(root) as url:
+        links = [make_token(SECRET, config.list_id, e) for e in targets(LOAD_ROWS)]
+        urls = [f"{url}/unsubscribe/{token}" for token in links]
         threads = [
             threading.Thread(target=adding, args=(root, stop, added, str(n))) for n in range(ADDERS)
         ]
@@ -91,13 +98,35 @@ def load_round(folder: Path) -> tuple[float, int]:
     rows = list(read_list(path))
     statuses = {p.email: p.status for p in rows}
     assert codes == [200] * TARGETS, "not every POST was answered 200"
-    assert all(statuses[e] == "unsubscribed" for e in targets(LOAD_ROWS)), (
-        "an unsubscribe is missing"
-    )
-    assert all(statuses[e] == "subscribed" for e in added), "an add is missing"
+    assert all(statuses[e] == "unsubscribed" for e in targets(LOAD_ROWS)), "an unsubscribe is lost"
+    assert all(statuses[e] == "subscribed" for e in added), "an add is lost"
     assert len(rows) == len(statuses) == LOAD_ROWS + len(added), "a row is lost or doubled"
     assert not journal_path(path).exists(), "serve stopped without folding its journal"
     return elapsed, len(added)
+
+
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[str]:
+    """`newsletter serve` in a process of its own; stopped with SIGTERM, as a service manager
+    does, and waited for."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET.decode()}
+    command = [*COMMAND, str(root), "serve", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while server.poll() is None:
+            try:
+                httpx.get(url, timeout=10)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
 
 
 def big_round(folder: Path, source: bytes) -> float:
@@ -113,9 +142,9 @@ def big_round(folder: Path, source: bytes) -> float:
     elapsed = time.perf_counter() - start
     assert not journal_path(path).exists()
     with path.open("rb") as handle:
-        handle.seek(len(source) // 2 - 200)
-        middle = handle.read(400)
-    assert f"{target},".encode() in middle and b",unsubscribed," in middle, "not in the file"
+        handle.seek(source.index(f"\n{target},".encode()))
+        line = handle.read(200).split(b"\r\n")[1]
+    assert line.startswith(f"{target},".encode()) and b",unsubscribed," in line, "not in the file"
     return elapsed
 
 

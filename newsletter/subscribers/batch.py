@@ -25,7 +25,7 @@ from newsletter.subscribers.journal import Holders, append, read_journal
 from newsletter.subscribers.rewrite import fold
 from newsletter.subscribers.suppression import suppress
 
-FOLD_AFTER = 1.0  # seconds from a list's first unfolded change to its fold (the rule: <= 5)
+FOLD_AFTER = 2.0  # seconds from a list's first unfolded change to its fold (the rule: <= 5)
 RETRY_AFTER = 30.0  # seconds before a fold that failed is tried again
 log = logging.getLogger("newsletter.subscribers")
 

@@ -444,11 +444,15 @@ class Holders:
 
 
 def _read_keys(path: Path) -> _Known:
+    """Who the list holds: the file's addresses and those its journal adds (a status entry
+    never changes who is in a list, so the journal is not applied row by row)."""
     file = signature(path)
     journal, handle = _open_consistent(path)
     with handle:
-        edits = journal.pending(identity(os.fstat(handle.fileno())))
-        reader = ListReader(path, handle, "email", Chain(edits) if edits else None)
+        reader = ListReader(path, handle)
         email = reader.index["email"]
         keys = {address_key(cells[email]) for _line, cells in reader.rows()}
+    for _line, _offset, entry in journal.entries:
+        if entry["op"] == "add":
+            keys.add(address_key(str(entry["email"])))
     return _Known(file, journal.nonce, journal.end, keys)
