@@ -18,6 +18,7 @@ LAYERS = [
     "checks",
     "suppression",
     "rewrite",
+    "splice",
     "journal",
     "edits",
     "csvfile",

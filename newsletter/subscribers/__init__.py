@@ -20,6 +20,7 @@ One concern per module; imports run one way, from the top of this list to the bo
     checks       `subscribers check`
     suppression  the suppression file and who is blocked (Blocklist)
     rewrite      changing a list: journal and Edit streamed into a new file, under its lock
+    splice       the same for a few rows of a big list: untouched lines copied as bytes
     journal      a list's pending changes: appended durably, applied by every reader
     edits        what one change does to rows (status, add, scope, purge), as journal entries
     csvfile      the CSV format: where lists live, reading, rows -> Subscriber

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
 from newsletter.errors import UnreadableList
-from newsletter.fileio import atomic_write_text, locked
+from newsletter.fileio import atomic_write, locked
 from newsletter.subscribers.csvfile import (
     LIST_MODE,
     ListReader,
@@ -29,6 +30,7 @@ from newsletter.subscribers.csvfile import (
 )
 from newsletter.subscribers.edits import Chain, Edit, fit
 from newsletter.subscribers.journal import (
+    Journal,
     identity,
     journal_locked,
     journal_path,
@@ -36,6 +38,7 @@ from newsletter.subscribers.journal import (
     read_journal,
     trim,
 )
+from newsletter.subscribers.splice import splice
 
 # Changing a list: stream it through an Edit into a new file, atomically, under its lock
 
@@ -92,16 +95,13 @@ def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
         pending = read_journal(path)  # entries appended later stay for the next fold
     read: list[os.stat_result] = []
 
-    def write(out: IO[str]) -> None:
+    def write(out: IO[bytes]) -> None:
         if new is not None and absent(path):
             chain = Chain([*pending.pending(None), edit])
-            _write_rows(out, chain.header(list(new)), [], chain)
+            with _text(out) as text:
+                _write_rows(text, chain.header(list(new)), [], chain)
         else:
-            with open_bytes(path) as handle:
-                read.append(os.fstat(handle.fileno()))
-                reader = ListReader(path, handle)  # a row it cannot read aborts the rename
-                chain = Chain([*pending.pending(identity(read[0])), edit])
-                _write_rows(out, chain.header(reader.names), reader.rows(), chain)
+            chain = _write_list(path, pending, out, edit, read)
         if not chain.touched():
             raise _Unchanged
 
@@ -115,7 +115,7 @@ def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
                 mark_fold(path, new_file, pending.end)
 
         try:
-            atomic_write_text(path, write, mode=LIST_MODE, before_rename=before_rename)
+            atomic_write(path, write, mode=LIST_MODE, before_rename=before_rename)
         except _Unchanged:
             if read and _moved(path, read[0]):
                 raise _Moved from None
@@ -124,6 +124,41 @@ def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
         if pending.entries:
             trim(path, pending.end)
     return edit.changed
+
+
+SPLICE_FROM = 1024 * 1024  # bytes: a smaller list is rewritten row by row (as fast)
+
+
+def _write_list(
+    path: Path, pending: Journal, out: IO[bytes], edit: Edit, read: list[os.stat_result]
+) -> Chain:
+    """The list through its pending entries and `edit` into `out`: spliced when it can be (a
+    big list, a few rows changed: splice.py), else streamed row by row. `read` gets the stat
+    of the file read."""
+    with open_bytes(path) as handle:
+        read.append(os.fstat(handle.fileno()))
+        chain = Chain([*pending.pending(identity(read[0])), edit])
+        if read[0].st_size >= SPLICE_FROM:
+            pieces = splice(path, handle.read(), chain)
+            if pieces is not None:
+                out.writelines(pieces)
+                return chain
+            handle.seek(0)
+        reader = ListReader(path, handle)  # a row it cannot read aborts the rename
+        with _text(out) as text:
+            _write_rows(text, chain.header(reader.names), reader.rows(), chain)
+    return chain
+
+
+@contextlib.contextmanager
+def _text(raw: IO[bytes]) -> Iterator[IO[str]]:
+    """`raw` as UTF-8 text for the csv module (newline="": it writes CRLF itself)."""
+    text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    try:
+        yield text
+        text.flush()
+    finally:
+        text.detach()  # leave `raw` open: atomic_write fsyncs and closes it
 
 
 def _moved(path: Path, read: os.stat_result) -> bool:

@@ -25,7 +25,7 @@ from newsletter.subscribers.csvfile import (
     stamp,
 )
 from newsletter.subscribers.edits import StatusEdit, should_change
-from newsletter.subscribers.journal import holds, open_list
+from newsletter.subscribers.journal import open_list
 from newsletter.subscribers.rewrite import rewrite
 from newsletter.subscribers.suppression import read_suppressed, suppress
 
@@ -77,7 +77,7 @@ def apply_status(
     broken: list[Problem] = []
     for path in paths:
         try:
-            if absent(path) or not (batch.holds(path, key) if batch else holds(path, key)):
+            if absent(path) or (batch is not None and not batch.holds(path, key)):
                 continue
             edit = StatusEdit(key, status, moment, scope_list=scope_list)
             if batch is not None:  # the list holds the address: the entry will change it
