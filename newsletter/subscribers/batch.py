@@ -33,9 +33,9 @@ log = logging.getLogger("newsletter.subscribers")
 class Batch:
     """Journaled changes to the lists of `folder`, folded by a thread of its own."""
 
-    def __init__(self, folder: Path, *, fold_after: float = FOLD_AFTER) -> None:
+    def __init__(self, folder: Path, *, fold_after: float | None = None) -> None:
         self.folder = folder
-        self.fold_after = fold_after
+        self.fold_after = FOLD_AFTER if fold_after is None else fold_after
         self.holders = Holders()
         self.due: dict[Path, float] = {}  # list -> time.monotonic() its fold is due
         self.wake = threading.Condition()

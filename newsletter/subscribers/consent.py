@@ -27,8 +27,8 @@ from newsletter.subscribers.csvfile import (
     stamp,
 )
 from newsletter.subscribers.edits import AddEdit, PurgeEdit, ScopeEdit, StatusEdit
-from newsletter.subscribers.journal import holds, open_list
-from newsletter.subscribers.rewrite import rewrite
+from newsletter.subscribers.journal import holds, journal_path, open_list, scrub_orphans
+from newsletter.subscribers.rewrite import leftovers, rewrite
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
 
 # ---------------------------------------------------------------------------------------------
@@ -136,17 +136,20 @@ def purge(folder: Path, email: str) -> Purged:
     """Delete every row of an address from every list, after recording it as suppressed.
 
     The suppression entry is written first: a crash between the two steps leaves the person
-    blocked, never re-importable. Other copies (git history, backups, a send's ledger) are not
-    reached from here: docs/subscribers.md says so.
+    blocked, never re-importable. Every journal that may name them is folded (or, for a list
+    that is gone, written again without them), and the temp files of rewrites killed midway
+    are deleted. Other copies (git history, backups, a send's ledger) are not reached from
+    here: docs/subscribers.md says so.
     """
     suppress(folder, email, "purged")
     key = address_key(email)
     rows = 0
     files: list[Path] = []
     broken: list[Problem] = []
+    scrub_orphans(lists_folder(folder), key)
     for path in list_files(folder):
-        try:
-            if not holds(path, key):
+        try:  # a journal or a leftover may name them where no row does: a rewrite deletes both
+            if not journal_path(path).exists() and not leftovers(path) and not holds(path, key):
                 continue
             edit = PurgeEdit(key)
             if rewrite(path, edit):

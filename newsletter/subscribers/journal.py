@@ -359,11 +359,17 @@ def trim(path: Path, through: int) -> None:
     rest = [
         encode(e) for _l, offset, e in journal.entries if offset >= through and e["op"] != "fold"
     ]
-    if not rest:
+    _replace_journal(path, rest)
+
+
+def _replace_journal(path: Path, lines: list[bytes]) -> None:
+    """The journal as `lines` alone, with a new nonce (deleted when there are none): written
+    anew, never edited in place, so no dropped entry stays in the file's blocks."""
+    if not lines:
         remove_journal(path)
         return
     first = f"{MAGIC}{secrets.token_hex(8)}\n".encode()
-    atomic_write(journal_path(path), lambda out: out.write(first + b"".join(rest)))
+    atomic_write(journal_path(path), lambda out: out.write(first + b"".join(lines)))
 
 
 def remove_journal(path: Path) -> None:
@@ -456,3 +462,22 @@ def _read_keys(path: Path) -> _Known:
         if entry["op"] == "add":
             keys.add(address_key(str(entry["email"])))
     return _Known(file, journal.nonce, journal.end, keys)
+
+
+def scrub_orphans(folder: Path, key: str) -> None:
+    """Drop the entries about `key` from the journals in `folder` whose list is gone (purge:
+    a journal beside no list is never folded)."""
+    for where in folder.glob(".*.journal"):
+        path = where.with_name(where.name.removeprefix(".").removesuffix(".journal"))
+        if path.exists() or path.is_symlink():
+            continue
+        with journal_locked(path):
+            journal = read_journal(path)
+            rest = [encode(e) for _l, _o, e in journal.entries if _about(e) != key]
+            if len(rest) < len(journal.entries):
+                _replace_journal(path, rest)
+
+
+def _about(entry: dict[str, Any]) -> str:
+    """The address key an entry is about ("" for a fold mark)."""
+    return address_key(str(entry.get("key") or entry.get("email") or ""))

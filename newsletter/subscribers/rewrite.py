@@ -170,10 +170,15 @@ def _moved(path: Path, read: os.stat_result) -> bool:
     return identity(now) != identity(read) or now.st_ctime_ns != read.st_ctime_ns
 
 
+def leftovers(path: Path) -> list[Path]:
+    """The temp files of rewrites of `path` killed before their rename (each holds rows)."""
+    return list(path.parent.glob(f".{path.name}.*.tmp"))
+
+
 def _drop_leftovers(path: Path) -> None:
-    """Delete the temp files of rewrites killed before their rename (under the lock, no
-    rewrite of this list is running): they hold rows, perhaps of someone since purged."""
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+    """Delete the leftovers of `path` (under its lock, no rewrite of it is running): they hold
+    rows, perhaps of someone since purged."""
+    for leftover in leftovers(path):
         with contextlib.suppress(OSError):
             leftover.unlink()
 
