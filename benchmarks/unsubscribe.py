@@ -10,7 +10,7 @@
    fresh process, start to exit), the change in the CSV file when it exits.
 
 Prints each round, the median of the rounds (3 by default) and the load average.
-Run: python benchmarks/unsubscribe.py [--rounds N]
+Run: python benchmarks/unsubscribe.py [--rounds N] [--only load|big]
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def big_round(folder: Path, source: bytes) -> float:
     elapsed = time.perf_counter() - start
     assert not journal_path(path).exists()
     with path.open("rb") as handle:
-        handle.seek(source.index(f"\n{target},".encode()))
-        line = handle.read(200).split(b"\r\n")[1]
+        handle.seek(source.index(f"\n{target},".encode()) + 1)
+        line = handle.read(200).split(b"\r\n")[0]
     assert line.startswith(f"{target},".encode()) and b",unsubscribed," in line, "not in the file"
     return elapsed
 
@@ -158,30 +158,39 @@ def median(name: str, times: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--only", choices=["load", "big"], help="Measure one figure only.")
+    args = parser.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "newsletter")], check=True)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    load: list[float] = []
+    if args.only != "big":
+        measure_load(args.rounds)
+    if args.only != "load":
+        measure_big(args.rounds)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def measure_load(rounds: int) -> None:
+    times: list[float] = []
     for n in range(rounds):
         with tempfile.TemporaryDirectory(dir=ROOT) as folder:  # the disk a real list lives on
             elapsed, adds = load_round(Path(folder))
-        load.append(elapsed)
+        times.append(elapsed)
         print(
             f"round {n + 1}: {TARGETS} POSTs, {LOAD_ROWS:,}-row list: {elapsed:.2f} s "
             f"({TARGETS / elapsed:.0f}/s), {adds} `subscribers add` processes meanwhile"
         )
-    value = median(f"{TARGETS} unsubscribes from {CLIENTS} clients on {LOAD_ROWS:,} rows", load)
+    value = median(f"{TARGETS} unsubscribes from {CLIENTS} clients on {LOAD_ROWS:,} rows", times)
     print(f"        {TARGETS / value:.0f} unsubscribes/s (target: <= 10 s)")
+
+
+def measure_big(rounds: int) -> None:
     source = ("\r\n".join([HEADER, *(row(n) for n in range(BIG_ROWS))]) + "\r\n").encode()
-    big: list[float] = []
+    times: list[float] = []
     for n in range(rounds):
         with tempfile.TemporaryDirectory(dir=ROOT) as folder:
-            big.append(big_round(Path(folder), source))
-        print(
-            f"round {n + 1}: one `subscribers unsubscribe`, {BIG_ROWS:,}-row list: {big[-1]:.2f} s"
-        )
-    median(f"one unsubscribe on {BIG_ROWS:,} rows, whole command", big)
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            times.append(big_round(Path(folder), source))
+        print(f"round {n + 1}: one `subscribers unsubscribe`, {BIG_ROWS:,} rows: {times[-1]:.2f} s")
+    median(f"one unsubscribe on {BIG_ROWS:,} rows, whole command (target: < 1 s)", times)
 
 
 HEADER = "email,name,status,tags,subscribed_at,unsubscribed_at,source"

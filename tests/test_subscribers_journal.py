@@ -3,6 +3,7 @@ file; purge leaves no trace of it; a hand edit made before a fold is kept."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -14,16 +15,26 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from newsletter.addresses import key_hash
 from newsletter.cli import app
 from newsletter.config import load_config
 from newsletter.serve import unsubscribe_app
-from newsletter.subscribers import batch, journal_path, read_list, select
+from newsletter.subscribers import (
+    CsvStore,
+    batch,
+    change_status,
+    journal_path,
+    purge,
+    read_list,
+    rewrite,
+    select,
+)
 from newsletter.subscribers.edits import AddEdit, StatusEdit
 from newsletter.subscribers.journal import append
 from newsletter.subscribers.rewrite import fold
 from newsletter.subscribers.splice import FOLDS_TO_ASCII
 from newsletter.tokens import make_token
-from tests.serve_helpers import SECRET, make_folder, running, write_list
+from tests.serve_helpers import HEADER, SECRET, make_folder, running, write_list
 from tests.test_serve import _wait_until_up, free_port
 from tests.waits import HANG, wait_until
 
@@ -204,3 +215,57 @@ def test_fold_of_nothing_pending_changes_nothing(folder: Path) -> None:
     before = path.stat().st_ino
     assert fold(path) is False
     assert path.stat().st_ino == before
+
+
+SPLICE_ROWS = [
+    "ada@example.org,Ada,subscribed,,,,",
+    "  ADA@Example.ORG ,Ada again,subscribed,,,,",  # the same key: spaces, capitals
+    '"ada@example.org",Quoted,subscribed,,,,',
+    '"x@example.org","Ada said ""ada@example.org, hi""",subscribed,,,,',  # text, not the address
+    "bo\u00df@example.org,Sharp,subscribed,,,,",
+    "bo\u00dfe@example.org,Not him,subscribed,,,,",
+    "boss@example.org,Boss,subscribed,,,,",
+    "\u212aim@example.org,Kelvin,subscribed,,,,",
+    "kim@example.org,Kim,subscribed,,,,",
+    'cy@example.org,Cy,subscribed,,,,"two\r\nlines"',
+    "z\u00e9@example.org,Z\u00e9,subscribed,,,,",
+]
+
+
+@pytest.mark.parametrize(
+    "email", ["ada@example.org", "boss@example.org", "kim@example.org", "cy@example.org"]
+)
+@pytest.mark.parametrize("status", ["unsubscribed", "purge"])
+def test_a_spliced_rewrite_reads_as_the_streamed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, email: str, status: str
+) -> None:
+    """Rows that fold to the same key (spaces, capitals, a quoted cell, sharp s, the Kelvin
+    sign), text quoting the address, a record over two lines: splicing a big list changes
+    exactly the rows the streaming rewrite changes."""
+    results = []
+    for splice_from in (0, 10**12):  # spliced where it can be; streamed always
+        monkeypatch.setattr(rewrite, "SPLICE_FROM", splice_from)
+        root = make_folder(tmp_path / str(splice_from))
+        path = root / "subscribers" / "main.csv"
+        filler = [f"r{n}@example.net,R {n},subscribed,,,," for n in range(2000)]
+        rows = [*filler[:1000], *SPLICE_ROWS, *filler[1000:]]
+        path.write_bytes(("\r\n".join([HEADER, *rows]) + "\r\n").encode())
+        if status == "purge":
+            purge(root, email)
+        else:
+            change_status(root, email, "unsubscribed", when=dt.datetime(2025, 1, 1))
+        results.append([(p.email, p.name, p.status) for p in read_list(path)])
+    assert results[0] == results[1]
+    assert len(results[0]) != 2000 + len(SPLICE_ROWS) or status != "purge"
+
+
+def test_a_send_between_batches_sees_a_journaled_unsubscribe(folder: Path) -> None:
+    """The check a send makes between batches notices a change only in the journal."""
+    store = CsvStore(folder)
+    recipients = store.select()
+    assert len(list(recipients)) == 3
+    blocked = store.watch(recipients)
+    assert blocked() == set()
+    path = folder / "subscribers" / "main.csv"
+    append(path, [StatusEdit("bob@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    assert blocked() == {(key_hash("bob@example.org"), "")}

@@ -16,7 +16,8 @@ import pytest
 from newsletter.subscribers import check_lists, journal_path, read_list, set_status
 from newsletter.subscribers.edits import AddEdit, StatusEdit
 from newsletter.subscribers.journal import append
-from newsletter.subscribers.rewrite import fold
+from newsletter.subscribers.rewrite import SPLICE_FROM, fold
+from tests.serve_helpers import write_list
 from tests.waits import HANG, wait_until
 
 WRITER = """
@@ -151,7 +152,8 @@ append(path, [AddEdit("torn@example.org", "", [], "2025-01-01T00:00:00Z", "cli")
 FOLD = """
 import io, os, sys, time
 from pathlib import Path
-from newsletter.subscribers.rewrite import fold
+from newsletter.subscribers.rewrite import SPLICE_FROM, fold
+from tests.serve_helpers import write_list
 path, marker, stage = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 real_fdopen, real_replace, real_unlink = os.fdopen, os.replace, os.unlink
 
@@ -225,12 +227,21 @@ def test_killed_append_loses_nothing_acknowledged(tmp_path: Path, cut: int) -> N
     changed_once(path, count)
 
 
+@pytest.mark.parametrize("rows", [20_000, 40_000], ids=["streamed", "spliced"])
 @pytest.mark.parametrize("stage", ["writing", "marked", "renamed", "trimming"])
-def test_killed_fold_loses_nothing_and_doubles_nothing(tmp_path: Path, stage: str) -> None:
+def test_killed_fold_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, stage: str, rows: int
+) -> None:
     """SIGKILL while a fold writes the new list, after its mark, after its rename, before the
-    journal goes: every acknowledged change once, the file parses, the next fold completes."""
+    journal goes: every acknowledged change once, the file parses, the next fold completes.
+    (40,000 rows in every column: over rewrite.SPLICE_FROM, spliced; 20,000: streamed.)"""
     count = 5
-    path = make_list(tmp_path, 20_000)
+    if rows == 20_000:
+        path = make_list(tmp_path, rows)
+    else:
+        people = ["target@example.org", *(f"old{i}@example.org" for i in range(rows))]
+        path = write_list(tmp_path / "subscribers" / "list.csv", people)
+        assert path.stat().st_size > SPLICE_FROM
     for i in range(count):
         append(path, [AddEdit(f"new{i}@example.org", "", [], "2025-01-01T00:00:00Z", "cli")])
         append(path, [StatusEdit(f"old{i}@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
@@ -244,7 +255,7 @@ def test_killed_fold_loses_nothing_and_doubles_nothing(tmp_path: Path, stage: st
         folding.communicate()
     assert check_lists([path]).errors == []  # whatever the file is, it parses
     people = [(p.email, p.status) for p in read_list(path)]
-    assert len(people) == len({email for email, _status in people}) == 1 + 20_000 + count
+    assert len(people) == len({email for email, _status in people}) == 1 + rows + count
     assert all((f"new{i}@example.org", "subscribed") in people for i in range(count))
     assert all((f"old{i}@example.org", "unsubscribed") in people for i in range(count))
     fold(path)

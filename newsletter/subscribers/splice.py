@@ -40,7 +40,7 @@ FOLDS_TO_ASCII = frozenset(
 )
 
 
-def splice(path: Path, data: bytes, chain: Chain) -> list[bytes] | None:
+def splice(path: Path, data: bytes, chain: Chain) -> list[bytes | memoryview] | None:
     """The new file as pieces (`data` with the rows of `chain`'s addresses changed), or None
     when only the streaming rewrite can write it. The chain's `touched()` says if anything
     changed, as after a streaming rewrite."""
@@ -90,7 +90,8 @@ def _candidates(data: bytes, keys: set[bytes]) -> list[int] | None:
     found: set[int] = set()
     for key in keys:
         found.update(_line_starts(data, lowered, key))
-    found.update(_line_starts(data, data, b'\n"', offset=1))
+    if any(b'"' in key for key in keys):  # else a quoted cell equal to a key holds its bytes
+        found.update(_line_starts(data, data, b'\n"', offset=1))
     others = b"" if data.isascii() else data.translate(None, _ASCII)
     for char in set(others.decode()) & FOLDS_TO_ASCII:
         found.update(_line_starts(data, data, char.encode()))
@@ -114,8 +115,9 @@ def _line_starts(data: bytes, haystack: bytes, needle: bytes, offset: int = 0) -
         at = haystack.find(needle, at + 1)
 
 
-def _pieces(data: bytes, starts: list[int], chain: Chain, width: int) -> list[bytes]:
-    pieces: list[bytes] = []
+def _pieces(data: bytes, starts: list[int], chain: Chain, width: int) -> list[bytes | memoryview]:
+    pieces: list[bytes | memoryview] = []
+    whole = memoryview(data)  # slices of it are not copies
     done = 0
     for start in starts:
         end = data.find(b"\n", start) + 1
@@ -123,9 +125,9 @@ def _pieces(data: bytes, starts: list[int], chain: Chain, width: int) -> list[by
         if not cells or address_key(cells[0]) not in chain.by_key:
             continue
         kept = chain.row(0, cells + [""] * (width - len(cells)))
-        pieces += [data[done:start], b"" if kept is None else _encode(fit(kept, width))]
+        pieces += [whole[done:start], b"" if kept is None else _encode(fit(kept, width))]
         done = end
-    pieces.append(data[done:])
+    pieces.append(whole[done:])
     pieces.extend(_encode(fit(cells, width)) for cells in chain.tail())
     return pieces
 
