@@ -213,7 +213,7 @@ def test_fold_of_nothing_pending_changes_nothing(folder: Path) -> None:
     """fold() with no journal leaves the file as it is (same inode)."""
     path = folder / "subscribers" / "main.csv"
     before = path.stat().st_ino
-    assert fold(path) is False
+    assert fold(path) is None
     assert path.stat().st_ino == before
 
 

@@ -88,7 +88,9 @@ class Batch:
 
     def _fold(self, path: Path, *, again: bool) -> None:
         try:
-            fold(path)
+            folded = fold(path)
+            if folded is not None:
+                self.holders.folded(path, *folded)
         except (NewsletterError, OSError) as exc:
             self._keep(path, exc)
             if again:

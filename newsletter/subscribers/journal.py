@@ -392,9 +392,12 @@ Signature = tuple[int, int, int, int]  # a file: inode, size, mtime (ns), ctime 
 
 def signature(path: Path) -> Signature:
     try:
-        info = os.stat(path)
+        return stat_signature(os.stat(path))
     except FileNotFoundError:
         return (-1, -1, -1, -1)
+
+
+def stat_signature(info: os.stat_result) -> Signature:
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
@@ -420,6 +423,17 @@ class Holders:
         with self.mutex:
             return key in self._keys(path)
 
+    def folded(self, path: Path, before: Signature, after: Signature) -> None:
+        """This process folded the list (`before` -> `after`, under its lock): if the keys
+        were those of `before`, they are those of `after` (a fold adds only what the journal
+        did, already counted); the journal, written anew, is read again from its start."""
+        with self.mutex:
+            known = self.known.get(path)
+            if known is None or known.file != before:
+                return
+            nonce, _size = current_state(path)
+            known.file, known.nonce, known.offset = after, nonce, 0
+
     def _keys(self, path: Path) -> set[str]:
         known = self.known.get(path)
         if known is None or known.file != signature(path) or not self._caught_up(path, known):
@@ -434,6 +448,7 @@ class Holders:
                 nonce = _nonce(journal_path(path), first[:-1]) if first.endswith(b"\n") else ""
                 if nonce != known.nonce:
                     return False
+                known.offset = known.offset or len(first)  # 0: from the first entry
                 handle.seek(known.offset)
                 fresh = handle.read()
         except FileNotFoundError:

@@ -31,11 +31,14 @@ from newsletter.subscribers.csvfile import (
 from newsletter.subscribers.edits import Chain, Edit, fit
 from newsletter.subscribers.journal import (
     Journal,
+    Signature,
     identity,
     journal_locked,
     journal_path,
     mark_fold,
     read_journal,
+    signature,
+    stat_signature,
     trim,
 )
 from newsletter.subscribers.splice import splice
@@ -67,14 +70,17 @@ def rewrite(path: Path, edit: Edit, *, new: Sequence[str] | None = None) -> bool
         return rewrite_locked(path, edit, new=new)
 
 
-def fold(path: Path) -> bool:
-    """Fold the list's journal into the file, under its lock; False when there was none."""
+def fold(path: Path) -> tuple[Signature, Signature] | None:
+    """Fold the list's journal into the file, under its lock. The signature of the file it
+    read and of the file after (taken under the lock); None when there was nothing to fold."""
     if not journal_path(path).exists():
-        return False
+        return None
     with locked(path):
-        if journal_path(path).exists():
-            rewrite_locked(path, Edit())
-    return True
+        if not journal_path(path).exists():
+            return None
+        read: list[os.stat_result] = []
+        _rewrite_locked(path, None, None, read)
+        return (stat_signature(read[-1]) if read else signature(path)), signature(path)
 
 
 def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) -> bool:
@@ -83,21 +89,31 @@ def rewrite_locked(path: Path, edit: Edit, *, new: Sequence[str] | None = None) 
     The new file is written beside the old one while the old one is read to its end, and renamed
     over it only then: a list that cannot be read completely (UnreadableList) is never replaced.
     """
+    return _rewrite_locked(path, edit, new, [])
+
+
+def _rewrite_locked(
+    path: Path, edit: Edit | None, new: Sequence[str] | None, read: list[os.stat_result]
+) -> bool:
+    """`rewrite_locked`, or with `edit` None a fold of the journal alone; `read` gets the stat
+    of the file read."""
     _drop_leftovers(path)
     for _attempt in range(ATTEMPTS):
         with contextlib.suppress(_Moved):
-            return _fold(path, edit, new)
+            read.clear()
+            return _fold(path, edit, new, read)
     raise UnreadableList(path, "the file kept changing while it was rewritten: try again")
 
 
-def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
+def _fold(
+    path: Path, edit: Edit | None, new: Sequence[str] | None, read: list[os.stat_result]
+) -> bool:
     with journal_locked(path):
         pending = read_journal(path)  # entries appended later stay for the next fold
-    read: list[os.stat_result] = []
 
     def write(out: IO[bytes]) -> None:
         if new is not None and absent(path):
-            chain = Chain([*pending.pending(None), edit])
+            chain = Chain([*pending.pending(None), *([edit] if edit is not None else [])])
             with _text(out) as text:
                 _write_rows(text, chain.header(list(new)), [], chain)
         else:
@@ -123,21 +139,21 @@ def _fold(path: Path, edit: Edit, new: Sequence[str] | None) -> bool:
                 held.enter_context(journal_locked(path))
         if pending.entries:
             trim(path, pending.end)
-    return edit.changed
+    return edit is not None and edit.changed
 
 
 SPLICE_FROM = 1024 * 1024  # bytes: a smaller list is rewritten row by row (as fast)
 
 
 def _write_list(
-    path: Path, pending: Journal, out: IO[bytes], edit: Edit, read: list[os.stat_result]
+    path: Path, pending: Journal, out: IO[bytes], edit: Edit | None, read: list[os.stat_result]
 ) -> Chain:
     """The list through its pending entries and `edit` into `out`: spliced when it can be (a
     big list, a few rows changed: splice.py), else streamed row by row. `read` gets the stat
     of the file read."""
     with open_bytes(path) as handle:
         read.append(os.fstat(handle.fileno()))
-        chain = Chain([*pending.pending(identity(read[0])), edit])
+        chain = Chain([*pending.pending(identity(read[0])), *([edit] if edit is not None else [])])
         if read[0].st_size >= SPLICE_FROM:
             pieces = splice(path, handle.read(), chain)
             if pieces is not None:
