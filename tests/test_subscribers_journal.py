@@ -269,3 +269,25 @@ def test_a_send_between_batches_sees_a_journaled_unsubscribe(folder: Path) -> No
     path = folder / "subscribers" / "main.csv"
     append(path, [StatusEdit("bob@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
     assert blocked() == {(key_hash("bob@example.org"), "")}
+
+
+def test_a_spliced_fold_of_many_entries_reads_as_the_streamed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold of more entries than splice.FEW (one pass over the first cells) changes exactly
+    the rows a streaming fold changes, the tricky rows above included."""
+    emails = ["ada@example.org", "boss@example.org", "kim@example.org", "x@example.org"]
+    emails += [f"r{n}@example.net" for n in range(0, 2000, 150)]
+    results = []
+    for splice_from in (0, 10**12):
+        monkeypatch.setattr(rewrite, "SPLICE_FROM", splice_from)
+        path = make_folder(tmp_path / str(splice_from)) / "subscribers" / "main.csv"
+        filler = [f"r{n}@example.net,R {n},subscribed,,,," for n in range(2000)]
+        rows = [*filler[:1000], *SPLICE_ROWS[:-2], *filler[1000:]]  # no two-line record
+        path.write_bytes(("\r\n".join([HEADER, *rows]) + "\r\n").encode())
+        when = "2025-01-01T00:00:00Z"
+        append(path, [StatusEdit(email, "unsubscribed", when) for email in emails])
+        assert fold(path) is not None
+        results.append([(p.email, p.name, p.status) for p in read_list(path)])
+    assert results[0] == results[1]
+    assert sum(status == "unsubscribed" for _e, _n, status in results[0]) == 8 + 14

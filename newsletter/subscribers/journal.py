@@ -413,15 +413,33 @@ class Holders:
     """The address keys each list holds, as `holds` answers, without reading a big list for
     every question: a list is read again only when its file changed (inode, size, mtime or
     ctime) or its journal was folded; lines appended to the journal since are read alone, and
-    only an `add` among them adds a key (a status entry never changes who a list holds)."""
+    only an `add` among them adds a key (a status entry never changes who a list holds).
+
+    While a changed list is read again, an address the list held before is taken as held
+    still (its entry then changes its row, or nothing if the row went: a purge suppressed it
+    first); "not held" is only ever answered from the list as it is now.
+    """
 
     def __init__(self) -> None:
         self.known: dict[Path, _Known] = {}
-        self.mutex = threading.Lock()
+        self.mutex = threading.Lock()  # guards `known`; never held while a list is read
+        self.reading: dict[Path, threading.Lock] = {}  # one read of each list at a time
 
     def holds(self, path: Path, key: str) -> bool:
         with self.mutex:
-            return key in self._keys(path)
+            known = self.known.get(path)
+            if known is not None and (key in known.keys or self._current(path, known)):
+                return key in known.keys
+            reading = self.reading.setdefault(path, threading.Lock())
+        with reading:
+            with self.mutex:
+                known = self.known.get(path)
+                if known is not None and self._current(path, known):
+                    return key in known.keys
+            fresh = _read_keys(path)
+            with self.mutex:
+                self.known[path] = fresh
+            return key in fresh.keys
 
     def folded(self, path: Path, before: Signature, after: Signature) -> None:
         """This process folded the list (`before` -> `after`, under its lock): if the keys
@@ -434,11 +452,9 @@ class Holders:
             nonce, _size = current_state(path)
             known.file, known.nonce, known.offset = after, nonce, 0
 
-    def _keys(self, path: Path) -> set[str]:
-        known = self.known.get(path)
-        if known is None or known.file != signature(path) or not self._caught_up(path, known):
-            known = self.known[path] = _read_keys(path)
-        return known.keys
+    def _current(self, path: Path, known: _Known) -> bool:
+        """Are `known`'s keys those of the list now (after reading its journal's new lines)?"""
+        return known.file == signature(path) and self._caught_up(path, known)
 
     def _caught_up(self, path: Path, known: _Known) -> bool:
         """Read the journal's new whole lines into `known`; False when it is another journal."""
