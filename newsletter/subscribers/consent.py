@@ -8,6 +8,7 @@ the person cannot come back through an import.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from newsletter.store import Added
 from newsletter.subscribers.csvfile import (
     COLUMNS,
     DEFAULT_LIST,
-    RowParser,
+    SCOPE,
+    ListReader,
     absent,
     list_files,
     lists_folder,
@@ -26,9 +28,16 @@ from newsletter.subscribers.csvfile import (
     now,
     stamp,
 )
-from newsletter.subscribers.edits import AddEdit, PurgeEdit, ScopeEdit, StatusEdit
-from newsletter.subscribers.journal import holds, journal_path, open_list, scrub_orphans
-from newsletter.subscribers.rewrite import leftovers, rewrite
+from newsletter.subscribers.edits import AddEdit, Chain, PurgeEdit, ScopeEdit, StatusEdit
+from newsletter.subscribers.journal import (
+    holds,
+    identity,
+    journal_path,
+    open_consistent,
+    scrub_orphans,
+)
+from newsletter.subscribers.rewrite import SPLICE_FROM, leftovers, rewrite
+from newsletter.subscribers.splice import rows_of
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
 
 # ---------------------------------------------------------------------------------------------
@@ -49,17 +58,39 @@ def find(folder: Path, email: str, lists: Sequence[Path] | None = None) -> list[
     key = address_key(email)
     found: list[Found] = []
     for path in list_files(folder) if lists is None else lists:
-        if absent(path):
-            continue
-        with open_list(path) as reader:
-            parser = RowParser(reader)
-            for line, cells in reader.rows():
-                if address_key(cells[parser.email]) == key:
-                    status = parser.cell(cells, parser.status).lower() or "subscribed"
-                    scope = parser.cell(cells, parser.scope).lower()
-                    since = parser.cell(cells, reader.index.get("unsubscribed_at"))
-                    found.append(Found(path, line, status, scope, since))
+        if not absent(path):
+            found.extend(_found_in(path, key))
     return found
+
+
+def _found_in(path: Path, key: str) -> list[Found]:
+    """The rows of `key` in one list, journal applied. A big list with no pending entry about
+    the address is searched by its bytes (splice.rows_of), else read row by row."""
+    journal, handle = open_consistent(path)
+    with handle:
+        info = os.fstat(handle.fileno())
+        pending = journal.pending(identity(info))
+        if info.st_size >= SPLICE_FROM and all(e.key not in (key, None) for e in pending):
+            spliced = rows_of(path, handle.read(), key)
+            if spliced is not None:
+                names, rows = spliced
+                return [_found(path, names, line, cells) for line, cells in rows]
+            handle.seek(0)
+        reader = ListReader(path, handle, "email", Chain(pending) if pending else None)
+        email = reader.index["email"]
+        rows = [(line, cells) for line, cells in reader.rows() if address_key(cells[email]) == key]
+        return [_found(path, reader.names, line, cells) for line, cells in rows]
+
+
+def _found(path: Path, names: list[str], line: int, cells: list[str]) -> Found:
+    at = {name.lower(): position for position, name in enumerate(names)}
+
+    def cell(column: str) -> str:
+        position = at.get(column)
+        return cells[position].strip() if position is not None and position < len(cells) else ""
+
+    status = cell("status").lower() or "subscribed"
+    return Found(path, line, status, cell(SCOPE).lower(), cell("unsubscribed_at"))
 
 
 def add(

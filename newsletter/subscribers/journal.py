@@ -160,14 +160,14 @@ def open_list(path: Path, required: str = "email") -> Iterator[ListReader]:
     append, or a fold that replaced both), both are read again, so no change is missed or
     applied twice.
     """
-    journal, handle = _open_consistent(path)
+    journal, handle = open_consistent(path)
     with handle:
         edits = journal.pending(identity(os.fstat(handle.fileno())))
         yield ListReader(path, handle, required, Chain(edits) if edits else None)
 
 
-def _open_consistent(path: Path) -> tuple[Journal, IO[bytes]]:
-    """The list's journal and its file opened, with no fold between the two."""
+def open_consistent(path: Path) -> tuple[Journal, IO[bytes]]:
+    """The list's journal and its file opened, with no change to the journal in between."""
     while True:
         journal = read_journal(path)
         handle = open_bytes(path)
@@ -484,7 +484,7 @@ def _read_keys(path: Path) -> _Known:
     """Who the list holds: the file's addresses and those its journal adds (a status entry
     never changes who is in a list, so the journal is not applied row by row)."""
     file = signature(path)
-    journal, handle = _open_consistent(path)
+    journal, handle = open_consistent(path)
     with handle:
         reader = ListReader(path, handle)
         email = reader.index["email"]

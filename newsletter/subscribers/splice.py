@@ -49,13 +49,8 @@ def splice(path: Path, data: bytes, chain: Chain) -> list[bytes | memoryview] | 
     when only the streaming rewrite can write it. The chain's `touched()` says if anything
     changed, as after a streaming rewrite."""
     keys = _keys(chain)
-    if keys is None or not _canonical(data):
-        return None
-    try:
-        names = ListReader(path, io.BytesIO(data[: data.find(b"\n") + 1])).names
-    except NewsletterError:  # the streaming rewrite says what is wrong
-        return None
-    if not names or names[0].lower() != "email" or chain.header(list(names)) != names:
+    names = _names(path, data) if keys is not None else None
+    if keys is None or names is None or chain.header(list(names)) != names:
         return None
     lines = _candidates(data, keys)
     if lines is None:
@@ -63,6 +58,49 @@ def splice(path: Path, data: bytes, chain: Chain) -> list[bytes | memoryview] | 
     try:
         return _pieces(data, lines, chain, len(names))
     except csv.Error:  # a row the strict reader refuses: the streaming rewrite names it
+        return None
+
+
+def rows_of(
+    path: Path, data: bytes, key: str
+) -> tuple[list[str], list[tuple[int, list[str]]]] | None:
+    """The header and the rows (line, cells) of the list file `data` whose address key is
+    `key`, parsing only the lines that may hold it; None when only reading every row can say."""
+    if not key.isascii() or "xn--" in key:
+        return None
+    names = _names(path, data)
+    starts = _candidates(data, {key.encode()}) if names is not None else None
+    if names is None or starts is None:
+        return None
+    rows: list[tuple[int, list[str]]] = []
+    line, done = 1, 0
+    for start in starts:
+        line += data.count(b"\n", done, start)
+        done = start
+        end = data.find(b"\n", start) + 1
+        cells = _cells(data[start:end])
+        if cells is None:
+            return None
+        if address_key(cells[0]) == key:
+            rows.append((line, cells + [""] * (len(names) - len(cells))))
+    return names, rows
+
+
+def _names(path: Path, data: bytes) -> list[str] | None:
+    """The header of a list file as a rewrite writes it (`email` first), else None."""
+    if not _canonical(data):
+        return None
+    try:
+        names = ListReader(path, io.BytesIO(data[: data.find(b"\n") + 1])).names
+    except NewsletterError:  # the streaming rewrite says what is wrong
+        return None
+    return names if names and names[0].lower() == "email" else None
+
+
+def _cells(line: bytes) -> list[str] | None:
+    try:
+        return next(csv.reader([line.decode()], strict=True), [])
+    except csv.Error:  # a row the strict reader refuses: a full read names it
         return None
 
 
