@@ -73,7 +73,7 @@ def adding(root: Path, stop: threading.Event, added: list[str], name: str) -> No
         stop.wait(PAUSE)  # as tests/test_serve_load.py: a person adds, then the next one
 
 
-def load_round(folder: Path) -> tuple[float, int]:
+def load_round(folder: Path) -> tuple[float, int, float]:
     """Seconds for TARGETS POSTs to a `newsletter serve` process while adders run, and how many
     adds landed meanwhile; then SIGTERM, and every change must be in the file, once."""
     root = make_folder(folder)
@@ -81,7 +81,8 @@ def load_round(folder: Path) -> tuple[float, int]:
     config = load_config(explicit=root)
     stop = threading.Event()
     added: list[str] = []
-    with serving(root) as url:
+    cpu: list[float] = []
+    with serving(root, cpu) as url:
         links = [make_token(SECRET, config.list_id, e) for e in targets(LOAD_ROWS)]
         urls = [f"{url}/unsubscribe/{token}" for token in links]
         threads = [
@@ -102,13 +103,13 @@ def load_round(folder: Path) -> tuple[float, int]:
     assert all(statuses[e] == "subscribed" for e in added), "an add is lost"
     assert len(rows) == len(statuses) == LOAD_ROWS + len(added), "a row is lost or doubled"
     assert not journal_path(path).exists(), "serve stopped without folding its journal"
-    return elapsed, len(added)
+    return elapsed, len(added), cpu[0]
 
 
 @contextlib.contextmanager
-def serving(root: Path) -> Iterator[str]:
+def serving(root: Path, cpu: list[float]) -> Iterator[str]:
     """`newsletter serve` in a process of its own; stopped with SIGTERM, as a service manager
-    does, and waited for."""
+    does, and waited for. `cpu` gets the CPU seconds it used (user + system)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -126,7 +127,9 @@ def serving(root: Path) -> Iterator[str]:
         yield url
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait()
+        _pid, status, usage = os.wait4(server.pid, 0)
+        server.returncode = os.waitstatus_to_exitcode(status)
+        cpu.append(usage.ru_utime + usage.ru_stime)
 
 
 def big_round(folder: Path, source: bytes) -> float:
@@ -173,11 +176,12 @@ def measure_load(rounds: int) -> None:
     times: list[float] = []
     for n in range(rounds):
         with tempfile.TemporaryDirectory(dir=ROOT) as folder:  # the disk a real list lives on
-            elapsed, adds = load_round(Path(folder))
+            elapsed, adds, cpu = load_round(Path(folder))
         times.append(elapsed)
         print(
             f"round {n + 1}: {TARGETS} POSTs, {LOAD_ROWS:,}-row list: {elapsed:.2f} s "
-            f"({TARGETS / elapsed:.0f}/s), {adds} `subscribers add` processes meanwhile"
+            f"({TARGETS / elapsed:.0f}/s), {adds} `subscribers add` processes meanwhile; "
+            f"serve used {cpu:.2f} s of CPU in all (start, folds, stop included)"
         )
     value = median(f"{TARGETS} unsubscribes from {CLIENTS} clients on {LOAD_ROWS:,} rows", times)
     print(f"        {TARGETS / value:.0f} unsubscribes/s (target: <= 10 s)")
