@@ -8,10 +8,11 @@ reloads the page itself.
 The unsubscribe endpoint answers `{base_url path}/unsubscribe/{token}`: GET (and HEAD) shows a
 page with a button and changes nothing (link scanners fetch every URL); POST with
 `List-Unsubscribe=One-Click` sets the reader's status to unsubscribed in every list holding the
-address, and answers 200 only once that is on disk: in the lists, or, for a list that cannot be
-read or written, in the suppression file (which every send honours). When even that cannot be
-written it answers 503 with Retry-After. A token that does not verify gets the same 400 whatever
-it holds.
+address, and answers 200 only once that is on disk: in the lists' journals (folded into the CSV
+files within seconds and when the server stops: store.SubscriberStore.batched), or, for a list
+that cannot be read or written, in the suppression file (which every send honours). When even
+that cannot be written it answers 503 with Retry-After. A token that does not verify gets the
+same 400 whatever it holds.
 """
 
 from __future__ import annotations
