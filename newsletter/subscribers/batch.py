@@ -12,6 +12,7 @@ its pending entries stop mail to go to the suppression file as well; the fold is
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 import threading
@@ -91,13 +92,13 @@ class Batch:
             folded = fold(path)
             if folded is not None:
                 self.holders.folded(path, *folded)
-        except (NewsletterError, OSError) as exc:
+        except (NewsletterError, OSError, csv.Error, ValueError) as exc:  # the thread goes on
             self._keep(path, exc)
             if again:
                 with self.wake:
                     self.due.setdefault(path, time.monotonic() + RETRY_AFTER)
 
-    def _keep(self, path: Path, exc: NewsletterError | OSError) -> None:
+    def _keep(self, path: Path, exc: Exception) -> None:
         """A list that cannot be folded: say why, and suppress who its entries stop mail to."""
         log.warning(
             "list not folded, its changes stay in its journal and its unsubscribes go to the "
