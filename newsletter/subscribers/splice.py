@@ -14,7 +14,12 @@ applies only where that is sure, and says so by returning None otherwise:
   (any case), whose first cell is quoted, or that holds one of the few non-ASCII characters
   an address key can fold to ASCII (sharp s, long s, the Kelvin sign, ligatures, spaces);
   each such line must start a record (an even number of quotes before it) and be one (an even
-  number in it). Those rows are parsed and checked like any other (address_key).
+  number in it), and no quote may be left open at the end. Those rows are parsed and checked
+  like any other (address_key).
+
+What is not checked is every other row: a row the strict reader would refuse (a field over
+128 KiB, text after a closing quote) is copied as it is, where the streaming rewrite would
+refuse to replace the list. The file is no worse for it, and the next read names the row.
 """
 
 from __future__ import annotations
@@ -149,6 +154,8 @@ def _candidates(data: bytes, keys: set[bytes]) -> list[int] | None:
         end = data.find(b"\n", start)
         if quotes % 2 or data.count(b'"', start, end) % 2:
             return None
+    if (quotes + data.count(b'"', previous)) % 2:  # a quote left open: the reader refuses it
+        return None
     return starts
 
 
