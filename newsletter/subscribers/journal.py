@@ -326,7 +326,7 @@ def _torn(fd: int, size: int) -> bool:
     if not tail.endswith(b"\n"):
         return True
     last = tail[:-1].rsplit(b"\n", 1)[-1]
-    return last.startswith(MAGIC.encode()) is False and _entry(last) is None
+    return not last.startswith(MAGIC.encode()) and _entry(last) is None
 
 
 def writable(path: Path) -> None:
