@@ -112,28 +112,44 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
             delay = min(delay * 2, 0.05)
 
 
+BeforeRename = Callable[[os.stat_result], object]
+
+
 def atomic_write(
-    path: Path, write: Callable[[IO[bytes]], object], *, mode: int = PRIVATE_FILE
+    path: Path,
+    write: Callable[[IO[bytes]], object],
+    *,
+    mode: int = PRIVATE_FILE,
+    before_rename: BeforeRename | None = None,
 ) -> None:
     """Replace `path` with what `write` writes to a binary handle, atomically.
 
     The file keeps the mode of the file it replaces; a new file gets `mode`, and missing
     folders get it with search (x) bits where it has read bits (0o600 -> 0o700).
     If `write` raises, the target is untouched and the temp file is removed.
+    `before_rename` gets the new file's stat once it is fsynced, before it replaces `path`
+    (raising there keeps the old file too).
     """
     folder = path.parent
     make_folder(folder, mode | (mode & 0o444) >> 2)
     with reporting(path, "cannot write", exact=True):
-        _replace(path, write, mode)
+        _replace(path, write, mode, before_rename)
 
 
-def _replace(path: Path, write: Callable[[IO[bytes]], object], mode: int) -> None:
+def _replace(
+    path: Path,
+    write: Callable[[IO[bytes]], object],
+    mode: int,
+    before_rename: BeforeRename | None = None,
+) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+            if before_rename is not None:
+                before_rename(os.fstat(handle.fileno()))
         os.chmod(temp, _mode_for(path, mode))
         os.replace(temp, path)
     except BaseException:
@@ -150,6 +166,7 @@ def atomic_write_text(
     mode: int = PRIVATE_FILE,
     encoding: str = "utf-8",
     newline: str = "",
+    before_rename: BeforeRename | None = None,
 ) -> None:
     """`atomic_write` through a text handle (UTF-8; newline="" suits the csv module)."""
 
@@ -159,7 +176,7 @@ def atomic_write_text(
         text.flush()
         text.detach()  # leave `raw` open: atomic_write fsyncs and closes it
 
-    atomic_write(path, write_bytes, mode=mode)
+    atomic_write(path, write_bytes, mode=mode, before_rename=before_rename)
 
 
 def _mode_for(path: Path, mode: int) -> int:

@@ -8,10 +8,11 @@ reloads the page itself.
 The unsubscribe endpoint answers `{base_url path}/unsubscribe/{token}`: GET (and HEAD) shows a
 page with a button and changes nothing (link scanners fetch every URL); POST with
 `List-Unsubscribe=One-Click` sets the reader's status to unsubscribed in every list holding the
-address, and answers 200 only once that is on disk: in the lists, or, for a list that cannot be
-read or written, in the suppression file (which every send honours). When even that cannot be
-written it answers 503 with Retry-After. A token that does not verify gets the same 400 whatever
-it holds.
+address, and answers 200 only once that is on disk: in the lists' journals (folded into the CSV
+files within seconds and when the server stops: store.SubscriberStore.batched), or, for a list
+that cannot be read or written, in the suppression file (which every send honours). When even
+that cannot be written it answers 503 with Retry-After. A token that does not verify gets the
+same 400 whatever it holds.
 
 The same app serves the sign-up form and its confirmation links (serve_signup.py) unless
 [signup] enabled = false.
@@ -19,7 +20,7 @@ The same app serves the sign-up form and its confirmation links (serve_signup.py
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
 import errno
 import html
@@ -27,7 +28,8 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import default as email_policy
@@ -258,16 +260,13 @@ def address_hash(email: str) -> str:
 
 
 class Unsubscriber:
-    """Applies unsubscribes one at a time per process (the flock serialises between processes).
-
-    One writer at a time keeps the lock fair: forty threads polling one flock would mostly sleep.
-    """
+    """Applies unsubscribes, each in a thread of its own: inside the store's batch (the app's
+    lifespan), concurrent ones share one durable append (store.SubscriberStore.batched)."""
 
     def __init__(self, config: Config, secret: bytes, store: SubscriberStore) -> None:
         self.config = config
         self.secret = secret
         self.store = store
-        self.lock = asyncio.Lock()
 
     def address(self, token: str) -> str | None:
         try:
@@ -276,8 +275,7 @@ class Unsubscriber:
             return None
 
     async def unsubscribe(self, email: str) -> StatusChange:
-        async with self.lock:
-            return await run_in_threadpool(self._write, email)
+        return await run_in_threadpool(self._write, email)
 
     def _write(self, email: str) -> StatusChange:
         when = dt.datetime.now(dt.UTC)
@@ -353,9 +351,26 @@ def unsubscribe_app(
 
         lists = Newsletter(config, store=store).list_path  # a list name as the API reads it
         routes += signup_routes(config, secret, store, lists)
-    app = Starlette(routes=routes, exception_handlers={404: error, 405: error, 500: error})
+    handlers = {404: error, 405: error, 500: error}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=_batched(store))
     app.router.redirect_slashes = False  # a redirect would be one more answer without our headers
     return app
+
+
+def _batched(store: SubscriberStore) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: changes are batched while it serves, and all in place when it stops
+    (uvicorn runs this end on SIGTERM and SIGINT too, after the last answer)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(store.batched())
+            try:
+                yield
+            finally:
+                await run_in_threadpool(stack.pop_all().close)  # folds: off the event loop
+
+    return lifespan
 
 
 async def _unsubscribe(worker: Unsubscriber, email: str, name: str, lang: str) -> Response:

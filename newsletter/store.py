@@ -306,6 +306,12 @@ class SubscriberStore(Protocol):
         """Never mail or import the address again; False if it already was."""
         ...
 
+    def batched(self) -> AbstractContextManager[None]:
+        """For a long-running writer (`serve`): inside, `set_status` stays durable when it
+        returns but may be written cheaply first (the CSV store: a journal, group-committed)
+        and put in place within seconds; when the block ends, every change is in place."""
+        ...
+
     def apply_bounces(self, bounces: Sequence[Bounce]) -> list[StatusChange]:
         """Mark `bounced` each address refused for good, unless the store shows it subscribed
         again after the refusal; running it twice changes nothing. A place that could not be

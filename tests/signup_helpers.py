@@ -75,8 +75,8 @@ def outbox(root: Path) -> list[EmailMessage]:
     """Every message in the outbox Maildir (in no particular order: Maildir names do not sort
     by time)."""
     folder = root / "outbox"
-    if not (folder / "new").exists():  # the transport may be making the Maildir right now
-        return []
+    if not all((folder / part).is_dir() for part in ("tmp", "new", "cur")):
+        return []  # the transport may be making the Maildir right now
     box = mailbox.Maildir(folder, create=False)
     files = sorted((folder / "new").iterdir())
     parser = BytesParser(policy=email_policy)

@@ -143,3 +143,24 @@ def test_an_import_records_each_new_row_and_each_status_it_changed(tmp_path: Pat
     )
     assert again.exit_code == 0, again.output
     assert history("new@example.org") == [("subscribers.csv", "subscribed", "import")]
+
+
+def test_an_unsubscribe_through_the_journal_is_history_once_it_is_folded(tmp_path: Path) -> None:
+    """`serve` journals its unsubscribes (one fsync shared by many requests); the history of
+    each is written by the fold that puts it in the list, once, with its source."""
+    folder = _folder(tmp_path)
+    add(folder, "ann@example.org", source="cli")
+    add(folder, "bob@example.org", source="cli")
+    store = CsvStore(folder)
+    with store.batched():
+        store.set_status("ann@example.org", "unsubscribed", source="unsubscribe link")
+        store.set_status("ann@example.org", "unsubscribed", source="unsubscribe link")
+        store.set_status("bob@example.org", "complained", source="complaint")
+    with People(folder) as people:
+        ann = [(e.list, e.status, e.source) for e in people.history("ann@example.org")]
+        bob = [(e.status, e.source) for e in people.history("bob@example.org")]
+    assert ann == [
+        ("subscribers.csv", "subscribed", "cli"),
+        ("subscribers.csv", "unsubscribed", "unsubscribe link"),
+    ]
+    assert bob == [("subscribed", "cli"), ("complained", "complaint")]

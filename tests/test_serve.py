@@ -27,7 +27,14 @@ from newsletter.config import load_config
 from newsletter.message import MessageFactory
 from newsletter.render import render_issue
 from newsletter.serve import unsubscribe_app
-from newsletter.subscribers import read_list, rewrite, suppressed_path, suppression
+from newsletter.subscribers import (
+    journal,
+    journal_path,
+    read_list,
+    rewrite,
+    suppressed_path,
+    suppression,
+)
 from newsletter.tokens import make_token
 from tests.compose_helpers import sample_folder
 from tests.serve_helpers import SECRET, make_folder, running, write_list
@@ -88,6 +95,8 @@ def test_rfc8058_post_unsubscribes(site: Site) -> None:
     answer = post_one_click(site.link("zofia@example.net"))
     assert answer.status_code == 200
     assert "You are unsubscribed" in answer.text
+    folded = journal_path(site.lists[0])  # the change is in the list's journal: wait for the fold
+    wait_until(lambda: not folded.exists(), "the journal folded into the list")
     after = site.lists[0].read_bytes().split(b"\r\n")
     changed = [n for n, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
     assert changed == [2]
@@ -296,15 +305,32 @@ def short_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Locks of lists and of the suppression file give up after 0.2 s instead of waiting."""
     short = functools.partial(fileio.locked, timeout=0.2)
     monkeypatch.setattr(rewrite, "locked", short)
+    monkeypatch.setattr(journal, "locked", short)
     monkeypatch.setattr(suppression, "locked", short)
 
 
-def test_list_locked_too_long_still_unsubscribes(
+def test_list_locked_by_a_long_rewrite_still_unsubscribes_at_once(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A list held past the lock timeout: that list untouched, the suppression file records it."""
+    """A list held past the lock timeout (a long import elsewhere) does not hold an unsubscribe
+    up: it is in the list's journal (every reader sees it) and folded once the lock is free."""
     short_locks(monkeypatch)
     with fileio.locked(site.lists[0]):
+        answer = post_one_click(site.link("ada@example.org"))
+        assert answer.status_code == 200
+        assert site.statuses()["ada@example.org"] == "unsubscribed"
+        assert journal_path(site.lists[0]).exists()
+    wait_until(lambda: not journal_path(site.lists[0]).exists(), "the fold after the lock")
+    assert b'ada@example.org,"Name, 0",unsubscribed,' in site.lists[0].read_bytes()
+    assert not suppressed_path(site.root).exists()
+
+
+def test_journal_locked_too_long_still_unsubscribes(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal held past the lock timeout: that list untouched, the suppression file has it."""
+    short_locks(monkeypatch)
+    with fileio.locked(journal_path(site.lists[0])):
         answer = post_one_click(site.link("ada@example.org"))
     assert answer.status_code == 200
     assert site.statuses()["ada@example.org"] == "subscribed"

@@ -11,13 +11,17 @@ LAYERS = [
     "csvstore",
     "consent",
     "status",
+    "batch",
     "selection",
     "importers",
     "listing",
     "checks",
     "suppression",
-    "people",
     "rewrite",
+    "splice",
+    "journal",
+    "edits",
+    "people",
     "csvfile",
 ]
 

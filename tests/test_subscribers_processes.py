@@ -1,4 +1,5 @@
-"""Real processes: two writers at once both land; a writer killed mid-write loses nothing."""
+"""Real processes: two writers at once both land; a writer killed mid-write (a rewrite, a journal
+append, a fold) loses nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from newsletter.subscribers import read_list, set_status
+import pytest
+
+from newsletter.subscribers import check_lists, journal_path, read_list, set_status
+from newsletter.subscribers.edits import AddEdit, StatusEdit
+from newsletter.subscribers.journal import append
+from newsletter.subscribers.rewrite import SPLICE_FROM, fold
+from tests.serve_helpers import write_list
 from tests.waits import HANG, wait_until
 
 WRITER = """
@@ -113,3 +120,144 @@ def kill_mid_write(tmp_path: Path, size: int) -> None:
     finally:
         os.kill(writer.pid, signal.SIGKILL)
         writer.communicate()
+
+
+# ---------------------------------------------------------------------------------------------
+# The journal: killed mid-append and mid-fold, every acknowledged change is there exactly once
+
+APPEND = """
+import os, sys, time
+from pathlib import Path
+from newsletter.subscribers.edits import AddEdit, StatusEdit
+from newsletter.subscribers.journal import append
+path, marker, count, cut = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for i in range(count):
+    append(path, [AddEdit(f"new{i}@example.org", "", [], "2025-01-01T00:00:00Z", "cli")])
+    append(path, [StatusEdit(f"old{i}@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    print(i, flush=True)  # acknowledged: durable in the journal
+real_write = os.write
+
+def write(fd, data):
+    if b"torn@" in data:  # the append being killed: `cut` bytes of it written, then wait
+        real_write(fd, data[:cut])
+        os.fsync(fd)
+        marker.touch()
+        time.sleep(3600)
+    return real_write(fd, data)
+
+os.write = write
+append(path, [AddEdit("torn@example.org", "", [], "2025-01-01T00:00:00Z", "cli")])
+"""
+
+FOLD = """
+import io, os, sys, time
+from pathlib import Path
+from newsletter.subscribers.rewrite import SPLICE_FROM, fold
+from tests.serve_helpers import write_list
+path, marker, stage = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+real_fdopen, real_replace, real_unlink = os.fdopen, os.replace, os.unlink
+
+def wait():
+    marker.touch()
+    time.sleep(3600)
+
+class Pausing(io.BufferedWriter):
+    def write(self, data):  # the new list: half of it written, then wait
+        count = super().write(data)
+        if self.tell() >= path.stat().st_size // 2:
+            self.flush()
+            wait()
+        return count
+
+def fdopen(fd, mode="r", *args, **kwargs):
+    if mode == "wb" and stage == "writing":
+        return Pausing(io.FileIO(fd, "wb"))
+    return real_fdopen(fd, mode, *args, **kwargs)
+
+def replace(source, target):
+    if Path(target) == path and stage == "marked":  # the fold mark is in the journal
+        wait()
+    real_replace(source, target)
+    if Path(target) == path and stage == "renamed":  # the new list is in place
+        wait()
+
+def unlink(target, *args, **kwargs):
+    if Path(target).name.endswith(".journal") and stage == "trimming":
+        wait()
+    real_unlink(target, *args, **kwargs)
+
+os.fdopen, os.replace, os.unlink = fdopen, replace, unlink
+fold(path)
+"""
+
+
+def changed_once(path: Path, count: int) -> None:
+    """Each of the `count` adds is one row, each unsubscribe applied, the torn add nowhere."""
+    people = [(p.email, p.status) for p in read_list(path)]
+    emails = [email for email, _status in people]
+    assert len(emails) == len(set(emails)) == 1 + 2 * count
+    assert all(emails.count(f"new{i}@example.org") == 1 for i in range(count))
+    assert all((f"old{i}@example.org", "unsubscribed") in people for i in range(count))
+    assert "torn@example.org" not in emails
+    assert check_lists([path]).errors == []
+
+
+@pytest.mark.parametrize("cut", [1, 40, -1], ids=["one-byte", "middle", "all-but-newline"])
+def test_killed_append_loses_nothing_acknowledged(tmp_path: Path, cut: int) -> None:
+    """SIGKILL mid-append: the acknowledged entries apply once each, the torn one nowhere; the
+    next append cuts the torn tail off, and a fold puts everything in the file."""
+    count = 5
+    path = make_list(tmp_path, count)
+    marker = tmp_path / "paused"
+    size = len(b'{"op":"add","email":"torn@example.org"') if cut == 40 else cut
+    writer = subprocess.Popen(
+        [sys.executable, "-c", APPEND, str(path), str(marker), str(count), str(size)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(marker.exists, "the append pausing", alive=lambda: writer.poll() is None)
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        out, _err = writer.communicate()
+    assert len(out.split()) == count  # every one of them acknowledged
+    changed_once(path, count)
+    set_status(tmp_path, "target@example.org", "unsubscribed")  # folds, after an append
+    assert not journal_path(path).exists()
+    changed_once(path, count)
+
+
+@pytest.mark.parametrize("rows", [20_000, 40_000], ids=["streamed", "spliced"])
+@pytest.mark.parametrize("stage", ["writing", "marked", "renamed", "trimming"])
+def test_killed_fold_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, stage: str, rows: int
+) -> None:
+    """SIGKILL while a fold writes the new list, after its mark, after its rename, before the
+    journal goes: every acknowledged change once, the file parses, the next fold completes.
+    (40,000 rows in every column: over rewrite.SPLICE_FROM, spliced; 20,000: streamed.)"""
+    count = 5
+    if rows == 20_000:
+        path = make_list(tmp_path, rows)
+    else:
+        people = ["target@example.org", *(f"old{i}@example.org" for i in range(rows))]
+        path = write_list(tmp_path / "subscribers" / "list.csv", people)
+        assert path.stat().st_size > SPLICE_FROM
+    for i in range(count):
+        append(path, [AddEdit(f"new{i}@example.org", "", [], "2025-01-01T00:00:00Z", "cli")])
+        append(path, [StatusEdit(f"old{i}@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    marker = tmp_path / "paused"
+    folding = run(FOLD, str(path), str(marker), stage)
+    try:
+        what = f"the fold pausing at {stage}"
+        wait_until(marker.exists, what, alive=lambda: folding.poll() is None, stall=HANG)
+    finally:
+        os.kill(folding.pid, signal.SIGKILL)
+        folding.communicate()
+    assert check_lists([path]).errors == []  # whatever the file is, it parses
+    people = [(p.email, p.status) for p in read_list(path)]
+    assert len(people) == len({email for email, _status in people}) == 1 + rows + count
+    assert all((f"new{i}@example.org", "subscribed") in people for i in range(count))
+    assert all((f"old{i}@example.org", "unsubscribed") in people for i in range(count))
+    fold(path)
+    assert not journal_path(path).exists()
+    assert [(p.email, p.status) for p in read_list(path)] == people

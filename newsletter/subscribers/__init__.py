@@ -13,14 +13,18 @@ One concern per module; imports run one way, from the top of this list to the bo
     csvstore     all of it as the subscriber store (store.SubscriberStore) the API uses
     consent      add, resubscribe, purge, find
     status       status changes (unsubscribe, bounce) and the bounces a send still has to apply
+    batch        changes from `serve`: journaled (group commit), folded within seconds
     selection    the recipients of a send
     importers    `subscribers import` (csv, Mailchimp, listmonk)
     listing      `subscribers list` and `stats`, and lookup
     checks       `subscribers check`
     suppression  the suppression file and who is blocked (Blocklist)
+    rewrite      changing a list: journal and Edit streamed into a new file, under its lock
+    splice       the same for a few rows of a big list: untouched lines copied as bytes
+    journal      a list's pending changes: appended durably, applied by every reader
+    edits        what one change does to rows (status, add, scope, purge), as journal entries
     people       what is held on a person besides rows: status history, consent, soft bounces,
                  sign-ups waiting for confirmation
-    rewrite      changing a list: an Edit streamed into a new file, atomically, under its lock
     csvfile      the CSV format: where lists live, reading, rows -> Subscriber
 """
 
@@ -35,17 +39,10 @@ from newsletter.store import (
 )
 from newsletter.subscribers.checks import CheckReport, check_lists
 from newsletter.subscribers.consent import Found, add, find, purge
-from newsletter.subscribers.csvfile import (
-    join_tags,
-    list_files,
-    open_list,
-    read_list,
-    read_loosely,
-    stamp,
-    suppressed_path,
-)
+from newsletter.subscribers.csvfile import join_tags, list_files, stamp, suppressed_path
 from newsletter.subscribers.csvstore import CsvStore
 from newsletter.subscribers.importers import ImportReport, import_list
+from newsletter.subscribers.journal import journal_path, open_list, read_list, read_loosely
 from newsletter.subscribers.listing import Stats, browse, lookup, stats
 from newsletter.subscribers.people import People
 from newsletter.subscribers.selection import Selection, select, shown
@@ -83,6 +80,7 @@ __all__ = [
     "find",
     "import_list",
     "join_tags",
+    "journal_path",
     "list_files",
     "lookup",
     "open_list",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, key_hash
 from newsletter.errors import InvalidInput, Problem, Severity
-from newsletter.subscribers.csvfile import RowParser, open_list
+from newsletter.subscribers.csvfile import RowParser
+from newsletter.subscribers.journal import open_list
 
 
 @dataclass

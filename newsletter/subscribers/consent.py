@@ -8,7 +8,8 @@ the person cannot come back through an import.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +20,26 @@ from newsletter.subscribers.csvfile import (
     COLUMNS,
     DEFAULT_LIST,
     SCOPE,
-    RowParser,
+    ListReader,
     absent,
-    holds,
-    join_tags,
     list_files,
     lists_folder,
     name_problem,
     now,
-    open_list,
-    split_tags,
     stamp,
 )
+from newsletter.subscribers.edits import AddEdit, Chain, PurgeEdit, ScopeEdit, StatusEdit
+from newsletter.subscribers.journal import (
+    holds,
+    identity,
+    journal_path,
+    open_consistent,
+    scrub_orphans,
+)
 from newsletter.subscribers.people import People
-from newsletter.subscribers.rewrite import Edit, fit, rewrite
-from newsletter.subscribers.status import StatusEdit, record_history
+from newsletter.subscribers.rewrite import SPLICE_FROM, leftovers, rewrite
+from newsletter.subscribers.splice import rows_of
+from newsletter.subscribers.status import record_history
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
 
 # ---------------------------------------------------------------------------------------------
@@ -54,80 +60,39 @@ def find(folder: Path, email: str, lists: Sequence[Path] | None = None) -> list[
     key = address_key(email)
     found: list[Found] = []
     for path in list_files(folder) if lists is None else lists:
-        if absent(path):
-            continue
-        with open_list(path) as reader:
-            parser = RowParser(reader)
-            for line, cells in reader.rows():
-                if address_key(cells[parser.email]) == key:
-                    status = parser.cell(cells, parser.status).lower() or "subscribed"
-                    scope = parser.cell(cells, parser.scope).lower()
-                    since = parser.cell(cells, reader.index.get("unsubscribed_at"))
-                    found.append(Found(path, line, status, scope, since))
+        if not absent(path):
+            found.extend(_found_in(path, key))
     return found
 
 
-class AddEdit(Edit):
-    """Append a subscriber, or complete the row the list already has for them.
+def _found_in(path: Path, key: str) -> list[Found]:
+    """The rows of `key` in one list, journal applied. A big list with no pending entry about
+    the address is searched by its bytes (splice.rows_of), else read row by row."""
+    journal, handle = open_consistent(path)
+    with handle:
+        info = os.fstat(handle.fileno())
+        pending = journal.pending(identity(info))
+        if info.st_size >= SPLICE_FROM and all(e.key not in (key, None) for e in pending):
+            spliced = rows_of(path, handle.read(), key)
+            if spliced is not None:
+                names, rows = spliced
+                return [_found(path, names, line, cells) for line, cells in rows]
+            handle.seek(0)
+        reader = ListReader(path, handle, "email", Chain(pending) if pending else None)
+        email = reader.index["email"]
+        rows = [(line, cells) for line, cells in reader.rows() if address_key(cells[email]) == key]
+        return [_found(path, reader.names, line, cells) for line, cells in rows]
 
-    pending: append a `pending` row kept to this list (a sign-up waiting for confirmation must
-    not block the person's other lists), and leave a row the list already has as it is."""
 
-    def __init__(
-        self,
-        email: str,
-        name: str,
-        tags: Sequence[str],
-        when: str,
-        source: str,
-        *,
-        pending: bool = False,
-    ) -> None:
-        super().__init__()
-        self.email, self.key, self.name = email, address_key(email), name
-        self.tags, self.when, self.source = [t.strip() for t in tags if t.strip()], when, source
-        self.found = False
-        self.pending = pending
+def _found(path: Path, names: list[str], line: int, cells: list[str]) -> Found:
+    at = {name.lower(): position for position, name in enumerate(names)}
 
-    def header(self, names: list[str]) -> list[str]:
-        super().header(names)
-        columns = ("email", "status", "subscribed_at", "source", *([SCOPE] * self.pending))
-        self.at = {c: self.column(c) for c in columns}
-        if self.name:
-            self.at["name"] = self.column("name")
-        if self.tags:
-            self.at["tags"] = self.column("tags")
-        return self.names
+    def cell(column: str) -> str:
+        position = at.get(column)
+        return cells[position].strip() if position is not None and position < len(cells) else ""
 
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        if self.found or address_key(cells[self.at["email"]]) != self.key:
-            return cells
-        self.found = True
-        if self.pending:
-            return cells
-        cells = fit(cells, len(self.names))
-        if self.name and not cells[self.at["name"]].strip():
-            cells[self.at["name"]] = self.name
-            self.changed = True
-        if self.tags:
-            tags = split_tags(cells[self.at["tags"]].strip())
-            if not tags.issuperset(self.tags):
-                cells[self.at["tags"]] = join_tags(tags.union(self.tags))
-                self.changed = True
-        return cells
-
-    def tail(self) -> Iterable[list[str]]:
-        if self.found:
-            return ()
-        cells = [""] * len(self.names)
-        values = {"email": self.email, "status": "subscribed", "subscribed_at": self.when}
-        values |= {"source": self.source, "name": self.name, "tags": join_tags(self.tags)}
-        if self.pending:  # subscribed_at is set when they confirm
-            values |= {"status": "pending", "subscribed_at": "", SCOPE: "list"}
-        for column, position in self.at.items():
-            cells[position] = values[column]
-        self.changed = True
-        return [cells]
+    status = cell("status").lower() or "subscribed"
+    return Found(path, line, status, cell(SCOPE).lower(), cell("unsubscribed_at"))
 
 
 def add(
@@ -199,70 +164,28 @@ def _resubscribe(folder: Path, email: str, path: Path, blocking: list[Found], mo
     return unsuppress(folder, email) or changed
 
 
-class ScopeEdit(Edit):
-    """Keep an address's non-subscribed rows to their own list (scope = list)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self.key = key
-
-    def header(self, names: list[str]) -> list[str]:
-        super().header(names)
-        self.email, self.status, self.scope = (self.column(c) for c in ("email", "status", SCOPE))
-        return self.names
-
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        if address_key(cells[self.email]) != self.key:
-            return cells
-        cells = fit(cells, len(self.names))
-        if (cells[self.status].strip() or "subscribed") != "subscribed" and cells[
-            self.scope
-        ] != "list":
-            cells[self.scope] = "list"
-            self.changed = True
-        return cells
-
-
 # purge: erasure on request
-
-
-class PurgeEdit(Edit):
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self.key = key
-        self.deleted = 0
-
-    def header(self, names: list[str]) -> list[str]:
-        super().header(names)
-        self.email = self.column("email")
-        return self.names
-
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        if address_key(cells[self.email]) != self.key:
-            return cells
-        self.deleted += 1
-        self.changed = True
-        return None
 
 
 def purge(folder: Path, email: str) -> Purged:
     """Delete every row of an address from every list, after recording it as suppressed.
 
     The suppression entry is written first: a crash between the two steps leaves the person
-    blocked, never re-importable. The person's history, consent and bounce records go too.
-    Other copies (git history, backups, a send's ledger) are not
-    reached from here: docs/subscribers.md says so.
+    blocked, never re-importable. Every journal that may name them is folded (or, for a list
+    that is gone, written again without them), and the temp files of rewrites killed midway
+    are deleted. The person's history, consent, bounce and sign-up records go too. The sends'
+    ledgers are scrubbed by the caller (Newsletter.purge); other copies (git history, backups)
+    are not reached at all: docs/subscribers.md says so.
     """
     suppress(folder, email, "purged")
-    with People(folder) as people:
-        people.forget(email)
     key = address_key(email)
     rows = 0
     files: list[Path] = []
     broken: list[Problem] = []
+    scrub_orphans(lists_folder(folder), key)
     for path in list_files(folder):
-        try:
-            if not holds(path, key):
+        try:  # a journal or a leftover may name them where no row does: a rewrite deletes both
+            if not journal_path(path).exists() and not leftovers(path) and not holds(path, key):
                 continue
             edit = PurgeEdit(key)
             if rewrite(path, edit):
@@ -270,6 +193,8 @@ def purge(folder: Path, email: str) -> Purged:
                 files.append(path)
         except InvalidInput as exc:  # one broken list must not keep the others unerased
             broken.extend(exc.problems)
+    with People(folder) as people:  # after the folds: they write the history of what they fold
+        people.forget(email)
     if broken:
         done = f"; erased from {', '.join(map(str, files))}" if files else ""
         note = f"{email}: suppressed{done}; fix the lists above, then purge again"

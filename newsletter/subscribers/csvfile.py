@@ -15,9 +15,9 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Protocol, cast
 
-from newsletter.addresses import address_key, normalise_address
+from newsletter.addresses import normalise_address
 from newsletter.errors import BadAddress, InvalidInput, Problem, UnreadableList
 from newsletter.fileio import atomic_write_text, make_folder
 from newsletter.models import STATUSES, Status, Subscriber
@@ -91,8 +91,19 @@ FIELD_LIMIT_KIB = csv.field_size_limit() // 1024  # the csv module's limit: 128 
 _QUOTE_HINT = 'check the quotes of this row (a quote inside a quoted field is written "")'
 
 
+class RowEdit(Protocol):
+    """What a reader applies to the rows it reads (edits.Chain: a list's pending journal)."""
+
+    def header(self, names: list[str]) -> list[str]: ...
+    def row(self, line: int, cells: list[str]) -> list[str] | None: ...
+    def tail(self) -> Iterable[list[str]]: ...
+
+
 class ListReader:
     """An open list: `names` (the header as written), `index` (known column -> position), rows.
+
+    With `edit` (a list's pending journal), the header and rows are those after it: columns it
+    adds, rows it changes, deletes or appends (numbered after the file's last line).
 
     Strict: a quoted field left open (it would swallow every later row), text after a closing
     quote and a field over 128 KiB raise UnreadableList naming the line where the field opened.
@@ -100,8 +111,11 @@ class ListReader:
     at CR. A line break of the other kind outside quotes is refused, never guessed at.
     """
 
-    def __init__(self, path: Path, handle: IO[bytes], required: str = "email") -> None:
+    def __init__(
+        self, path: Path, handle: IO[bytes], required: str = "email", edit: RowEdit | None = None
+    ) -> None:
         self.path = path
+        self._edit = edit
         self._handle = handle
         self._end_of_line = _line_end(handle)
         self._text = _lines_of(handle, self._end_of_line)
@@ -121,6 +135,10 @@ class ListReader:
             raise self._failure(exc, 1) from None
         self.names = [name.strip() for name in header]
         self.lowered = _header_index(path, self.names, required)
+        self._width = len(self.names)  # of the file's own rows
+        if edit is not None:
+            self.names = edit.header(self.names)
+            self.lowered = {name.lower(): i for i, name in enumerate(self.names)}
         self.index = {name: self.lowered[name] for name in KNOWN if name in self.lowered}
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
@@ -130,17 +148,30 @@ class ListReader:
         empty ones), so every header position can be indexed.
         """
         reader = self._reader
-        width = len(self.names)
+        width = self._width
         start = reader.line_num + 1
         try:
             for cells in reader:
                 if cells and (cells[0] or "".join(cells).strip()):
                     if len(cells) < width:
                         cells += [""] * (width - len(cells))
-                    yield start, cells
+                    edited = cells if self._edit is None else self._edited(start, cells)
+                    if edited is not None:
+                        yield start, edited
                 start = reader.line_num + 1
         except (csv.Error, UnicodeDecodeError) as exc:
             raise self._failure(exc, start) from None
+        if self._edit is not None:
+            for line, cells in enumerate(self._edit.tail(), start):
+                yield line, self._padded(cells)
+
+    def _edited(self, line: int, cells: list[str]) -> list[str] | None:
+        edited = cast(RowEdit, self._edit).row(line, cells)
+        return None if edited is None else self._padded(edited)
+
+    def _padded(self, cells: list[str]) -> list[str]:
+        width = len(self.names)
+        return cells + [""] * (width - len(cells)) if len(cells) < width else cells
 
     def _failure(self, exc: csv.Error | UnicodeDecodeError, start: int) -> UnreadableList:
         """The error of a record starting at line `start` that could not be read."""
@@ -258,17 +289,22 @@ def _open_quote(lines: Iterable[str], first: int, delimiter: str) -> int | None:
 
 
 @contextlib.contextmanager
-def open_list(path: Path, required: str = "email") -> Iterator[ListReader]:
-    """Open a list for reading; UnreadableList or InvalidInput (naming the file and line) when
-    it cannot be read to its end or its header is wrong."""
+def open_file(path: Path, required: str = "email") -> Iterator[ListReader]:
+    """Open a list file as it is on disk, without its journal (journal.open_list applies it);
+    UnreadableList or InvalidInput (naming the file and line) when it cannot be read to its
+    end or its header is wrong."""
+    with open_bytes(path) as handle:
+        yield ListReader(path, handle, required)
+
+
+def open_bytes(path: Path) -> IO[bytes]:
+    """The list file opened for reading, or UnreadableList saying why not."""
     try:
-        handle = path.open("rb")
+        return path.open("rb")
     except FileNotFoundError:
         raise UnreadableList(path, "no such file") from None
     except OSError as exc:
         raise UnreadableList(path, exc.strerror or "cannot read") from None
-    with handle:
-        yield ListReader(path, handle, required)
 
 
 def _delimiter(header: str) -> str:
@@ -409,32 +445,3 @@ def split_tags(cell: str) -> frozenset[str]:
 
 def join_tags(tags: Iterable[str]) -> str:
     return ";".join(sorted(tags))
-
-
-def read_list(path: Path) -> Iterator[Subscriber]:
-    """Every row of a list as a Subscriber, streaming; InvalidInput at the first bad row.
-
-    Use `check_lists` to report every problem of a file at once.
-    """
-    with open_list(path) as reader:
-        parser = RowParser(reader)
-        for line, cells in reader.rows():
-            parsed = parser.parse(line, cells)
-            if isinstance(parsed, list):
-                raise InvalidInput(parsed)
-            yield parsed
-
-
-def read_loosely(path: Path) -> Iterator[Subscriber]:
-    """Every row as a Subscriber without checking it (for `list` and `stats`): fast, forgiving."""
-    with open_list(path) as reader:
-        parser = RowParser(reader)
-        for _line, cells in reader.rows():
-            yield parser.subscriber(cells, cells[parser.email].strip(), False)
-
-
-def holds(path: Path, key: str) -> bool:
-    """Does the list have a row for this address key? (A read without the lock, to skip lists.)"""
-    with open_list(path) as reader:
-        email = reader.index["email"]
-        return any(address_key(cells[email]) == key for _line, cells in reader.rows())

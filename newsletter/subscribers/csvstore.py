@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from newsletter.errors import Refused
@@ -24,6 +24,7 @@ from newsletter.store import (
     Signup,
     StatusChange,
 )
+from newsletter.subscribers.batch import Batch
 from newsletter.subscribers.consent import add, purge
 from newsletter.subscribers.csvfile import DEFAULT_LIST, lists_folder, stamp
 from newsletter.subscribers.listing import lookup, rows_of
@@ -43,6 +44,7 @@ class CsvStore:
     def __init__(self, folder: Path, *, allow_reserved: bool = False) -> None:
         self.folder = folder
         self.allow_reserved = allow_reserved
+        self._batch: Batch | None = None
 
     def select(self, lists: Sequence[Path] | None = None, tags: Sequence[str] = ()) -> Recipients:
         return select(self.folder, lists, tags, allow_reserved=self.allow_reserved)
@@ -72,7 +74,19 @@ class CsvStore:
     def set_status(
         self, email: str, status: Status, *, when: dt.datetime | None = None, source: str = ""
     ) -> StatusChange:
-        return apply_status(self.folder, email, status, when=when, source=source)
+        return apply_status(self.folder, email, status, when=when, source=source, batch=self._batch)
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Inside: `set_status` appends to the lists' journals (durable when it returns, one
+        fsync shared by concurrent calls), folded into the files within batch.FOLD_AFTER
+        seconds and before the block ends."""
+        batch = self._batch = Batch(self.folder)
+        try:
+            yield
+        finally:
+            self._batch = None
+            batch.close()
 
     def suppress(self, email: str, reason: str) -> bool:
         return suppress(self.folder, email, reason)

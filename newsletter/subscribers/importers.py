@@ -27,10 +27,12 @@ from newsletter.subscribers.csvfile import (
     join_tags,
     name_problem,
     now,
-    open_list,
+    open_file,
 )
+from newsletter.subscribers.edits import Edit, fit
+from newsletter.subscribers.journal import open_list
 from newsletter.subscribers.people import People
-from newsletter.subscribers.rewrite import Edit, fit, rewrite_locked
+from newsletter.subscribers.rewrite import rewrite_locked
 from newsletter.subscribers.suppression import read_suppressed
 
 Format = Literal["csv", "mailchimp", "listmonk"]
@@ -196,7 +198,7 @@ def read_records(
     """The rows of an import source, as Records or the problems of each bad row (an address
     at a reserved name is one, unless `allow_reserved`)."""
     required, make = _PARSERS[fmt]
-    with open_list(path, required) as reader:
+    with open_file(path, required) as reader:  # a file to import: no list, no journal
         parse = make(reader, allow_reserved)
         for line, cells in reader.rows():
             yield parse(line, cells)

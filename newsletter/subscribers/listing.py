@@ -11,7 +11,8 @@ from pathlib import Path
 from newsletter.addresses import address_key, key_hash
 from newsletter.models import Subscriber
 from newsletter.store import HeldRow
-from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files, open_list, read_loosely
+from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files
+from newsletter.subscribers.journal import open_list, read_loosely
 from newsletter.subscribers.suppression import Blocklist, read_suppressed
 
 

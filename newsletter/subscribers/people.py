@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
     status TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS history_key ON history (key);
+-- one event is recorded once, however often a fold that puts it in a list is retried
+CREATE UNIQUE INDEX IF NOT EXISTS history_event ON history (key, list, status, at, source);
 CREATE TABLE IF NOT EXISTS consent (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
     at TEXT NOT NULL, source TEXT NOT NULL, text TEXT NOT NULL, confirmed_at TEXT NOT NULL);
@@ -94,25 +96,25 @@ class People:
     def record_status(
         self, email: str, status: str, *, list_name: str = "", source: str = "", at: str = ""
     ) -> None:
-        self._insert(
-            "INSERT INTO history (key, email, list, status, at, source) VALUES (?,?,?,?,?,?)",
-            (address_key(email), email, list_name, status, at or now(), source),
-        )
+        self.record_events([(email, StatusEvent(list_name, status, at or now(), source))])
 
     def record_statuses(
         self, changes: Iterable[tuple[str, str]], *, list_name: str, source: str, at: str
     ) -> None:
         """Record many (email, status) changes in one transaction (an import's rows)."""
+        events = ((email, StatusEvent(list_name, status, at, source)) for email, status in changes)
+        self.record_events(events)
+
+    def record_events(self, events: Iterable[tuple[str, StatusEvent]]) -> None:
+        """Record (address, event) pairs in one transaction; an event recorded before stays
+        recorded once (a fold retried after a crash records its events again)."""
         rows = (
-            (address_key(email), email, list_name, status, at, source) for email, status in changes
+            (address_key(email), email, e.list, e.status, e.at, e.source) for email, e in events
         )
-        with self._errors("cannot write"):
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT INTO history (key, email, list, status, at, source) VALUES (?,?,?,?,?,?)",
-                rows,
-            )
-            self._db.execute("COMMIT")
+        sql = "INSERT OR IGNORE INTO history (key, email, list, status, at, source)"
+        sql += " VALUES (?,?,?,?,?,?)"
+        with self._errors("cannot write"), self._transaction():
+            self._db.executemany(sql, rows)
 
     def record_consent(
         self, email: str, *, list_name: str, source: str, text: str, at: str, confirmed_at: str

@@ -10,7 +10,8 @@ from typing import Any
 from newsletter.addresses import address_key, key_hash, normalise_address
 from newsletter.errors import BadAddress
 from newsletter.models import Subscriber
-from newsletter.subscribers.csvfile import RANK, RowParser, list_files, open_list, split_tags
+from newsletter.subscribers.csvfile import RANK, RowParser, list_files, split_tags
+from newsletter.subscribers.journal import open_list
 from newsletter.subscribers.suppression import Blocklist, Blocks
 
 LEFT_OUT_REASONS = (

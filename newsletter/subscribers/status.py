@@ -14,64 +14,21 @@ from newsletter.addresses import address_key, key_hash
 from newsletter.errors import InvalidInput, LockBusy, NewsletterError, Problem, StorageError
 from newsletter.models import STATUSES, SUPPRESSING, Status, Subscriber
 from newsletter.store import StatusChange, completed
+from newsletter.subscribers.batch import Batch
 from newsletter.subscribers.csvfile import (
     RANK,
-    SCOPE,
     RowParser,
     absent,
     date_problem,
-    holds,
     list_files,
     now,
-    open_list,
     stamp,
 )
+from newsletter.subscribers.edits import StatusEdit, should_change
+from newsletter.subscribers.journal import open_list
 from newsletter.subscribers.people import People
-from newsletter.subscribers.rewrite import Edit, fit, rewrite
+from newsletter.subscribers.rewrite import rewrite
 from newsletter.subscribers.suppression import read_suppressed, suppress
-
-
-class StatusEdit(Edit):
-    """Set the status of every row of one address, never weakening a stronger suppression."""
-
-    def __init__(self, key: str, status: Status, when: str, *, scope_list: bool = False) -> None:
-        super().__init__()
-        self.key, self.status, self.when, self.scope_list = key, status, when, scope_list
-        self.held = False
-
-    def header(self, names: list[str]) -> list[str]:
-        super().header(names)
-        self.email = self.column("email")
-        self.status_at = self.column("status")
-        stamp_column = "subscribed_at" if self.status == "subscribed" else "unsubscribed_at"
-        self.stamp_at = self.column(stamp_column)
-        self.scope_at = self.column(SCOPE) if self.scope_list or self.status == "subscribed" else -1
-        return self.names
-
-    def row(self, line: int, cells: list[str]) -> list[str] | None:
-        if address_key(cells[self.email]) != self.key:
-            return cells
-        self.held = True
-        cells = fit(cells, len(self.names))
-        current = cells[self.status_at].strip().lower() or "subscribed"
-        if not _should_change(current, self.status):
-            return cells
-        cells[self.status_at] = self.status
-        cells[self.stamp_at] = self.when
-        if self.scope_at >= 0:
-            cells[self.scope_at] = "list" if self.scope_list else ""
-        if self.status == "subscribed" and "unsubscribed_at" in self.lowered:
-            cells[self.lowered["unsubscribed_at"]] = ""
-        self.changed = True
-        return cells
-
-
-def _should_change(current: str, new: Status) -> bool:
-    if new in SUPPRESSING:
-        return RANK.get(current, 0) < RANK[new]
-    if new == "pending":
-        return current == "subscribed"
-    return current != "subscribed"
 
 
 def change_status(
@@ -106,11 +63,14 @@ def apply_status(
     when: dt.datetime | None = None,
     scope_list: bool = False,
     source: str = "",
+    batch: Batch | None = None,
 ) -> StatusChange:
     """`change_status` that returns the lists it could not change in `.broken` instead of raising.
 
     With a suppressing status and a broken list, the suppression file records the address (a
-    failure to write that file raises: the change is then not recorded anywhere).
+    failure to write that file raises: the change is then not recorded anywhere). With `batch`,
+    the change goes to each list's journal (durable; in `changed` as written there), to be
+    folded by the batch.
     """
     if status not in RANK:
         raise InvalidInput.one(None, f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
@@ -118,13 +78,19 @@ def apply_status(
     moment = stamp(when) if when is not None else now()
     paths = list_files(folder) if lists is None else list(lists)
     changed: list[Path] = []
+    journaled: list[Path] = []
     held: list[Path] = []
     broken: list[Problem] = []
     for path in paths:
         try:
-            if absent(path) or not holds(path, key):
+            if absent(path) or (batch is not None and not batch.holds(path, key)):
                 continue
-            edit = StatusEdit(key, status, moment, scope_list=scope_list)
+            edit = StatusEdit(key, status, moment, scope_list=scope_list, source=source)
+            if batch is not None:  # the list holds the address: the entry will change it
+                batch.append(path, edit)  # its history is written when it is folded (rewrite.py)
+                journaled.append(path)
+                held.append(path)
+                continue
             if rewrite(path, edit):
                 changed.append(path)
             if edit.held:
@@ -136,7 +102,7 @@ def apply_status(
         suppressed = suppress(folder, email, status)
     places = [p.name for p in changed] + ([""] if suppressed else [])
     broken.extend(record_history(folder, email, status, places, moment, source))
-    return StatusChange(email, status, changed, held, suppressed, broken)
+    return StatusChange(email, status, changed + journaled, held, suppressed, broken)
 
 
 def record_history(
@@ -230,7 +196,7 @@ def _bounce_missing(
 ) -> bool:
     if any(_after(since, at) for _status, since in rows):
         return False
-    weaker = any(_should_change(status, "bounced") for status, _since in rows)
+    weaker = any(should_change(status, "bounced") for status, _since in rows)
     if not rows or unreadable:  # then the suppression file is where the bounce shows
         return weaker or not suppressed
     return weaker

@@ -11,7 +11,8 @@ from pathlib import Path
 from newsletter.addresses import address_key, digest_hash, key_digest, key_hash
 from newsletter.errors import InvalidInput
 from newsletter.fileio import atomic_write_text, locked
-from newsletter.subscribers.csvfile import SCOPE, list_files, open_list, suppressed_path
+from newsletter.subscribers.csvfile import SCOPE, list_files, suppressed_path
+from newsletter.subscribers.journal import Signature, journal_path, open_list, signature
 
 
 def read_suppressed(folder: Path) -> set[int]:
@@ -138,14 +139,15 @@ def _blocked_in(path: Path) -> tuple[set[int], set[int]]:
 class Blocklist:
     """Who must not get mail now; `refresh()` between batches re-reads only lists that changed.
 
-    A list counts as changed when its size or mtime (ns) changed; the suppression file likewise.
+    A list counts as changed when it or its journal changed (inode, size, mtime or ctime); the
+    suppression file likewise.
     A list that cannot be read raises InvalidInput (stop sending rather than miss an unsubscribe).
     """
 
     def __init__(self, folder: Path, lists: Sequence[Path] = ()) -> None:
         self.folder = folder
         self.extra = list(lists)
-        self._seen: dict[Path, tuple[int, int]] = {}
+        self._seen: dict[Path, tuple[Signature, Signature]] = {}
         self._by_file: dict[Path, tuple[set[int], set[int]]] = {}
         self.refresh()
 
@@ -184,9 +186,7 @@ class Blocklist:
         return False
 
 
-def _signature(path: Path) -> tuple[int, int]:
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return (-1, -1)
-    return (info.st_mtime_ns, info.st_size)
+def _signature(path: Path) -> tuple[Signature, Signature]:
+    """The file and its journal as they are now (inode, size, mtime, ctime): an unsubscribe
+    `serve` has only journaled changes the second, a fold or an editor the first."""
+    return signature(path), signature(journal_path(path))
