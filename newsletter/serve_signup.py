@@ -61,11 +61,21 @@ def client_address(peer: str, forwarded: str, trusted: Sequence[Network]) -> str
     names last in X-Forwarded-For (and so on through a chain of trusted proxies). What lies
     further left was written by the client, who can write anything there."""
     client = peer
-    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+    for hop in reversed([_host(h) for h in forwarded.split(",") if h.strip()]):
         if not _trusted(client, trusted):
             break
         client = hop
     return client
+
+
+def _host(hop: str) -> str:
+    """The address of one X-Forwarded-For entry, without the port some proxies add
+    (`198.51.100.7:4711`, `[2001:db8::7]:4711`): else each new connection is a new client."""
+    hop = hop.strip()
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    address, colon, port = hop.partition(":")
+    return address if colon and port.isdigit() and ":" not in port else hop
 
 
 def _trusted(address: str, trusted: Sequence[Network]) -> bool:
@@ -290,7 +300,9 @@ def signup_routes(
 
 async def _subscribe(desk: SignupDesk, request: Request) -> Response:
     peer = request.client.host if request.client else ""
-    client = client_address(peer, request.headers.get("x-forwarded-for", ""), desk.trusted)
+    # Every X-Forwarded-For line, in order: a proxy may add its own line after the client's
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    client = client_address(peer, forwarded, desk.trusted)
     retry = desk.limit.wait(client)
     if retry:
         return desk.page("Too many sign-ups", _TOO_MANY, 429, retry=retry)

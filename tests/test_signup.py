@@ -241,6 +241,22 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(tmp_path: Path) -> Non
     assert via(("203.0.113.50", 1), "198.51.100.4", "e@example.org") == 429
 
 
+def test_x_forwarded_for_in_several_lines_counts_the_proxys_line(tmp_path: Path) -> None:
+    """A proxy that adds its own X-Forwarded-For line after the client's (HAProxy does): the
+    client's line cannot make each sign-up another client."""
+    app, _ = app_for(folder_with(tmp_path, "client_hourly_limit = 1"))
+    proxy = ("127.0.0.1", 40000)
+
+    def via(written: str, email: str) -> int:
+        lines = [("X-Forwarded-For", written), ("X-Forwarded-For", "198.51.100.1")]
+        return call(
+            app, "POST", "/subscribe", data={"email": email}, client=proxy, headers=lines
+        ).status_code
+
+    assert via("6.6.6.1", "a@example.org") == 200
+    assert via("6.6.6.2", "b@example.org") == 429
+
+
 def test_trusted_proxies_can_be_set(tmp_path: Path) -> None:
     """With trusted_proxies naming another network, loopback's X-Forwarded-For is ignored."""
     app, _ = app_for(
@@ -510,6 +526,10 @@ def test_the_confirmation_goes_through_smtp_and_a_failed_send_can_be_retried(
         ("127.0.0.1", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # what the client wrote: ignored
         ("127.0.0.1", "198.51.100.1, 127.0.0.1", "198.51.100.1"),  # through two local proxies
         ("127.0.0.1", "", "127.0.0.1"),
+        ("127.0.0.1", "198.51.100.1:4711", "198.51.100.1"),  # a proxy that adds the port
+        ("127.0.0.1", "[2001:db8::7]:4711", "2001:db8::7"),
+        ("127.0.0.1", "[2001:db8::7]", "2001:db8::7"),
+        ("127.0.0.1", "6.6.6.6:80, 198.51.100.1:4711", "198.51.100.1"),
     ],
 )
 def test_the_client_behind_trusted_proxies(peer: str, forwarded: str, client: str) -> None:
