@@ -235,9 +235,10 @@ class SignupDesk:
                 return
             link = self.link(signup.email, choice, int(signup.asked_at.timestamp()))
             await self._mail(signup, link, choice, digest)
-        except (NewsletterError, OSError) as exc:
+        except (NewsletterError, OSError) as exc:  # which file and why: the owner must fix it
+            reason = _scrub(str(exc).replace("\n", "; "))
             log.error(
-                "sign-up not recorded address_sha256=%s reason=%s", digest, type(exc).__name__
+                "sign-up not recorded, nothing sent address_sha256=%s reason=%s", digest, reason
             )
 
     async def _mail(self, signup: Signup, link: str, choice: Choice, digest: str) -> None:

@@ -380,6 +380,29 @@ def test_purge_after_sign_up_leaves_nothing_and_the_link_stops_working(tmp_path:
     assert statuses(root) == {}
 
 
+def test_a_broken_list_logs_which_and_why_and_the_person_may_ask_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list that cannot be read: the same answer, nothing stored or sent, a log line naming
+    the file and the problem (no address); once it is fixed the person may ask again at once."""
+    root = folder_with(tmp_path)
+    app, _ = app_for(root)
+    fine = sign_up(app, "other@example.org")
+    path = root / "subscribers" / "subscribers.csv"
+    path.write_bytes(b'email,name,status\r\nbob@example.org,"Bob\r\n')
+    broken = path.read_bytes()
+    with caplog.at_level("ERROR", logger="newsletter.serve"):
+        answer = sign_up(app, "ann@example.org")
+    assert (answer.status_code, answer.content) == (fine.status_code, fine.content)
+    assert path.read_bytes() == broken and [m["To"] for m in outbox(root)] == ["other@example.org"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "sign-up not recorded" in line and f"{path}:2" in line
+    assert "@" not in line
+    path.write_bytes(b"email,name,status\r\n")
+    sign_up(app, "ann@example.org")
+    assert statuses(root) == {"ann@example.org": "pending"}
+
+
 def test_a_list_choice_when_several_lists_are_offered(tmp_path: Path) -> None:
     """With [signup] lists the form offers them; the link subscribes to the chosen one only,
     and a pending sign-up does not hold back the person's other lists."""
