@@ -334,8 +334,10 @@ def _signup(desk: SignupDesk, fields: dict[str, str]) -> tuple[Signup, Choice] |
     except BadAddress:
         return "Please enter an email address, such as name@example.org."
     name = " ".join(fields.get("name", "").split())
-    if len(name) > MAX_NAME or HEADER_CONTROL.search(name):
+    if len(name) > MAX_NAME:
         return f"Please shorten the name to {MAX_NAME} characters."
+    if HEADER_CONTROL.search(name):
+        return "Please write the name without control characters."
     wanted = fields.get("list", "") if len(desk.offered) > 1 else desk.offered[0].name
     choice = next((c for c in desk.offered if c.name == wanted), None)
     if choice is None:

@@ -431,6 +431,19 @@ def test_a_bad_address_shows_the_form_again(tmp_path: Path) -> None:
     assert outbox(root) == [] and statuses(root) == {}
 
 
+def test_a_name_with_a_control_character_is_asked_again_for_that(tmp_path: Path) -> None:
+    """A control character in the name: 400 saying so (not "shorten"); a line break is only
+    white space, folded into one space."""
+    root = folder_with(tmp_path)
+    app, _ = app_for(root)
+    answer = sign_up(app, "ann@example.org", name="Ann\x00Smith")
+    assert answer.status_code == 400
+    assert "without control characters" in answer.text and "shorten" not in answer.text
+    assert sign_up(app, "bob@example.org", name="Bob\r\n Smith").status_code == 200
+    [row] = read_list(root / "subscribers" / "subscribers.csv")
+    assert (row.email, row.name) == ("bob@example.org", "Bob Smith")
+
+
 def test_signup_off_means_no_form(tmp_path: Path) -> None:
     """[signup] enabled = false: /subscribe is 404; unsubscribe still works."""
     app, _ = app_for(folder_with(tmp_path, "enabled = false"))
