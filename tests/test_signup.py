@@ -552,6 +552,29 @@ def test_the_confirmation_goes_through_smtp_and_a_failed_send_can_be_retried(
     assert b"\r\nSubject: Confirm your subscription to Test news\r\n" in received.data
 
 
+def test_a_server_without_smtputf8_fails_the_confirmation_cleanly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A non-ASCII address and a server offering neither SMTPUTF8 nor 8BITMIME: the failure is
+    logged (no traceback) and forgotten, so the person may ask again at once."""
+    root = folder_with(tmp_path)
+    text = (root / "newsletter.toml").read_text()
+    smtp = "\n[smtp]\nhost = '127.0.0.1'\nsecurity = 'none'\ntimeout = 30\nport = {}\n"
+    with SmtpServer(smtputf8=False, eight_bit=False) as old:
+        (root / "newsletter.toml").write_text(text + smtp.format(old.port))
+        app, _ = app_for(root)
+        with caplog.at_level("ERROR", logger="newsletter.serve"):
+            assert sign_up(app, "zoë@example.org").status_code == 200
+        assert old.messages == []
+    assert "confirmation not sent" in caplog.text and "SMTPUTF8" in caplog.text
+    with SmtpServer() as server:
+        (root / "newsletter.toml").write_text(text + smtp.format(server.port))
+        app, _ = app_for(root)
+        assert sign_up(app, "zoë@example.org").status_code == 200
+        [received] = server.messages
+    assert received.recipients == ("zoë@example.org",)
+
+
 @pytest.mark.parametrize(
     ("peer", "forwarded", "client"),
     [
