@@ -37,12 +37,10 @@ from newsletter.addresses import address_key, key_digest, normalise_address
 from newsletter.config import Config
 from newsletter.errors import BadAddress, BadForm, InvalidToken, MissingSetting, NewsletterError
 from newsletter.models import HEADER_CONTROL
-
-# The unsubscribe endpoint's page and form parsing: one look and one set of bounds for both
-from newsletter.serve import _form_fields, _multipart_fields, _page, _scrub
 from newsletter.signup import send_confirmation
 from newsletter.store import Confirmed, Signup, SubscriberStore
 from newsletter.tokens import make_confirm_token, verify_confirm_token
+from newsletter.web import form_fields, multipart_fields, page, scrub
 
 log = logging.getLogger("newsletter.serve")
 
@@ -208,7 +206,7 @@ class SignupDesk:
         self.lock = asyncio.Lock()
 
     def page(self, title: str, body: str, status: int = 200, retry: int = 0) -> Response:
-        response = _page(self.config.newsletter.language, title, body, status)
+        response = page(self.config.newsletter.language, title, body, status)
         if retry:
             response.headers["Retry-After"] = str(retry)
         return response
@@ -236,7 +234,7 @@ class SignupDesk:
             link = self.link(signup.email, choice, int(signup.asked_at.timestamp()))
             await self._mail(signup, link, choice, digest)
         except (NewsletterError, OSError) as exc:  # which file and why: the owner must fix it
-            reason = _scrub(str(exc).replace("\n", "; "))
+            reason = scrub(str(exc).replace("\n", "; "))
             log.error(
                 "sign-up not recorded, nothing sent address_sha256=%s reason=%s", digest, reason
             )
@@ -246,7 +244,7 @@ class SignupDesk:
             await send_confirmation(self.config, signup.email, link, choice.label)
         except (NewsletterError, OSError) as exc:
             await run_in_threadpool(self.store.withdraw_signup, signup)  # may ask again at once
-            log.error("confirmation not sent address_sha256=%s reason=%s", digest, _scrub(str(exc)))
+            log.error("confirmation not sent address_sha256=%s reason=%s", digest, scrub(str(exc)))
             return
         log.info("confirmation sent address_sha256=%s list=%s", digest, choice.label or "-")
 
@@ -352,7 +350,7 @@ async def _confirm(desk: SignupDesk, email: str, choice: Choice, asked: dt.datet
         outcome = await desk.confirm(email, choice, asked)
     except (NewsletterError, OSError) as exc:
         digest = key_digest(address_key(email))
-        log.error("confirmation NOT recorded address_sha256=%s reason=%s", digest, _scrub(str(exc)))
+        log.error("confirmation NOT recorded address_sha256=%s reason=%s", digest, scrub(str(exc)))
         return desk.page("Please try again", _NOT_SAVED, 503, retry=60)
     if outcome is Confirmed.UNKNOWN:
         return desk.page("This link does not work", _EXPIRED, 400)
@@ -379,7 +377,7 @@ async def _fields(request: Request, limit: int) -> dict[str, str]:
         raise BadForm("the client closed the connection before its body ended") from None
     body, kind = b"".join(chunks), request.headers.get("content-type", "")
     multipart = kind.lower().lstrip().startswith("multipart/")
-    pairs = _multipart_fields(kind, body) if multipart else _form_fields(body)
+    pairs = multipart_fields(kind, body) if multipart else form_fields(body)
     found: dict[str, str] = {}
     for name, value in pairs:
         found.setdefault(name, value)
