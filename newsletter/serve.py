@@ -26,15 +26,11 @@ import errno
 import html
 import logging
 import os
-import re
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import default as email_policy
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -57,6 +53,10 @@ from newsletter.models import Subscriber
 from newsletter.render import fill, preview_value, render_issue
 from newsletter.store import StatusChange, SubscriberStore
 from newsletter.tokens import verify_token
+from newsletter.web import form_fields as _form_fields
+from newsletter.web import multipart_fields as _multipart_fields
+from newsletter.web import page as _page
+from newsletter.web import scrub as _scrub
 
 _RELOAD = """<script>
 (function () {
@@ -217,25 +217,7 @@ def run_preview(
 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058's POST body, as a form field
 MAX_BODY = 8 * 1024  # a one-click body is 26 bytes (multipart: ~150); far larger is not one
-MAX_FIELDS = 16  # fields or parts in one POST form
 log = logging.getLogger("newsletter.serve")
-
-_PAGE = """<!doctype html>
-<html lang="{lang}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex"><title>{title}</title></head>
-<body style="font-family: Helvetica, Arial, sans-serif; max-width: 32em; margin: 3em auto;
-padding: 0 1em; color: #222">
-<h1 style="font-size: 1.4em">{title}</h1>
-{body}
-</body></html>
-"""
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",  # the token is in the URL: never pass it on
-    "X-Robots-Tag": "noindex",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-}
 
 
 def endpoint_secret(config: Config, environ: Mapping[str, str] | None = None) -> bytes:
@@ -297,14 +279,6 @@ class Unsubscriber:
             len(change.changed),
         )
         return change
-
-
-_ADDRESS = re.compile(r"[^\s,;:'\"<>()]+@[^\s,;:'\"<>()]+")
-
-
-def _scrub(text: str) -> str:
-    """An error message without any address in it (a header or cell may quote one)."""
-    return _ADDRESS.sub("<address>", text)
 
 
 def unsubscribe_app(
@@ -416,12 +390,6 @@ def _confirm_form(name: str) -> str:
     )
 
 
-def _page(lang: str, title: str, body: str, status: int, *, retry_after: bool = False) -> Response:
-    headers = dict(_HEADERS, **({"Retry-After": "60"} if retry_after else {}))
-    text = _PAGE.format(lang=html.escape(lang), title=html.escape(title), body=body)
-    return HTMLResponse(text, status_code=status, headers=headers)
-
-
 async def _form(request: Request) -> list[tuple[str, str]]:
     """The fields of a POST body (form-urlencoded or multipart/form-data); BadForm past a bound."""
     body = await _read_body(request)
@@ -443,66 +411,6 @@ async def _read_body(request: Request) -> bytes:
     except ClientDisconnect:  # nobody to answer; a warning line, not an ASGI traceback
         raise BadForm("the client closed the connection before its body ended") from None
     return b"".join(chunks)
-
-
-def _form_fields(body: bytes) -> list[tuple[str, str]]:
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
-    except ValueError:
-        raise BadForm(f"more than {MAX_FIELDS} fields") from None
-
-
-def _multipart_fields(content_type: str, body: bytes) -> list[tuple[str, str]]:
-    """multipart/form-data one level deep (RFC 7578), split by hand in one linear pass.
-
-    The stdlib MIME parser recurses into nested multiparts: a 54 KB body nested a thousand deep
-    cost 0.5 s of CPU and a RecursionError (a 500). A form needs none of that: a part that is
-    itself multipart is refused, and so is a form of more than MAX_FIELDS parts.
-    """
-    delimiter = b"\r\n--" + _boundary(content_type)
-    if (b"\r\n" + body).count(delimiter) > MAX_FIELDS + 1:  # + 1: the closing delimiter
-        raise BadForm(f"more than {MAX_FIELDS} parts")
-    pieces = (b"\r\n" + body).split(delimiter)[1:]  # [0] is the preamble
-    closing = next((n for n, piece in enumerate(pieces) if piece.startswith(b"--")), None)
-    if closing is None:
-        raise BadForm("no closing boundary")
-    fields = [_part_field(piece) for piece in pieces[:closing]]
-    return [found for found in fields if found is not None]
-
-
-def _boundary(content_type: str) -> bytes:
-    header = _headers(f"Content-Type: {content_type}".encode("latin-1", "replace"))
-    boundary = header.get_boundary()
-    if header.get_content_type() != "multipart/form-data" or not boundary:
-        raise BadForm("not multipart/form-data with a boundary")
-    if len(boundary) > 70:  # RFC 2046's limit
-        raise BadForm("boundary over 70 characters")
-    return boundary.encode("latin-1", "replace")
-
-
-def _part_field(piece: bytes) -> tuple[str, str] | None:
-    """(name, value) of one part; None for a part without a name."""
-    padding, _newline, rest = piece.partition(b"\r\n")
-    if padding.strip(b" \t"):
-        raise BadForm("text after a boundary")
-    if rest.startswith(b"\r\n"):  # no headers at all
-        return None
-    head, blank, value = rest.partition(b"\r\n\r\n")
-    if not blank:
-        raise BadForm("a part without a blank line after its headers")
-    headers = _headers(head)
-    if headers.get_content_maintype() == "multipart":
-        raise BadForm("a part that is itself multipart")
-    name = headers.get_param("name", header="content-disposition")
-    if not isinstance(name, str):
-        return None
-    return name, value.decode("utf-8", errors="replace").strip()
-
-
-def _headers(head: bytes) -> Message:
-    """Header lines only (BytesHeaderParser never reads a body, so it never recurses)."""
-    return BytesHeaderParser(policy=email_policy).parsebytes(head + b"\r\n\r\n")
 
 
 def run_unsubscribe(config: Config, secret: bytes, *, sock: socket.socket) -> None:

@@ -37,18 +37,19 @@ from newsletter.addresses import address_key, key_digest, normalise_address
 from newsletter.config import Config
 from newsletter.errors import BadAddress, BadForm, InvalidToken, MissingSetting, NewsletterError
 from newsletter.models import HEADER_CONTROL
-
-# The unsubscribe endpoint's page and form parsing: one look and one set of bounds for both
-from newsletter.serve import _form_fields, _multipart_fields, _page, _scrub
 from newsletter.signup import send_confirmation
 from newsletter.store import Confirmed, Signup, SubscriberStore
 from newsletter.tokens import make_confirm_token, verify_confirm_token
+from newsletter.web import form_fields, multipart_fields, page, scrub
 
 log = logging.getLogger("newsletter.serve")
 
 HONEYPOT = "website"  # a field bots fill in; people never see it
 ADDRESS_PERIOD = dt.timedelta(hours=1)  # one confirmation mail per address per period
 MAX_NAME = 100
+# A cell starting so is a formula to a spreadsheet, and the lists are opened in one: a name
+# from the open web must not run there (OWASP's CSV injection)
+FORMULA_START = ("=", "+", "-", "@")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -61,11 +62,21 @@ def client_address(peer: str, forwarded: str, trusted: Sequence[Network]) -> str
     names last in X-Forwarded-For (and so on through a chain of trusted proxies). What lies
     further left was written by the client, who can write anything there."""
     client = peer
-    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+    for hop in reversed([_host(h) for h in forwarded.split(",") if h.strip()]):
         if not _trusted(client, trusted):
             break
         client = hop
     return client
+
+
+def _host(hop: str) -> str:
+    """The address of one X-Forwarded-For entry, without the port some proxies add
+    (`198.51.100.7:4711`, `[2001:db8::7]:4711`): else each new connection is a new client."""
+    hop = hop.strip()
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    address, colon, port = hop.partition(":")
+    return address if colon and port.isdigit() and ":" not in port else hop
 
 
 def _trusted(address: str, trusted: Sequence[Network]) -> bool:
@@ -198,7 +209,7 @@ class SignupDesk:
         self.lock = asyncio.Lock()
 
     def page(self, title: str, body: str, status: int = 200, retry: int = 0) -> Response:
-        response = _page(self.config.newsletter.language, title, body, status)
+        response = page(self.config.newsletter.language, title, body, status)
         if retry:
             response.headers["Retry-After"] = str(retry)
         return response
@@ -225,9 +236,10 @@ class SignupDesk:
                 return
             link = self.link(signup.email, choice, int(signup.asked_at.timestamp()))
             await self._mail(signup, link, choice, digest)
-        except (NewsletterError, OSError) as exc:
+        except (NewsletterError, OSError) as exc:  # which file and why: the owner must fix it
+            reason = scrub(str(exc).replace("\n", "; "))
             log.error(
-                "sign-up not recorded address_sha256=%s reason=%s", digest, type(exc).__name__
+                "sign-up not recorded, nothing sent address_sha256=%s reason=%s", digest, reason
             )
 
     async def _mail(self, signup: Signup, link: str, choice: Choice, digest: str) -> None:
@@ -235,7 +247,7 @@ class SignupDesk:
             await send_confirmation(self.config, signup.email, link, choice.label)
         except (NewsletterError, OSError) as exc:
             await run_in_threadpool(self.store.withdraw_signup, signup)  # may ask again at once
-            log.error("confirmation not sent address_sha256=%s reason=%s", digest, _scrub(str(exc)))
+            log.error("confirmation not sent address_sha256=%s reason=%s", digest, scrub(str(exc)))
             return
         log.info("confirmation sent address_sha256=%s list=%s", digest, choice.label or "-")
 
@@ -290,7 +302,9 @@ def signup_routes(
 
 async def _subscribe(desk: SignupDesk, request: Request) -> Response:
     peer = request.client.host if request.client else ""
-    client = client_address(peer, request.headers.get("x-forwarded-for", ""), desk.trusted)
+    # Every X-Forwarded-For line, in order: a proxy may add its own line after the client's
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    client = client_address(peer, forwarded, desk.trusted)
     retry = desk.limit.wait(client)
     if retry:
         return desk.page("Too many sign-ups", _TOO_MANY, 429, retry=retry)
@@ -321,8 +335,12 @@ def _signup(desk: SignupDesk, fields: dict[str, str]) -> tuple[Signup, Choice] |
     except BadAddress:
         return "Please enter an email address, such as name@example.org."
     name = " ".join(fields.get("name", "").split())
-    if len(name) > MAX_NAME or HEADER_CONTROL.search(name):
+    if len(name) > MAX_NAME:
         return f"Please shorten the name to {MAX_NAME} characters."
+    if HEADER_CONTROL.search(name):
+        return "Please write the name without control characters."
+    if name.startswith(FORMULA_START):
+        return "Please write the name without =, +, - or @ at its start."
     wanted = fields.get("list", "") if len(desk.offered) > 1 else desk.offered[0].name
     choice = next((c for c in desk.offered if c.name == wanted), None)
     if choice is None:
@@ -337,7 +355,7 @@ async def _confirm(desk: SignupDesk, email: str, choice: Choice, asked: dt.datet
         outcome = await desk.confirm(email, choice, asked)
     except (NewsletterError, OSError) as exc:
         digest = key_digest(address_key(email))
-        log.error("confirmation NOT recorded address_sha256=%s reason=%s", digest, _scrub(str(exc)))
+        log.error("confirmation NOT recorded address_sha256=%s reason=%s", digest, scrub(str(exc)))
         return desk.page("Please try again", _NOT_SAVED, 503, retry=60)
     if outcome is Confirmed.UNKNOWN:
         return desk.page("This link does not work", _EXPIRED, 400)
@@ -364,7 +382,7 @@ async def _fields(request: Request, limit: int) -> dict[str, str]:
         raise BadForm("the client closed the connection before its body ended") from None
     body, kind = b"".join(chunks), request.headers.get("content-type", "")
     multipart = kind.lower().lstrip().startswith("multipart/")
-    pairs = _multipart_fields(kind, body) if multipart else _form_fields(body)
+    pairs = multipart_fields(kind, body) if multipart else form_fields(body)
     found: dict[str, str] = {}
     for name, value in pairs:
         found.setdefault(name, value)

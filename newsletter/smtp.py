@@ -429,18 +429,18 @@ class SmtpConnection:
             raise ValueError("message data must end with CRLF (SMTP DATA form)")
         check_address(envelope.sender, envelope.smtputf8, envelope.recipient)
         check_address(envelope.recipient, envelope.smtputf8, envelope.recipient)
+        if envelope.smtputf8 and not self.smtputf8:  # first: such a message is 8-bit too
+            raise DeliveryError(
+                envelope.recipient,
+                553,
+                f"5.6.7 {self._where} does not offer SMTPUTF8, which this address needs",
+            )
         options = [f"SIZE={len(data)}"] if self._size else []
         if not data.isascii():
             if not self.eight_bit:
                 raise ValueError("8-bit data for a server without 8BITMIME (check eight_bit)")
             options.append("BODY=8BITMIME")
         if envelope.smtputf8:
-            if not self.smtputf8:
-                raise DeliveryError(
-                    envelope.recipient,
-                    553,
-                    f"5.6.7 {self._where} does not offer SMTPUTF8, which this address needs",
-                )
             options.append("SMTPUTF8")
         return options
 

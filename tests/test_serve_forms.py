@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from newsletter.config import load_config
-from newsletter.serve import MAX_BODY, MAX_FIELDS, unsubscribe_app
+from newsletter.serve import MAX_BODY, unsubscribe_app
 from newsletter.subscribers import CsvStore, suppressed_path
 from newsletter.tokens import make_token
+from newsletter.web import MAX_FIELDS
 from tests.serve_helpers import SECRET, make_folder, running, write_list
 
 ADA = "ada@example.org"

