@@ -55,6 +55,8 @@ class Maildir:
             for path in sorted((self.folder / sub).iterdir()):
                 if path.name.startswith(".") or self.letter in _flags(path.name):
                     continue
+                if not path.is_file():  # a folder or a dangling link: no message
+                    continue
                 try:
                     yield f"{sub}/{path.name}", path.read_bytes()
                 except FileNotFoundError:  # another reader moved it meanwhile

@@ -1,0 +1,98 @@
+"""`newsletter bounces` on the variants a real bounce mailbox holds: encoded and nested reports,
+feedback reports that are no complaint, forwarded reports, odd Maildir entries."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+from newsletter.bounces import read_report
+from tests.bounce_helpers import DESTINATION, READERS, fixture, maildir, sent_ledger, statuses
+from tests.compose_helpers import run
+from tests.test_bounces import bounces, by_message, folder
+
+__all__ = ["folder"]  # the fixture, used by name
+
+_FIELDS = re.compile(rb"(Content-Type: message/delivery-status\n)\n(.*?)\n(--)", re.DOTALL)
+
+
+def _encoded_fields(name: str) -> bytes:
+    """The fixture with its message/delivery-status part sent base64-encoded."""
+
+    def encode(found: re.Match[bytes]) -> bytes:
+        body = base64.encodebytes(found[2] + b"\n")
+        return found[1] + b"Content-Transfer-Encoding: base64\n\n" + body + b"\n" + found[3]
+
+    text, count = _FIELDS.subn(encode, fixture(name), count=1)
+    assert count == 1
+    return text
+
+
+def test_a_base64_encoded_delivery_status_is_read() -> None:
+    """A DSN whose delivery-status part is base64 (some MTAs encode every part) names its
+    recipient and status like a plain one."""
+    report = read_report(_encoded_fields("postfix-refused.eml"))
+    assert report.problem == ""
+    assert [(r.email, r.action, r.status) for r in report.recipients] == [
+        ("someone@refuse.test", "failed", "5.1.1")
+    ]
+
+
+def test_a_report_returned_inside_a_bounce_is_not_read_as_its_own() -> None:
+    """A DSN whose returned original is itself a DSN (a bounce of a bounce) is about its own
+    recipient only, not the one of the report it returned."""
+    outer = fixture("postfix-unknown-user.eml")
+    head = outer.split(b"Content-Type: message/rfc822\n")[0]
+    nested = (
+        head
+        + b"Content-Type: message/rfc822\n\n"
+        + fixture("postfix-refused.eml")
+        + b"\n--9798A25804C.1796016717/mx.local.test--\n"
+    )
+    report = read_report(nested)
+    assert [r.email for r in report.recipients] == ["nosuchuser@local.test"]
+
+
+def test_feedback_that_is_no_complaint_marks_nobody(folder: Path, tmp_path: Path) -> None:
+    """ARF reports of Feedback-Type not-spam or auth-failure (a DMARC failure report) are not a
+    reader's complaint: nobody is marked, nothing is recorded; fraud is a complaint."""
+    arf = fixture("arf-complaint.eml")
+    texts = {
+        kind: arf.replace(b"Feedback-Type: abuse", b"Feedback-Type: " + kind.encode())
+        for kind in ("not-spam", "auth-failure")
+    }
+    found = by_message(bounces("--maildir", maildir(tmp_path, [], texts)))
+    assert {m["result"] for m in found.values()} == {"not a bounce"}
+    assert statuses(folder)["reader@yahoo.com"] == "subscribed"
+    fraud = {"fraud": arf.replace(b"Feedback-Type: abuse", b"Feedback-Type: Fraud")}
+    [outcome] = bounces("--maildir", maildir(tmp_path, [], fraud))["messages"]
+    assert (outcome["result"], outcome["action"]) == ("complaint", "marked complained")
+
+
+def test_a_forwarded_report_is_read_by_its_return_path(folder: Path, tmp_path: Path) -> None:
+    """A DSN forwarded to the bounce mailbox as an attachment is read as the DSN it holds: its
+    VERP address decides (the reader is in two sends), with the DSN's own status."""
+    sent_ledger(folder, "2021-10-other", DESTINATION, READERS)
+    forward = (
+        b"From: Owner <owner@bounce.test>\nTo: bounces@bounce.test\n"
+        b"Subject: Fwd: Delivery Status Notification (Failure)\n"
+        b"Date: Tue, 01 Dec 2026 09:14:20 +0000\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="XX"\n\n--XX\nContent-Type: text/plain\n\n'
+        b"This one landed in my inbox.\n--XX\nContent-Type: message/rfc822\n\n"
+        + fixture("gmail-no-such-user.eml")
+        + b"\n--XX--\n"
+    )
+    [outcome] = bounces("--maildir", maildir(tmp_path, [], {"fwd": forward}))["messages"]
+    found = (outcome["email"], outcome["issue"], outcome["result"], outcome["status"])
+    assert found == ("no.such.person@gmail.com", "2021-09-cohes3ion", "hard", "5.1.1")
+
+
+def test_a_folder_in_new_is_passed_by(folder: Path, tmp_path: Path) -> None:
+    """A folder (not a message) inside new/ does not stop the run: the bounces are applied."""
+    box = maildir(tmp_path, ["postfix-refused.eml"])
+    (box / "new" / "stray").mkdir()
+    result = run("bounces", "--maildir", box)
+    assert result.exit_code == 0, result.output
+    assert statuses(folder)["someone@refuse.test"] == "bounced"
+    assert (box / "new" / "stray").is_dir()
