@@ -4,12 +4,14 @@ feedback reports that are no complaint, forwarded reports, odd Maildir entries."
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
 from newsletter.bounces import read_report
 from tests.bounce_helpers import DESTINATION, READERS, fixture, maildir, sent_ledger, statuses
 from tests.compose_helpers import run
+from tests.send_helpers import ISSUE
 from tests.test_bounces import bounces, by_message, folder
 
 __all__ = ["folder"]  # the fixture, used by name
@@ -96,3 +98,40 @@ def test_a_folder_in_new_is_passed_by(folder: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert statuses(folder)["someone@refuse.test"] == "bounced"
     assert (box / "new" / "stray").is_dir()
+
+
+def _subscribed_again(folder: Path, email: str, at: str) -> None:
+    """The reader's row says they subscribed (again) at `at`."""
+    path = folder / "subscribers" / "news.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = [f"{line},{at if line.startswith(email + ',') else ''}" for line in lines[1:]]
+    path.write_text("\n".join([lines[0] + ",subscribed_at", *rows]) + "\n", encoding="utf-8")
+
+
+def test_a_bounce_older_than_a_new_subscription_leaves_the_reader_alone(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A bounce dated before the reader subscribed again (a later subscribed_at) does not mark
+    them, as with a refusal during a send; the send's ledger still records it."""
+    _subscribed_again(folder, "someone@refuse.test", "2026-11-30T05:45:00Z")  # bounce: 05:31:57
+    [outcome] = bounces("--maildir", maildir(tmp_path, ["postfix-refused.eml"]))["messages"]
+    assert outcome["result"] == "hard" and "subscribed again since" in outcome["action"]
+    assert statuses(folder)["someone@refuse.test"] == "subscribed"
+    report = json.loads(run("status", ISSUE, "--json").stdout)
+    assert report["counts"]["bounced"] == 1
+
+
+def test_a_soft_bounce_older_than_a_new_subscription_is_not_counted(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A soft bounce dated before the reader subscribed again does not count toward the limit."""
+    _subscribed_again(folder, "full@tempfail.test", "2026-11-30T05:45:00Z")  # bounce: 05:31:57
+    box = maildir(tmp_path, ["postfix-soft.eml"])
+    [outcome] = bounces("--maildir", box, "--dry-run")["messages"]
+    assert "subscribed again since" in outcome["action"]
+    [outcome] = bounces("--maildir", box)["messages"]
+    assert "subscribed again since" in outcome["action"]
+    from newsletter.subscribers.people import People
+
+    with People(folder) as people:
+        assert people.soft_bounces("full@tempfail.test") == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from newsletter.verp import ReturnPaths, send_tag
 
 BOUNCE_SOURCE = "bounce mailbox"
 COMPLAINT_SOURCE = "complaint"
+RESUBSCRIBED = "left alone: subscribed again since the bounce"
 RANK = {"subscribed": 0, "pending": 0, "unsubscribed": 1, "bounced": 2, "complained": 3}  # dry run
 
 
@@ -114,9 +116,10 @@ class Processor:
         )  # fmt: skip
         if base.result not in ("hard", "soft", "complaint"):
             return _with(base, f"nothing to do ({recipient.action})")
+        at = _when(report)
         if self.rules.dry_run:
-            return _with(base, self._would(base))
-        return self._apply(base, found, _when(report))
+            return _with(base, self._would(base, at))
+        return self._apply(base, found, at)
 
     def _apply(self, base: Outcome, found: Match, at: float) -> Outcome:
         """Under the issue's send lock: a send holds its ledger (one writer at a time)."""
@@ -133,6 +136,8 @@ class Processor:
         when = dt.datetime.fromtimestamp(at, dt.UTC)
         if base.result == "complaint":
             return self._set(base.email, "complained", COMPLAINT_SOURCE, when)
+        if self._subscribed_since(base.email, at):
+            return RESUBSCRIBED
         if base.result == "hard":
             return self._set(base.email, "bounced", BOUNCE_SOURCE, when)
         count = self.store.soft_bounce(
@@ -152,8 +157,25 @@ class Processor:
             return f"marked {status}"
         return f"already {status} or stronger" if change.held else f"{status}: in no list"
 
-    def _would(self, base: Outcome) -> str:
+    def _subscribed_since(self, email: str, at: float) -> bool:
+        """Does the reader's row say they subscribed (again) at or after the bounce's time?
+        Then the bounce is of an address they have since confirmed: as for a refusal during a
+        send (subscribers.bounces_to_apply), it leaves them alone."""
+        found = self.store.lookup(email)
+        since = found.fields.get("subscribed_at", "").strip() if found is not None else ""
+        try:
+            moment = dt.datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+        except ValueError:
+            return False
+        if moment is None:
+            return False
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        return moment.timestamp() >= math.floor(at)  # lists keep seconds: the same second counts
+
+    def _would(self, base: Outcome, at: float) -> str:
         status: Status = "complained" if base.result == "complaint" else "bounced"
+        if status == "bounced" and self._subscribed_since(base.email, at):
+            return RESUBSCRIBED
         if base.result == "soft":
             rule = f"{self.rules.soft_limit} within {self.rules.soft_days} days mark bounced"
             return f"would count a soft bounce ({rule})"
