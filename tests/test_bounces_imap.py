@@ -109,3 +109,39 @@ def test_bad_imap_urls_are_refused(url: str, why: str, tmp_path: Path) -> None:
     result = run("--config", bounce_folder(tmp_path / "letter"), "bounces", "--imap", url)
     assert result.exit_code == 1 and f"--imap: {why}" in result.output
     assert "hunter2" not in result.output
+
+
+def _client(server: Dovecot) -> imaplib.IMAP4_SSL:
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    imap = imaplib.IMAP4_SSL("127.0.0.1", server.port, ssl_context=context)
+    imap.login(server.user, server.password)
+    return imap
+
+
+def test_a_folder_named_with_spaces_and_accents_is_read(folder: Path, server: Dovecot) -> None:
+    """imaps://.../Bounces%20R%C3%BCckl%C3%A4ufer: the folder is named to the server in IMAP's
+    modified UTF-7 (RFC 3501 5.1.3), quoted; its bounce is applied."""
+    named = '"Bounces R&APw-ckl&AOQ-ufer"'  # as another IMAP client names it
+    with _client(server) as imap:
+        assert imap.create(named)[0] == "OK"
+        assert imap.append(named, "", None, fixture("postfix-refused.eml"))[0] == "OK"
+    url = server.url("Bounces%20R%C3%BCckl%C3%A4ufer")
+    result = run("bounces", "--imap", url, "--ca-file", server.ca_file, "--json")
+    assert result.exit_code == 0, result.output
+    [outcome] = json.loads(result.stdout)["messages"]
+    assert (outcome["email"], outcome["result"]) == ("someone@refuse.test", "hard")
+    assert statuses(folder)["someone@refuse.test"] == "bounced"
+
+
+def test_a_password_beyond_ascii_logs_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password with letters beyond ASCII (which LOGIN cannot carry) logs in, as UTF-8."""
+    password = "pässwörd-für-bounces"  # noqa: S105  # a throwaway value
+    monkeypatch.setenv("NEWSLETTER_SECRET", SCENARIO["secret"])
+    monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", password)
+    monkeypatch.chdir(bounce_folder(tmp_path / "letter"))
+    with dovecot(password) as server:
+        server.deliver("refused", fixture("postfix-refused.eml"))
+        result = run("bounces", "--imap", server.url(), "--ca-file", server.ca_file)
+    assert result.exit_code == 0, result.output
+    assert password not in result.output
+    assert "1 message(s): 1 hard" in result.output

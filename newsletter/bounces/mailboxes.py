@@ -10,8 +10,10 @@ client and a rerun passes it by.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
+import itertools
 import os
 import ssl
 from collections.abc import Callable, Iterator
@@ -117,8 +119,8 @@ class Imap:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         self._imap = self._connect(context, timeout)
         try:
-            self._call("LOGIN", self._imap.login, self.user, password)
-            self._call("SELECT", self._imap.select, _quoted(self.folder))
+            self._login(password)
+            self._call("SELECT", self._imap.select, _quoted(_modified_utf7(self.folder)))
         except MailboxError:
             self.close()
             raise
@@ -128,6 +130,15 @@ class Imap:
             return imaplib.IMAP4_SSL(self.host, self.port, ssl_context=context, timeout=timeout)
         except (OSError, imaplib.IMAP4.error) as exc:
             raise MailboxError(self.where, f"cannot connect ({exc})") from None
+
+    def _login(self, password: str) -> None:
+        """LOGIN carries ASCII only: a user or password beyond it goes as AUTHENTICATE PLAIN,
+        which is UTF-8 (RFC 4616)."""
+        if self.user.isascii() and password.isascii():
+            self._call("LOGIN", self._imap.login, self.user, password)
+            return
+        plain = f"\0{self.user}\0{password}"
+        self._call("AUTHENTICATE", self._imap.authenticate, "PLAIN", lambda _: plain)
 
     def _call(self, what: str, call: Callable[..., tuple[str, Any]], *args: Any) -> list[Any]:
         """One command; an error says which, and what the server said (never the arguments:
@@ -180,6 +191,20 @@ def parse_imap_url(url: str) -> tuple[str, str, int, str]:
         raise BadOption("imap", shown, "names no host")
     folder = unquote(rest.partition("/")[2]) or "INBOX"
     return unquote(userinfo), host, port, folder
+
+
+def _modified_utf7(folder: str) -> str:
+    """A folder's name as IMAP names it (RFC 3501 5.1.3): printable ASCII as it is ("&" as
+    "&-"), anything else as "&" + modified base64 of UTF-16 + "-"."""
+    out: list[str] = []
+    for printable, run in itertools.groupby(folder, lambda c: " " <= c <= "~"):
+        text = "".join(run)
+        if printable:
+            out.append(text.replace("&", "&-"))
+        else:
+            coded = base64.b64encode(text.encode("utf-16-be")).decode("ascii").rstrip("=")
+            out.append("&" + coded.replace("/", ",") + "-")
+    return "".join(out)
 
 
 def _quoted(folder: str) -> str:
