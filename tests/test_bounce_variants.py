@@ -6,13 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from newsletter.bounces import read_report
 from tests.bounce_helpers import DESTINATION, READERS, fixture, maildir, sent_ledger, statuses
 from tests.compose_helpers import run
-from tests.send_helpers import ISSUE
+from tests.send_helpers import ISSUE, NEWSLETTER
 from tests.test_bounces import bounces, by_message, folder
+from tests.waits import HANG
 
 __all__ = ["folder"]  # the fixture, used by name
 
@@ -135,3 +137,16 @@ def test_a_soft_bounce_older_than_a_new_subscription_is_not_counted(
 
     with People(folder) as people:
         assert people.soft_bounces("full@tempfail.test") == []
+
+
+def test_an_empty_message_is_one_line_no_traceback(folder: Path, tmp_path: Path) -> None:
+    """A zero-byte file in the Maildir (a message without From, which a detector of flufl.bounce
+    trips on): one `malformed` line in a real process, no traceback on stderr, exit 0."""
+    box = maildir(tmp_path, ["postfix-refused.eml"], {"zero": b""})
+    result = subprocess.run(
+        [*NEWSLETTER, "bounces", "--maildir", str(box)],
+        capture_output=True, text=True, timeout=HANG, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "new/zero: malformed" in result.stdout
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr, result.stderr

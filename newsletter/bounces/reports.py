@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import email
 import email.utils
+import logging
 import quopri
 import re
 from collections.abc import Iterator
@@ -30,6 +31,9 @@ _ADDRESSED_TO = ("to", "cc")
 _COMPLAINTS = ("abuse", "fraud")  # RFC 5965 Feedback-Types a reader's complaint has ("not-spam",
 # "auth-failure" (DMARC failure reports), "virus" and "other" are not one)
 _PLAIN = ("7bit", "8bit", "binary")
+# flufl.bounce logs a detector's exception with its traceback before raising it again (we report
+# the message as malformed): without a handler of its own, Python would print that to stderr
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
