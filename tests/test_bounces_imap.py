@@ -145,3 +145,30 @@ def test_a_password_beyond_ascii_logs_in(tmp_path: Path, monkeypatch: pytest.Mon
     assert result.exit_code == 0, result.output
     assert password not in result.output
     assert "1 message(s): 1 hard" in result.output
+
+
+def test_a_server_keeping_no_keywords_gets_seen_and_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose PERMANENTFLAGS has no \\* (Microsoft's IMAP): each message is marked
+    \\Seen instead of the keyword (plus \\Flagged when it needs a person); a rerun finds
+    nothing new and changes nothing."""
+    from tests.imapd import imapd
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SCENARIO["secret"])
+    folder = bounce_folder(tmp_path / "letter")
+    monkeypatch.chdir(folder)
+    with imapd(tmp_path) as server:
+        monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", server.password)
+        server.deliver(fixture("postfix-refused.eml"))
+        server.deliver(b"From: someone@example.net\nSubject: hello\n\nA question.\n")
+        args = ("bounces", "--imap", server.url(), "--ca-file", server.ca_file, "--json")
+        first = run(*args)
+        assert first.exit_code == 0, first.output
+        results = [m["result"] for m in json.loads(first.stdout)["messages"]]
+        assert results == ["hard", "not a bounce"]
+        assert server.flags == {1: {"\\Seen"}, 2: {"\\Seen", "\\Flagged"}}
+        again = run(*args)
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["messages"] == []
+    assert statuses(folder)["someone@refuse.test"] == "bounced"

@@ -5,7 +5,9 @@ from new/ to cur/ with the info `:2,` + flags (S, seen, and the keyword letter o
 `NewsletterProcessed`, which Dovecot reads from the folder's dovecot-keywords file); IMAP sets
 the keyword `NewsletterProcessed` (and \\Seen). A message that needs a person (it maps to
 nobody, or cannot be read) gets the keyword but not S/\\Seen, so it shows unread in a mail
-client and a rerun passes it by.
+client and a rerun passes it by. An IMAP server that keeps no keywords (PERMANENTFLAGS without
+\\*) gets \\Seen alone (and \\Flagged for a message that needs a person); then unseen means
+not processed.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class Imap:
         try:
             self._login(password)
             self._call("SELECT", self._imap.select, _quoted(_modified_utf7(self.folder)))
+            self.keywords = self._keeps_keywords()
         except MailboxError:
             self.close()
             raise
@@ -151,8 +154,16 @@ class Imap:
             raise MailboxError(self.where, f"{what} failed ({_said(data)})")
         return list(data)
 
+    def _keeps_keywords(self) -> bool:
+        """Whether the folder keeps KEYWORD (PERMANENTFLAGS lists \\* or it; RFC 3501: when
+        the server names none, every flag is kept). Microsoft's IMAP keeps no keywords."""
+        _, data = self._imap.response("PERMANENTFLAGS")
+        kept = b" ".join(d for d in data or () if isinstance(d, bytes)).lower()
+        return not data or data == [None] or b"\\*" in kept or KEYWORD.lower().encode() in kept
+
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        found = self._call("SEARCH", self._imap.uid, "SEARCH", "UNKEYWORD", KEYWORD)
+        unprocessed = ("UNKEYWORD", KEYWORD) if self.keywords else ("UNSEEN",)
+        found = self._call("SEARCH", self._imap.uid, "SEARCH", *unprocessed)
         for uid in (found[0] or b"").split():
             data = self._call("FETCH", self._imap.uid, "FETCH", uid, "(BODY.PEEK[])")
             body = next((p[1] for p in data if isinstance(p, tuple)), None)
@@ -160,7 +171,10 @@ class Imap:
                 yield uid.decode(), body
 
     def done(self, name: str, *, seen: bool) -> None:
-        flags = f"(\\Seen {KEYWORD})" if seen else f"({KEYWORD})"
+        if self.keywords:
+            flags = f"(\\Seen {KEYWORD})" if seen else f"({KEYWORD})"
+        else:  # \Seen marks it processed; \Flagged shows one that needs a person
+            flags = "(\\Seen)" if seen else "(\\Seen \\Flagged)"
         self._call("STORE", self._imap.uid, "STORE", name, "+FLAGS.SILENT", flags)
 
     def close(self) -> None:
