@@ -150,3 +150,9 @@ def test_an_empty_message_is_one_line_no_traceback(folder: Path, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "new/zero: malformed" in result.stdout
     assert "Traceback" not in result.stderr and "Exception" not in result.stderr, result.stderr
+
+
+def test_a_feedback_type_with_a_comment_is_a_complaint() -> None:
+    """`Feedback-Type: abuse (spam)`: a comment after the type (RFC 5322 CFWS) changes nothing."""
+    arf = fixture("arf-complaint.eml").replace(b"abuse\n", b"Abuse (spam)\n", 1)
+    assert [r.action for r in read_report(arf).recipients] == ["complaint"]

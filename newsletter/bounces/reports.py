@@ -229,7 +229,8 @@ def _arf(
     blocks = [block for part in fields for block in _blocks(part)]
     if not blocks:
         return Report("arf", (), paths, ids, at, subject, "a feedback report without its fields")
-    kind = " ".join(str(blocks[0].get("feedback-type", "abuse")).split()).lower()
+    kind = re.sub(r"\(.*?\)", " ", str(blocks[0].get("feedback-type", ""))).strip().lower()
+    kind = kind.split()[0] if kind else "abuse"  # a report without one: as a complaint
     if kind not in _COMPLAINTS:  # not a reader's complaint: for a person to read, if anyone
         return Report("none", (), paths, ids, at, f"{kind} feedback report: {subject}")
     mail_from = [_angle(str(v)) for b in blocks for v in b.get_all("original-mail-from", [])]
