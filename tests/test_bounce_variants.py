@@ -156,3 +156,16 @@ def test_a_feedback_type_with_a_comment_is_a_complaint() -> None:
     """`Feedback-Type: abuse (spam)`: a comment after the type (RFC 5322 CFWS) changes nothing."""
     arf = fixture("arf-complaint.eml").replace(b"abuse\n", b"Abuse (spam)\n", 1)
     assert [r.action for r in read_report(arf).recipients] == ["complaint"]
+
+
+def test_a_success_notice_has_a_documented_result(folder: Path, tmp_path: Path) -> None:
+    """DSNs with Action relayed, expanded or delivered (a relay without DSNs, an alias, a
+    NOTIFY=SUCCESS) are `delivered` (docs/api.md lists every result); nothing changes."""
+    ok = fixture("postfix-refused.eml").replace(b"Status: 5.1.1", b"Status: 2.0.0")
+    texts = {a: ok.replace(b"Action: failed", b"Action: " + a.encode()) for a in
+             ("relayed", "expanded", "delivered")}  # fmt: skip
+    found = by_message(bounces("--maildir", maildir(tmp_path, [], texts)))
+    assert {(m["result"], m["action"]) for m in found.values()} == {
+        ("delivered", f"nothing to do ({action})") for action in texts
+    }
+    assert statuses(folder)["someone@refuse.test"] == "subscribed"

@@ -41,7 +41,7 @@ class Outcome:
     """What became of one message of the bounce mailbox."""
 
     message: str  # its name in the mailbox (a Maildir file, an IMAP UID)
-    result: str  # hard, soft, complaint, delayed, not a bounce, nobody, malformed, later
+    result: str  # hard, soft, complaint, delayed, delivered, not a bounce, nobody, malformed, later
     email: str = ""  # the recipient it is about
     issue: str = ""  # the slug of the send it came back from
     status: str = ""  # the enhanced status code
@@ -257,8 +257,10 @@ def _about(report: Report, email: str) -> Recipient:
 def _result(recipient: Recipient) -> str:
     if recipient.action == "complaint":
         return "complaint"
-    if recipient.action != "failed":
-        return recipient.action or "delayed"
+    if recipient.action == "delayed":
+        return "delayed"
+    if recipient.action != "failed":  # delivered, relayed, expanded: a success notice
+        return "delivered"
     return "soft" if recipient.status.startswith("4") else "hard"
 
 
