@@ -169,3 +169,20 @@ def test_a_success_notice_has_a_documented_result(folder: Path, tmp_path: Path) 
         ("delivered", f"nothing to do ({action})") for action in texts
     }
     assert statuses(folder)["someone@refuse.test"] == "subscribed"
+
+
+def test_a_bounce_a_broken_list_stopped_is_applied_on_the_rerun(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A list the store cannot read stops the run with an error naming it; once it is fixed,
+    the rerun marks the reader (the ledger had recorded the bounce; that is no reason to skip
+    the lists)."""
+    broken = folder / "subscribers" / "other.csv"
+    broken.write_text("name,status\nx,subscribed\n", encoding="utf-8")
+    box = maildir(tmp_path, ["postfix-refused.eml"])
+    first = run("bounces", "--maildir", box)
+    assert first.exit_code == 1 and "other.csv:1: no 'email' column" in first.output
+    broken.unlink()
+    [outcome] = bounces("--maildir", box)["messages"]
+    assert outcome["action"] == "already recorded: marked bounced"
+    assert statuses(folder)["someone@refuse.test"] == "bounced"

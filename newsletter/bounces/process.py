@@ -10,7 +10,8 @@ What changes: the send's ledger records the return (hard, soft or complaint: `st
 it), and the subscriber store is told: a hard bounce (5.x.x) marks `bounced` at once; a soft one
 (4.x.x, the relay gave up) is counted, and `soft_bounce_limit` of them within `soft_bounce_days`
 mark `bounced`; a complaint marks `complained`. A report read twice changes nothing the second
-time (the ledger keeps one return of each kind per recipient).
+time (the ledger keeps one return of each kind per recipient, counted once; a status only gets
+stronger), except what the first read could not finish (a list that could not be changed).
 """
 
 from __future__ import annotations
@@ -126,11 +127,18 @@ class Processor:
         try:
             with self.sends.lock(base.issue):
                 kind = base.result
-                if not found.ledger.record_return(found.row.id, kind, base.status, at):
+                added = found.ledger.record_return(found.row.id, kind, base.status, at)
+                if not added and kind == "soft":  # counted once per send
                     return _with(base, "already recorded")
-                return _with(base, self._tell_store(base, at))
+                # a status only gets stronger, so telling the store again is harmless, and it
+                # finishes what a run stopped by a broken list left undone
+                action = self._tell_store(base, at)
         except LockBusy:
             return _with(base, "a send of this issue is running: left for the next run", "later")
+        if added:
+            return _with(base, action)
+        repaired = action.startswith("marked")
+        return _with(base, f"already recorded: {action}" if repaired else "already recorded")
 
     def _tell_store(self, base: Outcome, at: float) -> str:
         when = dt.datetime.fromtimestamp(at, dt.UTC)
