@@ -186,3 +186,20 @@ def test_a_bounce_a_broken_list_stopped_is_applied_on_the_rerun(
     [outcome] = bounces("--maildir", box)["messages"]
     assert outcome["action"] == "already recorded: marked bounced"
     assert statuses(folder)["someone@refuse.test"] == "bounced"
+
+
+def test_a_second_copy_of_a_complaint_leaves_a_later_subscription_alone(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A complaint read again (a feedback loop sent it twice) after the reader subscribed again
+    changes nothing."""
+    bounces("--maildir", maildir(tmp_path, ["arf-complaint.eml"]))
+    assert statuses(folder)["reader@yahoo.com"] == "complained"
+    path = folder / "subscribers" / "news.csv"
+    path.write_text(path.read_text().replace("Reader 6,complained", "Reader 6,subscribed"))
+    _subscribed_again(folder, "reader@yahoo.com", "2026-12-02T00:00:00Z")  # report: 12-01
+    [outcome] = bounces("--maildir", maildir(tmp_path, [], {"copy": fixture("arf-complaint.eml")}))[
+        "messages"
+    ]
+    assert outcome["action"] == "already recorded"
+    assert statuses(folder)["reader@yahoo.com"] == "subscribed"

@@ -128,10 +128,11 @@ class Processor:
             with self.sends.lock(base.issue):
                 kind = base.result
                 added = found.ledger.record_return(found.row.id, kind, base.status, at)
-                if not added and kind == "soft":  # counted once per send
-                    return _with(base, "already recorded")
-                # a status only gets stronger, so telling the store again is harmless, and it
-                # finishes what a run stopped by a broken list left undone
+                if not added and (kind == "soft" or self._subscribed_since(base.email, at)):
+                    return _with(base, "already recorded")  # a soft one counts once per send
+                # a status only gets stronger, so telling the store again is harmless (unless
+                # they subscribed again since), and it finishes what a run stopped by a broken
+                # list left undone
                 action = self._tell_store(base, at)
         except LockBusy:
             return _with(base, "a send of this issue is running: left for the next run", "later")
