@@ -74,10 +74,13 @@ class _Session(socketserver.StreamRequestHandler):
     def uid(self, tag: str, args: str) -> bool:
         box = self.server.box
         command, _, rest = args.partition(" ")
-        if command.upper() == "SEARCH":
-            unseen = rest.upper() == "UNSEEN"
-            keyword = rest.split(" ")[-1] if rest.upper().startswith("UNKEYWORD") else ""
-            found = [u for u, f in box.flags.items() if not (unseen and "\\Seen" in f)]
+        if command.upper() == "SEARCH":  # a sequence set, then UNSEEN or UNKEYWORD k
+            numbers, _, criteria = rest.partition(" ")
+            first, _, last = numbers.partition(":")
+            found = [u for u in box.flags if int(first) <= u <= int(last or first)]
+            unseen = criteria.upper() == "UNSEEN"
+            keyword = criteria.split(" ")[-1] if criteria.upper().startswith("UNKEYWORD") else ""
+            found = [u for u in found if not (unseen and "\\Seen" in box.flags[u])]
             found = [u for u in found if keyword not in box.flags[u]]
             self.say("* SEARCH " + " ".join(map(str, found)))
         elif command.upper() == "FETCH":

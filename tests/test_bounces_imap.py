@@ -172,3 +172,21 @@ def test_a_server_keeping_no_keywords_gets_seen_and_flagged(
         assert again.exit_code == 0, again.output
         assert json.loads(again.stdout)["messages"] == []
     assert statuses(folder)["someone@refuse.test"] == "bounced"
+
+
+def test_a_mailbox_too_big_for_one_search_answer_is_read_in_batches(
+    folder: Path, server: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """imaplib refuses a response line over its limit (1 MB: some 140,000 UIDs in one SEARCH
+    answer); here the limit is made small and the folder holds more than one answer can list:
+    the run still reads them all, a batch of messages at a time."""
+    from newsletter.bounces import mailboxes
+
+    monkeypatch.setattr(imaplib, "_MAXLINE", 1000)
+    monkeypatch.setattr(mailboxes, "SEARCH_BATCH", 100)
+    note = b"From: someone@example.net\nSubject: hello\n\nA question.\n"
+    for n in range(300):  # 300 UIDs: over 1000 octets in one answer
+        server.deliver(f"note{n:03}", note)
+    found = imap_bounces(server)
+    assert len(found["messages"]) == 300 + len(EXPECTED)
+    assert statuses(folder)["someone@refuse.test"] == "bounced"

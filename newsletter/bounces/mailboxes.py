@@ -28,6 +28,9 @@ from newsletter.errors import BadOption, MailboxError, SecretMissing
 KEYWORD = "NewsletterProcessed"
 IMAP_PASSWORD_ENV = "NEWSLETTER_IMAP_PASSWORD"  # noqa: S105  # a variable name, not a password
 _KEYWORDS_FILE = "dovecot-keywords"
+# Messages (by sequence number) per UID SEARCH: its answer is one line, which imaplib refuses
+# past 1 MB (about 140,000 UIDs); 10,000 keep it far below that in a mailbox of any size
+SEARCH_BATCH = 10_000
 
 
 class Mailbox(Protocol):
@@ -122,7 +125,9 @@ class Imap:
         self._imap = self._connect(context, timeout)
         try:
             self._login(password)
-            self._call("SELECT", self._imap.select, _quoted(_modified_utf7(self.folder)))
+            named = _quoted(_modified_utf7(self.folder))
+            selected = self._call("SELECT", self._imap.select, named)
+            self.exists = int(selected[0] or 0)  # messages in the folder when it was selected
             self.keywords = self._keeps_keywords()
         except MailboxError:
             self.close()
@@ -163,12 +168,14 @@ class Imap:
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
         unprocessed = ("UNKEYWORD", KEYWORD) if self.keywords else ("UNSEEN",)
-        found = self._call("SEARCH", self._imap.uid, "SEARCH", *unprocessed)
-        for uid in (found[0] or b"").split():
-            data = self._call("FETCH", self._imap.uid, "FETCH", uid, "(BODY.PEEK[])")
-            body = next((p[1] for p in data if isinstance(p, tuple)), None)
-            if isinstance(body, bytes):
-                yield uid.decode(), body
+        for start in range(1, self.exists + 1, SEARCH_BATCH):
+            batch = f"{start}:{min(start + SEARCH_BATCH - 1, self.exists)}"
+            found = self._call("SEARCH", self._imap.uid, "SEARCH", batch, *unprocessed)
+            for uid in (found[0] or b"").split():
+                data = self._call("FETCH", self._imap.uid, "FETCH", uid, "(BODY.PEEK[])")
+                body = next((p[1] for p in data if isinstance(p, tuple)), None)
+                if isinstance(body, bytes):
+                    yield uid.decode(), body
 
     def done(self, name: str, *, seen: bool) -> None:
         if self.keywords:
