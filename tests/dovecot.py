@@ -100,21 +100,21 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
-def dovecot() -> Iterator[Dovecot]:
-    """Dovecot serving a Maildir over IMAPS; stopped (SIGTERM to its PID) at the end. Its
-    folder is a short one of its own in /tmp: pytest's are too deep for the UNIX sockets in
-    base_dir (108 bytes at most), and closed to the mail user."""
+def dovecot(password: str = PASSWORD) -> Iterator[Dovecot]:
+    """Dovecot serving a Maildir over IMAPS to USER with `password`; stopped (SIGTERM to its
+    PID) at the end. Its folder is a short one of its own in /tmp: pytest's are too deep for
+    the UNIX sockets in base_dir (108 bytes at most), and closed to the mail user."""
     if not Path(DOVECOT).is_file():
         raise FileNotFoundError(f"{DOVECOT}: install Debian's dovecot-imapd (.ci/run does)")
     with tempfile.TemporaryDirectory(prefix="dovecot-") as name:
         tmp = Path(name)
         os.chmod(tmp, 0o755)  # noqa: S103  # the mail user (nobody) must reach its Maildir
-        with _running(tmp) as server:
+        with _running(tmp, password) as server:
             yield server
 
 
 @contextmanager
-def _running(tmp: Path) -> Iterator[Dovecot]:
+def _running(tmp: Path, password: str) -> Iterator[Dovecot]:
     nobody = pwd.getpwnam("nobody")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -128,8 +128,8 @@ def _running(tmp: Path) -> Iterator[Dovecot]:
         (maildir / sub).mkdir(parents=True)
     for path in (home, maildir, *(maildir / s for s in ("new", "cur", "tmp"))):
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
-    passwd = f"{USER}:{{PLAIN}}{PASSWORD}:{nobody.pw_uid}:{nobody.pw_gid}::{home}::\n"
-    (tmp / "passwd").write_text(passwd)
+    passwd = f"{USER}:{{PLAIN}}{password}:{nobody.pw_uid}:{nobody.pw_gid}::{home}::\n"
+    (tmp / "passwd").write_text(passwd, encoding="utf-8")
     port = _free_port()
     config = tmp / "dovecot.conf"
     config.write_text(CONFIG.format(tmp=tmp, port=port, uid=nobody.pw_uid))
@@ -140,7 +140,7 @@ def _running(tmp: Path) -> Iterator[Dovecot]:
     try:
         wait_until(lambda: _listening(port), f"dovecot listening on 127.0.0.1:{port}",
                    alive=lambda: server.poll() is None, stall=HANG)  # fmt: skip
-        yield Dovecot(port, maildir, tmp / "ca.pem")
+        yield Dovecot(port, maildir, tmp / "ca.pem", password=password)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=HANG)

@@ -5,13 +5,17 @@ from new/ to cur/ with the info `:2,` + flags (S, seen, and the keyword letter o
 `NewsletterProcessed`, which Dovecot reads from the folder's dovecot-keywords file); IMAP sets
 the keyword `NewsletterProcessed` (and \\Seen). A message that needs a person (it maps to
 nobody, or cannot be read) gets the keyword but not S/\\Seen, so it shows unread in a mail
-client and a rerun passes it by.
+client and a rerun passes it by. An IMAP server that keeps no keywords (PERMANENTFLAGS without
+\\*) gets \\Seen alone (and \\Flagged for a message that needs a person); then unseen means
+not processed.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
+import itertools
 import os
 import ssl
 from collections.abc import Callable, Iterator
@@ -24,6 +28,9 @@ from newsletter.errors import BadOption, MailboxError, SecretMissing
 KEYWORD = "NewsletterProcessed"
 IMAP_PASSWORD_ENV = "NEWSLETTER_IMAP_PASSWORD"  # noqa: S105  # a variable name, not a password
 _KEYWORDS_FILE = "dovecot-keywords"
+# Messages (by sequence number) per UID SEARCH: its answer is one line, which imaplib refuses
+# past 1 MB (about 140,000 UIDs); 10,000 keep it far below that in a mailbox of any size
+SEARCH_BATCH = 10_000
 
 
 class Mailbox(Protocol):
@@ -54,6 +61,8 @@ class Maildir:
         for sub in ("new", "cur"):
             for path in sorted((self.folder / sub).iterdir()):
                 if path.name.startswith(".") or self.letter in _flags(path.name):
+                    continue
+                if not path.is_file():  # a folder or a dangling link: no message
                     continue
                 try:
                     yield f"{sub}/{path.name}", path.read_bytes()
@@ -115,8 +124,11 @@ class Imap:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         self._imap = self._connect(context, timeout)
         try:
-            self._call("LOGIN", self._imap.login, self.user, password)
-            self._call("SELECT", self._imap.select, _quoted(self.folder))
+            self._login(password)
+            named = _quoted(_modified_utf7(self.folder))
+            selected = self._call("SELECT", self._imap.select, named)
+            self.exists = int(selected[0] or 0)  # messages in the folder when it was selected
+            self.keywords = self._keeps_keywords()
         except MailboxError:
             self.close()
             raise
@@ -126,6 +138,15 @@ class Imap:
             return imaplib.IMAP4_SSL(self.host, self.port, ssl_context=context, timeout=timeout)
         except (OSError, imaplib.IMAP4.error) as exc:
             raise MailboxError(self.where, f"cannot connect ({exc})") from None
+
+    def _login(self, password: str) -> None:
+        """LOGIN carries ASCII only: a user or password beyond it goes as AUTHENTICATE PLAIN,
+        which is UTF-8 (RFC 4616)."""
+        if self.user.isascii() and password.isascii():
+            self._call("LOGIN", self._imap.login, self.user, password)
+            return
+        plain = f"\0{self.user}\0{password}"
+        self._call("AUTHENTICATE", self._imap.authenticate, "PLAIN", lambda _: plain)
 
     def _call(self, what: str, call: Callable[..., tuple[str, Any]], *args: Any) -> list[Any]:
         """One command; an error says which, and what the server said (never the arguments:
@@ -138,16 +159,29 @@ class Imap:
             raise MailboxError(self.where, f"{what} failed ({_said(data)})")
         return list(data)
 
+    def _keeps_keywords(self) -> bool:
+        """Whether the folder keeps KEYWORD (PERMANENTFLAGS lists \\* or it; RFC 3501: when
+        the server names none, every flag is kept). Microsoft's IMAP keeps no keywords."""
+        _, data = self._imap.response("PERMANENTFLAGS")
+        kept = b" ".join(d for d in data or () if isinstance(d, bytes)).lower()
+        return not data or data == [None] or b"\\*" in kept or KEYWORD.lower().encode() in kept
+
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        found = self._call("SEARCH", self._imap.uid, "SEARCH", "UNKEYWORD", KEYWORD)
-        for uid in (found[0] or b"").split():
-            data = self._call("FETCH", self._imap.uid, "FETCH", uid, "(BODY.PEEK[])")
-            body = next((p[1] for p in data if isinstance(p, tuple)), None)
-            if isinstance(body, bytes):
-                yield uid.decode(), body
+        unprocessed = ("UNKEYWORD", KEYWORD) if self.keywords else ("UNSEEN",)
+        for start in range(1, self.exists + 1, SEARCH_BATCH):
+            batch = f"{start}:{min(start + SEARCH_BATCH - 1, self.exists)}"
+            found = self._call("SEARCH", self._imap.uid, "SEARCH", batch, *unprocessed)
+            for uid in (found[0] or b"").split():
+                data = self._call("FETCH", self._imap.uid, "FETCH", uid, "(BODY.PEEK[])")
+                body = next((p[1] for p in data if isinstance(p, tuple)), None)
+                if isinstance(body, bytes):
+                    yield uid.decode(), body
 
     def done(self, name: str, *, seen: bool) -> None:
-        flags = f"(\\Seen {KEYWORD})" if seen else f"({KEYWORD})"
+        if self.keywords:
+            flags = f"(\\Seen {KEYWORD})" if seen else f"({KEYWORD})"
+        else:  # \Seen marks it processed; \Flagged shows one that needs a person
+            flags = "(\\Seen)" if seen else "(\\Seen \\Flagged)"
         self._call("STORE", self._imap.uid, "STORE", name, "+FLAGS.SILENT", flags)
 
     def close(self) -> None:
@@ -178,6 +212,20 @@ def parse_imap_url(url: str) -> tuple[str, str, int, str]:
         raise BadOption("imap", shown, "names no host")
     folder = unquote(rest.partition("/")[2]) or "INBOX"
     return unquote(userinfo), host, port, folder
+
+
+def _modified_utf7(folder: str) -> str:
+    """A folder's name as IMAP names it (RFC 3501 5.1.3): printable ASCII as it is ("&" as
+    "&-"), anything else as "&" + modified base64 of UTF-16 + "-"."""
+    out: list[str] = []
+    for printable, run in itertools.groupby(folder, lambda c: " " <= c <= "~"):
+        text = "".join(run)
+        if printable:
+            out.append(text.replace("&", "&-"))
+        else:
+            coded = base64.b64encode(text.encode("utf-16-be")).decode("ascii").rstrip("=")
+            out.append("&" + coded.replace("/", ",") + "-")
+    return "".join(out)
 
 
 def _quoted(folder: str) -> str:

@@ -10,7 +10,8 @@ What changes: the send's ledger records the return (hard, soft or complaint: `st
 it), and the subscriber store is told: a hard bounce (5.x.x) marks `bounced` at once; a soft one
 (4.x.x, the relay gave up) is counted, and `soft_bounce_limit` of them within `soft_bounce_days`
 mark `bounced`; a complaint marks `complained`. A report read twice changes nothing the second
-time (the ledger keeps one return of each kind per recipient).
+time (the ledger keeps one return of each kind per recipient, counted once; a status only gets
+stronger), except what the first read could not finish (a list that could not be changed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from newsletter.verp import ReturnPaths, send_tag
 
 BOUNCE_SOURCE = "bounce mailbox"
 COMPLAINT_SOURCE = "complaint"
+RESUBSCRIBED = "left alone: subscribed again since the bounce"
 RANK = {"subscribed": 0, "pending": 0, "unsubscribed": 1, "bounced": 2, "complained": 3}  # dry run
 
 
@@ -39,7 +42,7 @@ class Outcome:
     """What became of one message of the bounce mailbox."""
 
     message: str  # its name in the mailbox (a Maildir file, an IMAP UID)
-    result: str  # hard, soft, complaint, delayed, not a bounce, nobody, malformed, later
+    result: str  # hard, soft, complaint, delayed, delivered, not a bounce, nobody, malformed, later
     email: str = ""  # the recipient it is about
     issue: str = ""  # the slug of the send it came back from
     status: str = ""  # the enhanced status code
@@ -114,25 +117,36 @@ class Processor:
         )  # fmt: skip
         if base.result not in ("hard", "soft", "complaint"):
             return _with(base, f"nothing to do ({recipient.action})")
+        at = _when(report)
         if self.rules.dry_run:
-            return _with(base, self._would(base))
-        return self._apply(base, found, _when(report))
+            return _with(base, self._would(base, at))
+        return self._apply(base, found, at)
 
     def _apply(self, base: Outcome, found: Match, at: float) -> Outcome:
         """Under the issue's send lock: a send holds its ledger (one writer at a time)."""
         try:
             with self.sends.lock(base.issue):
                 kind = base.result
-                if not found.ledger.record_return(found.row.id, kind, base.status, at):
-                    return _with(base, "already recorded")
-                return _with(base, self._tell_store(base, at))
+                added = found.ledger.record_return(found.row.id, kind, base.status, at)
+                if not added and (kind == "soft" or self._subscribed_since(base.email, at)):
+                    return _with(base, "already recorded")  # a soft one counts once per send
+                # a status only gets stronger, so telling the store again is harmless (unless
+                # they subscribed again since), and it finishes what a run stopped by a broken
+                # list left undone
+                action = self._tell_store(base, at)
         except LockBusy:
             return _with(base, "a send of this issue is running: left for the next run", "later")
+        if added:
+            return _with(base, action)
+        repaired = action.startswith("marked")
+        return _with(base, f"already recorded: {action}" if repaired else "already recorded")
 
     def _tell_store(self, base: Outcome, at: float) -> str:
         when = dt.datetime.fromtimestamp(at, dt.UTC)
         if base.result == "complaint":
             return self._set(base.email, "complained", COMPLAINT_SOURCE, when)
+        if self._subscribed_since(base.email, at):
+            return RESUBSCRIBED
         if base.result == "hard":
             return self._set(base.email, "bounced", BOUNCE_SOURCE, when)
         count = self.store.soft_bounce(
@@ -152,8 +166,25 @@ class Processor:
             return f"marked {status}"
         return f"already {status} or stronger" if change.held else f"{status}: in no list"
 
-    def _would(self, base: Outcome) -> str:
+    def _subscribed_since(self, email: str, at: float) -> bool:
+        """Does the reader's row say they subscribed (again) at or after the bounce's time?
+        Then the bounce is of an address they have since confirmed: as for a refusal during a
+        send (subscribers.bounces_to_apply), it leaves them alone."""
+        found = self.store.lookup(email)
+        since = found.fields.get("subscribed_at", "").strip() if found is not None else ""
+        try:
+            moment = dt.datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+        except ValueError:
+            return False
+        if moment is None:
+            return False
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        return moment.timestamp() >= math.floor(at)  # lists keep seconds: the same second counts
+
+    def _would(self, base: Outcome, at: float) -> str:
         status: Status = "complained" if base.result == "complaint" else "bounced"
+        if status == "bounced" and self._subscribed_since(base.email, at):
+            return RESUBSCRIBED
         if base.result == "soft":
             rule = f"{self.rules.soft_limit} within {self.rules.soft_days} days mark bounced"
             return f"would count a soft bounce ({rule})"
@@ -235,8 +266,10 @@ def _about(report: Report, email: str) -> Recipient:
 def _result(recipient: Recipient) -> str:
     if recipient.action == "complaint":
         return "complaint"
-    if recipient.action != "failed":
-        return recipient.action or "delayed"
+    if recipient.action == "delayed":
+        return "delayed"
+    if recipient.action != "failed":  # delivered, relayed, expanded: a success notice
+        return "delivered"
     return "soft" if recipient.status.startswith("4") else "hard"
 
 

@@ -14,8 +14,11 @@ when the send had a bounce_address, and that, not the text, says whom it is abou
 
 from __future__ import annotations
 
+import base64
 import email
 import email.utils
+import logging
+import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +28,12 @@ from email.parser import HeaderParser
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DELIVERED_TO = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to")
 _ADDRESSED_TO = ("to", "cc")
+_COMPLAINTS = ("abuse", "fraud")  # RFC 5965 Feedback-Types a reader's complaint has ("not-spam",
+# "auth-failure" (DMARC failure reports), "virus" and "other" are not one)
+_PLAIN = ("7bit", "8bit", "binary")
+# flufl.bounce logs a detector's exception with its traceback before raising it again (we report
+# the message as malformed): without a handler of its own, Python would print that to stderr
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,9 @@ def _malformed(problem: str, msg: Message | None = None) -> Report:
 def _read(msg: Message) -> Report:
     report = msg.get_content_type() == "multipart/report"
     kind = str(msg.get_param("report-type", "")).lower() if report else ""
+    forwarded = None if report else _forwarded_report(msg)
+    if forwarded is not None:  # forwarded to the bounce mailbox, or wrapped on the way
+        return _read(forwarded)
     paths = _delivered_to(msg)
     subject, at = _text(msg.get("subject", "")), _date(msg)
     originals = list(_originals(msg))
@@ -112,9 +124,22 @@ def _date(msg: Message) -> float | None:
         return None
 
 
+def _parts(msg: Message) -> list[Message]:
+    """The parts of a report itself: not those of a message it returned (the original of a
+    bounce may be a report about someone else)."""
+    payload = msg.get_payload() if msg.is_multipart() else None
+    return [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+
+
+def _forwarded_report(msg: Message) -> Message | None:
+    """The outermost multipart/report inside a message that is not one itself: attached to a
+    forward (message/rfc822), or wrapped by a gateway that added a part."""
+    return next((p for p in msg.walk() if p.get_content_type() == "multipart/report"), None)
+
+
 def _originals(msg: Message) -> Iterator[Message]:
     """The original message (or its headers) a report returned."""
-    for part in msg.walk():
+    for part in _parts(msg):
         kind = part.get_content_type()
         if kind in ("message/rfc822", "message/global"):
             payload = part.get_payload()
@@ -135,13 +160,22 @@ def _blocks(part: Message) -> list[Message]:
     """The header blocks of a message/delivery-status or message/feedback-report part (the email
     package parses the first kind itself, unless it was transfer-encoded)."""
     payload = part.get_payload()
-    plain = part.get("content-transfer-encoding", "7bit").lower() in ("7bit", "8bit", "binary")
-    if plain and isinstance(payload, list) and all(isinstance(p, Message) for p in payload):
-        return list(payload)
-    text = _body_text(part) if not isinstance(payload, list) else ""
-    if isinstance(payload, list) and not text:
-        text = "\n\n".join(p.as_string() for p in payload if isinstance(p, Message))
+    encoding = str(part.get("content-transfer-encoding", "7bit")).strip().lower()
+    if not isinstance(payload, list):
+        text = _body_text(part)
+    elif encoding in _PLAIN or encoding not in ("base64", "quoted-printable"):
+        return [p for p in payload if isinstance(p, Message)]
+    else:  # the email package parsed the encoded text as header blocks: decode it first
+        text = _decoded(
+            "\n\n".join(p.as_string() for p in payload if isinstance(p, Message)), encoding
+        )
     return [HeaderParser().parsestr(b) for b in re.split(r"\r?\n\s*\r?\n", text) if b.strip()]
+
+
+def _decoded(text: str, encoding: str) -> str:
+    raw = text.encode("ascii", errors="replace")
+    data = base64.b64decode(raw) if encoding == "base64" else quopri.decodestring(raw)
+    return data.decode("utf-8", errors="replace")
 
 
 # -- delivery status notifications (RFC 3464) ----------------------------------------------------
@@ -149,7 +183,7 @@ def _blocks(part: Message) -> list[Message]:
 
 def _dsn_recipients(msg: Message) -> tuple[Recipient, ...]:
     found: list[Recipient] = []
-    for part in msg.walk():
+    for part in _parts(msg):
         if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
             for block in _blocks(part)[1:]:  # the first block is about the message
                 recipient = _dsn_recipient(block)
@@ -191,10 +225,14 @@ def _arf(
     at: float | None,
     subject: str,
 ) -> Report:
-    fields = [p for p in msg.walk() if p.get_content_type() == "message/feedback-report"]
+    fields = [p for p in _parts(msg) if p.get_content_type() == "message/feedback-report"]
     blocks = [block for part in fields for block in _blocks(part)]
     if not blocks:
         return Report("arf", (), paths, ids, at, subject, "a feedback report without its fields")
+    kind = re.sub(r"\(.*?\)", " ", str(blocks[0].get("feedback-type", ""))).strip().lower()
+    kind = kind.split()[0] if kind else "abuse"  # a report without one: as a complaint
+    if kind not in _COMPLAINTS:  # not a reader's complaint: for a person to read, if anyone
+        return Report("none", (), paths, ids, at, f"{kind} feedback report: {subject}")
     mail_from = [_angle(str(v)) for b in blocks for v in b.get_all("original-mail-from", [])]
     return_paths = [_angle(str(o.get("return-path", ""))) for o in originals]
     rcpts = [_angle(str(v)) for b in blocks for v in b.get_all("original-rcpt-to", [])]
