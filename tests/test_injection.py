@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsletter.config import Config, load_config
@@ -90,6 +90,10 @@ def _html(issue: Issue, config: Config, value: str = "") -> str:
 
 
 text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
+# What issue.py refuses with a clear error (Jinja syntax, control characters) is taken out of
+# the text rather than filtered with assume(): most random texts hold one, and filtering that
+# many fails hypothesis's health check on a busy machine.
+field_text = text.map(lambda value: CONTROL.sub("", value).replace("{", ""))
 
 
 @settings(
@@ -97,11 +101,9 @@ text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(plain=text, markdown=text)
+@given(plain=field_text, markdown=field_text)
 def test_fields_cannot_inject_markup(config: Config, plain: str, markdown: str) -> None:
     """Plain fields add no tags; Markdown fields add only Markdown's own tags and attributes."""
-    assume("{" not in plain + markdown)  # Jinja syntax is rejected with a clear error instead
-    assume(not CONTROL.search(plain + markdown))  # issue.py rejects control characters
     baseline = _parse(_html(_issue("x", "x"), config))
     found = _parse(_html(_issue(plain, markdown), config))
     assert set(found.tags) <= set(baseline.tags) | MARKDOWN_TAGS
