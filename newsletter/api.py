@@ -185,6 +185,10 @@ class Person:
                     "outcome": o.outcome,
                     "at": None if o.at is None else utc_stamp(o.at),
                     "ledger": self._shown(Path(o.ledger)),
+                    "returns": [
+                        {"kind": r.kind, "status": r.status, "at": utc_stamp(r.at)}
+                        for r in o.returns
+                    ],
                 }
                 for o in self.sends
             ],

@@ -260,6 +260,10 @@ def _send_lines(send: dict[str, Any]) -> Iterator[str]:
     at = f" {send['at']}" if send["at"] else ""
     destination = send["destination"] or "an unrecorded destination"
     yield f"{send['issue']} to {destination}: {send['outcome']}{at} ({send['ledger']})"
+    for back in send["returns"]:
+        what = "a complaint" if back["kind"] == "complaint" else f"a {back['kind']} bounce"
+        status = f" {_plain(back['status'])}" if back["status"] else ""
+        yield f"  then {what}{status} {back['at']}"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -39,7 +39,7 @@ from typing import Any
 from newsletter import addresses
 from newsletter.errors import LedgerError
 from newsletter.ledgerdb import Connection, connect, ledger_error
-from newsletter.store import Entry, Failure, Row, SendSummary, State
+from newsletter.store import Entry, Failure, Returned, Row, SendSummary, State
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -149,21 +149,28 @@ def ledger_files(folder: Path) -> list[Path]:
 _LEDGER_NAME = re.compile(r"\.sqlite(\.replaced-[0-9T]+)?$")
 
 
-_OUTCOME = "SELECT state, at FROM recipients WHERE khash = ?"
+_OUTCOME = "SELECT state, at, id FROM recipients WHERE khash = ?"
+_RETURNS = "SELECT kind, status, at FROM returns WHERE id = ? ORDER BY at, kind"
+_HAS_RETURNS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'returns'"
 
 
-def outcome_in(path: Path, key: str) -> tuple[State, float | None] | None:
-    """The state and last change of the address's row in the ledger at `path`, read without
-    changing it: one probe of the index on the address hash. None when it has no row."""
+def outcome_in(path: Path, key: str) -> tuple[State, float | None, list[Returned]] | None:
+    """The state and last change of the address's row in the ledger at `path`, and the
+    bounces and complaints recorded for it, read without changing it: a probe of the index on
+    the address hash. None when it has no row."""
     try:
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute("PRAGMA busy_timeout=5000")
             if not db.execute(_HAS_RECIPIENTS).fetchone():
                 return None
             row = db.execute(_OUTCOME, (key_hash(key),)).fetchone()
+            old = row is None or not db.execute(_HAS_RETURNS).fetchone()  # made before returns
+            returns = [] if old else db.execute(_RETURNS, (row[2],)).fetchall()
     except sqlite3.Error as exc:
         raise ledger_error(path, exc) from None
-    return None if row is None else (State(row[0]), row[1])
+    if row is None:
+        return None
+    return State(row[0]), row[1], [Returned(kind, status, at) for kind, status, at in returns]
 
 
 def erase(path: Path, key: str) -> tuple[int, bool]:

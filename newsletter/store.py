@@ -229,6 +229,16 @@ class SendOutcome:
     outcome: str  # a State label: "sent", "failed", "unknown", "skipped", ...
     at: float | None  # unix time of its last change; None: never attempted
     ledger: str  # where the send's record is (a file)
+    returns: tuple[Returned, ...] = ()  # what came back for it later (the bounce mailbox)
+
+
+@dataclass(frozen=True)
+class Returned:
+    """A bounce or complaint a ledger recorded for one recipient (`newsletter bounces`)."""
+
+    kind: str  # "hard", "soft" (bounces) or "complaint"
+    status: str  # the DSN's status, e.g. 5.1.1; "" for a complaint
+    at: float  # unix time of the report
 
 
 @dataclass(frozen=True)
