@@ -288,3 +288,16 @@ def test_show_gives_the_bounces_and_complaints_a_send_recorded(folder: Path) -> 
     out = show(folder, "ann@example.org")[1]
     assert "    then a hard bounce 5.1.1 2026-03-02T00:00:00Z\n" in out
     assert "    then a complaint 2026-03-02T00:01:00Z\n" in out
+
+
+def test_a_control_character_in_a_list_name_stays_on_its_line(folder: Path) -> None:
+    """A list file named with a line break or an escape sequence is shown escaped, in its
+    row and in the history."""
+    lists = folder / "subscribers"
+    lists.mkdir()
+    name = "a\nb\x1b[2J.csv"
+    add(folder, "ann@example.org", list_path=lists / name)
+    out = show(folder, "ann@example.org")[1]
+    assert "  subscribers/a\\nb\\x1b[2J.csv:2\n" in out
+    assert " subscribed in a\\nb\\x1b[2J.csv (by cli)\n" in out
+    assert "\x1b" not in out
