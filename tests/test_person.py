@@ -301,3 +301,15 @@ def test_a_control_character_in_a_list_name_stays_on_its_line(folder: Path) -> N
     assert "  subscribers/a\\nb\\x1b[2J.csv:2\n" in out
     assert " subscribed in a\\nb\\x1b[2J.csv (by cli)\n" in out
     assert "\x1b" not in out
+
+
+def test_a_list_that_cannot_be_read_gives_no_answer_but_its_file_and_line(folder: Path) -> None:
+    """A broken list is not skipped (the answer would look complete without its rows): the
+    error names the file and line, nothing is printed on stdout, exit 1."""
+    add(folder, "ann@example.org")
+    broken = folder / "subscribers" / "old.csv"
+    broken.write_text('email,name\nann@example.org,"Ann\nbob@example.org,Bob\n', encoding="utf-8")
+    for args in (["ann@example.org"], ["ann@example.org", "--json"]):
+        code, out, err = show(folder, *args)
+        assert (code, out) == (1, "")
+        assert f"{broken}:2: a quoted field opens here and is never closed" in err
