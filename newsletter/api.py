@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import (
+    BadAddress,
     BadOption,
     DraftIssue,
     InvalidInput,
@@ -507,7 +508,16 @@ class Newsletter:
 
     def person(self, email: str) -> Person:
         """Everything held on `email` (docs/subscribers.md, "What we hold on a person"):
-        matched as addresses compare, so any spelling of it finds the same records."""
+        matched as addresses compare, so any spelling of it finds the same records.
+        BadAddress when `email` is not an address and nothing is held on it (a name and
+        address pasted from a From line)."""
+        person = self._person(email)
+        refusal = None if person.held else _not_an_address(email)
+        if refusal is not None:  # "nothing is held" would be the answer to a typo
+            raise refusal
+        return person
+
+    def _person(self, email: str) -> Person:
         from newsletter.addresses import address_key
 
         held = self.store.held(_given(email))
@@ -528,9 +538,13 @@ class Newsletter:
         """Erase `email` on request: a suppression entry (a digest) first, then its rows,
         history, consent records and soft bounces, and the sends' copies of its address, name
         and merge fields. A list that cannot be changed raises InvalidInput after the rest
-        is erased."""
+        is erased. BadAddress, nothing written, when `email` is not an address and nothing
+        is held on it."""
         from newsletter.errors import InvalidInput
 
+        refusal = _not_an_address(email, "; nothing was erased")
+        if refusal is not None and not self._person(email).held:
+            raise refusal
         try:
             purged = self.store.purge(_given(email))
         except InvalidInput:
@@ -581,6 +595,27 @@ def _given(email: str) -> str:
 
         raise BadAddress(email, "no address given")
     return email
+
+
+def _not_an_address(email: str, then: str = "") -> BadAddress | None:
+    """Why `email` is not an address (a name and address pasted from a From line matches no
+    row), naming the address inside it when there is one; None for an address."""
+    from email.utils import parseaddr
+
+    from newsletter.addresses import normalise_address
+
+    try:
+        normalise_address(email, allow_reserved=True)
+        return None
+    except BadAddress:
+        inside = parseaddr(email.strip())[1]
+        inside = inside[7:] if inside.lower().startswith("mailto:") else inside
+    try:
+        inside = inside and normalise_address(inside, allow_reserved=True)[0]
+    except BadAddress:
+        inside = ""
+    hint = f": give the address alone, as in {inside}" if inside else ""
+    return BadAddress(email, f"not an address, and nothing is held on it{hint}{then}")
 
 
 @contextlib.contextmanager

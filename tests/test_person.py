@@ -313,3 +313,18 @@ def test_a_list_that_cannot_be_read_gives_no_answer_but_its_file_and_line(folder
         code, out, err = show(folder, *args)
         assert (code, out) == (1, "")
         assert f"{broken}:2: a quoted field opens here and is never closed" in err
+
+
+def test_show_of_a_name_and_address_held_nowhere_is_refused(folder: Path) -> None:
+    """`Ann <ann@…>` pasted from a request's From line matches nothing: not "nothing is
+    held" (which a data subject would be told), but an error naming the address to give."""
+    add(folder, "ann@example.org")
+    code, out, err = show(folder, "Ann Lee <ann@example.org>")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: 'Ann Lee <ann@example.org>': not an address, and nothing is held on it: "
+        "give the address alone, as in ann@example.org\n"
+    )
+    lists = folder / "subscribers"
+    (lists / "odd.csv").write_text("email\nnot an address\n", encoding="utf-8")
+    assert shown_json(folder, "not an address")["held"] is True  # a malformed row is someone's

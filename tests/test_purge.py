@@ -260,3 +260,21 @@ def test_purge_by_another_spelling_of_an_international_address(tmp_path: Path) -
         if path.is_file():
             raw = path.read_bytes()
             assert b"aneta" not in raw and "bücher".encode() not in raw, path
+
+
+def test_purge_of_a_name_and_address_held_nowhere_is_refused(tmp_path: Path) -> None:
+    """`Ann <ann@…>` pasted from a request's From line is not the address: it matches nothing,
+    so purge refuses (exit 1, naming the address to give), writes nothing, and the person's
+    rows stay for a purge by the address itself."""
+    folder = person_folder(tmp_path)
+    lists = sorted(p.read_bytes() for p in folder.glob("subscribers/*.csv"))
+    for given in (f"Zedekiah Quux <{PERSON}>", f"<{PERSON}>", f"mailto:{PERSON}"):
+        result = CliRunner().invoke(
+            app, ["--config", str(folder), "subscribers", "purge", given, "--yes"]
+        )
+        assert (result.exit_code, result.stdout) == (1, ""), result.output
+        assert "not an address, and nothing is held on it" in result.stderr
+        assert "give the address alone, as in Erase.Me@example.org" in result.stderr
+        assert "nothing was erased" in result.stderr
+    assert not suppressed_path(folder).exists()
+    assert sorted(p.read_bytes() for p in folder.glob("subscribers/*.csv")) == lists
