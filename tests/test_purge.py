@@ -278,3 +278,18 @@ def test_purge_of_a_name_and_address_held_nowhere_is_refused(tmp_path: Path) -> 
         assert "nothing was erased" in result.stderr
     assert not suppressed_path(folder).exists()
     assert sorted(p.read_bytes() for p in folder.glob("subscribers/*.csv")) == lists
+
+
+def test_purge_deletes_the_temp_files_killed_rewrites_left(tmp_path: Path) -> None:
+    """A process killed while it replaced a list's journal, or rewrote a list deleted since,
+    leaves a hidden temp file that may name the person: purge deletes them too."""
+    folder = person_folder(tmp_path)
+    lists = folder / "subscribers"
+    entry = b'{"op":"status","key":"erase.me@example.org","status":"unsubscribed"}\t0\n'
+    (lists / "..news.csv.journal.k1ll3d_a.tmp").write_bytes(b"# newsletter journal 1 x\n" + entry)
+    (lists / ".old.csv.k1ll3d_b.tmp").write_bytes(
+        b"email,name\r\nErase.Me@Example.org,Zedekiah\r\n"
+    )
+    code, _out, err = purge(folder)
+    assert code == 0, err
+    assert traces(folder) == {}

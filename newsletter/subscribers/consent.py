@@ -37,7 +37,7 @@ from newsletter.subscribers.journal import (
     scrub_orphans,
 )
 from newsletter.subscribers.people import People
-from newsletter.subscribers.rewrite import SPLICE_FROM, leftovers, rewrite
+from newsletter.subscribers.rewrite import SPLICE_FROM, drop_stray_temps, leftovers, rewrite
 from newsletter.subscribers.splice import rows_of
 from newsletter.subscribers.status import record_history
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
@@ -183,6 +183,7 @@ def purge(folder: Path, email: str) -> Purged:
     files: list[Path] = []
     broken: list[Problem] = []
     scrub_orphans(lists_folder(folder), key)
+    drop_stray_temps(lists_folder(folder))
     for path in list_files(folder):
         try:  # a journal or a leftover may name them where no row does: a rewrite deletes both
             if not journal_path(path).exists() and not leftovers(path) and not holds(path, key):
