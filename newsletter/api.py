@@ -208,6 +208,7 @@ class Erased:
     rows: int  # list rows deleted
     files: tuple[Path, ...]  # the lists they were in
     sends: tuple[Scrubbed, ...]  # the sends' records of the person, now without the address
+    elsewhere: tuple[Path, ...] = ()  # files under subscribers/ that are no list but hold it
 
     @property
     def unfinished(self) -> tuple[str, ...]:
@@ -551,7 +552,8 @@ class Newsletter:
             self.sends.forget(email)  # a broken list must not keep the ledgers unerased
             raise
         scrubbed = self.sends.forget(email)
-        return Erased(email, purged.rows, tuple(purged.files), tuple(scrubbed))
+        files, elsewhere = tuple(purged.files), tuple(purged.elsewhere)
+        return Erased(email, purged.rows, files, tuple(scrubbed), elsewhere)
 
     # -- publish -----------------------------------------------------------------------------
 

@@ -181,6 +181,11 @@ def subscribers_purge(
             "so old copies may remain in that file: when it is done, run "
             f"`newsletter subscribers purge {email}` again"
         )
+    for path in erased.elsewhere:
+        say(
+            f"warning: {path}: not a list, but it holds {email}: purge does not edit it; "
+            "delete it, or remove them from it by hand"
+        )
     say("suppression entry kept (a hash): a later import cannot bring them back")
     say("not reached from here: git history, backups, the outbox and mail already delivered")
 

@@ -246,6 +246,7 @@ class Purged:
     email: str
     rows: int
     files: list[Path]
+    elsewhere: list[Path] = field(default_factory=list)  # no list, but holding the address
 
 
 @dataclass(frozen=True)

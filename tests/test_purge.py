@@ -293,3 +293,22 @@ def test_purge_deletes_the_temp_files_killed_rewrites_left(tmp_path: Path) -> No
     code, _out, err = purge(folder)
     assert code == 0, err
     assert traces(folder) == {}
+
+
+def test_purge_names_the_files_in_subscribers_that_are_no_list_but_hold_them(
+    tmp_path: Path,
+) -> None:
+    """An editor's backup (`members.csv~`) or an export kept beside the lists is no list, so
+    purge cannot edit it: it names each such file that holds the address, in any case."""
+    folder = person_folder(tmp_path)
+    lists = folder / "subscribers"
+    (lists / "members.csv~").write_bytes((lists / "members.csv").read_bytes())
+    (lists / "old").mkdir()
+    (lists / "old" / "export.txt").write_text("ERASE.ME@EXAMPLE.ORG\n", encoding="utf-8")
+    (lists / "old" / "other.txt").write_text("ann@example.org\n", encoding="utf-8")
+    code, _out, err = purge(folder)
+    assert code == 0, err
+    for name in ("members.csv~", "old/export.txt"):
+        path = lists / name
+        assert f"warning: {path}: not a list, but it holds {PERSON.upper()}: " in err
+    assert "other.txt" not in err
