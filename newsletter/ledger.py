@@ -39,7 +39,7 @@ from typing import Any
 from newsletter import addresses
 from newsletter.errors import LedgerError
 from newsletter.ledgerdb import Connection, connect, ledger_error
-from newsletter.store import Entry, Failure, Returned, Row, SendSummary, State
+from newsletter.store import PURGED, Entry, Failure, Returned, Row, SendSummary, State
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -466,7 +466,9 @@ class Ledger:
 
     def skip(self, blocked: Iterable[tuple[int, str]], reason: str) -> list[int]:
         """Leave out not-yet-sent recipients who unsubscribed: (compact key, list path) pairs,
-        the path "" for everywhere (addresses.key_hash gives the compact key)."""
+        the path "" for everywhere (addresses.key_hash gives the compact key); the path
+        store.PURGED erases the row too, as `erase` does (purged since the snapshot)."""
+        blocked = list(blocked)
         find = (
             "SELECT recipients.id, lists.path FROM recipients LEFT JOIN lists"
             " ON lists.id = recipients.list WHERE khash = ? AND state IN (?, ?)"
@@ -482,6 +484,11 @@ class Ledger:
         now = time.time()
         for row_id in ids:
             self._write(sql, (State.SKIPPED, reason, now, row_id))
+        purged = [signed(compact) for compact, path in blocked if path == PURGED]
+        for khash in purged:
+            self._write(_ERASE, (State.SKIPPED, State.PENDING, State.DEFERRED, ERASED, khash))
+        if purged:
+            self._write("INSERT OR REPLACE INTO meta (name, value) VALUES ('erased', '1')")
         return ids
 
     def carry_over(self, source: Path, reply: str) -> int:

@@ -264,6 +264,9 @@ class Scrubbed:
 
 
 Blocked = Callable[[], set[tuple[int, str]]]  # (address hash, list or "") that must get no mail
+# in a Blocked pair instead of a list: erased on request (`purge`) since the snapshot, so the
+# send's ledger keeps no address, name or merge fields of theirs either (no path holds NUL)
+PURGED = "\0purged"
 
 
 class Recipients(Protocol):

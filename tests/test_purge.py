@@ -15,6 +15,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from newsletter.addresses import address_key, digest_hash, key_digest
+from newsletter.api import Newsletter
 from newsletter.cli import app
 from newsletter.ledger import Ledger, erase, ledger_path, signed
 from newsletter.sends import SendLock
@@ -312,3 +313,17 @@ def test_purge_names_the_files_in_subscribers_that_are_no_list_but_hold_them(
         path = lists / name
         assert f"warning: {path}: not a list, but it holds {PERSON.upper()}: " in err
     assert "other.txt" not in err
+
+
+def test_purge_while_a_first_send_is_shown_for_confirmation(tmp_path: Path) -> None:
+    """Purged after a plan was taken (its snapshot holds them; no ledger or lock yet) and
+    before it is confirmed: the send mails them not, and its ledger keeps no trace of them."""
+    folder = person_folder(tmp_path)
+    newsletter = Newsletter.open(folder)
+    plan = newsletter.plan(folder / ISSUE)
+    assert plan.recipients == 5  # three readers, Ann and them
+    assert purge(folder)[0] == 0
+    report = newsletter.send(plan)
+    assert report.counts.sent == 4
+    assert "erase.me@example.org" not in [a.lower() for a in outbox(folder)]
+    assert traces(folder) == {}

@@ -14,6 +14,7 @@ from pathlib import Path
 from newsletter.errors import Refused
 from newsletter.models import Status, Subscriber
 from newsletter.store import (
+    PURGED,
     Added,
     Blocked,
     Bounce,
@@ -139,6 +140,7 @@ class CsvStore:
             blocks = blocklist.blocks()
             pairs = {(k, "") for k in blocks.everywhere}
             pairs.update((k, str(p)) for p, keys in blocks.by_list.items() for k in keys)
+            pairs.update((k, PURGED) for k in blocks.purged)
             return pairs
 
         return blocked
