@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import (
+    BadAddress,
     BadOption,
     DraftIssue,
     InvalidInput,
@@ -185,6 +186,10 @@ class Person:
                     "outcome": o.outcome,
                     "at": None if o.at is None else utc_stamp(o.at),
                     "ledger": self._shown(Path(o.ledger)),
+                    "returns": [
+                        {"kind": r.kind, "status": r.status, "at": utc_stamp(r.at)}
+                        for r in o.returns
+                    ],
                 }
                 for o in self.sends
             ],
@@ -203,6 +208,7 @@ class Erased:
     rows: int  # list rows deleted
     files: tuple[Path, ...]  # the lists they were in
     sends: tuple[Scrubbed, ...]  # the sends' records of the person, now without the address
+    elsewhere: tuple[Path, ...] = ()  # files under subscribers/ that are no list but hold it
 
     @property
     def unfinished(self) -> tuple[str, ...]:
@@ -503,7 +509,16 @@ class Newsletter:
 
     def person(self, email: str) -> Person:
         """Everything held on `email` (docs/subscribers.md, "What we hold on a person"):
-        matched as addresses compare, so any spelling of it finds the same records."""
+        matched as addresses compare, so any spelling of it finds the same records.
+        BadAddress when `email` is not an address and nothing is held on it (a name and
+        address pasted from a From line)."""
+        person = self._person(email)
+        refusal = None if person.held else _not_an_address(email)
+        if refusal is not None:  # "nothing is held" would be the answer to a typo
+            raise refusal
+        return person
+
+    def _person(self, email: str) -> Person:
         from newsletter.addresses import address_key
 
         held = self.store.held(_given(email))
@@ -524,16 +539,21 @@ class Newsletter:
         """Erase `email` on request: a suppression entry (a digest) first, then its rows,
         history, consent records and soft bounces, and the sends' copies of its address, name
         and merge fields. A list that cannot be changed raises InvalidInput after the rest
-        is erased."""
+        is erased. BadAddress, nothing written, when `email` is not an address and nothing
+        is held on it."""
         from newsletter.errors import InvalidInput
 
+        refusal = _not_an_address(email, "; nothing was erased")
+        if refusal is not None and not self._person(email).held:
+            raise refusal
         try:
             purged = self.store.purge(_given(email))
         except InvalidInput:
             self.sends.forget(email)  # a broken list must not keep the ledgers unerased
             raise
         scrubbed = self.sends.forget(email)
-        return Erased(email, purged.rows, tuple(purged.files), tuple(scrubbed))
+        files, elsewhere = tuple(purged.files), tuple(purged.elsewhere)
+        return Erased(email, purged.rows, files, tuple(scrubbed), elsewhere)
 
     # -- publish -----------------------------------------------------------------------------
 
@@ -577,6 +597,27 @@ def _given(email: str) -> str:
 
         raise BadAddress(email, "no address given")
     return email
+
+
+def _not_an_address(email: str, then: str = "") -> BadAddress | None:
+    """Why `email` is not an address (a name and address pasted from a From line matches no
+    row), naming the address inside it when there is one; None for an address."""
+    from email.utils import parseaddr
+
+    from newsletter.addresses import normalise_address
+
+    try:
+        normalise_address(email, allow_reserved=True)
+        return None
+    except BadAddress:
+        inside = parseaddr(email.strip())[1]
+        inside = inside[7:] if inside.lower().startswith("mailto:") else inside
+    try:
+        inside = inside and normalise_address(inside, allow_reserved=True)[0]
+    except BadAddress:
+        inside = ""
+    hint = f": give the address alone, as in {inside}" if inside else ""
+    return BadAddress(email, f"not an address, and nothing is held on it{hint}{then}")
 
 
 @contextlib.contextmanager

@@ -181,6 +181,11 @@ def subscribers_purge(
             "so old copies may remain in that file: when it is done, run "
             f"`newsletter subscribers purge {email}` again"
         )
+    for path in erased.elsewhere:
+        say(
+            f"warning: {path}: not a list, but it holds {email}: purge does not edit it; "
+            "delete it, or remove them from it by hand"
+        )
     say("suppression entry kept (a hash): a later import cannot bring them back")
     say("not reached from here: git history, backups, the outbox and mail already delivered")
 
@@ -229,7 +234,7 @@ def _section(
 
 
 def _row_lines(row: dict[str, Any]) -> Iterator[str]:
-    yield f"{row['file']}:{row['line']}"
+    yield f"{_plain(row['file'])}:{row['line']}"
     for column, value in row["columns"].items():
         yield f"  {_plain(column)}:" + (f" {_plain(value)}" if value else "")
 
@@ -258,8 +263,13 @@ def _bounce_lines(bounce: dict[str, Any]) -> Iterator[str]:
 
 def _send_lines(send: dict[str, Any]) -> Iterator[str]:
     at = f" {send['at']}" if send["at"] else ""
-    destination = send["destination"] or "an unrecorded destination"
-    yield f"{send['issue']} to {destination}: {send['outcome']}{at} ({send['ledger']})"
+    destination = _plain(send["destination"]) or "an unrecorded destination"
+    ledger = _plain(send["ledger"])
+    yield f"{_plain(send['issue'])} to {destination}: {send['outcome']}{at} ({ledger})"
+    for back in send["returns"]:
+        what = "a complaint" if back["kind"] == "complaint" else f"a {back['kind']} bounce"
+        status = f" {_plain(back['status'])}" if back["status"] else ""
+        yield f"  then {what}{status} {back['at']}"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

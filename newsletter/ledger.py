@@ -39,7 +39,7 @@ from typing import Any
 from newsletter import addresses
 from newsletter.errors import LedgerError
 from newsletter.ledgerdb import Connection, connect, ledger_error
-from newsletter.store import Entry, Failure, Row, SendSummary, State
+from newsletter.store import PURGED, Entry, Failure, Returned, Row, SendSummary, State
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -149,21 +149,28 @@ def ledger_files(folder: Path) -> list[Path]:
 _LEDGER_NAME = re.compile(r"\.sqlite(\.replaced-[0-9T]+)?$")
 
 
-_OUTCOME = "SELECT state, at FROM recipients WHERE khash = ?"
+_OUTCOME = "SELECT state, at, id FROM recipients WHERE khash = ?"
+_RETURNS = "SELECT kind, status, at FROM returns WHERE id = ? ORDER BY at, kind"
+_HAS_RETURNS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'returns'"
 
 
-def outcome_in(path: Path, key: str) -> tuple[State, float | None] | None:
-    """The state and last change of the address's row in the ledger at `path`, read without
-    changing it: one probe of the index on the address hash. None when it has no row."""
+def outcome_in(path: Path, key: str) -> tuple[State, float | None, list[Returned]] | None:
+    """The state and last change of the address's row in the ledger at `path`, and the
+    bounces and complaints recorded for it, read without changing it: a probe of the index on
+    the address hash. None when it has no row."""
     try:
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute("PRAGMA busy_timeout=5000")
             if not db.execute(_HAS_RECIPIENTS).fetchone():
                 return None
             row = db.execute(_OUTCOME, (key_hash(key),)).fetchone()
+            old = row is None or not db.execute(_HAS_RETURNS).fetchone()  # made before returns
+            returns = [] if old else db.execute(_RETURNS, (row[2],)).fetchall()
     except sqlite3.Error as exc:
         raise ledger_error(path, exc) from None
-    return None if row is None else (State(row[0]), row[1])
+    if row is None:
+        return None
+    return State(row[0]), row[1], [Returned(kind, status, at) for kind, status, at in returns]
 
 
 def erase(path: Path, key: str) -> tuple[int, bool]:
@@ -459,7 +466,9 @@ class Ledger:
 
     def skip(self, blocked: Iterable[tuple[int, str]], reason: str) -> list[int]:
         """Leave out not-yet-sent recipients who unsubscribed: (compact key, list path) pairs,
-        the path "" for everywhere (addresses.key_hash gives the compact key)."""
+        the path "" for everywhere (addresses.key_hash gives the compact key); the path
+        store.PURGED erases the row too, as `erase` does (purged since the snapshot)."""
+        blocked = list(blocked)
         find = (
             "SELECT recipients.id, lists.path FROM recipients LEFT JOIN lists"
             " ON lists.id = recipients.list WHERE khash = ? AND state IN (?, ?)"
@@ -475,6 +484,11 @@ class Ledger:
         now = time.time()
         for row_id in ids:
             self._write(sql, (State.SKIPPED, reason, now, row_id))
+        purged = [signed(compact) for compact, path in blocked if path == PURGED]
+        for khash in purged:
+            self._write(_ERASE, (State.SKIPPED, State.PENDING, State.DEFERRED, ERASED, khash))
+        if purged:
+            self._write("INSERT OR REPLACE INTO meta (name, value) VALUES ('erased', '1')")
         return ids
 
     def carry_over(self, source: Path, reply: str) -> int:

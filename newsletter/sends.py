@@ -4,6 +4,7 @@ the snapshot of recipients, and the report that `send --json` and `status --json
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import time
@@ -330,8 +331,9 @@ class LedgerFolder:
             held = outcome_in(path, key)
             if held is not None:
                 send = peek(path, counts=False)
-                state, at = held
-                found.append(SendOutcome(send.slug, send.destination, state.label, at, str(path)))
+                state, at, returns = held
+                outcome = SendOutcome(send.slug, send.destination, state.label, at, str(path))
+                found.append(dataclasses.replace(outcome, returns=tuple(returns)))
         return found
 
     def forget(self, email: str) -> list[Scrubbed]:

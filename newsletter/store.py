@@ -229,6 +229,16 @@ class SendOutcome:
     outcome: str  # a State label: "sent", "failed", "unknown", "skipped", ...
     at: float | None  # unix time of its last change; None: never attempted
     ledger: str  # where the send's record is (a file)
+    returns: tuple[Returned, ...] = ()  # what came back for it later (the bounce mailbox)
+
+
+@dataclass(frozen=True)
+class Returned:
+    """A bounce or complaint a ledger recorded for one recipient (`newsletter bounces`)."""
+
+    kind: str  # "hard", "soft" (bounces) or "complaint"
+    status: str  # the DSN's status, e.g. 5.1.1; "" for a complaint
+    at: float  # unix time of the report
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,7 @@ class Purged:
     email: str
     rows: int
     files: list[Path]
+    elsewhere: list[Path] = field(default_factory=list)  # no list, but holding the address
 
 
 @dataclass(frozen=True)
@@ -253,6 +264,9 @@ class Scrubbed:
 
 
 Blocked = Callable[[], set[tuple[int, str]]]  # (address hash, list or "") that must get no mail
+# in a Blocked pair instead of a list: erased on request (`purge`) since the snapshot, so the
+# send's ledger keeps no address, name or merge fields of theirs either (no path holds NUL)
+PURGED = "\0purged"
 
 
 class Recipients(Protocol):

@@ -4,8 +4,10 @@ of one send, applied to the lists and the send's ledger, once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +304,21 @@ def test_check_warns_of_a_bounce_address_at_an_example_host(
     monkeypatch.chdir(found)
     result = run("check", ISSUE)
     assert "newsletter.bounce_address: 'bounces@example.com' is at an example host" in result.output
+
+
+def test_a_return_for_a_reader_erased_since_changes_no_one(folder: Path, tmp_path: Path) -> None:
+    """A bounce or complaint (no return path: matched by the recipient's hash) of a reader
+    purged since: their erased ledger row keeps no address, so nothing is marked, counted or
+    suppressed, and no record about an empty address appears in the people file."""
+    erased = ["someone@refuse.test", "full@tempfail.test", "reader@yahoo.com"]
+    for email in erased:
+        assert run("subscribers", "purge", email, "--yes").exit_code == 0
+    names = ["postfix-refused.eml", "postfix-soft.eml", "arf-complaint.eml"]
+    box = maildir(tmp_path, [], {name: _without_verp(name) for name in names})
+    suppressed = (folder / ".newsletter" / "suppressed").read_text()
+    for outcome in bounces("--maildir", box)["messages"]:
+        assert outcome["action"] == "erased on request: nothing to change", outcome
+    assert (folder / ".newsletter" / "suppressed").read_text() == suppressed
+    with contextlib.closing(sqlite3.connect(folder / ".newsletter" / "people.sqlite")) as db:
+        for table in ("history", "soft_bounces"):
+            assert db.execute(f"SELECT * FROM {table}").fetchall() == []  # noqa: S608

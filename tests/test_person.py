@@ -18,6 +18,9 @@ from newsletter.cli import app
 from newsletter.ledger import _OUTCOME, Ledger, ledger_path
 from newsletter.store import Entry
 from newsletter.subscribers import CsvStore, People, add
+from newsletter.subscribers.edits import StatusEdit
+from newsletter.subscribers.journal import append
+from newsletter.subscribers.rewrite import fold
 from tests.send_helpers import ISSUE, make_folder, run, write_list
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "person.schema.json").read_text())
@@ -245,3 +248,83 @@ def test_show_gives_sign_up_requests_confirmed_or_not(tmp_path: Path) -> None:
     assert call(app, "POST", link_for(root, "Wanda@example.org")).status_code == 200
     confirmed = shown_json(root, "wanda@example.org")["signups"]
     assert confirmed[0]["confirmed_at"] >= confirmed[0]["asked_at"] != ""
+
+
+def test_show_gives_a_journaled_unsubscribe_not_folded_yet_in_the_history(folder: Path) -> None:
+    """An unsubscribe `serve` journaled (its fold, which writes the history, still to come)
+    is in the history with its source, as the row already shows it; once, after the fold."""
+    add(folder, "ann@example.org", source="cli")
+    path = folder / "subscribers" / "subscribers.csv"
+    when = "2026-03-01T00:00:00Z"
+    append(path, [StatusEdit("ann@example.org", "unsubscribed", when, source="unsubscribe link")])
+    event = {"list": "subscribers.csv", "status": "unsubscribed", "at": when}
+    event["source"] = "unsubscribe link"
+    doc = shown_json(folder, "Ann@example.org")
+    assert doc["rows"][0]["columns"]["status"] == "unsubscribed"
+    assert doc["history"][1:] == [event]
+    out = show(folder, "ann@example.org")[1]
+    assert f"  {when}  unsubscribed in subscribers.csv (by unsubscribe link)\n" in out
+    fold(path)
+    assert shown_json(folder, "ann@example.org")["history"][1:] == [event]
+
+
+def test_show_gives_the_bounces_and_complaints_a_send_recorded(folder: Path) -> None:
+    """What came back from the bounce mailbox for a send (a ledger's returns) is shown with
+    that send: kind, status and time."""
+    path = ledger_path(folder / ".newsletter", "2026-03", "outbox")
+    ledger = Ledger(path)
+    ledger.add([Entry("ann@example.org", "ann@example.org")])
+    ledger.start(1)
+    ledger.sent(1, 250, "ok")
+    at = dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp()
+    ledger.record_return(1, "hard", "5.1.1", at)
+    ledger.record_return(1, "complaint", "", at + 60)
+    ledger.close()
+    doc = shown_json(folder, "ann@example.org")
+    assert doc["sends"][0]["returns"] == [
+        {"kind": "hard", "status": "5.1.1", "at": "2026-03-02T00:00:00Z"},
+        {"kind": "complaint", "status": "", "at": "2026-03-02T00:01:00Z"},
+    ]
+    out = show(folder, "ann@example.org")[1]
+    assert "    then a hard bounce 5.1.1 2026-03-02T00:00:00Z\n" in out
+    assert "    then a complaint 2026-03-02T00:01:00Z\n" in out
+
+
+def test_a_control_character_in_a_list_name_stays_on_its_line(folder: Path) -> None:
+    """A list file named with a line break or an escape sequence is shown escaped, in its
+    row and in the history."""
+    lists = folder / "subscribers"
+    lists.mkdir()
+    name = "a\nb\x1b[2J.csv"
+    add(folder, "ann@example.org", list_path=lists / name)
+    out = show(folder, "ann@example.org")[1]
+    assert "  subscribers/a\\nb\\x1b[2J.csv:2\n" in out
+    assert " subscribed in a\\nb\\x1b[2J.csv (by cli)\n" in out
+    assert "\x1b" not in out
+
+
+def test_a_list_that_cannot_be_read_gives_no_answer_but_its_file_and_line(folder: Path) -> None:
+    """A broken list is not skipped (the answer would look complete without its rows): the
+    error names the file and line, nothing is printed on stdout, exit 1."""
+    add(folder, "ann@example.org")
+    broken = folder / "subscribers" / "old.csv"
+    broken.write_text('email,name\nann@example.org,"Ann\nbob@example.org,Bob\n', encoding="utf-8")
+    for args in (["ann@example.org"], ["ann@example.org", "--json"]):
+        code, out, err = show(folder, *args)
+        assert (code, out) == (1, "")
+        assert f"{broken}:2: a quoted field opens here and is never closed" in err
+
+
+def test_show_of_a_name_and_address_held_nowhere_is_refused(folder: Path) -> None:
+    """`Ann <ann@…>` pasted from a request's From line matches nothing: not "nothing is
+    held" (which a data subject would be told), but an error naming the address to give."""
+    add(folder, "ann@example.org")
+    code, out, err = show(folder, "Ann Lee <ann@example.org>")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: 'Ann Lee <ann@example.org>': not an address, and nothing is held on it: "
+        "give the address alone, as in ann@example.org\n"
+    )
+    lists = folder / "subscribers"
+    (lists / "odd.csv").write_text("email\nnot an address\n", encoding="utf-8")
+    assert shown_json(folder, "not an address")["held"] is True  # a malformed row is someone's

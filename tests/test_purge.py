@@ -15,6 +15,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from newsletter.addresses import address_key, digest_hash, key_digest
+from newsletter.api import Newsletter
 from newsletter.cli import app
 from newsletter.ledger import Ledger, erase, ledger_path, signed
 from newsletter.sends import SendLock
@@ -260,3 +261,69 @@ def test_purge_by_another_spelling_of_an_international_address(tmp_path: Path) -
         if path.is_file():
             raw = path.read_bytes()
             assert b"aneta" not in raw and "bücher".encode() not in raw, path
+
+
+def test_purge_of_a_name_and_address_held_nowhere_is_refused(tmp_path: Path) -> None:
+    """`Ann <ann@…>` pasted from a request's From line is not the address: it matches nothing,
+    so purge refuses (exit 1, naming the address to give), writes nothing, and the person's
+    rows stay for a purge by the address itself."""
+    folder = person_folder(tmp_path)
+    lists = sorted(p.read_bytes() for p in folder.glob("subscribers/*.csv"))
+    for given in (f"Zedekiah Quux <{PERSON}>", f"<{PERSON}>", f"mailto:{PERSON}"):
+        result = CliRunner().invoke(
+            app, ["--config", str(folder), "subscribers", "purge", given, "--yes"]
+        )
+        assert (result.exit_code, result.stdout) == (1, ""), result.output
+        assert "not an address, and nothing is held on it" in result.stderr
+        assert "give the address alone, as in Erase.Me@example.org" in result.stderr
+        assert "nothing was erased" in result.stderr
+    assert not suppressed_path(folder).exists()
+    assert sorted(p.read_bytes() for p in folder.glob("subscribers/*.csv")) == lists
+
+
+def test_purge_deletes_the_temp_files_killed_rewrites_left(tmp_path: Path) -> None:
+    """A process killed while it replaced a list's journal, or rewrote a list deleted since,
+    leaves a hidden temp file that may name the person: purge deletes them too."""
+    folder = person_folder(tmp_path)
+    lists = folder / "subscribers"
+    entry = b'{"op":"status","key":"erase.me@example.org","status":"unsubscribed"}\t0\n'
+    (lists / "..news.csv.journal.k1ll3d_a.tmp").write_bytes(b"# newsletter journal 1 x\n" + entry)
+    (lists / ".old.csv.k1ll3d_b.tmp").write_bytes(
+        b"email,name\r\nErase.Me@Example.org,Zedekiah\r\n"
+    )
+    code, _out, err = purge(folder)
+    assert code == 0, err
+    assert traces(folder) == {}
+
+
+def test_purge_names_the_files_in_subscribers_that_are_no_list_but_hold_them(
+    tmp_path: Path,
+) -> None:
+    """An editor's backup (`members.csv~`) or an export kept beside the lists is no list, so
+    purge cannot edit it: it names each such file that holds the address, in any case."""
+    folder = person_folder(tmp_path)
+    lists = folder / "subscribers"
+    (lists / "members.csv~").write_bytes((lists / "members.csv").read_bytes())
+    (lists / "old").mkdir()
+    (lists / "old" / "export.txt").write_text("ERASE.ME@EXAMPLE.ORG\n", encoding="utf-8")
+    (lists / "old" / "other.txt").write_text("ann@example.org\n", encoding="utf-8")
+    code, _out, err = purge(folder)
+    assert code == 0, err
+    for name in ("members.csv~", "old/export.txt"):
+        path = lists / name
+        assert f"warning: {path}: not a list, but it holds {PERSON.upper()}: " in err
+    assert "other.txt" not in err
+
+
+def test_purge_while_a_first_send_is_shown_for_confirmation(tmp_path: Path) -> None:
+    """Purged after a plan was taken (its snapshot holds them; no ledger or lock yet) and
+    before it is confirmed: the send mails them not, and its ledger keeps no trace of them."""
+    folder = person_folder(tmp_path)
+    newsletter = Newsletter.open(folder)
+    plan = newsletter.plan(folder / ISSUE)
+    assert plan.recipients == 5  # three readers, Ann and them
+    assert purge(folder)[0] == 0
+    report = newsletter.send(plan)
+    assert report.counts.sent == 4
+    assert "erase.me@example.org" not in [a.lower() for a in outbox(folder)]
+    assert traces(folder) == {}

@@ -117,6 +117,8 @@ class Processor:
         )  # fmt: skip
         if base.result not in ("hard", "soft", "complaint"):
             return _with(base, f"nothing to do ({recipient.action})")
+        if not found.row.email:  # erased by `subscribers purge`: nobody left to mark or count
+            return _with(base, "erased on request: nothing to change")
         at = _when(report)
         if self.rules.dry_run:
             return _with(base, self._would(base, at))

@@ -7,13 +7,15 @@ the person cannot come back through an import.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter.addresses import address_key, normalise_address
+from newsletter.addresses import address_key, ascii_address, normalise_address
 from newsletter.errors import InvalidInput, Problem, Refused
 from newsletter.store import Added, Purged
 from newsletter.subscribers.csvfile import (
@@ -37,7 +39,7 @@ from newsletter.subscribers.journal import (
     scrub_orphans,
 )
 from newsletter.subscribers.people import People
-from newsletter.subscribers.rewrite import SPLICE_FROM, leftovers, rewrite
+from newsletter.subscribers.rewrite import SPLICE_FROM, drop_stray_temps, leftovers, rewrite
 from newsletter.subscribers.splice import rows_of
 from newsletter.subscribers.status import record_history
 from newsletter.subscribers.suppression import is_suppressed, suppress, unsuppress
@@ -183,6 +185,7 @@ def purge(folder: Path, email: str) -> Purged:
     files: list[Path] = []
     broken: list[Problem] = []
     scrub_orphans(lists_folder(folder), key)
+    drop_stray_temps(lists_folder(folder))
     for path in list_files(folder):
         try:  # a journal or a leftover may name them where no row does: a rewrite deletes both
             if not journal_path(path).exists() and not leftovers(path) and not holds(path, key):
@@ -195,8 +198,25 @@ def purge(folder: Path, email: str) -> Purged:
             broken.extend(exc.problems)
     with People(folder) as people:  # after the folds: they write the history of what they fold
         people.forget(email)
+    elsewhere = _held_elsewhere(folder, key)
     if broken:
         done = f"; erased from {', '.join(map(str, files))}" if files else ""
         note = f"{email}: suppressed{done}; fix the lists above, then purge again"
         raise InvalidInput([*broken, Problem(None, note)])
-    return Purged(email, rows, files)
+    return Purged(email, rows, files, elsewhere)
+
+
+def _held_elsewhere(folder: Path, key: str) -> list[Path]:
+    """The files under subscribers/ that are no list, journal or lock (an editor's backup
+    `news.csv~`, an export) and hold the address in some spelling: purge cannot edit them."""
+    own = {*list_files(folder), *(journal_path(p) for p in list_files(folder))}
+    forms = {key, ascii_address(key).casefold()}  # the domain as written or in punycode
+    found = []
+    for path in sorted(lists_folder(folder).rglob("*")):
+        if path in own or path.name.endswith(".lock") or not path.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            text = unicodedata.normalize("NFC", path.read_bytes().decode(errors="replace"))
+            if any(form in text.casefold() for form in forms):
+                found.append(path)
+    return found

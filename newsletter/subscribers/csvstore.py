@@ -14,6 +14,7 @@ from pathlib import Path
 from newsletter.errors import Refused
 from newsletter.models import Status, Subscriber
 from newsletter.store import (
+    PURGED,
     Added,
     Blocked,
     Bounce,
@@ -92,13 +93,14 @@ class CsvStore:
         return suppress(self.folder, email, reason)
 
     def held(self, email: str) -> Held:
-        rows = rows_of(self.folder, email)
+        rows, waiting = rows_of(self.folder, email)
         reason = suppression_reason(self.folder, email)
         if not people_path(self.folder).is_file():  # looking creates nothing
-            return Held(tuple(rows), reason, (), (), ())
+            return Held(tuple(rows), reason, tuple(waiting), (), ())
         with People(self.folder) as people:
             history, consents = people.history(email), people.consents(email)
             soft, signups = people.soft_bounces(email), people.signups(email)
+        history += [e for e in waiting if e not in history]  # folded meanwhile: once
         return Held(
             tuple(rows), reason, tuple(history), tuple(consents), tuple(soft), tuple(signups)
         )
@@ -138,6 +140,7 @@ class CsvStore:
             blocks = blocklist.blocks()
             pairs = {(k, "") for k in blocks.everywhere}
             pairs.update((k, str(p)) for p, keys in blocks.by_list.items() for k in keys)
+            pairs.update((k, PURGED) for k in blocks.purged)
             return pairs
 
         return blocked

@@ -3,6 +3,7 @@ of one address (`subscribers show`)."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -10,9 +11,10 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, key_hash
 from newsletter.models import Subscriber
-from newsletter.store import HeldRow
-from newsletter.subscribers.csvfile import EXAMPLE_LIST, list_files
-from newsletter.subscribers.journal import open_list, read_loosely
+from newsletter.store import HeldRow, StatusEvent
+from newsletter.subscribers.csvfile import EXAMPLE_LIST, ListReader, list_files
+from newsletter.subscribers.edits import Chain, Edit, StatusEdit
+from newsletter.subscribers.journal import identity, open_consistent, read_loosely
 from newsletter.subscribers.suppression import Blocklist, read_suppressed
 
 
@@ -77,18 +79,31 @@ def lookup(folder: Path, email: str) -> Subscriber | None:
     return found
 
 
-def rows_of(folder: Path, email: str) -> list[HeldRow]:
+def rows_of(folder: Path, email: str) -> tuple[list[HeldRow], list[StatusEvent]]:
     """Every row of the address in every list (example.csv included), all its columns: what a
-    data subject access request is answered with. A list that cannot be read raises."""
+    data subject access request is answered with; and the status changes of the address still
+    waiting in the lists' journals (`serve`'s unsubscribes: the rows show them already, the
+    history gets them when they are folded). A list that cannot be read raises."""
     key = address_key(email)
     found: list[HeldRow] = []
+    waiting: list[StatusEvent] = []
     for path in list_files(folder):
-        with open_list(path) as reader:
+        journal, handle = open_consistent(path)
+        with handle:
+            edits = journal.pending(identity(os.fstat(handle.fileno())))
+            reader = ListReader(path, handle, "email", Chain(edits) if edits else None)
             at = reader.index["email"]
             for line, cells in reader.rows():
                 if address_key(cells[at]) == key:
                     found.append(HeldRow(path, line, _columns(reader.names, cells)))
-    return found
+        waiting.extend(_waiting(path, edits, key))
+    return found, waiting
+
+
+def _waiting(path: Path, edits: list[Edit], key: str) -> list[StatusEvent]:
+    """The history a fold of these journal entries will record for `key` (rewrite.py)."""
+    changes = [e for e in edits if isinstance(e, StatusEdit) and e.key == key and e.changed]
+    return [StatusEvent(path.name, e.status, e.when, e.source) for e in changes]
 
 
 def _columns(names: list[str], cells: list[str]) -> dict[str, str]:

@@ -216,6 +216,23 @@ def leftovers(path: Path) -> list[Path]:
     return list(path.parent.glob(f".{path.name}.*.tmp"))
 
 
+def drop_stray_temps(folder: Path) -> None:
+    """Delete the temp files (`.NAME.XXXXXXXX.tmp`) of journal replacements, and of rewrites of
+    lists since deleted, that killed processes left in `folder` (purge: they may hold anyone).
+    Under the lock their writer held, so none being written now is touched; the leftovers of
+    an existing list go with its next rewrite (`_drop_leftovers`)."""
+    for temp in folder.glob(".*.tmp"):
+        target = folder / temp.name[1:].rsplit(".", 2)[0]
+        if target.name.startswith(".") and target.name.endswith(".journal"):
+            lock = journal_locked(target.with_name(target.name[1:].removesuffix(".journal")))
+        elif not target.exists():
+            lock = locked(target)
+        else:
+            continue
+        with lock, contextlib.suppress(OSError):
+            temp.unlink()
+
+
 def _drop_leftovers(path: Path) -> None:
     """Delete the leftovers of `path` (under its lock, no rewrite of it is running): they hold
     rows, perhaps of someone since purged."""

@@ -31,6 +31,16 @@ def read_suppressed(folder: Path) -> set[int]:
     return {_entry_hash(path, number, line) for number, line in lines if _is_entry(line)}
 
 
+def read_purged(folder: Path) -> set[int]:
+    """The compact keys of the entries `purge` wrote (after `read_suppressed` checked them)."""
+    try:
+        text = suppressed_path(folder).read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return set()
+    entries = (line.split() for line in text.splitlines() if _is_entry(line))
+    return {digest_hash(parts[0]) for parts in entries if parts[1:] == ["purged"]}
+
+
 def _entry_hash(path: Path, number: int, line: str) -> int:
     digest = line.split()[0]
     if not _DIGEST.fullmatch(digest):
@@ -109,6 +119,7 @@ def unsuppress(folder: Path, email: str) -> bool:
 class Blocks:
     everywhere: set[int] = field(default_factory=set)
     by_list: dict[Path, set[int]] = field(default_factory=dict)  # rows with scope = list
+    purged: set[int] = field(default_factory=set)  # erased on request (in `everywhere` too)
 
     def blocks(self, compact: int, path: Path | None) -> bool:
         if compact in self.everywhere:
@@ -149,6 +160,7 @@ class Blocklist:
         self.extra = list(lists)
         self._seen: dict[Path, tuple[Signature, Signature]] = {}
         self._by_file: dict[Path, tuple[set[int], set[int]]] = {}
+        self._purged: set[int] = set()
         self.refresh()
 
     def refresh(self) -> bool:
@@ -166,11 +178,13 @@ class Blocklist:
 
     def _read(self, path: Path) -> tuple[set[int], set[int]]:
         if path == suppressed_path(self.folder):
-            return read_suppressed(self.folder), set()
+            everywhere = read_suppressed(self.folder)
+            self._purged = read_purged(self.folder)
+            return everywhere, set()
         return _blocked_in(path)  # a broken list raises: its unsubscribes must not be missed
 
     def blocks(self) -> Blocks:
-        merged = Blocks()
+        merged = Blocks(purged=set(self._purged))
         for path, (everywhere, here) in self._by_file.items():
             merged.everywhere |= everywhere
             if here:
