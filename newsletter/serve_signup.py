@@ -180,6 +180,9 @@ def form_snippet(config: Config) -> str:
     base = config.newsletter.base_url
     if not base:
         raise MissingSetting("newsletter.base_url", "base_url", "set [newsletter] base_url")
+    if not config.signup.enabled:  # the form would post to a page serve does not offer
+        why = "[signup] enabled is false, so serve has no page for it to post to"
+        raise MissingSetting("signup.enabled", "sign-up form", why)
     offered = [Choice(n, n.removesuffix(".csv"), None) for n in config.signup.lists]
     return form_html(config, offered, f"{base}/subscribe")
 

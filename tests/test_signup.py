@@ -492,6 +492,17 @@ def test_print_form_prints_a_plain_form_for_a_static_site(tmp_path: Path) -> Non
     assert load_config(explicit=root).signup.consent in out
 
 
+def test_print_form_refuses_when_signup_is_off(tmp_path: Path) -> None:
+    """A form for a static site that would post to a page `serve` does not offer (404) is no
+    form to print: the command says why and exits non-zero, printing no HTML."""
+    from tests.compose_helpers import run
+
+    root = folder_with(tmp_path, "enabled = false")
+    result = run("--config", root, "serve", "--print-form")
+    assert result.exit_code != 0
+    assert "<form" not in result.output and "[signup] enabled is false" in result.output
+
+
 def _signup(email: str, asked: dt.datetime) -> Signup:
     return Signup(email, None, asked.replace(microsecond=0), consent=CONSENT)
 
