@@ -296,3 +296,39 @@ def test_a_spliced_fold_of_many_entries_reads_as_the_streamed_one(
         results.append([(p.email, p.name, p.status) for p in read_list(path)])
     assert results[0] == results[1]
     assert sum(status == "unsubscribed" for _e, _n, status in results[0]) == 8 + 14
+
+
+def test_a_whole_last_entry_with_a_wrong_checksum_is_an_error_not_dropped(folder: Path) -> None:
+    """A last line ending in its newline was written whole (a kill leaves a line cut short):
+    with a wrong checksum it is damaged, not torn; reading names it and the next change keeps
+    it instead of cutting an acknowledged unsubscribe off."""
+    path = folder / "subscribers" / "main.csv"
+    append(path, [StatusEdit("ada@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    append(path, [StatusEdit("bob@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    data = journal_path(path).read_bytes()
+    damaged = data[:-2] + (b"0" if data[-2:-1] != b"0" else b"1") + b"\n"
+    journal_path(path).write_bytes(damaged)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["--config", str(folder), "subscribers", "list"])
+    assert listed.exit_code == 1
+    assert ".main.csv.journal:3: a damaged journal entry" in listed.output
+    runner.invoke(app, ["--config", str(folder), "subscribers", "unsubscribe", "cy@example.org"])
+    assert journal_path(path).read_bytes().startswith(damaged)
+    assert file_statuses(path)["bob@example.org"] == "subscribed"  # nothing folded over it
+
+
+def test_purge_deletes_the_temp_file_of_a_journal_rewrite_killed_midway(folder: Path) -> None:
+    """A fold killed while it wrote the journal anew (entries appended during the fold) leaves
+    `..NAME.journal.*.tmp`: purge deletes it, for a list and for a list since deleted (gone.csv
+    has only its journal)."""
+    lists = folder / "subscribers"
+    for name in ("main.csv", "gone.csv"):
+        append(lists / name, [StatusEdit("ada@example.org", "unsubscribed", "2025-01-01")])
+        killed = lists / f"..{name}.journal.k1ll3d.tmp"  # as atomic_write names its temp file
+        killed.write_bytes(journal_path(lists / name).read_bytes())
+    done = CliRunner().invoke(
+        app, ["--config", str(folder), "subscribers", "purge", "ada@example.org", "--yes"]
+    )
+    assert done.exit_code == 0, done.output
+    holding = [p for p in lists.rglob("*") if p.is_file() and b"ada@" in p.read_bytes()]
+    assert holding == []

@@ -34,7 +34,9 @@ from newsletter.subscribers.edits import Chain, Edit, StatusEdit, fit
 from newsletter.subscribers.journal import (
     Journal,
     Signature,
+    drop_journal_leftovers,
     identity,
+    journal_leftovers,
     journal_locked,
     journal_path,
     mark_fold,
@@ -212,16 +214,18 @@ def _moved(path: Path, read: os.stat_result) -> bool:
 
 
 def leftovers(path: Path) -> list[Path]:
-    """The temp files of rewrites of `path` killed before their rename (each holds rows)."""
-    return list(path.parent.glob(f".{path.name}.*.tmp"))
+    """The temp files of rewrites of `path` and of its journal killed before their rename (each
+    holds rows or entries)."""
+    return [*path.parent.glob(f".{path.name}.*.tmp"), *journal_leftovers(path)]
 
 
 def _drop_leftovers(path: Path) -> None:
     """Delete the leftovers of `path` (under its lock, no rewrite of it is running): they hold
     rows, perhaps of someone since purged."""
-    for leftover in leftovers(path):
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         with contextlib.suppress(OSError):
             leftover.unlink()
+    drop_journal_leftovers(path)
 
 
 def _write_rows(
