@@ -91,9 +91,20 @@ def test_serve_folds_by_itself_while_running(folder: Path) -> None:
         assert file_statuses(path)["ada@example.org"] == "unsubscribed"
 
 
-def test_serve_process_folds_on_sigterm(folder: Path) -> None:
-    """The real `newsletter serve`, stopped by SIGTERM right after a 200: the change is in
-    the file when the process has exited, and no journal is left."""
+def test_serve_folds_what_a_killed_serve_left(folder: Path) -> None:
+    """A journal left by a serve killed before its fold (SIGKILL, power loss) is folded by the
+    next serve by itself, with no new change to that list."""
+    path = folder / "subscribers" / "main.csv"
+    append(path, [StatusEdit("ada@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    with running(unsubscribe_app(load_config(explicit=folder), SECRET)):
+        wait_until(lambda: not journal_path(path).exists(), "serve folding the old journal")
+    assert file_statuses(path)["ada@example.org"] == "unsubscribed"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_process_folds_on_sigterm(folder: Path, stop: signal.Signals) -> None:
+    """The real `newsletter serve`, stopped by SIGTERM (or Ctrl-C) right after a 200: the change
+    is in the file when the process has exited, and no journal is left."""
     path = folder / "subscribers" / "main.csv"
     port = free_port()
     env = {**os.environ, "NEWSLETTER_SECRET": SECRET.decode()}
@@ -104,7 +115,7 @@ def test_serve_process_folds_on_sigterm(folder: Path) -> None:
         _wait_until_up(url, server)  # type: ignore[arg-type]  # bytes stderr: only polled
         assert post(url, folder, "cy@example.org").status_code == 200
     finally:
-        server.send_signal(signal.SIGTERM)
+        server.send_signal(stop)
         server.communicate(timeout=HANG)
     assert not journal_path(path).exists()
     assert file_statuses(path)["cy@example.org"] == "unsubscribed"
