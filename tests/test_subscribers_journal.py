@@ -32,7 +32,7 @@ from newsletter.subscribers import (
     select,
 )
 from newsletter.subscribers.edits import AddEdit, StatusEdit
-from newsletter.subscribers.journal import append
+from newsletter.subscribers.journal import append, encode
 from newsletter.subscribers.rewrite import fold
 from newsletter.subscribers.splice import FOLDS_TO_ASCII
 from newsletter.tokens import make_token
@@ -343,3 +343,27 @@ def test_purge_deletes_the_temp_file_of_a_journal_rewrite_killed_midway(folder: 
     assert done.exit_code == 0, done.output
     holding = [p for p in lists.rglob("*") if p.is_file() and b"ada@" in p.read_bytes()]
     assert holding == []
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"op": "fold"},
+        {"op": "fold", "file": 5, "through": 1},
+        {"op": "add", "email": None, "name": "", "tags": [], "when": "", "source": ""},
+    ],
+    ids=["fold-without-file", "fold-file-not-a-list", "add-without-address"],
+)
+def test_an_entry_of_the_wrong_shape_is_named_not_a_traceback(
+    folder: Path, entry: dict[str, object]
+) -> None:
+    """A line with a right checksum but not an entry this version writes (another version, a
+    script): every command names the journal and the line, as for a damaged one."""
+    path = folder / "subscribers" / "main.csv"
+    append(path, [StatusEdit("bob@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    with journal_path(path).open("ab") as journal:
+        journal.write(encode(entry))
+    listed = CliRunner().invoke(app, ["--config", str(folder), "subscribers", "list"])
+    assert listed.exit_code == 1
+    assert ".main.csv.journal:3: not a journal entry" in listed.output
+    assert listed.exception is None or isinstance(listed.exception, SystemExit)

@@ -78,16 +78,35 @@ class Journal:
             if entry["op"] == "fold" and tuple(entry["file"]) == current:
                 through = max(through, int(entry["through"]))
         return [
-            self._edit(line, entry)
-            for line, offset, entry in self.entries
+            from_entry(entry)
+            for _line, offset, entry in self.entries
             if offset >= through and entry["op"] != "fold"
         ]
 
-    def _edit(self, line: int, entry: dict[str, Any]) -> Edit:
-        try:
-            return from_entry(entry)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UnreadableList(self.path, f"not a journal entry ({exc})", line=line) from None
+
+def _reads(entry: dict[str, Any]) -> bool:
+    try:
+        _checked(Path(), 0, entry)
+    except UnreadableList:
+        return False
+    return True
+
+
+def _checked(where: Path, line: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` when it is one this version reads (a fold mark, or an edit), else UnreadableList
+    naming its line: a checksum says a line is whole, not that its fields are right."""
+    try:
+        if entry["op"] != "fold":
+            from_entry(entry)
+        elif not (
+            isinstance(entry["file"], list)
+            and len(entry["file"]) == 3
+            and all(type(n) is int for n in [*entry["file"], entry["through"]])
+        ):
+            raise ValueError("a fold mark needs file: [inode, size, mtime] and through")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnreadableList(where, f"not a journal entry ({exc})", line=line) from None
+    return entry
 
 
 def read_journal(path: Path) -> Journal:
@@ -106,7 +125,7 @@ def read_journal(path: Path) -> Journal:
         entry = _entry(raw)
         if entry is None:  # a whole line (a crash cuts an append short of its newline)
             raise UnreadableList(where, "a damaged journal entry (its checksum is wrong)", number)
-        journal.entries.append((number, journal.end, entry))
+        journal.entries.append((number, journal.end, _checked(where, number, entry)))
         journal.end += len(raw) + 1
     return journal
 
@@ -471,8 +490,8 @@ class Holders:
         lines = fresh.split(b"\n")[:-1]
         for raw in lines:
             entry = _entry(raw)
-            if entry is None:
-                return False  # a torn line now: read it all again later
+            if entry is None or not _reads(entry):
+                return False  # read it all again: reading names a damaged line
             if entry["op"] == "add":
                 known.keys.add(address_key(str(entry["email"])))
             known.offset += len(raw) + 1
