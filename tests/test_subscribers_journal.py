@@ -367,3 +367,23 @@ def test_an_entry_of_the_wrong_shape_is_named_not_a_traceback(
     assert listed.exit_code == 1
     assert ".main.csv.journal:3: not a journal entry" in listed.output
     assert listed.exception is None or isinstance(listed.exception, SystemExit)
+
+
+def test_an_unsubscribe_whose_row_was_deleted_by_hand_before_the_fold_is_suppressed(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve's 200 came with the row there; the row is deleted by hand before the fold (an
+    editor saving): the fold records the address in the suppression file, as an unsubscribe of
+    an address no list holds, so the row restored by hand later is still never mailed."""
+    monkeypatch.setattr(batch, "FOLD_AFTER", 3600.0)
+    path = folder / "subscribers" / "main.csv"
+    original = path.read_text(encoding="utf-8")
+    with running(unsubscribe_app(load_config(explicit=folder), SECRET)) as url:
+        assert post(url, folder, "bob@example.org").status_code == 200
+        kept = [line for line in original.splitlines(True) if not line.startswith("bob@")]
+        saved = path.with_name("main.csv~")
+        saved.write_text("".join(kept), encoding="utf-8", newline="")
+        saved.replace(path)
+    assert not journal_path(path).exists()
+    path.write_text(original, encoding="utf-8", newline="")  # the row restored by hand
+    assert "bob@example.org" not in [p.email for p in select(folder)]

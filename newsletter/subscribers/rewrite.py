@@ -22,6 +22,7 @@ from typing import IO
 
 from newsletter.errors import StorageError, UnreadableList
 from newsletter.fileio import atomic_write, locked
+from newsletter.models import SUPPRESSING
 from newsletter.store import StatusEvent
 from newsletter.subscribers.csvfile import (
     LIST_MODE,
@@ -47,6 +48,7 @@ from newsletter.subscribers.journal import (
 )
 from newsletter.subscribers.people import People
 from newsletter.subscribers.splice import splice
+from newsletter.subscribers.suppression import suppress
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ def _fold(
             if read and _moved(path, read[0]):
                 raise _Moved
             if pending.entries:  # held until the entries are trimmed, after the rename
+                _suppress_unheld(path, [e for e in chains[-1].edits if e is not edit])
                 _record_history(path, [e for e in chains[-1].edits if e is not edit])
                 held.enter_context(journal_locked(path))
                 mark_fold(path, new_file, pending.end)
@@ -147,10 +150,20 @@ def _fold(
             if read and _moved(path, read[0]):
                 raise _Moved from None
             if pending.entries:
+                _suppress_unheld(path, [e for e in chains[-1].edits if e is not edit])
                 held.enter_context(journal_locked(path))
         if pending.entries:
             trim(path, pending.end)
     return edit is not None and edit.changed
+
+
+def _suppress_unheld(path: Path, folded: Sequence[Edit]) -> None:
+    """The journal's unsubscribes (bounces, complaints) of an address the list no longer holds
+    (its row deleted by hand after the 200): in the suppression file, as an unsubscribe of an
+    address no list holds is, before the journal that holds them goes."""
+    for e in folded:
+        if isinstance(e, StatusEdit) and not e.held and e.status in SUPPRESSING:
+            suppress(path.parent.parent, e.key, e.status)  # the lists are in <folder>/subscribers/
 
 
 def _record_history(path: Path, folded: Sequence[Edit]) -> None:
