@@ -330,13 +330,14 @@ def test_a_whole_last_entry_with_a_wrong_checksum_is_an_error_not_dropped(folder
 
 def test_purge_deletes_the_temp_file_of_a_journal_rewrite_killed_midway(folder: Path) -> None:
     """A fold killed while it wrote the journal anew (entries appended during the fold) leaves
-    `..NAME.journal.*.tmp`: purge deletes it, for a list and for a list since deleted (gone.csv
-    has only its journal)."""
+    `..NAME.journal.*.tmp`: purge deletes it, for a list and for a list since deleted (gone.csv:
+    no list, and its journal deleted by hand too)."""
     lists = folder / "subscribers"
     for name in ("main.csv", "gone.csv"):
         append(lists / name, [StatusEdit("ada@example.org", "unsubscribed", "2025-01-01")])
         killed = lists / f"..{name}.journal.k1ll3d.tmp"  # as atomic_write names its temp file
         killed.write_bytes(journal_path(lists / name).read_bytes())
+    journal_path(lists / "gone.csv").unlink()  # deleted by hand: its temp file is left alone
     done = CliRunner().invoke(
         app, ["--config", str(folder), "subscribers", "purge", "ada@example.org", "--yes"]
     )

@@ -536,7 +536,7 @@ def scrub_orphans(folder: Path, key: str) -> None:
     names = {
         where.name.removeprefix(".").removesuffix(".journal") for where in folder.glob(".*.journal")
     }
-    names |= {temp.name[1:].rpartition(".journal.")[0] for temp in folder.glob("..*.journal.*.tmp")}
+    names |= {temp.name[2:].rpartition(".journal.")[0] for temp in folder.glob("..*.journal.*.tmp")}
     for name in names:
         path = folder / name
         if path.exists() or path.is_symlink():
