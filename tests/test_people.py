@@ -3,7 +3,9 @@ change is in their history with who made it, and `purge` erases all of it from t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -164,3 +166,29 @@ def test_an_unsubscribe_through_the_journal_is_history_once_it_is_folded(tmp_pat
         ("subscribers.csv", "unsubscribed", "unsubscribe link"),
     ]
     assert bob == [("subscribed", "cli"), ("complained", "complaint")]
+
+
+def test_a_file_from_before_the_unique_history_opens_and_purges(tmp_path: Path) -> None:
+    """people.sqlite written by the version before one event was kept once: the same change
+    twice in one second (unsubscribe, resubscribe, unsubscribe) is two equal rows there. It still
+    opens (the copies become one), so `show` and `purge` work on it."""
+    folder = _folder(tmp_path)
+    path = people_path(folder)
+    path.parent.mkdir()
+    row = ("ann@example.org", "ann@example.org", "news.csv", "unsubscribed", "2025-01-01", "cli")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "CREATE TABLE history (id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL,"
+            " list TEXT NOT NULL, status TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL)"
+        )
+        insert = "INSERT INTO history (key, email, list, status, at, source) VALUES (?,?,?,?,?,?)"
+        db.executemany(insert, [row, row])
+    runner = CliRunner()
+    shown = runner.invoke(app, ["--config", str(folder), "subscribers", "show", "ann@example.org"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("unsubscribed") == 1
+    purged = runner.invoke(
+        app, ["--config", str(folder), "subscribers", "purge", "ann@example.org", "--yes"]
+    )
+    assert purged.exit_code == 0, purged.output
+    assert b"ann@" not in path.read_bytes()

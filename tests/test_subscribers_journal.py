@@ -32,7 +32,7 @@ from newsletter.subscribers import (
     select,
 )
 from newsletter.subscribers.edits import AddEdit, StatusEdit
-from newsletter.subscribers.journal import append
+from newsletter.subscribers.journal import append, encode
 from newsletter.subscribers.rewrite import fold
 from newsletter.subscribers.splice import FOLDS_TO_ASCII
 from newsletter.tokens import make_token
@@ -91,9 +91,20 @@ def test_serve_folds_by_itself_while_running(folder: Path) -> None:
         assert file_statuses(path)["ada@example.org"] == "unsubscribed"
 
 
-def test_serve_process_folds_on_sigterm(folder: Path) -> None:
-    """The real `newsletter serve`, stopped by SIGTERM right after a 200: the change is in
-    the file when the process has exited, and no journal is left."""
+def test_serve_folds_what_a_killed_serve_left(folder: Path) -> None:
+    """A journal left by a serve killed before its fold (SIGKILL, power loss) is folded by the
+    next serve by itself, with no new change to that list."""
+    path = folder / "subscribers" / "main.csv"
+    append(path, [StatusEdit("ada@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    with running(unsubscribe_app(load_config(explicit=folder), SECRET)):
+        wait_until(lambda: not journal_path(path).exists(), "serve folding the old journal")
+    assert file_statuses(path)["ada@example.org"] == "unsubscribed"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_process_folds_on_sigterm(folder: Path, stop: signal.Signals) -> None:
+    """The real `newsletter serve`, stopped by SIGTERM (or Ctrl-C) right after a 200: the change
+    is in the file when the process has exited, and no journal is left."""
     path = folder / "subscribers" / "main.csv"
     port = free_port()
     env = {**os.environ, "NEWSLETTER_SECRET": SECRET.decode()}
@@ -104,7 +115,7 @@ def test_serve_process_folds_on_sigterm(folder: Path) -> None:
         _wait_until_up(url, server)  # type: ignore[arg-type]  # bytes stderr: only polled
         assert post(url, folder, "cy@example.org").status_code == 200
     finally:
-        server.send_signal(signal.SIGTERM)
+        server.send_signal(stop)
         server.communicate(timeout=HANG)
     assert not journal_path(path).exists()
     assert file_statuses(path)["cy@example.org"] == "unsubscribed"
@@ -296,3 +307,84 @@ def test_a_spliced_fold_of_many_entries_reads_as_the_streamed_one(
         results.append([(p.email, p.name, p.status) for p in read_list(path)])
     assert results[0] == results[1]
     assert sum(status == "unsubscribed" for _e, _n, status in results[0]) == 8 + 14
+
+
+def test_a_whole_last_entry_with_a_wrong_checksum_is_an_error_not_dropped(folder: Path) -> None:
+    """A last line ending in its newline was written whole (a kill leaves a line cut short):
+    with a wrong checksum it is damaged, not torn; reading names it and the next change keeps
+    it instead of cutting an acknowledged unsubscribe off."""
+    path = folder / "subscribers" / "main.csv"
+    append(path, [StatusEdit("ada@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    append(path, [StatusEdit("bob@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    data = journal_path(path).read_bytes()
+    damaged = data[:-2] + (b"0" if data[-2:-1] != b"0" else b"1") + b"\n"
+    journal_path(path).write_bytes(damaged)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["--config", str(folder), "subscribers", "list"])
+    assert listed.exit_code == 1
+    assert ".main.csv.journal:3: a damaged journal entry" in listed.output
+    runner.invoke(app, ["--config", str(folder), "subscribers", "unsubscribe", "cy@example.org"])
+    assert journal_path(path).read_bytes().startswith(damaged)
+    assert file_statuses(path)["bob@example.org"] == "subscribed"  # nothing folded over it
+
+
+def test_purge_deletes_the_temp_file_of_a_journal_rewrite_killed_midway(folder: Path) -> None:
+    """A fold killed while it wrote the journal anew (entries appended during the fold) leaves
+    `..NAME.journal.*.tmp`: purge deletes it, for a list and for a list since deleted (gone.csv:
+    no list, and its journal deleted by hand too)."""
+    lists = folder / "subscribers"
+    for name in ("main.csv", "gone.csv"):
+        append(lists / name, [StatusEdit("ada@example.org", "unsubscribed", "2025-01-01")])
+        killed = lists / f"..{name}.journal.k1ll3d.tmp"  # as atomic_write names its temp file
+        killed.write_bytes(journal_path(lists / name).read_bytes())
+    journal_path(lists / "gone.csv").unlink()  # deleted by hand: its temp file is left alone
+    done = CliRunner().invoke(
+        app, ["--config", str(folder), "subscribers", "purge", "ada@example.org", "--yes"]
+    )
+    assert done.exit_code == 0, done.output
+    holding = [p for p in lists.rglob("*") if p.is_file() and b"ada@" in p.read_bytes()]
+    assert holding == []
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"op": "fold"},
+        {"op": "fold", "file": 5, "through": 1},
+        {"op": "add", "email": None, "name": "", "tags": [], "when": "", "source": ""},
+    ],
+    ids=["fold-without-file", "fold-file-not-a-list", "add-without-address"],
+)
+def test_an_entry_of_the_wrong_shape_is_named_not_a_traceback(
+    folder: Path, entry: dict[str, object]
+) -> None:
+    """A line with a right checksum but not an entry this version writes (another version, a
+    script): every command names the journal and the line, as for a damaged one."""
+    path = folder / "subscribers" / "main.csv"
+    append(path, [StatusEdit("bob@example.org", "unsubscribed", "2025-01-01T00:00:00Z")])
+    with journal_path(path).open("ab") as journal:
+        journal.write(encode(entry))
+    listed = CliRunner().invoke(app, ["--config", str(folder), "subscribers", "list"])
+    assert listed.exit_code == 1
+    assert ".main.csv.journal:3: not a journal entry" in listed.output
+    assert listed.exception is None or isinstance(listed.exception, SystemExit)
+
+
+def test_an_unsubscribe_whose_row_was_deleted_by_hand_before_the_fold_is_suppressed(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve's 200 came with the row there; the row is deleted by hand before the fold (an
+    editor saving): the fold records the address in the suppression file, as an unsubscribe of
+    an address no list holds, so the row restored by hand later is still never mailed."""
+    monkeypatch.setattr(batch, "FOLD_AFTER", 3600.0)
+    path = folder / "subscribers" / "main.csv"
+    original = path.read_text(encoding="utf-8")
+    with running(unsubscribe_app(load_config(explicit=folder), SECRET)) as url:
+        assert post(url, folder, "bob@example.org").status_code == 200
+        kept = [line for line in original.splitlines(True) if not line.startswith("bob@")]
+        saved = path.with_name("main.csv~")
+        saved.write_text("".join(kept), encoding="utf-8", newline="")
+        saved.replace(path)
+    assert not journal_path(path).exists()
+    path.write_text(original, encoding="utf-8", newline="")  # the row restored by hand
+    assert "bob@example.org" not in [p.email for p in select(folder)]

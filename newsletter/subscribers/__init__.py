@@ -18,8 +18,8 @@ One concern per module; imports run one way, from the top of this list to the bo
     importers    `subscribers import` (csv, Mailchimp, listmonk)
     listing      `subscribers list` and `stats`, and lookup
     checks       `subscribers check`
-    suppression  the suppression file and who is blocked (Blocklist)
     rewrite      changing a list: journal and Edit streamed into a new file, under its lock
+    suppression  the suppression file and who is blocked (Blocklist)
     splice       the same for a few rows of a big list: untouched lines copied as bytes
     journal      a list's pending changes: appended durably, applied by every reader
     edits        what one change does to rows (status, add, scope, purge), as journal entries

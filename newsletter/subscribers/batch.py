@@ -2,10 +2,11 @@
 returns, folded into the list file within FOLD_AFTER seconds and when the batch ends.
 
 A command changes a list by rewriting it at once (rewrite.py), which also folds whatever a
-batch left in the journal. A batch appends instead: one short append under the list's lock,
+batch left in the journal. A batch appends instead: one short append under the journal's lock,
 shared with the other threads appending at the same moment (one write, one fsync), so a list
 of any size takes an unsubscribe in about the time of an fsync. A thread of the batch folds
-each list FOLD_AFTER seconds after its first unfolded change. A list that cannot be folded
+each list FOLD_AFTER seconds after its first unfolded change, and the lists whose journal
+it finds when it starts (left by a process killed before its fold). A list that cannot be folded
 (a full disk, a broken row) keeps its journal, which every reader applies, and the addresses
 its pending entries stop mail to go to the suppression file as well; the fold is tried again.
 """
@@ -21,8 +22,9 @@ from pathlib import Path
 
 from newsletter.errors import NewsletterError
 from newsletter.models import SUPPRESSING
+from newsletter.subscribers.csvfile import list_files
 from newsletter.subscribers.edits import Edit, StatusEdit
-from newsletter.subscribers.journal import Holders, append, read_journal
+from newsletter.subscribers.journal import Holders, append, journal_path, read_journal
 from newsletter.subscribers.rewrite import fold
 from newsletter.subscribers.suppression import suppress
 
@@ -39,6 +41,9 @@ class Batch:
         self.fold_after = FOLD_AFTER if fold_after is None else fold_after
         self.holders = Holders()
         self.due: dict[Path, float] = {}  # list -> time.monotonic() its fold is due
+        for path in list_files(folder):  # what a process killed before its fold left
+            if journal_path(path).exists():
+                self.due[path] = time.monotonic() + self.fold_after
         self.wake = threading.Condition()
         self.closing = False
         self.thread = threading.Thread(target=self._run, name="newsletter-fold", daemon=True)

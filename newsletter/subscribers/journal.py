@@ -6,8 +6,9 @@ pending. What: UTF-8 lines. The first names the format and a nonce (a new one fo
 file, so a reader can tell that the journal was folded while it opened the list); each other
 line is one entry, `JSON<TAB>crc32`: an edit (edits.from_entry) or a fold mark.
 
-Crash rules. An append is whole once its fsync returns; a last line without its newline or with
-a wrong checksum was never acknowledged: readers skip it and the next append cuts it off. A fold
+Crash rules. An append is whole once its fsync returns; a last line without its newline was
+never acknowledged: readers skip it and the next append cuts it off. A whole line (newline and
+all) with a wrong checksum is damage, not a crash: reading names it, nothing cuts it off. A fold
 writes the new list, appends a mark naming that file (inode, size, mtime), renames it over the
 list, then deletes the journal: when a journal still ends in such a mark and the list is that
 file, the entries before the mark are in it already, so they are not applied twice.
@@ -77,16 +78,35 @@ class Journal:
             if entry["op"] == "fold" and tuple(entry["file"]) == current:
                 through = max(through, int(entry["through"]))
         return [
-            self._edit(line, entry)
-            for line, offset, entry in self.entries
+            from_entry(entry)
+            for _line, offset, entry in self.entries
             if offset >= through and entry["op"] != "fold"
         ]
 
-    def _edit(self, line: int, entry: dict[str, Any]) -> Edit:
-        try:
-            return from_entry(entry)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UnreadableList(self.path, f"not a journal entry ({exc})", line=line) from None
+
+def _reads(entry: dict[str, Any]) -> bool:
+    try:
+        _checked(Path(), 0, entry)
+    except UnreadableList:
+        return False
+    return True
+
+
+def _checked(where: Path, line: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` when it is one this version reads (a fold mark, or an edit), else UnreadableList
+    naming its line: a checksum says a line is whole, not that its fields are right."""
+    try:
+        if entry["op"] != "fold":
+            from_entry(entry)
+        elif not (
+            isinstance(entry["file"], list)
+            and len(entry["file"]) == 3
+            and all(type(n) is int for n in [*entry["file"], entry["through"]])
+        ):
+            raise ValueError("a fold mark needs file: [inode, size, mtime] and through")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnreadableList(where, f"not a journal entry ({exc})", line=line) from None
+    return entry
 
 
 def read_journal(path: Path) -> Journal:
@@ -103,11 +123,9 @@ def read_journal(path: Path) -> Journal:
     journal = Journal(where, _nonce(where, lines[0]), end=len(lines[0]) + 1, size=len(data))
     for number, raw in enumerate(lines[1:], 2):
         entry = _entry(raw)
-        if entry is None:
-            if number == len(lines):  # the last line, cut short by a crash: never acknowledged
-                break
+        if entry is None:  # a whole line (a crash cuts an append short of its newline)
             raise UnreadableList(where, "a damaged journal entry (its checksum is wrong)", number)
-        journal.entries.append((number, journal.end, entry))
+        journal.entries.append((number, journal.end, _checked(where, number, entry)))
         journal.end += len(raw) + 1
     return journal
 
@@ -472,8 +490,8 @@ class Holders:
         lines = fresh.split(b"\n")[:-1]
         for raw in lines:
             entry = _entry(raw)
-            if entry is None:
-                return False  # a torn line now: read it all again later
+            if entry is None or not _reads(entry):
+                return False  # read it all again: reading names a damaged line
             if entry["op"] == "add":
                 known.keys.add(address_key(str(entry["email"])))
             known.offset += len(raw) + 1
@@ -495,13 +513,35 @@ def _read_keys(path: Path) -> _Known:
     return _Known(file, journal.nonce, journal.end, keys)
 
 
+def journal_leftovers(path: Path) -> list[Path]:
+    """The temp files of journal rewrites (trim) of the list `path` killed before their rename:
+    each holds entries."""
+    where = journal_path(path)
+    return list(where.parent.glob(f".{where.name}.*.tmp"))
+
+
+def drop_journal_leftovers(path: Path) -> None:
+    """Delete `journal_leftovers(path)`, under the journal's lock (no trim of it is running)."""
+    if not journal_leftovers(path):
+        return
+    with journal_locked(path):
+        for leftover in journal_leftovers(path):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
 def scrub_orphans(folder: Path, key: str) -> None:
-    """Drop the entries about `key` from the journals in `folder` whose list is gone (purge:
-    a journal beside no list is never folded)."""
-    for where in folder.glob(".*.journal"):
-        path = where.with_name(where.name.removeprefix(".").removesuffix(".journal"))
+    """Drop the entries about `key` from the journals in `folder` whose list is gone, and the
+    temp files of their killed rewrites (purge: a journal beside no list is never folded)."""
+    names = {
+        where.name.removeprefix(".").removesuffix(".journal") for where in folder.glob(".*.journal")
+    }
+    names |= {temp.name[2:].rpartition(".journal.")[0] for temp in folder.glob("..*.journal.*.tmp")}
+    for name in names:
+        path = folder / name
         if path.exists() or path.is_symlink():
             continue
+        drop_journal_leftovers(path)
         with journal_locked(path):
             journal = read_journal(path)
             rest = [encode(e) for _l, _o, e in journal.entries if _about(e) != key]

@@ -27,13 +27,19 @@ from newsletter.subscribers.csvfile import now, stamp
 
 PEOPLE_FILE = "people.sqlite"
 
+# One event is recorded once, however often a fold that puts it in a list is retried. A file
+# from before this index may hold equal rows (one change twice in a second): they become one.
+UNIQUE_HISTORY = """
+DELETE FROM history
+    WHERE id NOT IN (SELECT min(id) FROM history GROUP BY key, list, status, at, source);
+CREATE UNIQUE INDEX IF NOT EXISTS history_event ON history (key, list, status, at, source);
+"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
     status TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS history_key ON history (key);
--- one event is recorded once, however often a fold that puts it in a list is retried
-CREATE UNIQUE INDEX IF NOT EXISTS history_event ON history (key, list, status, at, source);
 CREATE TABLE IF NOT EXISTS consent (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
     at TEXT NOT NULL, source TEXT NOT NULL, text TEXT NOT NULL, confirmed_at TEXT NOT NULL);
@@ -82,6 +88,10 @@ class People:
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            if not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'history_event'"
+            ).fetchone():
+                self._db.executescript(f"BEGIN IMMEDIATE;{UNIQUE_HISTORY}COMMIT;")
 
     def __enter__(self) -> People:
         return self

@@ -22,6 +22,7 @@ from typing import IO
 
 from newsletter.errors import StorageError, UnreadableList
 from newsletter.fileio import atomic_write, locked
+from newsletter.models import SUPPRESSING
 from newsletter.store import StatusEvent
 from newsletter.subscribers.csvfile import (
     LIST_MODE,
@@ -34,7 +35,9 @@ from newsletter.subscribers.edits import Chain, Edit, StatusEdit, fit
 from newsletter.subscribers.journal import (
     Journal,
     Signature,
+    drop_journal_leftovers,
     identity,
+    journal_leftovers,
     journal_locked,
     journal_path,
     mark_fold,
@@ -45,6 +48,7 @@ from newsletter.subscribers.journal import (
 )
 from newsletter.subscribers.people import People
 from newsletter.subscribers.splice import splice
+from newsletter.subscribers.suppression import suppress
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,7 @@ def _fold(
             if read and _moved(path, read[0]):
                 raise _Moved
             if pending.entries:  # held until the entries are trimmed, after the rename
+                _suppress_unheld(path, [e for e in chains[-1].edits if e is not edit])
                 _record_history(path, [e for e in chains[-1].edits if e is not edit])
                 held.enter_context(journal_locked(path))
                 mark_fold(path, new_file, pending.end)
@@ -145,10 +150,20 @@ def _fold(
             if read and _moved(path, read[0]):
                 raise _Moved from None
             if pending.entries:
+                _suppress_unheld(path, [e for e in chains[-1].edits if e is not edit])
                 held.enter_context(journal_locked(path))
         if pending.entries:
             trim(path, pending.end)
     return edit is not None and edit.changed
+
+
+def _suppress_unheld(path: Path, folded: Sequence[Edit]) -> None:
+    """The journal's unsubscribes (bounces, complaints) of an address the list no longer holds
+    (its row deleted by hand after the 200): in the suppression file, as an unsubscribe of an
+    address no list holds is, before the journal that holds them goes."""
+    for e in folded:
+        if isinstance(e, StatusEdit) and not e.held and e.status in SUPPRESSING:
+            suppress(path.parent.parent, e.key, e.status)  # the lists are in <folder>/subscribers/
 
 
 def _record_history(path: Path, folded: Sequence[Edit]) -> None:
@@ -212,8 +227,9 @@ def _moved(path: Path, read: os.stat_result) -> bool:
 
 
 def leftovers(path: Path) -> list[Path]:
-    """The temp files of rewrites of `path` killed before their rename (each holds rows)."""
-    return list(path.parent.glob(f".{path.name}.*.tmp"))
+    """The temp files of rewrites of `path` and of its journal killed before their rename (each
+    holds rows or entries)."""
+    return [*path.parent.glob(f".{path.name}.*.tmp"), *journal_leftovers(path)]
 
 
 def drop_stray_temps(folder: Path) -> None:
@@ -236,9 +252,10 @@ def drop_stray_temps(folder: Path) -> None:
 def _drop_leftovers(path: Path) -> None:
     """Delete the leftovers of `path` (under its lock, no rewrite of it is running): they hold
     rows, perhaps of someone since purged."""
-    for leftover in leftovers(path):
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         with contextlib.suppress(OSError):
             leftover.unlink()
+    drop_journal_leftovers(path)
 
 
 def _write_rows(
