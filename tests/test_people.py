@@ -9,11 +9,12 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from newsletter.cli import app
 from newsletter.store import Signup
-from newsletter.subscribers import CsvStore, People, add, purge, stamp
+from newsletter.subscribers import CsvStore, People, add, journal_path, purge, stamp
 from newsletter.subscribers.people import people_path
 
 
@@ -168,10 +169,10 @@ def test_an_unsubscribe_through_the_journal_is_history_once_it_is_folded(tmp_pat
     assert bob == [("subscribed", "cli"), ("complained", "complaint")]
 
 
-def test_a_file_from_before_the_unique_history_opens_and_purges(tmp_path: Path) -> None:
-    """people.sqlite written by the version before one event was kept once: the same change
-    twice in one second (unsubscribe, resubscribe, unsubscribe) is two equal rows there. It still
-    opens (the copies become one), so `show` and `purge` work on it."""
+def test_a_file_from_before_history_refs_opens_and_purges(tmp_path: Path) -> None:
+    """people.sqlite written before the history had a `ref` column (and with the same change
+    twice in one second, two equal rows): it opens, gains the column, and `show` (both events:
+    they happened) and `purge` work on it."""
     folder = _folder(tmp_path)
     path = people_path(folder)
     path.parent.mkdir()
@@ -186,9 +187,56 @@ def test_a_file_from_before_the_unique_history_opens_and_purges(tmp_path: Path) 
     runner = CliRunner()
     shown = runner.invoke(app, ["--config", str(folder), "subscribers", "show", "ann@example.org"])
     assert shown.exit_code == 0, shown.output
-    assert shown.output.count("unsubscribed") == 1
+    assert shown.output.count("unsubscribed in news.csv") == 2
     purged = runner.invoke(
         app, ["--config", str(folder), "subscribers", "purge", "ann@example.org", "--yes"]
     )
     assert purged.exit_code == 0, purged.output
     assert b"ann@" not in path.read_bytes()
+
+
+def test_the_same_change_twice_in_one_second_is_two_events(tmp_path: Path) -> None:
+    """Unsubscribed, subscribed again and unsubscribed within one second: the history ends as
+    the list does (only a fold retried after a crash must not record its entries twice)."""
+    folder = _folder(tmp_path)
+    add(folder, "ann@example.org", source="cli")
+    moment = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+    store = CsvStore(folder)
+    store.set_status("ann@example.org", "unsubscribed", when=moment, source="cli")
+    store.set_status("ann@example.org", "subscribed", when=moment, source="cli")
+    store.set_status("ann@example.org", "unsubscribed", when=moment, source="cli")
+    with People(folder) as people:
+        statuses = [e.status for e in people.history("ann@example.org")]
+    assert statuses == ["subscribed", "unsubscribed", "subscribed", "unsubscribed"]
+
+
+def test_a_fold_retried_after_a_failure_records_its_entries_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history of a journaled unsubscribe is written before the fold's rename; a fold that
+    fails after that (a crash, a full disk) and is done again records nothing twice."""
+    from newsletter.subscribers import rewrite
+
+    folder = _folder(tmp_path)
+    add(folder, "ann@example.org", source="cli")
+    store = CsvStore(folder)
+    path = folder / "subscribers" / "subscribers.csv"
+    real_mark = rewrite.mark_fold
+    failures = iter([OSError("the disk went away")])
+
+    def mark_once_failing(*args: object, **kwargs: object) -> None:
+        for failure in failures:
+            raise failure
+        real_mark(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rewrite, "mark_fold", mark_once_failing)
+    with store.batched():  # its fold at the end fails, after writing the history
+        store.set_status("ann@example.org", "unsubscribed", source="unsubscribe link")
+    assert journal_path(path).exists()
+    rewrite.fold(path)
+    assert not journal_path(path).exists()
+    with People(folder) as people:
+        assert [e.status for e in people.history("ann@example.org")] == [
+            "subscribed",
+            "unsubscribed",
+        ]

@@ -26,6 +26,7 @@ class Edit:
     key: str | None = None
 
     def __init__(self) -> None:
+        self.ref = ""  # the journal entry it was made from ("nonce:offset"), "" when none
         self.changed = False
         self.names: list[str] = []
         self.lowered: dict[str, int] = {}

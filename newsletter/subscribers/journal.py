@@ -77,11 +77,13 @@ class Journal:
         for _line, _offset, entry in self.entries:
             if entry["op"] == "fold" and tuple(entry["file"]) == current:
                 through = max(through, int(entry["through"]))
-        return [
-            from_entry(entry)
-            for _line, offset, entry in self.entries
-            if offset >= through and entry["op"] != "fold"
-        ]
+        edits = []
+        for _line, offset, entry in self.entries:
+            if offset >= through and entry["op"] != "fold":
+                edit = from_entry(entry)
+                edit.ref = f"{self.nonce}:{offset}"  # the same entry in a retried fold
+                edits.append(edit)
+        return edits
 
 
 def _reads(entry: dict[str, Any]) -> bool:

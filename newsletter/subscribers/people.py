@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -27,18 +28,18 @@ from newsletter.subscribers.csvfile import now, stamp
 
 PEOPLE_FILE = "people.sqlite"
 
-# One event is recorded once, however often a fold that puts it in a list is retried. A file
-# from before this index may hold equal rows (one change twice in a second): they become one.
-UNIQUE_HISTORY = """
-DELETE FROM history
-    WHERE id NOT IN (SELECT min(id) FROM history GROUP BY key, list, status, at, source);
-CREATE UNIQUE INDEX IF NOT EXISTS history_event ON history (key, list, status, at, source);
+# A change a fold puts in a list (a journal entry) is recorded once, however often the fold is
+# retried: `ref` names the entry (journal nonce and offset). Other changes have no ref (NULL,
+# never equal), so the same change made twice in one second is two events, as it happened.
+HISTORY_REF = """
+DROP INDEX IF EXISTS history_event;
+CREATE UNIQUE INDEX IF NOT EXISTS history_ref ON history (ref);
 """
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
-    status TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL);
+    status TEXT NOT NULL, at TEXT NOT NULL, source TEXT NOT NULL, ref TEXT);
 CREATE INDEX IF NOT EXISTS history_key ON history (key);
 CREATE TABLE IF NOT EXISTS consent (
     id INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT NOT NULL, list TEXT NOT NULL,
@@ -88,10 +89,10 @@ class People:
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
-            if not self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'history_event'"
-            ).fetchone():
-                self._db.executescript(f"BEGIN IMMEDIATE;{UNIQUE_HISTORY}COMMIT;")
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(history)")]
+            if "ref" not in columns:  # a file from before refs
+                self._db.execute("ALTER TABLE history ADD COLUMN ref TEXT")
+            self._db.executescript(f"BEGIN IMMEDIATE;{HISTORY_REF}COMMIT;")
 
     def __enter__(self) -> People:
         return self
@@ -115,14 +116,18 @@ class People:
         events = ((email, StatusEvent(list_name, status, at, source)) for email, status in changes)
         self.record_events(events)
 
-    def record_events(self, events: Iterable[tuple[str, StatusEvent]]) -> None:
-        """Record (address, event) pairs in one transaction; an event recorded before stays
-        recorded once (a fold retried after a crash records its events again)."""
+    def record_events(
+        self, events: Iterable[tuple[str, StatusEvent]], refs: Iterable[str | None] = ()
+    ) -> None:
+        """Record (address, event) pairs in one transaction. `refs`: the journal entry each
+        came from; an event whose ref is recorded already is not recorded again (a fold
+        retried after a crash records its events again)."""
         rows = (
-            (address_key(email), email, e.list, e.status, e.at, e.source) for email, e in events
+            (address_key(email), email, e.list, e.status, e.at, e.source, ref)
+            for (email, e), ref in itertools.zip_longest(events, refs)
         )
-        sql = "INSERT OR IGNORE INTO history (key, email, list, status, at, source)"
-        sql += " VALUES (?,?,?,?,?,?)"
+        sql = "INSERT OR IGNORE INTO history (key, email, list, status, at, source, ref)"
+        sql += " VALUES (?,?,?,?,?,?,?)"
         with self._errors("cannot write"), self._transaction():
             self._db.executemany(sql, rows)
 

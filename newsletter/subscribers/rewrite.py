@@ -169,15 +169,16 @@ def _suppress_unheld(path: Path, folded: Sequence[Edit]) -> None:
 def _record_history(path: Path, folded: Sequence[Edit]) -> None:
     """Add the status changes this fold puts into the list to the people's history (the
     journal's entries: `serve`'s unsubscribes). Written before the rename: a fold retried after
-    a crash records them again, which people.py keeps as one. A history that cannot be written
-    does not hold the list back (the change itself is what must land): it is logged."""
+    a crash records them again, which people.py keeps as one (by the entry's ref). A history
+    that cannot be written does not hold the list back (the change itself is what must land):
+    it is logged."""
     changes = [e for e in folded if isinstance(e, StatusEdit) and e.changed]
     if not changes:
         return
     events = [(e.key, StatusEvent(path.name, e.status, e.when, e.source)) for e in changes]
     try:
         with People(path.parent.parent) as people:  # the lists are in <folder>/subscribers/
-            people.record_events(events)
+            people.record_events(events, [e.ref or None for e in changes])
     except StorageError as exc:
         log.warning("status history not recorded: %s: %s: %s", exc.path, exc.action, exc.reason)
 
