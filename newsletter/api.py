@@ -23,11 +23,14 @@ from newsletter.errors import (
     DraftIssue,
     InvalidInput,
     LedgerMissing,
+    MissingSetting,
     PlanUsed,
     Problem,
     Severity,
 )
+from newsletter.store import Migration as Migration  # returned by migrate_store
 from newsletter.store import SendSummary
+from newsletter.store import StoreCheck as StoreCheck  # returned by check_store
 
 if TYPE_CHECKING:
     import asyncio
@@ -356,6 +359,34 @@ class Newsletter:
         from newsletter.sending import send_test_copy
 
         return send_test_copy(self, Path(issue), to, as_email)
+
+    # -- the shared store ([store] url) ----------------------------------------------------
+
+    def migrate_store(self) -> Migration:
+        """Create or upgrade the schema of the PostgreSQL store (safe to run twice, and on
+        several machines at once)."""
+        url = self._store_url()  # first: it says how to install the driver
+        from newsletter.pg.check import migrate_store
+
+        return migrate_store(url)
+
+    def check_store(self) -> StoreCheck:
+        """Connect to the store: its schema version, what it holds, the sends in progress."""
+        url = self._store_url()
+        from newsletter.pg.check import check_store
+
+        return check_store(url)
+
+    def _store_url(self) -> str:
+        """[store] url, with its driver installed; MissingSetting when it is not set."""
+        from newsletter.pg import require_driver
+
+        url = self.config.store.url
+        if not url:
+            hint = "set [store] url in newsletter.toml or NEWSLETTER_STORE_URL (docs/deployment.md)"
+            raise MissingSetting("store.url", "store", hint)
+        require_driver(url)
+        return url
 
     # -- publish -----------------------------------------------------------------------------
 

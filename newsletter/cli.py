@@ -560,4 +560,5 @@ def archive(
     say(f"{len(built.pages)} issue(s) archived in {built.folder}")
 
 
+import newsletter.cli_store  # noqa: E402  # registers `newsletter store ...` on app
 import newsletter.cli_subscribers  # noqa: E402, F401  # registers `newsletter subscribers ...` on app

@@ -1,7 +1,8 @@
 """newsletter.toml and the environment -> Config: find the file, read each declared key from
 TOML or its environment variable, check it, and report every problem with where it came from.
 
-`[newsletter] key` is overridden by NEWSLETTER_<KEY>, `[smtp] key` by NEWSLETTER_SMTP_<KEY>.
+`[newsletter] key` is overridden by NEWSLETTER_<KEY>, `[smtp] key` by NEWSLETTER_SMTP_<KEY>,
+`[store] url` by NEWSLETTER_STORE_URL.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from newsletter.config.credentials import PASSWORD_ENV
-from newsletter.config.settings import Config, Settings, SmtpSettings
+from newsletter.config.settings import Config, Settings, SmtpSettings, StoreSettings
 from newsletter.errors import ConfigError, Problem
 from newsletter.tomlsource import KeyLines, load, unknown_key
 
 CONFIG_NAME = "newsletter.toml"
+SECTIONS = {"newsletter": Settings, "smtp": SmtpSettings, "store": StoreSettings}
 
 _T = TypeVar("_T")
 
@@ -55,9 +57,10 @@ def load_config(
     env = os.environ if environ is None else environ
     problems: list[Problem] = []
     for name in data:
-        if name not in ("newsletter", "smtp"):
-            message = unknown_key(name, ("newsletter", "smtp")).replace("key", "table or key", 1)
+        if name not in SECTIONS:
+            message = unknown_key(name, SECTIONS).replace("key", "table or key", 1)
             problems.append(_problem(path, lines, name, message))
+    problems.extend(_store_password(data, path, lines))
     if "password" in data.get("smtp", {}):
         problems.append(
             _problem(
@@ -69,6 +72,7 @@ def load_config(
         )
     settings = _section(Settings, "newsletter", data, env, path, lines, problems)
     smtp = _section(SmtpSettings, "smtp", data, env, path, lines, problems)
+    store = _section(StoreSettings, "store", data, env, path, lines, problems)
     problems.extend(_reserved(settings, env, path, lines))
     reported = {p.field for p in problems}  # a key given but refused is not also "missing"
     if not settings.name and not reported & {"newsletter.name", env_var("newsletter", "name")}:
@@ -79,11 +83,26 @@ def load_config(
         raise ConfigError(problems)
     declared = {
         env_var(section, _toml_name(fld))
-        for section, cls in (("newsletter", Settings), ("smtp", SmtpSettings))
+        for section, cls in SECTIONS.items()
         for fld in dataclasses.fields(cls)
     }
     from_env = frozenset(declared & env.keys())
-    return Config(root=path.parent, path=path, newsletter=settings, smtp=smtp, from_env=from_env)
+    return Config(path.parent, path, settings, smtp, store, from_env)
+
+
+def _store_password(data: dict[str, Any], path: Path, lines: KeyLines) -> list[Problem]:
+    """A password in the file's [store] url: refused, as [smtp] password is (the file is
+    committed); the environment's URL, PGPASSWORD or ~/.pgpass may hold it."""
+    from newsletter.urls import has_password
+
+    url = data.get("store", {}).get("url") if isinstance(data.get("store"), dict) else None
+    if not isinstance(url, str) or not has_password(url):
+        return []
+    message = (
+        "a password does not belong in a file: set it in NEWSLETTER_STORE_URL, PGPASSWORD or "
+        "~/.pgpass instead"
+    )
+    return [_problem(path, lines, "store.url", message)]
 
 
 def _section(
@@ -280,7 +299,7 @@ def _type_word(base: Any) -> str:
 def documented_keys() -> list[tuple[str, str, str, str, str]]:
     """(key, type, default, environment variable, doc) for every key: docs/configuration.md."""
     rows = []
-    for section, cls in (("newsletter", Settings), ("smtp", SmtpSettings)):
+    for section, cls in SECTIONS.items():
         hints = get_type_hints(cls)
         for fld in dataclasses.fields(cls):
             name = _toml_name(fld)
