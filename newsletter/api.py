@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from newsletter.errors import (
     BadOption,
@@ -39,9 +39,10 @@ if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.dispatch import Notice, Progress
     from newsletter.limits import Limits
-    from newsletter.models import Rendered
+    from newsletter.models import Rendered, Subscriber
     from newsletter.resume import Joined
     from newsletter.store import Recipients, SendLedger, Sends, StatusChange, SubscriberStore
+    from newsletter.subscribers import ImportReport, Purged, Stats
     from newsletter.transport import Transport
 
 log = logging.getLogger("newsletter")
@@ -225,6 +226,8 @@ class Newsletter:
         self.config = config
         self.notify: Notify = notify or log.info
         reserved = config.newsletter.allow_reserved_domains
+        if store is None and config.store.url:
+            store = self._pg_store()
         self.store: SubscriberStore = store or CsvStore(config.root, allow_reserved=reserved)
         self.sends: Sends = sends or LedgerFolder(config.state_dir)
 
@@ -264,8 +267,11 @@ class Newsletter:
         return check_issue(Path(issue), self.config).problems
 
     def list_path(self, given: PathLike) -> Path:
-        """A list as the command line names it: a bare name is subscribers/NAME(.csv)."""
+        """A list as the command line names it: a bare name is subscribers/NAME(.csv); with
+        [store] url, the store's list NAME (`news`, `news.csv` and `subscribers/news.csv` alike)."""
         path = Path(given)
+        if self.config.store.url:
+            return Path(path.stem if path.suffix.lower() == ".csv" else path.name)
         if path.parent != Path(".") or path.is_absolute():
             return path
         name = path.name if path.suffix else f"{path.name}.csv"
@@ -376,6 +382,126 @@ class Newsletter:
         from newsletter.pg.check import check_store
 
         return check_store(url)
+
+    def _pg_store(self) -> SubscriberStore:
+        """The subscriber store in PostgreSQL ([store] url): connects on first use."""
+        url = self._store_url()
+        from newsletter.pg.lists import PgStore
+
+        reserved = self.config.newsletter.allow_reserved_domains
+        return PgStore(url, self.config.root, allow_reserved=reserved)
+
+    def store_ready(self) -> str:
+        """Where subscriber changes go, in words, once the store answers at this newsletter's
+        schema version (StoreUnavailable, StoreSchemaMismatch otherwise)."""
+        from newsletter.pg.lists import PgStore
+
+        if not isinstance(self.store, PgStore):
+            return f"the lists in {self.config.subscribers_dir}"
+        self.store.list_names()  # connects and checks the schema version
+        return f"the store at {self.store.link.place}"
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    def import_subscribers(
+        self, source: PathLike, into: PathLike, *, fmt: str = "csv", skip_invalid: bool = False
+    ) -> ImportReport:
+        """Import a file (csv, mailchimp, listmonk) into a list: every bad row reported at once
+        (InvalidInput) and nothing written while any is bad, unless `skip_invalid`. With the
+        store, one transaction."""
+        from newsletter.pg.lists import PgStore
+
+        if isinstance(self.store, PgStore):
+            from newsletter.pg.people import import_into
+
+            return import_into(self.store, Path(source), str(self.list_path(into)), fmt=fmt,
+                               skip_invalid=skip_invalid)  # fmt: skip
+        from newsletter.subscribers import import_list
+
+        reserved = self.config.newsletter.allow_reserved_domains
+        return import_list(self.config.root, Path(source), self.list_path(into), fmt=fmt,
+                           skip_invalid=skip_invalid, allow_reserved=reserved)  # fmt: skip
+
+    def export_subscribers(
+        self, out: IO[str], lists: Sequence[PathLike] | None = None, status: str | None = None
+    ) -> int:
+        """Write the lists (default: all) as one CSV list (docs/subscribers.md) to `out`; how
+        many rows. `status`: only rows with it."""
+        from newsletter.pg.lists import PgStore
+
+        paths = None if lists is None else [self.list_path(p) for p in lists]
+        if isinstance(self.store, PgStore):
+            from newsletter.pg.people import export
+
+            return export(
+                self.store, out, None if paths is None else [str(p) for p in paths], status
+            )
+        from newsletter.subscribers.export import export_lists
+
+        return export_lists(self.config.root, out, paths, status)
+
+    def unsubscribe(
+        self, email: str, lists: Sequence[PathLike] | None = None, *, only_these: bool = False
+    ) -> StatusChange:
+        """`subscribers unsubscribe`: in every list holding the address (or `lists`; with
+        `only_these`, scoped to them); in none, a suppression entry."""
+        from newsletter.pg.lists import PgStore
+
+        paths = None if lists is None else [self.list_path(p) for p in lists]
+        if isinstance(self.store, PgStore):
+            from newsletter.store import completed
+
+            return completed(self.store.set_status(email, "unsubscribed", source="cli",
+                                                   lists=paths, scope_list=only_these))  # fmt: skip
+        from newsletter.subscribers import change_status
+
+        return change_status(self.config.root, email, "unsubscribed", lists=paths,
+                             scope_list=only_these)  # fmt: skip
+
+    def purge(self, email: str) -> Purged:
+        """Erase an address on request: its rows go, a hashed suppression entry stays."""
+        from newsletter.pg.lists import PgStore
+
+        if isinstance(self.store, PgStore):
+            from newsletter.pg.people import purge
+
+            return purge(self.store, email)
+        from newsletter.subscribers import purge as purge_lists
+
+        return purge_lists(self.config.root, email)
+
+    def subscriber_rows(
+        self, status: str | None = None, tags: Iterable[str] = ()
+    ) -> tuple[Iterator[Subscriber], set[int]]:
+        """`subscribers list`: every row (streamed) with `status` and any of `tags`, and the
+        compact keys of the suppression entries."""
+        from newsletter.pg.lists import PgStore
+
+        if isinstance(self.store, PgStore):
+            from newsletter.pg.people import rows, suppressed_hashes
+
+            wanted = {t.strip().casefold() for t in tags if t.strip()}
+            found = (
+                p for p in rows(self.store, None, status)
+                if not wanted or wanted & {t.casefold() for t in p.tags}
+            )  # fmt: skip
+            return found, suppressed_hashes(self.store)
+        from newsletter.subscribers import browse, read_suppressed
+
+        root = self.config.root
+        return browse(root, status=status, tags=tags), read_suppressed(root)
+
+    def subscriber_stats(self) -> Stats:
+        """`subscribers stats`: rows per list and status, per tag, and the recipients."""
+        from newsletter.pg.lists import PgStore
+
+        if isinstance(self.store, PgStore):
+            from newsletter.pg.people import stats
+
+            return stats(self.store)
+        from newsletter.subscribers import stats as list_stats
+
+        return list_stats(self.config.root)
 
     def _store_url(self) -> str:
         """[store] url, with its driver installed; MissingSetting when it is not set."""

@@ -525,15 +525,17 @@ def serve(
 
     from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe
 
-    config = load()
+    nl = api()
+    config = nl.config
     key = endpoint_secret(config)
+    changes = nl.store_ready()  # the store answers at this version, before the port opens
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
     sock = listen(host, port)
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address goes in brackets in a URL
     say(f"unsubscribe endpoint at http://{shown}:{sock.getsockname()[1]}{path}  (Ctrl-C stops)")
-    say(f"changes go to the lists in {config.subscribers_dir}")
-    run_unsubscribe(config, key, sock=sock)
+    say(f"changes go to {changes}")
+    run_unsubscribe(config, key, sock=sock, store=nl.store)
 
 
 @app.command()

@@ -478,6 +478,8 @@ def _headers(head: bytes) -> Message:
     return BytesHeaderParser(policy=email_policy).parsebytes(head + b"\r\n\r\n")
 
 
-def run_unsubscribe(config: Config, secret: bytes, *, sock: socket.socket) -> None:
+def run_unsubscribe(
+    config: Config, secret: bytes, *, sock: socket.socket, store: SubscriberStore | None = None
+) -> None:
     """Serve the endpoint until interrupted. No access log: request paths carry tokens."""
-    _serve(unsubscribe_app(config, secret), sock, access_log=False)
+    _serve(unsubscribe_app(config, secret, store), sock, access_log=False)

@@ -10,7 +10,16 @@ from newsletter.store import Migration, RunningSend, State, StoreCheck
 COUNTS: list[tuple[str, str]] = [
     ("sends", "SELECT count(*) FROM sends"),
     ("send recipients", "SELECT count(*) FROM send_recipients"),
+    ("lists", "SELECT count(*) FROM lists"),
+    ("subscriber rows", "SELECT count(*) FROM subscribers"),
+    ("suppression entries", "SELECT count(*) FROM suppressed"),
 ]
+
+# One more count per list and status: "list news (subscribed)"
+_BY_LIST = """
+SELECT l.name, s.status, count(*) FROM subscribers s JOIN lists l ON l.id = s.list_id
+GROUP BY l.name, s.status ORDER BY l.name, s.status
+"""
 
 _RUNNING = """
 SELECT s.id, s.slug, s.destination,
@@ -41,6 +50,8 @@ def check_store(url: str) -> StoreCheck:
         if found != LATEST:
             return StoreCheck(place, found, LATEST, {}, ())
         counts = {label: _count(conn, sql) for label, sql in COUNTS}
+        for name, status, count in conn.execute(_BY_LIST).fetchall():
+            counts[f"list {name} ({status})"] = int(count)
         running = tuple(_running(conn))
     return StoreCheck(place, found, LATEST, counts, running)
 

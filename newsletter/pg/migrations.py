@@ -78,8 +78,83 @@ CREATE TABLE send_rate (             -- the shared token bucket of a destination
 );
 """
 
+# 2: the named lists, their rows, every status change, the suppression entries
+LISTS = """
+CREATE SEQUENCE subscriber_changes;  -- one number per change that can block mail (watch)
+
+CREATE TABLE lists (
+    id serial PRIMARY KEY,
+    name text NOT NULL UNIQUE,        -- `--into NAME`, `--list NAME`
+    columns text[] NOT NULL DEFAULT '{}', -- the extra columns of its rows, in import order
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE subscribers (
+    list_id integer NOT NULL REFERENCES lists ON DELETE CASCADE,
+    position bigserial,               -- row order, as the rows of a CSV list
+    khash bigint NOT NULL,            -- 64-bit hash of the address key (one row per list)
+    email text NOT NULL,
+    name text NOT NULL DEFAULT '',
+    status text NOT NULL DEFAULT 'subscribed',
+    scope text NOT NULL DEFAULT '',   -- `list`: a non-subscribed status blocks this list only
+    tags text NOT NULL DEFAULT '',    -- `;`-joined, as in the CSV format
+    subscribed_at text NOT NULL DEFAULT '',
+    unsubscribed_at text NOT NULL DEFAULT '',
+    source text NOT NULL DEFAULT '',
+    extra jsonb NOT NULL DEFAULT '{}', -- the other columns of the row
+    changed bigint NOT NULL DEFAULT nextval('subscriber_changes'),
+    PRIMARY KEY (list_id, khash)
+);
+CREATE INDEX subscribers_order ON subscribers (list_id, position);
+CREATE INDEX subscribers_khash ON subscribers (khash);
+CREATE INDEX subscribers_changed ON subscribers (changed);
+
+CREATE TABLE suppressed (            -- never mail, never import again (hashed, as the file)
+    digest text PRIMARY KEY,          -- sha256 of the address key
+    khash bigint NOT NULL,
+    reason text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    changed bigint NOT NULL DEFAULT nextval('subscriber_changes')
+);
+CREATE INDEX suppressed_changed ON suppressed (changed);
+
+CREATE TABLE status_history (        -- every status change and add: when, where, who did it
+    id bigserial PRIMARY KEY,
+    khash bigint NOT NULL,
+    email text NOT NULL,
+    list text NOT NULL,               -- the list's name; "" for the suppression entry
+    status text NOT NULL,
+    at text NOT NULL,                 -- ISO 8601, UTC
+    source text NOT NULL              -- "cli", "import", "unsubscribe link", ...
+);
+CREATE INDEX status_history_khash ON status_history (khash);
+
+CREATE TABLE consent (               -- what a person agreed to, as people.sqlite keeps it
+    id bigserial PRIMARY KEY,
+    khash bigint NOT NULL,
+    email text NOT NULL,
+    list text NOT NULL,
+    at text NOT NULL,
+    source text NOT NULL,
+    text text NOT NULL,
+    confirmed_at text NOT NULL
+);
+CREATE INDEX consent_khash ON consent (khash);
+
+CREATE TABLE soft_bounces (
+    id bigserial PRIMARY KEY,
+    khash bigint NOT NULL,
+    email text NOT NULL,
+    at text NOT NULL,
+    issue text NOT NULL,
+    status text NOT NULL              -- the enhanced status code, "4.2.2"
+);
+CREATE INDEX soft_bounces_khash ON soft_bounces (khash);
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, SENDS),
+    (2, LISTS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -15,6 +15,7 @@ One concern per module; imports run one way, from the top of this list to the bo
     status       status changes (unsubscribe, bounce) and the bounces a send still has to apply
     selection    the recipients of a send
     importers    `subscribers import` (csv, Mailchimp, listmonk)
+    export       `subscribers export`: any lists as one CSV list
     listing      `subscribers list` and `stats`, and lookup
     checks       `subscribers check`
     suppression  the suppression file and who is blocked (Blocklist)
@@ -37,7 +38,7 @@ from newsletter.subscribers.csvfile import (
 from newsletter.subscribers.csvstore import CsvStore
 from newsletter.subscribers.importers import ImportReport, import_list
 from newsletter.subscribers.listing import Stats, browse, lookup, stats
-from newsletter.subscribers.selection import Selection, select, shown
+from newsletter.subscribers.selection import Selection, select, shown, store_list
 from newsletter.subscribers.status import (
     apply_status,
     bounces_to_apply,
@@ -80,6 +81,7 @@ __all__ = [
     "shown",
     "stamp",
     "stats",
+    "store_list",
     "subscribed_since",
     "suppress",
     "suppressed_path",

@@ -1,0 +1,242 @@
+"""The store's lists in and out: `subscribers import --into NAME` (one transaction: all or
+nothing), `export` (the CSV format of docs/subscribers.md), `purge` (only a digest stays), and
+`list`, `stats` read from the store."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from newsletter.addresses import address_key, key_digest, key_hash
+from newsletter.errors import Problem, Severity
+from newsletter.models import Subscriber
+from newsletter.pg.lists import PgStore, suppress_entry
+from newsletter.pg.rows import (
+    ROW_COLUMNS,
+    ensure_list,
+    khash,
+    list_ids,
+    list_name,
+    record,
+    subscriber,
+    unsigned,
+)
+from newsletter.subscribers.consent import Purged
+from newsletter.subscribers.csvfile import COLUMNS, KNOWN, RANK, SCOPE, now
+from newsletter.subscribers.export import write_csv
+from newsletter.subscribers.importers import ImportReport, Record, check_source, read_records
+from newsletter.subscribers.listing import Stats
+
+# The tables that hold an address, and how `purge` reaches each (send_recipients keeps the
+# row, so a resumed send still knows they were mailed, but not the address).
+_ERASE = [
+    "DELETE FROM subscribers WHERE khash = %(k)s",
+    "DELETE FROM status_history WHERE khash = %(k)s",
+    "DELETE FROM consent WHERE khash = %(k)s",
+    "DELETE FROM soft_bounces WHERE khash = %(k)s",
+    "UPDATE send_recipients SET email = '', name = '', fields = '{}', reply = NULL"
+    " WHERE khash = %(k)s",
+]
+
+
+def import_into(
+    store: PgStore,
+    source: Path,
+    into: str,
+    *,
+    fmt: str = "csv",
+    skip_invalid: bool = False,
+) -> ImportReport:
+    """Import `source` into the store's list `into` (created if missing), in one transaction:
+    a bad row (without `skip_invalid`) or a failure leaves the store as it was. Merging as
+    subscribers.import_list: an address the list has keeps its values (empty ones filled), its
+    status only ever gets stronger; suppressed addresses are skipped and reported."""
+    name = list_name(into)
+    report = ImportReport(source, Path(name), allow_reserved=store.allow_reserved)
+    columns, _repeated = check_source(source, fmt, report, skip_invalid)
+    extras = [c for c in columns if c.lower() not in KNOWN]
+    with store.link.transaction("cannot import") as conn:
+        list_id = ensure_list(conn, name)
+        _add_columns(conn, list_id, extras)
+        first: dict[int, int] = {}
+        for item in read_records(source, fmt, allow_reserved=store.allow_reserved):
+            if isinstance(item, list):
+                continue
+            compact = key_hash(address_key(item.email))
+            if compact in first:
+                message = f"same address as line {first[compact]}: merged into it (first kept)"
+                report.merged.append(
+                    Problem(source, message, line=item.line, severity=Severity.WARNING)
+                )
+                continue
+            first[compact] = item.line
+            _merge(conn, list_id, name, item, report, source)
+    return report
+
+
+def _add_columns(conn: Any, list_id: int, extras: list[str]) -> None:
+    row = conn.execute("SELECT columns FROM lists WHERE id = %s", (list_id,)).fetchone()
+    have = list(row[0]) if row else []
+    new = [c for c in extras if c not in have]
+    if new:
+        conn.execute("UPDATE lists SET columns = %s WHERE id = %s", (have + new, list_id))
+
+
+def _merge(
+    conn: Any, list_id: int, name: str, item: Record, report: ImportReport, source: Path
+) -> None:
+    values = {k.lower() if k.lower() in KNOWN else k: v for k, v in item.values.items()}
+    digest = key_digest(address_key(item.email))
+    if conn.execute("SELECT 1 FROM suppressed WHERE digest = %s", (digest,)).fetchone():
+        message = f"{item.email} is in the suppression list (erased or unsubscribed): not imported"
+        report.suppressed.append(
+            Problem(source, message, line=item.line, severity=Severity.WARNING)
+        )
+        return
+    known = [c for c in COLUMNS if c != "email"] + [SCOPE]
+    row = conn.execute(
+        f"SELECT {', '.join(known)}, extra FROM subscribers WHERE list_id = %s AND khash = %s",  # noqa: S608  # column names
+        (list_id, khash(item.email)),
+    ).fetchone()
+    extra = {k: v for k, v in values.items() if k not in KNOWN}
+    if row is None:
+        _insert(conn, list_id, name, item.email, values, extra)
+        report.added += 1
+        return
+    current = dict(zip(known, (str(c) for c in row[:-1]), strict=True))
+    merged = _merged(current, values)
+    merged_extra = {**extra, **{k: v for k, v in row[-1].items() if v}}
+    if merged == current and merged_extra == row[-1]:
+        report.unchanged += 1
+        return
+    sets = ", ".join(f"{c} = %({c})s" for c in known)
+    conn.execute(
+        f"UPDATE subscribers SET {sets}, extra = %(extra)s,"  # noqa: S608  # column names
+        " changed = nextval('subscriber_changes') WHERE list_id = %(l)s AND khash = %(k)s",
+        {**merged, "extra": json.dumps(merged_extra), "l": list_id, "k": khash(item.email)},
+    )
+    if merged["status"] != current["status"]:
+        record(
+            conn, item.email, name, merged["status"], merged["unsubscribed_at"] or now(), "import"
+        )
+    report.updated += 1
+
+
+def _merged(current: dict[str, str], values: dict[str, str]) -> dict[str, str]:
+    merged = dict(current)
+    for column, value in current.items():
+        incoming = values.get(column, "")
+        if column == "status":
+            if incoming and RANK.get(incoming, 0) > RANK.get(value or "subscribed", 0):
+                merged[column] = incoming
+        elif incoming and not value.strip():
+            merged[column] = incoming
+    return merged
+
+
+def _insert(
+    conn: Any, list_id: int, name: str, email: str, values: dict[str, str], extra: dict[str, str]
+) -> None:
+    row = {c: values.get(c, "") for c in (*COLUMNS, SCOPE)}
+    row["status"] = row["status"] or "subscribed"
+    row["email"] = email
+    conn.execute(
+        "INSERT INTO subscribers (list_id, khash, email, name, status, tags, subscribed_at,"
+        " unsubscribed_at, source, scope, extra) VALUES (%(l)s, %(k)s, %(email)s, %(name)s,"
+        " %(status)s, %(tags)s, %(subscribed_at)s, %(unsubscribed_at)s, %(source)s, %(scope)s,"
+        " %(extra)s)",
+        {**row, "l": list_id, "k": khash(email), "extra": json.dumps(extra)},
+    )
+    at = row["unsubscribed_at"] if row["status"] != "subscribed" else row["subscribed_at"]
+    record(conn, email, name, row["status"], at or now(), "import")
+
+
+# ---------------------------------------------------------------------------------------------
+# export, list, stats
+
+
+def export_columns(store: PgStore, lists: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(the lists, the header of their export): the CSV columns, scope when a row has one, then
+    each list's own columns in import order."""
+    names = store.list_names() if lists is None else list(lists)
+    with store.link.transaction("cannot read the lists", changes=False) as conn:
+        ids = list_ids(conn, names) if names else {}
+        extras: dict[str, None] = {}
+        for (columns,) in conn.execute(
+            "SELECT columns FROM lists WHERE id = ANY(%s) ORDER BY name", (list(ids.values()),)
+        ):
+            extras.update(dict.fromkeys(columns))
+        scoped = conn.execute(
+            "SELECT 1 FROM subscribers WHERE list_id = ANY(%s) AND scope <> '' LIMIT 1",
+            (list(ids.values()),),
+        ).fetchone()
+    header = [*COLUMNS, *([SCOPE] if scoped else []), *extras]
+    return names, header
+
+
+def rows(
+    store: PgStore, lists: Sequence[str] | None = None, status: str | None = None
+) -> Iterator[Subscriber]:
+    """Every row of the lists (default: all, by name), in import order, streamed."""
+    names = store.list_names() if lists is None else [list_name(n) for n in lists]
+    conn = store.link.open(autocommit=False)
+    try:
+        with conn.cursor(name="newsletter_rows") as cursor:
+            cursor.itersize = 2000
+            cursor.execute(
+                f"SELECT l.name, {ROW_COLUMNS}, s.scope, s.extra FROM subscribers s"  # noqa: S608  # constant
+                " JOIN unnest(%s::text[]) WITH ORDINALITY AS c(name, n) ON true"
+                " JOIN lists l ON l.id = s.list_id AND l.name = c.name"
+                " WHERE %s::text IS NULL OR s.status = %s ORDER BY c.n, s.position",
+                (names, status, status),
+            )
+            for row in cursor:
+                yield subscriber(str(row[0]), row[1:8], str(row[8]), row[9])
+    finally:
+        conn.close()
+
+
+def suppressed_hashes(store: PgStore) -> set[int]:
+    with store.link.transaction("cannot read the suppressions", changes=False) as conn:
+        return {unsigned(int(r[0])) for r in conn.execute("SELECT khash FROM suppressed")}
+
+
+def stats(store: PgStore) -> Stats:
+    """Rows per list and status, subscribed rows per tag, and the distinct recipients of a
+    send to every list."""
+    result = Stats()
+    selection = store.select(None)
+    suppressed = suppressed_hashes(store)
+    for person in rows(store):
+        result.by_list.setdefault(str(person.list_path), Counter())[person.status] += 1
+        if person.status == "subscribed":
+            result.by_tag.update(person.tags)
+            result.held_back += key_hash(address_key(person.email)) in suppressed
+    result.recipients = sum(1 for _ in selection)
+    result.suppressed_entries = len(suppressed)
+    return result
+
+
+def purge(store: PgStore, email: str) -> Purged:
+    """Erase an address: every row of it goes (its lists' rows, status history, consent
+    records, soft bounces; a send's record keeps the state without the address) and one
+    suppression entry (a digest) stays, all in one transaction."""
+    with store.link.transaction("cannot purge") as conn:
+        held = conn.execute(
+            "SELECT l.name FROM subscribers s JOIN lists l ON l.id = s.list_id"
+            " WHERE s.khash = %s ORDER BY l.name",
+            (khash(email),),
+        ).fetchall()
+        suppress_entry(conn, email, "purged")
+        for statement in _ERASE:
+            conn.execute(statement, {"k": khash(email)})
+    return Purged(email, len(held), [Path(str(r[0])) for r in held])
+
+
+def export(store: PgStore, out: IO[str], lists: Sequence[str] | None, status: str | None) -> int:
+    """The store's lists (default: all) as one CSV list; how many rows."""
+    names, header = export_columns(store, lists)
+    return write_csv(rows(store, names, status), header, out)
