@@ -16,7 +16,7 @@ from newsletter.cli import command, load, say
 from newsletter.models import Status
 
 subscribers_app = cli.App(
-    help="Manage the lists: CSV files in subscribers/, or the store's ([store] url).",
+    help="Manage the lists (subscribers/, or the store).",
     no_args_is_help=True,
 )
 cli.app.add_typer(subscribers_app, name="subscribers")

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import psycopg
+
 from newsletter.addresses import address_key, key_hash
 from newsletter.errors import InvalidInput, StoreUnavailable
 from newsletter.models import Status, Subscriber
@@ -103,9 +105,7 @@ class Link:
         """One transaction, committed when the block ends; `changes`: it may change who gets
         mail (takes CHANGES_KEY)."""
         with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = self.open()
-            conn = self._conn
+            conn = self._connection()
             try:
                 with reporting(self.place, action), conn.transaction():
                     if changes:
@@ -114,6 +114,18 @@ class Link:
             except StoreUnavailable:
                 self.close()  # the next call connects again
                 raise
+
+    def _connection(self) -> Conn:
+        """The open connection, or a new one when there is none or the old one broke while
+        idle (a restarted server): the change at hand then goes to the new one."""
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.Error:
+                self.close()
+        if self._conn is None or self._conn.closed:
+            self._conn = self.open()
+        return self._conn
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
