@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from newsletter.dispatch import Notice, Progress
     from newsletter.limits import Limits
     from newsletter.models import Rendered, Subscriber
+    from newsletter.pg.lists import PgStore
     from newsletter.resume import Joined
     from newsletter.store import Recipients, SendLedger, Sends, StatusChange, SubscriberStore
     from newsletter.subscribers import ImportReport, Purged, Stats
@@ -394,12 +395,11 @@ class Newsletter:
     def store_ready(self) -> str:
         """Where subscriber changes go, in words, once the store answers at this newsletter's
         schema version (StoreUnavailable, StoreSchemaMismatch otherwise)."""
-        from newsletter.pg.lists import PgStore
-
-        if not isinstance(self.store, PgStore):
+        store = self._pg()
+        if store is None:
             return f"the lists in {self.config.subscribers_dir}"
-        self.store.list_names()  # connects and checks the schema version
-        return f"the store at {self.store.link.place}"
+        store.list_names()  # connects and checks the schema version
+        return f"the store at {store.link.place}"
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -409,12 +409,10 @@ class Newsletter:
         """Import a file (csv, mailchimp, listmonk) into a list: every bad row reported at once
         (InvalidInput) and nothing written while any is bad, unless `skip_invalid`. With the
         store, one transaction."""
-        from newsletter.pg.lists import PgStore
-
-        if isinstance(self.store, PgStore):
+        if (store := self._pg()) is not None:
             from newsletter.pg.people import import_into
 
-            return import_into(self.store, Path(source), str(self.list_path(into)), fmt=fmt,
+            return import_into(store, Path(source), str(self.list_path(into)), fmt=fmt,
                                skip_invalid=skip_invalid)  # fmt: skip
         from newsletter.subscribers import import_list
 
@@ -427,15 +425,11 @@ class Newsletter:
     ) -> int:
         """Write the lists (default: all) as one CSV list (docs/subscribers.md) to `out`; how
         many rows. `status`: only rows with it."""
-        from newsletter.pg.lists import PgStore
-
         paths = None if lists is None else [self.list_path(p) for p in lists]
-        if isinstance(self.store, PgStore):
+        if (store := self._pg()) is not None:
             from newsletter.pg.people import export
 
-            return export(
-                self.store, out, None if paths is None else [str(p) for p in paths], status
-            )
+            return export(store, out, None if paths is None else [str(p) for p in paths], status)
         from newsletter.subscribers.export import export_lists
 
         return export_lists(self.config.root, out, paths, status)
@@ -445,13 +439,11 @@ class Newsletter:
     ) -> StatusChange:
         """`subscribers unsubscribe`: in every list holding the address (or `lists`; with
         `only_these`, scoped to them); in none, a suppression entry."""
-        from newsletter.pg.lists import PgStore
-
         paths = None if lists is None else [self.list_path(p) for p in lists]
-        if isinstance(self.store, PgStore):
+        if (store := self._pg()) is not None:
             from newsletter.store import completed
 
-            return completed(self.store.set_status(email, "unsubscribed", source="cli",
+            return completed(store.set_status(email, "unsubscribed", source="cli",
                                                    lists=paths, scope_list=only_these))  # fmt: skip
         from newsletter.subscribers import change_status
 
@@ -460,12 +452,10 @@ class Newsletter:
 
     def purge(self, email: str) -> Purged:
         """Erase an address on request: its rows go, a hashed suppression entry stays."""
-        from newsletter.pg.lists import PgStore
-
-        if isinstance(self.store, PgStore):
+        if (store := self._pg()) is not None:
             from newsletter.pg.people import purge
 
-            return purge(self.store, email)
+            return purge(store, email)
         from newsletter.subscribers import purge as purge_lists
 
         return purge_lists(self.config.root, email)
@@ -475,17 +465,15 @@ class Newsletter:
     ) -> tuple[Iterator[Subscriber], set[int]]:
         """`subscribers list`: every row (streamed) with `status` and any of `tags`, and the
         compact keys of the suppression entries."""
-        from newsletter.pg.lists import PgStore
-
-        if isinstance(self.store, PgStore):
+        if (store := self._pg()) is not None:
             from newsletter.pg.people import rows, suppressed_hashes
 
             wanted = {t.strip().casefold() for t in tags if t.strip()}
             found = (
-                p for p in rows(self.store, None, status)
+                p for p in rows(store, None, status)
                 if not wanted or wanted & {t.casefold() for t in p.tags}
             )  # fmt: skip
-            return found, suppressed_hashes(self.store)
+            return found, suppressed_hashes(store)
         from newsletter.subscribers import browse, read_suppressed
 
         root = self.config.root
@@ -493,15 +481,21 @@ class Newsletter:
 
     def subscriber_stats(self) -> Stats:
         """`subscribers stats`: rows per list and status, per tag, and the recipients."""
-        from newsletter.pg.lists import PgStore
-
-        if isinstance(self.store, PgStore):
+        if (store := self._pg()) is not None:
             from newsletter.pg.people import stats
 
-            return stats(self.store)
+            return stats(store)
         from newsletter.subscribers import stats as list_stats
 
         return list_stats(self.config.root)
+
+    def _pg(self) -> PgStore | None:
+        """The store when it is PostgreSQL's; None for the CSV lists (without loading psycopg)."""
+        if not self.config.store.url:
+            return None
+        from newsletter.pg.lists import PgStore
+
+        return self.store if isinstance(self.store, PgStore) else None
 
     def _store_url(self) -> str:
         """[store] url, with its driver installed; MissingSetting when it is not set."""

@@ -34,15 +34,6 @@ EmailArg = Annotated[str, typer.Argument(help="The person's address.", show_defa
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _list_path(folder: Path, given: Path | None) -> Path | None:
-    if given is None:
-        return None
-    if given.parent != Path(".") or given.is_absolute():
-        return given
-    name = given.name if given.suffix else f"{given.name}.csv"
-    return folder / "subscribers" / name
-
-
 @subscribers_app.command("add")
 @command
 def subscribers_add(
@@ -124,17 +115,20 @@ def subscribers_remove(email: EmailArg, list_: ListOption = None) -> None:
     from newsletter import subscribers
     from newsletter.errors import NotInList
 
-    folder = load().root
-    path = _list_path(folder, list_)
-    lists = None if path is None else [path]
-    if not subscribers.find(folder, email, lists):
+    nl = cli.api()
+    folder = nl.config.root
+    lists = None if list_ is None else [list_]
+    if nl.config.store.url:
+        held = nl.store.lookup(email) is not None
+    else:
+        held = bool(subscribers.find(folder, email, [nl.list_path(list_)] if list_ else None))
+    if not held:
         raise NotInList(email)
     say(
         "note: `subscribers remove` is now `subscribers unsubscribe` (the same: the row stays); "
         "to delete a person's rows, use `subscribers purge`"
     )
-    change = subscribers.change_status(folder, email, "unsubscribed", lists=lists)
-    _say_status(change, "unsubscribed")
+    _say_status(nl.unsubscribe(email, lists), "unsubscribed")
 
 
 @subscribers_app.command("purge")

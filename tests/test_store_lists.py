@@ -431,3 +431,65 @@ def test_status_history_records_every_change_with_its_source(store: PgStore, pg_
             "SELECT list, status, source FROM status_history ORDER BY id"
         ).fetchall()
     assert rows == [("news", "subscribed", "cli"), ("news", "unsubscribed", "unsubscribe link")]
+
+
+def test_list_stats_and_unsubscribe_work_on_the_store(tmp_path: Path, pg_url: str) -> None:
+    """`subscribers list`, `stats`, `add` and `unsubscribe --list X --only-this-list` act on
+    the store's named lists, not on the folder's subscribers/."""
+    folder = migrated(tmp_path, pg_url)
+    env = store_env(pg_url)
+    assert (
+        run(folder, "subscribers", "import", str(EXAMPLE), "--into", "news", env=env).returncode
+        == 0
+    )
+    added = run(folder, "subscribers", "add", "ada@example.org", "--list", "club", env=env)
+    assert added.stdout == "added ada@example.org to club\n"
+    gone = run(
+        folder,
+        "subscribers",
+        "unsubscribe",
+        "ada@example.org",
+        "--list",
+        "club",
+        "--only-this-list",
+        env=env,
+    )
+    assert gone.stdout == "ada@example.org: unsubscribed in club\n"
+    shown = run(
+        folder, "subscribers", "list", "--status", "unsubscribed", env=env
+    ).stdout.splitlines()
+    assert "ada@example.org\t\tunsubscribed\t\tclub" in shown
+    assert not any("reader0@example.org" in line for line in shown)
+    stats = run(folder, "subscribers", "stats", env=env).stdout
+    assert "news: 10 rows (8 subscribed, 1 unsubscribed, 1 bounced)" in stats
+    assert "club: 1 rows (1 unsubscribed)" in stats
+    assert "recipients of a send to every list: 8" in stats  # club's block is for club only
+
+
+def test_serve_answers_503_while_the_store_is_down_then_recovers(
+    tmp_path: Path, pg_cluster: object, pg_url: str
+) -> None:
+    """The store stopped: a one-click POST gets 503 (never a 200 for nothing committed); once it
+    is back, the same POST unsubscribes, on a new connection."""
+    from tests.pgcluster import Cluster
+
+    assert isinstance(pg_cluster, Cluster)
+    folder = migrated(tmp_path, pg_url)
+    assert (
+        run(
+            folder, "subscribers", "import", str(EXAMPLE), "--into", "news", env=store_env(pg_url)
+        ).returncode
+        == 0
+    )
+    with serving(folder, pg_url) as base:
+        target = link(folder, base, "ada@example.org")
+        assert httpx.get(target, timeout=10).status_code == 200
+        pg_cluster.stop("immediate")
+        try:
+            down = httpx.post(target, content=ONE_CLICK, headers=FORM, timeout=HANG)
+        finally:
+            pg_cluster.start()
+        assert down.status_code == 503
+        up = httpx.post(target, content=ONE_CLICK, headers=FORM, timeout=HANG)
+        assert up.status_code == 200
+    assert statuses(pg_url)[("news", "ada@example.org")] == "unsubscribed"
