@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import io
 import mailbox
 import shutil
@@ -267,6 +268,11 @@ def test_purge_leaves_no_row_with_the_address(tmp_path: Path, pg_url: str) -> No
             " VALUES (%s, 1, %s, 'ada@example.org', 'Ada Lovelace', 2, '250 ok <ada@example.org>')",
             (send[0], khash("ada@example.org")),
         )
+    people = PgStore(pg_url, folder)
+    people.record_consent("ada@example.org", list_name="news", source="web form", text="Yes",
+                          at="2024-01-01T00:00:00Z", confirmed_at="")  # fmt: skip
+    people.soft_bounce("ada@example.org", issue="x", status="4.2.2", at=dt.datetime.now(dt.UTC))
+    people.close()
     assert "ada@example.org" in every_row(pg_url)
     purged = run(folder, "subscribers", "purge", "ada@example.org", "--yes", env=env)
     assert purged.returncode == 0, purged.stderr
@@ -422,15 +428,27 @@ def test_watch_reports_each_unsubscribe_committed_since_the_last_call(store: PgS
     }
 
 
-def test_status_history_records_every_change_with_its_source(store: PgStore, pg_url: str) -> None:
+def test_status_history_records_every_change_with_its_source(store: PgStore) -> None:
     """Every add and status change is a line of the person's history: list, status, source."""
     store.add("g@example.org", list_path=Path("news"))
     store.set_status("g@example.org", "unsubscribed", source="unsubscribe link")
-    with psycopg.connect(pg_url) as conn:
-        rows = conn.execute(
-            "SELECT list, status, source FROM status_history ORDER BY id"
-        ).fetchall()
-    assert rows == [("news", "subscribed", "cli"), ("news", "unsubscribed", "unsubscribe link")]
+    found = [
+        (list_, status, source) for list_, status, _at, source in store.history("g@example.org")
+    ]
+    assert found == [("news", "subscribed", "cli"), ("news", "unsubscribed", "unsubscribe link")]
+
+
+def test_consent_records_and_soft_bounces_are_kept_per_person(store: PgStore) -> None:
+    """Consent records and soft bounces (people.sqlite's fields) are stored by address; the
+    soft bounces counted within their window."""
+    store.record_consent("h@example.org", list_name="news", source="web form", text="Yes, mail me",
+                         at="2024-01-01T00:00:00Z", confirmed_at="")  # fmt: skip
+    day = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+    counts = [
+        store.soft_bounce("h@example.org", issue="x", status="4.2.2", at=day + dt.timedelta(days=d))
+        for d in (0, 10, 45)
+    ]
+    assert counts == [1, 2, 1]
 
 
 def test_list_stats_and_unsubscribe_work_on_the_store(tmp_path: Path, pg_url: str) -> None:

@@ -156,6 +156,45 @@ class PgStore:
         weaker = any(should_change(str(r[0]), "bounced") for r in rows)
         return weaker or (not rows and not suppressed)
 
+    # -- what the store holds on a person besides their rows (people.sqlite of the CSV side) --
+
+    def record_consent(
+        self, email: str, *, list_name: str, source: str, text: str, at: str, confirmed_at: str
+    ) -> None:
+        """What the person agreed to, when and where (the fields of people.sqlite's)."""
+        with self.link.transaction("cannot record consent", changes=False) as conn:
+            conn.execute(
+                "INSERT INTO consent (khash, email, list, at, source, text, confirmed_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (khash(email), email, list_name, at, source, text, confirmed_at),
+            )
+
+    def soft_bounce(
+        self, email: str, *, issue: str, status: str, at: dt.datetime, window_days: int = 30
+    ) -> int:
+        """Record a soft bounce; how many the address had within `window_days` up to `at`."""
+        moment, since = stamp(at), stamp(at - dt.timedelta(days=window_days))
+        with self.link.transaction("cannot record a soft bounce", changes=False) as conn:
+            conn.execute(
+                "INSERT INTO soft_bounces (khash, email, at, issue, status)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (khash(email), email, moment, issue, status),
+            )
+            row = conn.execute(
+                "SELECT count(*) FROM soft_bounces WHERE khash = %s AND at > %s AND at <= %s",
+                (khash(email), since, moment),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def history(self, email: str) -> list[tuple[str, str, str, str]]:
+        """(list, status, at, source) of every status change of the address, oldest first."""
+        with self.link.transaction("cannot read the history", changes=False) as conn:
+            rows = conn.execute(
+                "SELECT list, status, at, source FROM status_history WHERE khash = %s ORDER BY id",
+                (khash(email),),
+            ).fetchall()
+        return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
     def watch(self, recipients: Recipients) -> Blocked:
         """Between batches, one query: the blocking changes committed since the last call
         (every change takes the same lock before its number, so none is missed)."""
