@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from newsletter.addresses import address_key, key_digest, key_hash
+from newsletter.addresses import address_key, key_hash
 from newsletter.errors import Problem, Severity
 from newsletter.models import Subscriber
 from newsletter.pg.lists import PgStore, suppress_entry
@@ -59,8 +59,8 @@ def import_into(
     columns, _repeated = check_source(source, fmt, report, skip_invalid)
     extras = [c for c in columns if c.lower() not in KNOWN]
     with store.link.transaction("cannot import") as conn:
-        list_id = ensure_list(conn, name)
-        _add_columns(conn, list_id, extras)
+        merge = _Merge(conn, ensure_list(conn, name), name, report)
+        _add_columns(conn, merge.list_id, extras)
         first: dict[int, int] = {}
         for item in read_records(source, fmt, allow_reserved=store.allow_reserved):
             if isinstance(item, list):
@@ -73,7 +73,8 @@ def import_into(
                 )
                 continue
             first[compact] = item.line
-            _merge(conn, list_id, name, item, report, source)
+            merge.one(item)
+        merge.flush()
     return report
 
 
@@ -85,44 +86,91 @@ def _add_columns(conn: Any, list_id: int, extras: list[str]) -> None:
         conn.execute("UPDATE lists SET columns = %s WHERE id = %s", (have + new, list_id))
 
 
-def _merge(
-    conn: Any, list_id: int, name: str, item: Record, report: ImportReport, source: Path
-) -> None:
-    values = {k.lower() if k.lower() in KNOWN else k: v for k, v in item.values.items()}
-    digest = key_digest(address_key(item.email))
-    if conn.execute("SELECT 1 FROM suppressed WHERE digest = %s", (digest,)).fetchone():
-        message = f"{item.email} is in the suppression list (erased or unsubscribed): not imported"
-        report.suppressed.append(
-            Problem(source, message, line=item.line, severity=Severity.WARNING)
+_KNOWN = [c for c in COLUMNS if c != "email"] + [SCOPE]  # the row's columns a merge may fill
+_INSERT = (
+    "INSERT INTO subscribers (list_id, khash, email, name, status, tags, subscribed_at,"
+    " unsubscribed_at, source, scope, extra) VALUES (%(l)s, %(k)s, %(email)s, %(name)s,"
+    " %(status)s, %(tags)s, %(subscribed_at)s, %(unsubscribed_at)s, %(source)s, %(scope)s,"
+    " %(extra)s)"
+)
+_HISTORY = (
+    "INSERT INTO status_history (khash, email, list, status, at, source)"
+    " VALUES (%(k)s, %(email)s, %(list)s, %(status)s, %(at)s, 'import')"
+)
+BATCH = 1000  # new rows sent to the server at once (pipelined)
+
+
+class _Merge:
+    """The rows of an import merged into one list, in the caller's transaction: the list's
+    addresses and the suppression entries read once, new rows inserted in batches."""
+
+    def __init__(self, conn: Any, list_id: int, name: str, report: ImportReport) -> None:
+        self.conn, self.list_id, self.name, self.report = conn, list_id, name, report
+        self.suppressed = {int(r[0]) for r in conn.execute("SELECT khash FROM suppressed")}
+        held = conn.execute("SELECT khash FROM subscribers WHERE list_id = %s", (list_id,))
+        self.held = {int(r[0]) for r in held}
+        self.new: list[dict[str, Any]] = []
+
+    def one(self, item: Record) -> None:
+        values = {k.lower() if k.lower() in KNOWN else k: v for k, v in item.values.items()}
+        key = khash(item.email)
+        if key in self.suppressed:
+            message = (
+                f"{item.email} is in the suppression list (erased or unsubscribed): not imported"
+            )
+            self.report.suppressed.append(
+                Problem(self.report.source, message, line=item.line, severity=Severity.WARNING)
+            )
+        elif key in self.held:
+            self._update(item.email, key, values)
+        else:
+            self._add(item.email, key, values)
+
+    def _add(self, email: str, key: int, values: dict[str, str]) -> None:
+        row: dict[str, Any] = {c: values.get(c, "") for c in (*COLUMNS, SCOPE)}
+        row["status"] = row["status"] or "subscribed"
+        extra = {k: v for k, v in values.items() if k not in KNOWN}
+        row |= {"email": email, "l": self.list_id, "k": key, "extra": json.dumps(extra)}
+        row["at"] = (
+            row["unsubscribed_at"] if row["status"] != "subscribed" else row["subscribed_at"]
+        ) or now()
+        row["list"] = self.name
+        self.new.append(row)
+        self.held.add(key)
+        self.report.added += 1
+        if len(self.new) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.new:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(_INSERT, self.new)
+                cursor.executemany(_HISTORY, self.new)
+            self.new = []
+
+    def _update(self, email: str, key: int, values: dict[str, str]) -> None:
+        self.flush()  # the row may be one of this import's (a repeated address merged first)
+        row = self.conn.execute(
+            f"SELECT {', '.join(_KNOWN)}, extra FROM subscribers WHERE list_id = %s AND khash = %s",  # noqa: S608  # column names
+            (self.list_id, key),
+        ).fetchone()
+        current = dict(zip(_KNOWN, (str(c) for c in row[:-1]), strict=True))
+        merged = _merged(current, values)
+        extra = {k: v for k, v in values.items() if k not in KNOWN}
+        merged_extra = {**extra, **{k: v for k, v in row[-1].items() if v}}
+        if merged == current and merged_extra == row[-1]:
+            self.report.unchanged += 1
+            return
+        sets = ", ".join(f"{c} = %({c})s" for c in _KNOWN)
+        self.conn.execute(
+            f"UPDATE subscribers SET {sets}, extra = %(extra)s,"  # noqa: S608  # column names
+            " changed = nextval('subscriber_changes') WHERE list_id = %(l)s AND khash = %(k)s",
+            {**merged, "extra": json.dumps(merged_extra), "l": self.list_id, "k": key},
         )
-        return
-    known = [c for c in COLUMNS if c != "email"] + [SCOPE]
-    row = conn.execute(
-        f"SELECT {', '.join(known)}, extra FROM subscribers WHERE list_id = %s AND khash = %s",  # noqa: S608  # column names
-        (list_id, khash(item.email)),
-    ).fetchone()
-    extra = {k: v for k, v in values.items() if k not in KNOWN}
-    if row is None:
-        _insert(conn, list_id, name, item.email, values, extra)
-        report.added += 1
-        return
-    current = dict(zip(known, (str(c) for c in row[:-1]), strict=True))
-    merged = _merged(current, values)
-    merged_extra = {**extra, **{k: v for k, v in row[-1].items() if v}}
-    if merged == current and merged_extra == row[-1]:
-        report.unchanged += 1
-        return
-    sets = ", ".join(f"{c} = %({c})s" for c in known)
-    conn.execute(
-        f"UPDATE subscribers SET {sets}, extra = %(extra)s,"  # noqa: S608  # column names
-        " changed = nextval('subscriber_changes') WHERE list_id = %(l)s AND khash = %(k)s",
-        {**merged, "extra": json.dumps(merged_extra), "l": list_id, "k": khash(item.email)},
-    )
-    if merged["status"] != current["status"]:
-        record(
-            conn, item.email, name, merged["status"], merged["unsubscribed_at"] or now(), "import"
-        )
-    report.updated += 1
+        if merged["status"] != current["status"]:
+            at = merged["unsubscribed_at"] or now()
+            record(self.conn, email, self.name, merged["status"], at, "import")
+        self.report.updated += 1
 
 
 def _merged(current: dict[str, str], values: dict[str, str]) -> dict[str, str]:
@@ -135,23 +183,6 @@ def _merged(current: dict[str, str], values: dict[str, str]) -> dict[str, str]:
         elif incoming and not value.strip():
             merged[column] = incoming
     return merged
-
-
-def _insert(
-    conn: Any, list_id: int, name: str, email: str, values: dict[str, str], extra: dict[str, str]
-) -> None:
-    row = {c: values.get(c, "") for c in (*COLUMNS, SCOPE)}
-    row["status"] = row["status"] or "subscribed"
-    row["email"] = email
-    conn.execute(
-        "INSERT INTO subscribers (list_id, khash, email, name, status, tags, subscribed_at,"
-        " unsubscribed_at, source, scope, extra) VALUES (%(l)s, %(k)s, %(email)s, %(name)s,"
-        " %(status)s, %(tags)s, %(subscribed_at)s, %(unsubscribed_at)s, %(source)s, %(scope)s,"
-        " %(extra)s)",
-        {**row, "l": list_id, "k": khash(email), "extra": json.dumps(extra)},
-    )
-    at = row["unsubscribed_at"] if row["status"] != "subscribed" else row["subscribed_at"]
-    record(conn, email, name, row["status"], at or now(), "import")
 
 
 # ---------------------------------------------------------------------------------------------
