@@ -299,6 +299,12 @@ def test_a_bad_import_leaves_the_store_unchanged(tmp_path: Path, pg_url: str) ->
         assert done.returncode != 0
         assert f"{bad}:3: email:" in done.stderr
         assert f"nothing was written to {into}" in done.stderr
+    many = tmp_path / "many.csv"  # past the first batch sent to the server, then a bad value
+    rows = [f"r{i}@example.org,Reader {i},Paris" for i in range(1500)] + ["x@example.org,X,Lo\x00n"]
+    many.write_text("email,name,city\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    done = run(folder, "subscribers", "import", str(many), "--into", "news", env=env)
+    assert done.returncode != 0
+    assert f"{many}:1502: city: a NUL character" in done.stderr
     assert every_row(pg_url) == before
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from newsletter.addresses import address_key, key_hash
-from newsletter.errors import Problem, Severity
+from newsletter.errors import InvalidInput, Problem, Severity
 from newsletter.models import Subscriber
 from newsletter.pg.lists import PgStore, suppress_entry
 from newsletter.pg.rows import (
@@ -113,6 +113,10 @@ class _Merge:
 
     def one(self, item: Record) -> None:
         values = {k.lower() if k.lower() in KNOWN else k: v for k, v in item.values.items()}
+        held = [k for k, v in values.items() if "\x00" in v]
+        if held:  # PostgreSQL's text cannot hold it; the transaction is rolled back
+            message = "a NUL character, which the store cannot hold: nothing was imported"
+            raise InvalidInput.one(self.report.source, message, field=held[0], line=item.line)
         key = khash(item.email)
         if key in self.suppressed:
             message = (

@@ -107,7 +107,7 @@ class Link:
         with self._lock:
             conn = self._connection()
             try:
-                with reporting(self.place, action), conn.transaction():
+                with _refused(action), reporting(self.place, action), conn.transaction():
                     if changes:
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHANGES_KEY,))
                     yield conn
@@ -132,6 +132,17 @@ class Link:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+@contextlib.contextmanager
+def _refused(action: str) -> Iterator[None]:
+    """A value the server refuses (DataError: a NUL, a number out of range) as InvalidInput:
+    the transaction is rolled back, nothing of it is stored."""
+    try:
+        yield
+    except psycopg.DataError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput.one(None, f"{action}: the store refused a value: {first}") from None
 
 
 def list_ids(conn: Conn, names: list[str]) -> dict[str, int]:
