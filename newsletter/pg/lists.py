@@ -204,20 +204,28 @@ class PgStore:
             with self.link.transaction("cannot read the unsubscribes", changes=False) as conn:
                 rows = conn.execute(_CHANGES, (seen[0], seen[0])).fetchall()
             pairs: set[tuple[int, str]] = set()
-            for compact, list_, scope, status, number in rows:
-                seen[0] = max(seen[0], int(number))
-                if status != "subscribed":
+            for compact, list_, scope, _status, number in rows:
+                if compact is None:  # the highest number read (None: nothing changed)
+                    seen[0] = max(seen[0], int(number or 0))
+                else:
                     pairs.add((unsigned(int(compact)), str(list_) if scope == "list" else ""))
             return pairs
 
         return blocked
 
 
+# The blocks numbered after the last call, and the highest number now (a last row of NULLs),
+# read in one statement: one snapshot, so no change falls between the two.
 _CHANGES = """
-SELECT s.khash, l.name, s.scope, s.status, s.changed
-  FROM subscribers s JOIN lists l ON l.id = s.list_id WHERE s.changed > %s
+WITH changed AS (
+    SELECT s.khash, l.name, s.scope, s.status, s.changed
+      FROM subscribers s JOIN lists l ON l.id = s.list_id WHERE s.changed > %s
+    UNION ALL
+    SELECT khash, '', '', 'suppressed', changed FROM suppressed WHERE changed > %s
+)
+SELECT khash, name, scope, status, changed FROM changed WHERE status <> 'subscribed'
 UNION ALL
-SELECT khash, '', '', 'suppressed', changed FROM suppressed WHERE changed > %s
+SELECT NULL, NULL, NULL, NULL, max(changed) FROM changed
 """
 
 
