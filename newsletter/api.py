@@ -453,9 +453,7 @@ class Newsletter:
     def purge(self, email: str) -> Purged:
         """Erase an address on request: its rows go, a hashed suppression entry stays."""
         if (store := self._pg()) is not None:
-            from newsletter.pg.people import purge
-
-            return purge(store, email)
+            return store.purge(email)
         from newsletter.subscribers import purge as purge_lists
 
         return purge_lists(self.config.root, email)

@@ -32,6 +32,7 @@ from newsletter.pg.rows import (
     unsigned,
 )
 from newsletter.store import Added, Blocked, Bounce, Recipients, StatusChange
+from newsletter.subscribers.consent import Purged
 from newsletter.subscribers.csvfile import join_tags, name_problem, now, split_tags, stamp
 from newsletter.subscribers.selection import LEFT_OUT_REASONS
 from newsletter.subscribers.status import subscribed_since
@@ -155,6 +156,12 @@ class PgStore:
             return False
         weaker = any(should_change(str(r[0]), "bounced") for r in rows)
         return weaker or (not rows and not suppressed)
+
+    def purge(self, email: str) -> Purged:
+        """Erase the address on request, in one transaction (pg.people.purge)."""
+        from newsletter.pg.people import purge
+
+        return purge(self, email)
 
     # -- what the store holds on a person besides their rows (people.sqlite of the CSV side) --
 
