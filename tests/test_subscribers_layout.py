@@ -13,6 +13,7 @@ LAYERS = [
     "status",
     "selection",
     "importers",
+    "export",
     "listing",
     "checks",
     "suppression",
