@@ -248,6 +248,37 @@ class Scrubbed:
     complete: bool  # False: in use (a send held its lock, or a reader), old copies may remain
 
 
+@dataclass(frozen=True)
+class RunningSend:
+    """A send of the shared store with recipients still to go, as `store check` shows it."""
+
+    slug: str
+    destination: str
+    counts: Mapping[str, int]  # by State.label
+    workers: int  # senders holding a lease on it now
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """What `newsletter store check` shows: where the store is (never its password), its
+    schema version against this newsletter's, what it holds, and the sends in progress."""
+
+    where: str  # host:port/dbname
+    version: int
+    expected: int
+    counts: Mapping[str, int]  # what -> how many ("sends", "send recipients", ...)
+    running: tuple[RunningSend, ...]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What `newsletter store migrate` did: the schema version before and after."""
+
+    where: str
+    before: int
+    after: int
+
+
 # ---------------------------------------------------------------------------------------------
 # The protocols
 
