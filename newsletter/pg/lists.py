@@ -9,9 +9,11 @@ change is one transaction, committed before the method returns.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,17 @@ from newsletter.pg.rows import (
     subscriber,
     unsigned,
 )
-from newsletter.store import Added, Blocked, Bounce, Purged, Recipients, StatusChange
+from newsletter.store import (
+    Added,
+    Blocked,
+    Bounce,
+    Confirmed,
+    Held,
+    Purged,
+    Recipients,
+    Signup,
+    StatusChange,
+)
 from newsletter.subscribers.csvfile import join_tags, name_problem, now, split_tags, stamp
 from newsletter.subscribers.selection import LEFT_OUT_REASONS
 from newsletter.subscribers.status import subscribed_since
@@ -85,22 +97,10 @@ class PgStore:
     ) -> Added:
         """Subscribe an address to a list (default `subscribers`), under the rules of
         subscribers.consent.add."""
-        stored, _smtputf8 = normalise_address(email, allow_reserved=self.allow_reserved)
-        name = name.strip()
-        problem = name_problem(name)
-        if problem:
-            raise InvalidInput.one(None, problem, field="name")
+        stored, name = checked(email, name, allow_reserved=self.allow_reserved)
         target = list_name(list_path) if list_path is not None else DEFAULT_LIST
-        wanted = [t.strip() for t in tags if t.strip()]
         with self.link.transaction("cannot add") as conn:
-            blocking = _blocking(conn, stored, target)
-            if not resubscribe:
-                _refuse(conn, stored, blocking)
-            list_id = ensure_list(conn, target)
-            created, changed = _upsert(conn, list_id, target, stored, name, wanted, source)
-            if resubscribe:
-                changed = _resubscribe(conn, list_id, target, stored, blocking, source) or changed
-        return Added(stored, Path(target), created=created, changed=changed)
+            return subscribe(conn, stored, name, tags, target, resubscribe, source, now())
 
     def set_status(
         self,
@@ -149,12 +149,41 @@ class PgStore:
                 "SELECT status, subscribed_at FROM subscribers WHERE khash = %s",
                 (khash(bounce.email),),
             ).fetchall()
-            suppressed = _is_suppressed(conn, bounce.email)
+            suppressed = is_suppressed(conn, bounce.email)
         since = [Subscriber(bounce.email, fields={"subscribed_at": str(r[1])}) for r in rows]
         if any(subscribed_since(s, bounce.at) for s in since):
             return False
         weaker = any(should_change(str(r[0]), "bounced") for r in rows)
         return weaker or (not rows and not suppressed)
+
+    def batched(self) -> AbstractContextManager[None]:
+        """Nothing to batch: every change is its own transaction, committed when it returns."""
+        return contextlib.nullcontext()
+
+    # -- sign-ups from the web form (pg.signups) and a person's records (pg.people) ----------
+
+    def request_signup(self, signup: Signup, *, since: dt.datetime) -> bool:
+        from newsletter.pg.signups import request
+
+        return request(self, signup, since)
+
+    def withdraw_signup(self, signup: Signup) -> None:
+        from newsletter.pg.signups import withdraw
+
+        withdraw(self, signup)
+
+    def confirm_signup(
+        self, email: str, list_path: Path | None, asked_at: dt.datetime, *, when: dt.datetime
+    ) -> Confirmed:
+        from newsletter.pg.signups import confirm
+
+        return confirm(self, email, list_path, asked_at, when)
+
+    def held(self, email: str) -> Held:
+        """Everything the store holds on the address, read in one snapshot (pg.people.held)."""
+        from newsletter.pg.people import held
+
+        return held(self, email)
 
     def purge(self, email: str) -> Purged:
         """Erase the address on request, in one transaction (pg.people.purge)."""
@@ -239,7 +268,7 @@ def _utc(unix: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(unix, dt.UTC)
 
 
-def _is_suppressed(conn: Any, email: str) -> bool:
+def is_suppressed(conn: Any, email: str) -> bool:
     digest = key_digest(address_key(email))
     return (
         conn.execute("SELECT 1 FROM suppressed WHERE digest = %s", (digest,)).fetchone() is not None
@@ -256,7 +285,40 @@ def suppress_entry(conn: Any, email: str, reason: str) -> bool:
     return bool(done.rowcount)
 
 
-def _blocking(conn: Any, email: str, target: str) -> list[tuple[str, str, str]]:
+def checked(email: str, name: str, *, allow_reserved: bool) -> tuple[str, str]:
+    """(the address as stored, the name trimmed), or the error `add` gives for either."""
+    stored, _smtputf8 = normalise_address(email, allow_reserved=allow_reserved)
+    name = name.strip()
+    problem = name_problem(name)
+    if problem:
+        raise InvalidInput.one(None, problem, field="name")
+    return stored, name
+
+
+def subscribe(
+    conn: Any,
+    email: str,
+    name: str,
+    tags: Sequence[str],
+    target: str,
+    resubscribe: bool,
+    source: str,
+    moment: str,
+) -> Added:
+    """`add` inside the caller's transaction, under the rules of subscribers.consent.add."""
+    wanted = [t.strip() for t in tags if t.strip()]
+    blocking = blocking_rows(conn, email, target)
+    if not resubscribe:
+        _refuse(conn, email, blocking)
+    list_id = ensure_list(conn, target)
+    created, changed = _upsert(conn, list_id, target, email, (name, wanted), source, moment)
+    if resubscribe:
+        again = _resubscribe(conn, (list_id, target), email, blocking, source, moment)
+        changed = again or changed
+    return Added(email, Path(target), created=created, changed=changed)
+
+
+def blocking_rows(conn: Any, email: str, target: str) -> list[tuple[str, str, str]]:
     """(list, status, unsubscribed_at) of the rows that keep `email` out of `target`."""
     rows = conn.execute(
         "SELECT l.name, s.status, s.unsubscribed_at FROM subscribers s"
@@ -271,20 +333,27 @@ def _refuse(conn: Any, email: str, blocking: list[tuple[str, str, str]]) -> None
     if blocking:
         where, status, since = blocking[0]
         raise Refused(email, status, Path(where), None, since)
-    if _is_suppressed(conn, email):
+    if is_suppressed(conn, email):
         raise Refused(email, "suppressed")
 
 
 def _upsert(
-    conn: Any, list_id: int, list_: str, email: str, name: str, tags: list[str], source: str
+    conn: Any,
+    list_id: int,
+    list_: str,
+    email: str,
+    wanted: tuple[str, list[str]],
+    source: str,
+    moment: str,
 ) -> tuple[bool, bool]:
-    """(created, changed): a new subscribed row, or the row's empty name and missing tags."""
+    """(created, changed): a new subscribed row, or the row's empty name and missing tags
+    (`wanted`: the name and tags given)."""
+    name, tags = wanted
     row = conn.execute(
         "SELECT name, tags FROM subscribers WHERE list_id = %s AND khash = %s FOR UPDATE",
         (list_id, khash(email)),
     ).fetchone()
     if row is None:
-        moment = now()
         conn.execute(
             "INSERT INTO subscribers (list_id, khash, email, name, tags, subscribed_at, source)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -305,15 +374,15 @@ def _upsert(
 
 def _resubscribe(
     conn: Any,
-    list_id: int,
-    list_: str,
+    into: tuple[int, str],
     email: str,
     blocking: list[tuple[str, str, str]],
     source: str,
+    moment: str,
 ) -> bool:
-    """The person asked again: subscribed here, their other blocks kept to their own lists,
-    their suppression entry gone."""
-    moment = now()
+    """The person asked again: subscribed here (`into`: the list's id and name), their other
+    blocks kept to their own lists, their suppression entry gone."""
+    list_id, list_ = into
     key = khash(email)
     done = conn.execute(
         "UPDATE subscribers SET status = 'subscribed', subscribed_at = %s, unsubscribed_at = '',"

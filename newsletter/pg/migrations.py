@@ -152,9 +152,26 @@ CREATE TABLE soft_bounces (
 CREATE INDEX soft_bounces_khash ON soft_bounces (khash);
 """
 
+# 3: sign-ups from the web form waiting for (or past) their confirmation, as people.sqlite's
+SIGNUPS = """
+CREATE TABLE signups (
+    id bigserial PRIMARY KEY,
+    khash bigint NOT NULL,
+    email text NOT NULL,
+    list text NOT NULL,               -- the list's name
+    name text NOT NULL,
+    asked_at text NOT NULL,           -- ISO 8601, UTC: when the form was sent (the token has it)
+    consent text NOT NULL,            -- the sentence the form showed
+    confirmed_at text NOT NULL DEFAULT ''
+);
+CREATE INDEX signups_khash ON signups (khash);
+CREATE INDEX signups_asked ON signups (asked_at);
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, SENDS),
     (2, LISTS),
+    (3, SIGNUPS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from newsletter.addresses import address_key, key_hash
+from newsletter.addresses import address_key, key_digest, key_hash
 from newsletter.errors import InvalidInput, Problem, Severity
 from newsletter.models import Subscriber
 from newsletter.pg.lists import PgStore, suppress_entry
@@ -24,7 +24,15 @@ from newsletter.pg.rows import (
     subscriber,
     unsigned,
 )
-from newsletter.store import Purged
+from newsletter.store import (
+    ConsentRecord,
+    Held,
+    HeldRow,
+    Purged,
+    SignupRecord,
+    SoftBounce,
+    StatusEvent,
+)
 from newsletter.subscribers.csvfile import COLUMNS, KNOWN, RANK, SCOPE, now
 from newsletter.subscribers.export import write_csv
 from newsletter.subscribers.importers import ImportReport, Record, check_source, read_records
@@ -37,6 +45,7 @@ _ERASE = [
     "DELETE FROM status_history WHERE khash = %(k)s",
     "DELETE FROM consent WHERE khash = %(k)s",
     "DELETE FROM soft_bounces WHERE khash = %(k)s",
+    "DELETE FROM signups WHERE khash = %(k)s",
     "UPDATE send_recipients SET email = '', name = '', fields = '{}', reply = NULL"
     " WHERE khash = %(k)s",
 ]
@@ -275,3 +284,58 @@ def export(store: PgStore, out: IO[str], lists: Sequence[str] | None, status: st
     """The store's lists (default: all) as one CSV list; how many rows."""
     names, header = export_columns(store, lists)
     return write_csv(rows(store, names, status), header, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# what is held on a person (`subscribers show`)
+
+# Each table's records of a 64-bit hash, oldest first; the address is compared in Python too,
+# so another address sharing the hash is never shown.
+_HELD = {
+    "history": "SELECT email, list, status, at, source FROM status_history",
+    "consents": "SELECT email, list, at, source, text, confirmed_at FROM consent",
+    "soft_bounces": "SELECT email, at, issue, status FROM soft_bounces",
+    "signups": "SELECT email, list, name, asked_at, consent, confirmed_at FROM signups",
+}
+_HELD_ROWS = f"""
+SELECT l.name, {ROW_COLUMNS}, s.scope, s.extra,
+       (SELECT count(*) FROM subscribers o WHERE o.list_id = s.list_id AND o.position <= s.position)
+  FROM subscribers s JOIN lists l ON l.id = s.list_id WHERE s.khash = %s ORDER BY l.name
+"""  # noqa: S608  # constant columns
+
+
+def held(store: PgStore, email: str) -> Held:
+    """Every row of the address (its list's name as the path, its place in the list's export
+    as the line: the header is line 1), its suppression entry, history, consent records, soft
+    bounces and sign-ups, read in one transaction."""
+    key = address_key(email)
+    with store.link.transaction("cannot read what is held", changes=False) as conn:
+        rows = [
+            HeldRow(Path(str(r[0])), int(r[10]) + 1, _held_columns(r))
+            for r in conn.execute(_HELD_ROWS, (khash(email),))
+            if address_key(str(r[1])) == key
+        ]
+        entry = conn.execute(
+            "SELECT reason FROM suppressed WHERE digest = %s", (key_digest(key),)
+        ).fetchone()
+        found = {name: _records(conn, sql, email) for name, sql in _HELD.items()}
+    return Held(
+        tuple(rows),
+        None if entry is None else str(entry[0]),
+        tuple(StatusEvent(*r) for r in found["history"]),
+        tuple(ConsentRecord(*r) for r in found["consents"]),
+        tuple(SoftBounce(*r) for r in found["soft_bounces"]),
+        tuple(SignupRecord(*r) for r in found["signups"]),
+    )
+
+
+def _held_columns(row: tuple[Any, ...]) -> dict[str, str]:
+    """The row's columns as an export writes them: the CSV columns, its scope, its own."""
+    return dict(subscriber(str(row[0]), row[1:8], str(row[8]), row[9]).fields)
+
+
+def _records(conn: Any, sql: str, email: str) -> list[tuple[str, ...]]:
+    """The rows of `sql` for the address (without their leading email column)."""
+    key = address_key(email)
+    found = conn.execute(f"{sql} WHERE khash = %s ORDER BY id", (khash(email),))
+    return [tuple(str(c) for c in r[1:]) for r in found if address_key(str(r[0])) == key]
