@@ -226,7 +226,16 @@ class Newsletter:
         self.notify: Notify = notify or log.info
         reserved = config.newsletter.allow_reserved_domains
         self.store: SubscriberStore = store or CsvStore(config.root, allow_reserved=reserved)
-        self.sends: Sends = sends or LedgerFolder(config.state_dir)
+        self.sends: Sends = sends or self._stored_sends() or LedgerFolder(config.state_dir)
+
+    def _stored_sends(self) -> Sends | None:
+        """The sends in the PostgreSQL store when [store] url is set (connected at first use)."""
+        if not self.config.store.url:
+            return None
+        url = self._store_url()
+        from newsletter.pg.sends import PgSends
+
+        return PgSends(url, lease=self.config.store.lease, notify=self.notify)
 
     @classmethod
     def open(

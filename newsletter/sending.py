@@ -154,7 +154,7 @@ def _recipients(
     checked = check_selection(ledger, selection, str(session.issue), add_new=add_new)
     if checked:
         note(checked)
-    if not ledger.attempted():
+    if not ledger.fixed():
         snapshot(ledger, selection, used)
         for path in [] if selection.default else selection.empty_lists:
             name = shown(selection.folder, path)
