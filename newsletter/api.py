@@ -11,6 +11,7 @@ uvicorn.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -72,6 +73,20 @@ class FailedRecipient:
 
 
 @dataclass(frozen=True)
+class WorkerReport:
+    """One sender's share of a send (several senders share a send in a PostgreSQL store; the
+    embedded ledger has one, "local"). The shares' `sent` add up to the send's."""
+
+    id: str  # host:pid:start time of the sender's process
+    sent: int
+    failed: int
+    deferred: int
+    unknown: int
+    sending: int  # in flight now (a live sender's)
+    live: bool  # it holds a lease now
+
+
+@dataclass(frozen=True)
 class SendReport:
     """Where a send stands: after `Newsletter.send`, or any time from `Newsletter.status`."""
 
@@ -86,6 +101,7 @@ class SendReport:
     live: bool = False  # a send of this issue is running in another process right now
     stopped: str | None = None  # why this run stopped before the end (interrupted, paused)
     again: str = ""  # the issue and the --list/--tag options that continue this send
+    workers: tuple[WorkerReport, ...] = ()  # each sender's share
 
     @property
     def remaining(self) -> int:
@@ -111,6 +127,7 @@ class SendReport:
             "deferred": list(self.deferred),
             "duration_s": self.duration_s,
             "messages_per_second": self.messages_per_second,
+            "workers": [dataclasses.asdict(w) for w in self.workers],
         }
 
 

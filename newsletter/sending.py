@@ -25,6 +25,7 @@ from newsletter.api import (
     Plan,
     SendReport,
     TestResult,
+    WorkerReport,
     _Session,
     interrupt_on_signals,
     say_bounced,
@@ -306,6 +307,7 @@ def report_of(
         live=live,
         stopped=stopped,
         again=again,
+        workers=tuple(WorkerReport(**w) for w in doc["workers"]),
     )
 
 

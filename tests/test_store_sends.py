@@ -1,0 +1,252 @@
+"""Several `newsletter send` processes on one send in a PostgreSQL store (issue 12): claims,
+leases, a sender killed, an unsubscribe mid-send, the store going down, per-sender shares.
+
+Every wait is on the server's progress or on a process ending (tests/waits.py), never on a
+clock; the lease is short here so that a killed sender's claims come back soon.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter import Newsletter
+from newsletter.config import load_config
+from newsletter.pg.connection import connect
+from newsletter.pg.migrations import migrate
+from tests.pgcluster import Cluster
+from tests.send_helpers import ISSUE, command, env_for, make_folder, run, smtp_env
+from tests.smtpd import SmtpServer
+from tests.waits import STALL
+
+K = 4  # connections per sender
+LEASE = "10"  # seconds: short, yet long enough that a busy machine never lets a live one lapse
+
+
+class Senders:
+    """`newsletter send ISSUE --yes` processes on one folder and store, each logged."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder = folder
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        log = self.folder.parent / f"sender-{len(self.procs)}.txt"
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                command(self.folder, "send", ISSUE, "--yes", *extra),
+                cwd=self.folder,
+                env=env_for(self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        self.procs.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def alive(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
+
+    def wait_all(self, server: SmtpServer) -> list[int]:
+        """Every sender's exit code, once all ended; fail when nothing moved for STALL s
+        (no message arrived and no sender ended)."""
+        last, since = (len(server.messages), self.alive_count()), time.monotonic()
+        while self.alive():
+            time.sleep(0.05)
+            now = (len(server.messages), self.alive_count())
+            if now != last:
+                last, since = now, time.monotonic()
+            if time.monotonic() - since > STALL + float(LEASE):
+                pytest.fail(f"the senders stalled:\n{self.stderr()}")
+        return [p.returncode for p in self.procs]
+
+    def alive_count(self) -> int:
+        return sum(p.poll() is None for p in self.procs)
+
+    def stderr(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in self.logs)
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for_messages(server: SmtpServer, count: int, senders: Senders) -> None:
+    """Until the server has `count` messages; fail if the senders all ended first, or no
+    message arrived for STALL s."""
+    last, since = len(server.messages), time.monotonic()
+    while not server.wait_for_messages(count, timeout=0.05):
+        if not senders.alive():
+            pytest.fail(f"the senders ended before {count} messages:\n{senders.stderr()}")
+        if len(server.messages) != last:
+            last, since = len(server.messages), time.monotonic()
+        if time.monotonic() - since > STALL:
+            pytest.fail(f"no message for {STALL:g} s:\n{senders.stderr()}")
+
+
+@pytest.fixture
+def server() -> Iterator[SmtpServer]:
+    with SmtpServer(keep_data=False, idle_timeout=120.0) as running:
+        yield running
+
+
+def store_folder(tmp_path: Path, url: str, people: int, server: SmtpServer) -> Senders:
+    folder = make_folder(tmp_path, people)
+    with connect(url) as conn:
+        migrate(conn, "test")
+    env = smtp_env(
+        server.port,
+        NEWSLETTER_STORE_URL=url,
+        NEWSLETTER_STORE_LEASE=LEASE,
+        NEWSLETTER_SMTP_CONNECTIONS=str(K),
+    )
+    return Senders(folder, env)
+
+
+def status(senders: Senders) -> dict[str, object]:
+    shown = run(senders.folder, "status", ISSUE, "--json", env=senders.env)
+    assert shown.returncode == 0, shown.stderr
+    doc: dict[str, object] = json.loads(shown.stdout)
+    return doc
+
+
+def test_three_senders_one_killed_and_started_again(
+    tmp_path: Path, pg_url: str, server: SmtpServer
+) -> None:
+    """Three senders on 20,000 readers, one SIGKILLed mid-send and started again: nobody
+    gets two copies, at most K (its connections) are unknown, every other reader got exactly
+    one, and `status` counts what the server received, shared among the senders."""
+    people = 20_000
+    senders = store_folder(tmp_path, pg_url, people, server)
+    try:
+        for _ in range(3):
+            senders.start()
+        wait_for_messages(server, 3000, senders)
+        victim = senders.procs[0]
+        assert victim.poll() is None, senders.stderr()
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        senders.start()
+        codes = senders.wait_all(server)
+    finally:
+        senders.kill_all()
+    assert codes[1:] == [0, 0, 0], senders.stderr()
+    delivered = server.delivered()
+    doc = status(senders)
+    counts = doc["counts"]
+    assert isinstance(counts, dict)
+    unknown = set(doc["unknown"])  # type: ignore[call-overload]  # a list of addresses
+    assert max(delivered.values()) == 1  # nobody twice
+    everyone = {f"reader{i}@example.org" for i in range(people)}
+    assert everyone - set(delivered) <= unknown  # not received: only those in doubt
+    assert len(unknown) <= K
+    assert counts["sent"] + len(unknown & set(delivered)) == len(server.messages)
+    assert counts["pending"] == counts["deferred"] == counts["failed"] == 0
+    workers = doc["workers"]
+    assert isinstance(workers, list)
+    assert len(workers) == 4  # three, and the one started again: a new process, a new id
+    assert sum(w["sent"] for w in workers) == counts["sent"]
+    assert len({w["id"] for w in workers}) == 4
+
+
+def test_a_killed_senders_claims_are_sent_by_the_others(
+    tmp_path: Path, pg_url: str, server: SmtpServer
+) -> None:
+    """One of two senders killed and not started again: the other waits for its lease to
+    expire, takes back what it had claimed and not started, sends it, and exits 0."""
+    people = 3000
+    senders = store_folder(tmp_path, pg_url, people, server)
+    try:
+        senders.start()
+        senders.start()
+        wait_for_messages(server, 400, senders)
+        senders.procs[0].send_signal(signal.SIGKILL)
+        senders.procs[0].wait()
+        codes = senders.wait_all(server)
+    finally:
+        senders.kill_all()
+    assert codes[1] == 0, senders.stderr()
+    doc = status(senders)
+    unknown = set(doc["unknown"])  # type: ignore[call-overload]  # a list of addresses
+    delivered = server.delivered()
+    assert max(delivered.values()) == 1
+    everyone = {f"reader{i}@example.org" for i in range(people)}
+    assert everyone - set(delivered) <= unknown
+    assert len(unknown) <= K
+    assert doc["counts"]["pending"] == 0  # type: ignore[index]  # a dict
+
+
+def test_an_unsubscribe_mid_send_is_honoured_for_what_is_not_claimed(
+    tmp_path: Path, pg_url: str, server: SmtpServer
+) -> None:
+    """Readers near the end of the list unsubscribe while three senders run: none of them
+    is mailed, and status counts them as left out."""
+    people = 4000
+    senders = store_folder(tmp_path, pg_url, people, server)
+    leaving = [f"reader{i}@example.org" for i in range(people - 50, people, 5)]
+    try:
+        for _ in range(3):
+            senders.start()
+        store = Newsletter(load_config(senders.folder, environ={})).store  # the lists' own
+        wait_for_messages(server, 300, senders)  # claimed so far: far from the list's end
+        for email in leaving:  # committed (durable) when set_status returns
+            assert store.set_status(email, "unsubscribed").changed
+        codes = senders.wait_all(server)
+    finally:
+        senders.kill_all()
+    assert codes == [0, 0, 0], senders.stderr()
+    delivered = server.delivered()
+    assert not set(leaving) & set(delivered)
+    assert len(delivered) == people - len(leaving)
+    doc = status(senders)
+    assert doc["counts"]["left_out"] == len(leaving)  # type: ignore[index]  # a dict
+
+
+def test_the_store_going_down_stops_the_senders_and_a_resume_completes(
+    tmp_path: Path, pg_cluster: Cluster, server: SmtpServer
+) -> None:
+    """The store stops mid-send: each sender ends with exit 6 and one line naming the store;
+    once it is back, a resume sends the rest: nobody twice, nobody missing but those in
+    doubt (at most K per sender)."""
+    people = 4000
+    url = pg_cluster.url(pg_cluster.create_database())
+    senders = store_folder(tmp_path, url, people, server)
+    try:
+        senders.start()
+        senders.start()
+        wait_for_messages(server, 500, senders)
+        pg_cluster.stop("immediate")
+        try:
+            codes = senders.wait_all(server)
+        finally:
+            pg_cluster.start()
+        assert codes == [6, 6], senders.stderr()
+        for log in senders.logs:
+            text = log.read_text()
+            assert "error: the store at " in text and "run the command again" in text, text
+            assert "Traceback" not in text
+        senders.start()
+        assert senders.wait_all(server)[-1] == 0, senders.stderr()
+    finally:
+        senders.kill_all()
+    delivered = server.delivered()
+    doc = status(senders)
+    unknown = set(doc["unknown"])  # type: ignore[call-overload]  # a list of addresses
+    assert max(delivered.values()) == 1
+    everyone = {f"reader{i}@example.org" for i in range(people)}
+    assert everyone - set(delivered) <= unknown
+    assert len(unknown) <= 2 * K
+    assert doc["counts"]["pending"] == 0  # type: ignore[index]  # a dict
+    assert Counter(doc["counts"]).total() >= people  # type: ignore[arg-type]  # a dict
