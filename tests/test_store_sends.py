@@ -47,7 +47,7 @@ class Senders:
                 cwd=self.folder,
                 env=env_for(self.env),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=stderr,  # the report too: one log per sender
                 stderr=stderr,
             )
         self.procs.append(proc)
@@ -250,3 +250,67 @@ def test_the_store_going_down_stops_the_senders_and_a_resume_completes(
     assert len(unknown) <= 2 * K
     assert doc["counts"]["pending"] == 0  # type: ignore[index]  # a dict
     assert Counter(doc["counts"]).total() >= people  # type: ignore[arg-type]  # a dict
+
+
+def test_the_hourly_limit_holds_for_all_senders_together(
+    tmp_path: Path, pg_url: str, server: SmtpServer
+) -> None:
+    """[smtp] hourly_limit across three senders: the server gets exactly that many messages,
+    and each sender pauses (exit 3) instead of waiting an hour."""
+    senders = store_folder(tmp_path, pg_url, 300, server)
+    senders.env["NEWSLETTER_SMTP_HOURLY_LIMIT"] = "40"
+    try:
+        for _ in range(3):
+            senders.start()
+        codes = senders.wait_all(server)
+    finally:
+        senders.kill_all()
+    assert codes == [3, 3, 3], senders.stderr()
+    assert len(server.messages) == 40
+    assert "paused: a sending limit allows the next message in" in senders.stderr()
+    doc = status(senders)
+    assert doc["counts"]["sent"] == 40  # type: ignore[index]  # a dict
+
+
+def test_status_shows_each_senders_share(tmp_path: Path, pg_url: str, server: SmtpServer) -> None:
+    """`status` after two senders: the totals, then one line per sender with its share."""
+    senders = store_folder(tmp_path, pg_url, 600, server)
+    try:
+        senders.start()
+        senders.start()
+        codes = senders.wait_all(server)
+    finally:
+        senders.kill_all()
+    assert codes == [0, 0], senders.stderr()
+    shown = run(senders.folder, "status", ISSUE, env=senders.env)
+    assert shown.returncode == 0, shown.stderr
+    assert "sent 600, failed 0, deferred 0, unknown 0, left out 0, pending 0" in shown.stdout
+    lines = [line for line in shown.stdout.splitlines() if line.startswith("  sender ")]
+    shares = [int(line.split("sent ")[1].split(",")[0]) for line in lines]
+    assert sum(shares) == 600 and len(shares) in (1, 2)  # the second may find nothing left
+
+
+def test_a_send_refuses_a_store_at_another_schema_version(
+    tmp_path: Path, pg_url: str, server: SmtpServer
+) -> None:
+    """A store not migrated (or migrated by a newer version): the send refuses before
+    anything is sent, saying to run `newsletter store migrate`."""
+    folder = make_folder(tmp_path, 3)
+    env = smtp_env(server.port, NEWSLETTER_STORE_URL=pg_url)
+    done = run(folder, "send", ISSUE, "--yes", env=env)
+    assert done.returncode == 1
+    assert "run `newsletter store migrate`" in done.stderr
+    assert server.messages == []
+
+
+def test_send_times_follow_every_senders_grants() -> None:
+    """The shared rate: new times are spaced from the last one any sender was granted, and
+    an hourly limit counts every sender's."""
+    from newsletter.limits import Limits, grants
+
+    times, _ = grants(Limits(rate=10), 100.0, [99.95], 3)
+    assert times == pytest.approx([100.05, 100.15, 100.25])
+    hourly = Limits(hourly=5, max_wait=60.0)
+    times, wait = grants(hourly, 100.0, [10.0, 20.0, 30.0, 40.0], 3)
+    assert times == [100.0]  # one left in the hour; the next only at 10 + 3600
+    assert wait == pytest.approx(3510.0)

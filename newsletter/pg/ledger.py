@@ -25,7 +25,7 @@ from newsletter.addresses import key_hash
 from newsletter.pg.connection import Conn, reporting
 from newsletter.store import Entry, Failure, Lease, Row, State, WorkerShare
 
-_PENDING, _SENDING, _DEFERRED = int(State.PENDING), int(State.SENDING), int(State.DEFERRED)
+POLL_SECONDS = 0.25  # with nothing left to claim: how often to look at the other senders
 
 _CLAIM = """
 UPDATE send_recipients SET worker = %(me)s
@@ -437,8 +437,9 @@ class PgLease:
         ledger.commit()
         if wait is None:
             return None
-        # wake when the first lease may have expired, and look again now and then meanwhile
-        return min(max(float(wait), 0.0) + 0.05, self.seconds / 3)
+        # wake when the first lease may have expired, and look often meanwhile: a sender that
+        # finishes ends its lease at once, and the last claims may come back then
+        return min(max(float(wait), 0.0) + 0.05, POLL_SECONDS)
 
     def reserve(
         self, span: float, plan: Callable[[float, list[float]], list[float]]

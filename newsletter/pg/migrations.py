@@ -65,8 +65,7 @@ CREATE TABLE send_recipients (
 );
 CREATE INDEX send_recipients_free ON send_recipients (send_id, id)
     WHERE state = 0 AND worker IS NULL;
-CREATE INDEX send_recipients_worker ON send_recipients (send_id, worker, state);
-CREATE INDEX send_recipients_notable ON send_recipients (send_id, state) WHERE state <> 0;
+CREATE INDEX send_recipients_worker ON send_recipients (send_id, worker);
 
 CREATE TABLE send_grants (           -- send times granted under [smtp] rate/hourly/daily
     send_id bigint NOT NULL REFERENCES sends ON DELETE CASCADE,
