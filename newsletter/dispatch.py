@@ -187,7 +187,13 @@ class Dispatcher:
         assert self.lease is not None
         while True:
             await self.clock.sleep(self.lease.seconds / 3)
-            self.lease.renew()
+            if not self.lease.renew():
+                self._halt(
+                    "stopped: this sender's lease expired (it was stopped or cut off from the "
+                    "store for longer than [store] lease) and the other senders took over its "
+                    "recipients; run it again to help them"
+                )
+                return
 
     def _record_run(self) -> None:
         self.ledger.put("duration_s", f"{self.result.duration:.3f}")

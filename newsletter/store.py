@@ -259,8 +259,9 @@ class Lease(Protocol):
 
     seconds: float  # how long a lease lasts unless renewed
 
-    def renew(self) -> None:
-        """Extend this sender's lease (the send loop calls it every third of `seconds`)."""
+    def renew(self) -> bool:
+        """Extend this sender's lease (the send loop calls it every third of `seconds`);
+        False when it had expired and the others took back its claims: the sender stops."""
         ...
 
     def others(self) -> float | None:

@@ -314,3 +314,36 @@ def test_send_times_follow_every_senders_grants() -> None:
     times, wait = grants(hourly, 100.0, [10.0, 20.0, 30.0, 40.0], 3)
     assert times == [100.0]  # one left in the hour; the next only at 10 + 3600
     assert wait == pytest.approx(3510.0)
+
+
+def test_a_sender_cut_off_past_its_lease_stops_without_sending_what_was_taken_over(
+    tmp_path: Path, pg_url: str, server: SmtpServer
+) -> None:
+    """A sender frozen (SIGSTOP) longer than its lease: the other takes its claims and ends;
+    woken, the frozen one sends none of them, says why it stops, and nobody has two copies."""
+    people = 3000
+    senders = store_folder(tmp_path, pg_url, people, server)
+    try:
+        frozen, other = senders.start(), senders.start()
+        wait_for_messages(server, 400, senders)
+        frozen.send_signal(signal.SIGSTOP)
+        last, since = len(server.messages), time.monotonic()
+        while other.poll() is None:  # it waits out the frozen one's lease, then sends the rest
+            time.sleep(0.05)
+            if len(server.messages) != last:
+                last, since = len(server.messages), time.monotonic()
+            if time.monotonic() - since > STALL + float(LEASE):
+                pytest.fail(f"the other sender stalled:\n{senders.stderr()}")
+        frozen.send_signal(signal.SIGCONT)
+        codes = senders.wait_all(server)
+    finally:
+        senders.kill_all()
+    assert codes[1] == 0, senders.stderr()
+    assert "this sender's lease expired" in senders.logs[0].read_text(), senders.stderr()
+    delivered = server.delivered()
+    assert max(delivered.values()) == 1
+    doc = status(senders)
+    unknown = set(doc["unknown"])  # type: ignore[call-overload]  # a list of addresses
+    everyone = {f"reader{i}@example.org" for i in range(people)}
+    assert everyone - set(delivered) <= unknown
+    assert len(unknown) <= K

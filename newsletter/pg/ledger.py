@@ -152,7 +152,7 @@ class PgLedger:
         try:
             if self.draft:
                 self.conn.rollback()  # a plan not sent writes nothing
-            elif not self.conn.closed:
+            elif self._lease is not None and not self.conn.closed:  # a sender, not a reader
                 mine = (self.send_id, self.worker)
                 self._sql(_UNCLAIM.replace("state IN (0, 3)", "state = 0"), mine)
                 self._sql(_UNUSED_GRANTS, mine)
@@ -421,14 +421,17 @@ class PgLease:
         self.ledger = ledger
         self.seconds = ledger.lease_seconds
 
-    def renew(self) -> None:
+    def renew(self) -> bool:
+        """False when the lease had expired and the others took back this sender's claims
+        (it was stopped or cut off longer than the lease): it must stop."""
         ledger = self.ledger
-        ledger._sql(
+        renewed = ledger._sql(
             "UPDATE send_workers SET lease_until = now() + make_interval(secs => %s) "
-            "WHERE send_id = %s AND worker = %s",
+            "WHERE send_id = %s AND worker = %s AND finished_at IS NULL",
             (self.seconds, ledger.send_id, ledger.worker),
         )
         ledger.commit()
+        return bool(renewed.rowcount)
 
     def others(self) -> float | None:
         ledger = self.ledger
