@@ -165,7 +165,8 @@ def test_a_killed_senders_claims_are_sent_by_the_others(
     tmp_path: Path, pg_url: str, server: SmtpServer
 ) -> None:
     """One of two senders killed and not started again: the other waits for its lease to
-    expire, takes back what it had claimed and not started, sends it, and exits 0."""
+    expire, takes back what it had claimed and not started, sends it, and exits 0; those in
+    doubt go again only with --resend-unknown, as on one machine."""
     people = 3000
     senders = store_folder(tmp_path, pg_url, people, server)
     try:
@@ -186,6 +187,10 @@ def test_a_killed_senders_claims_are_sent_by_the_others(
     assert everyone - set(delivered) <= unknown
     assert len(unknown) <= K
     assert doc["counts"]["pending"] == 0  # type: ignore[index]  # a dict
+    again = run(senders.folder, "send", ISSUE, "--resend-unknown", "--yes", env=senders.env)
+    assert again.returncode == 0, again.stderr
+    assert status(senders)["counts"]["sent"] == people  # type: ignore[index]  # a dict
+    assert set(server.delivered()) == everyone
 
 
 def test_an_unsubscribe_mid_send_is_honoured_for_what_is_not_claimed(
@@ -347,3 +352,53 @@ def test_a_sender_cut_off_past_its_lease_stops_without_sending_what_was_taken_ov
     everyone = {f"reader{i}@example.org" for i in range(people)}
     assert everyone - set(delivered) <= unknown
     assert len(unknown) <= K
+
+
+def test_a_second_folder_waits_for_the_first_plan_and_joins_its_send(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Two copies of the newsletter in two folders (two machines): the second plan waits
+    while the first holds its snapshot uncommitted, then joins the same send (named by slug,
+    content and destination, not by folder); together they write each reader once."""
+    import shutil
+    import threading
+
+    people = 30
+    first = make_folder(tmp_path / "a", people)
+    second = tmp_path / "b" / "letter"
+    shutil.copytree(first, second)
+    with connect(pg_url) as conn:
+        migrate(conn, "test")
+    env = {"NEWSLETTER_STORE_URL": pg_url}
+    notes: list[str] = []
+    waiting = threading.Event()
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if text.startswith("waiting for another sender's plan"):
+            waiting.set()
+
+    one = Newsletter(load_config(first, environ=env))
+    two = Newsletter(load_config(second, environ=env), notify=note)
+    plan_one = one.plan(first / ISSUE)
+    joined: list[object] = []
+    thread = threading.Thread(target=lambda: joined.append(two.plan(second / ISSUE)))
+    thread.start()
+    try:
+        assert waiting.wait(60), notes  # blocked on the first plan's uncommitted send
+        report_one = one.send(plan_one)
+    finally:
+        thread.join(60)
+    assert not thread.is_alive()
+    [plan_two] = joined
+    assert plan_two.recipients == people  # type: ignore[attr-defined]  # a Plan
+    report_two = two.send(plan_two)  # type: ignore[arg-type]  # a Plan
+    written = [
+        path
+        for folder in (first, second)
+        for path in (folder / "outbox").rglob("*")
+        if path.is_file()
+    ]
+    assert report_one.counts.sent == report_two.counts.sent == people
+    assert len(written) == people
+    assert len(one.sends.summaries()) == 1

@@ -51,7 +51,6 @@ class PgSends:
         self.place = where(url)
         self.lease = lease
         self.notify = notify or (lambda _text: None)
-        self._reader: Conn | None = None
 
     # -- connections -------------------------------------------------------------------------
 
@@ -67,11 +66,10 @@ class PgSends:
         return conn
 
     def _read(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        """Rows of a query on the reading connection (autocommit: never holds a snapshot)."""
-        if self._reader is None or self._reader.closed:
-            self._reader = self._connect(autocommit=True)
-        with reporting(self.place, "cannot read the sends"):
-            return self._reader.execute(sql, params).fetchall()
+        """Rows of a query, on a connection of its own (a Newsletter has no close(): nothing
+        is left open between calls; a plan makes a few of these)."""
+        with self._connect(autocommit=True) as conn, reporting(self.place, "cannot read sends"):
+            return conn.execute(sql, params).fetchall()
 
     def _ledger(self, conn: Conn, send_id: int, slug: str, destination: str) -> PgLedger:
         return PgLedger(
@@ -227,10 +225,6 @@ class PgSends:
                 f"continuing from {source.path}: {changed} recipient(s) marked as its sends"
             )
         return notes
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
 
 
 def _summary(row: tuple[Any, ...]) -> SendSummary:
