@@ -235,7 +235,8 @@ class Newsletter:
         sends: Sends | None = None,
     ) -> None:
         """`store` (the readers) and `sends` (the ledgers of every send) default to the
-        embedded ones: the CSV lists of the folder and SQLite files in .newsletter/sends/."""
+        embedded ones: the CSV lists of the folder and SQLite files in .newsletter/sends/
+        (with [store] url, the sends are in the PostgreSQL store)."""
         from newsletter.sends import LedgerFolder
         from newsletter.subscribers import CsvStore
 
@@ -243,16 +244,19 @@ class Newsletter:
         self.notify: Notify = notify or log.info
         reserved = config.newsletter.allow_reserved_domains
         self.store: SubscriberStore = store or CsvStore(config.root, allow_reserved=reserved)
-        self.sends: Sends = sends or self._stored_sends() or LedgerFolder(config.state_dir)
+        embedded = None if config.store.url else LedgerFolder(config.state_dir)
+        self._sends: Sends | None = sends or embedded  # the store's: made at the first use
 
-    def _stored_sends(self) -> Sends | None:
-        """The sends in the PostgreSQL store when [store] url is set (connected at first use)."""
-        if not self.config.store.url:
-            return None
-        url = self._store_url()
-        from newsletter.pg.sends import PgSends
+    @property
+    def sends(self) -> Sends:
+        """Every send's ledger: with [store] url, in the PostgreSQL store (psycopg is loaded
+        at the first use, so `check` or `render` never needs it), else .newsletter/sends/."""
+        if self._sends is None:
+            url = self._store_url()
+            from newsletter.pg.sends import PgSends
 
-        return PgSends(url, lease=self.config.store.lease, notify=self.notify)
+            self._sends = PgSends(url, lease=self.config.store.lease, notify=self.notify)
+        return self._sends
 
     @classmethod
     def open(

@@ -39,6 +39,10 @@ BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs b
 SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
 SYNC_SECONDS = 1.0  # ... or this many seconds, whichever comes first
 PROGRESS_SECONDS = 0.1  # at most ten Progress events a second (and one when the run ends)
+LEASE_LOST = (
+    "stopped: this sender's lease expired (it was stopped or cut off from the store for longer "
+    "than [store] lease) and the other senders took over its recipients; run it again to help"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +151,8 @@ class Dispatcher:
         outcomes = await asyncio.gather(*workers, return_exceptions=True)
         if keeper is not None:
             outcomes.append(await _stopped(keeper))
+            if not self.result.stopped and not self.lease_held():
+                self._halt(LEASE_LOST)
         self._progress(final=True)
         self.ledger.sync()
         self.result.duration = self.clock.now() - self._started
@@ -187,13 +193,13 @@ class Dispatcher:
         assert self.lease is not None
         while True:
             await self.clock.sleep(self.lease.seconds / 3)
-            if not self.lease.renew():
-                self._halt(
-                    "stopped: this sender's lease expired (it was stopped or cut off from the "
-                    "store for longer than [store] lease) and the other senders took over its "
-                    "recipients; run it again to help them"
-                )
+            if not self.lease_held():
+                self._halt(LEASE_LOST)
                 return
+
+    def lease_held(self) -> bool:
+        """Renew the lease; False when it had expired (the others took over its claims)."""
+        return self.lease is None or self.lease.renew()
 
     def _record_run(self) -> None:
         self.ledger.put("duration_s", f"{self.result.duration:.3f}")

@@ -116,8 +116,8 @@ class SharedLimiter:
     async def acquire(self) -> float:
         """Wait for this sender's next granted time; LimitTooFar when it is over max_wait."""
         async with self._lock:
-            if not self._due:
-                self._refill()
+            while not self._due and not self._refill():
+                await self.clock.sleep(0.1)  # another sender holds the lock: look again soon
             wait = self._due[0] - self.clock.now()
             if wait > self.limits.max_wait:
                 raise LimitTooFar(wait)
@@ -126,7 +126,9 @@ class SharedLimiter:
                 await self.clock.sleep(wait)
             return self.clock.now()
 
-    def _refill(self) -> None:
+    def _refill(self) -> bool:
+        """Reserve the next batch; False when the store's lock was busy (nothing reserved),
+        LimitTooFar when the limits allow nothing soon enough."""
         far: list[float] = []
 
         def plan(now: float, granted: list[float]) -> list[float]:
@@ -135,10 +137,13 @@ class SharedLimiter:
             return times
 
         now, times = self.reserve(self.span, plan)
+        if not far:
+            return False
         local = self.clock.now()  # the store's clock to ours: only differences are used
         self._due.extend(local + (t - now) for t in times)
         if not self._due:
             raise LimitTooFar(far[0])
+        return True
 
 
 def grants(

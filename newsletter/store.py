@@ -275,7 +275,8 @@ class Lease(Protocol):
     ) -> tuple[float, list[float]]:
         """Under a lock every sender of the send shares: `plan(now, granted)` gets the store's
         clock and the send times granted to every sender over the last `span` seconds, and
-        returns new ones; they are recorded. Returns (now, the new times)."""
+        returns new ones; they are recorded. Returns (now, the new times); `plan` is not
+        called when the lock stays busy (a sender frozen while holding it): ask again."""
         ...
 
 

@@ -85,6 +85,14 @@ def reporting(place: str, action: str) -> Iterator[None]:
     """psycopg's errors of the server or the link as StoreUnavailable (one line, no secret)."""
     try:
         yield
+    except psycopg.errors.LockNotAvailable:
+        raise  # a lock_timeout we set: the caller tries again later
+    except psycopg.errors.IdleInTransactionSessionTimeout:
+        why = (
+            "this sender's lease expired (it was stopped or cut off for longer than [store] "
+            "lease) and the server ended its session; the other senders took over"
+        )
+        raise StoreUnavailable(place, action, why) from None
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise StoreUnavailable(place, action, reason(exc)) from None
     except psycopg.ProgrammingError as exc:  # a URL libpq cannot parse

@@ -21,11 +21,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from newsletter.addresses import key_hash
 from newsletter.pg.connection import Conn, reporting
 from newsletter.store import Entry, Failure, Lease, Row, State, WorkerShare
 
 POLL_SECONDS = 0.25  # with nothing left to claim: how often to look at the other senders
+LOCK_WAIT_MS = 500  # taking back an expired sender's rows waits at most this for a lock
 
 _CLAIM = """
 UPDATE send_recipients SET worker = %(me)s
@@ -134,6 +137,10 @@ class PgLedger:
         )
         self._sql("UPDATE sends SET snapshot_at = coalesce(snapshot_at, now()) WHERE id = %s",
                   (self.send_id,))  # fmt: skip
+        # A sender frozen mid-transaction must not hold its row locks past its lease: the
+        # server ends such a session (a live sender commits at least every third of a lease)
+        timeout = f"{int(self.lease_seconds * 1000)}ms"
+        self._sql(f"SET idle_in_transaction_session_timeout = '{timeout}'")
         self.commit()
         self._lease = PgLease(self)
 
@@ -252,8 +259,11 @@ class PgLedger:
     # -- claims ------------------------------------------------------------------------------
 
     def pending(self, after_id: int, limit: int) -> list[Row]:
-        """Claim the first unclaimed pending rows, wherever they are: rows before `after_id`
-        come back to pending when another sender's lease expires."""
+        """Claim the first unclaimed pending rows, wherever they are (rows before `after_id`
+        come back to pending when another sender's lease expires), renewing the lease in the
+        same breath; none once the lease was lost."""
+        if self._lease is not None and not self._lease.renew():
+            return []  # its lease expired and the others took over: no claim any more
         params = {"me": self.worker, "send": self.send_id, "limit": limit}
         rows = self._sql(_CLAIM, params).fetchall()
         self.commit()  # the claim is this sender's from now: others skip it
@@ -450,7 +460,20 @@ class PgLease:
         ledger = self.ledger
         send = ledger.send_id
         ledger._sql("INSERT INTO send_rate (send_id) VALUES (%s) ON CONFLICT DO NOTHING", (send,))
-        ledger._sql("SELECT 1 FROM send_rate WHERE send_id = %s FOR UPDATE", (send,))
+        ledger.commit()
+        try:
+            with ledger.conn.transaction():
+                ledger._sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
+                ledger._sql("SELECT 1 FROM send_rate WHERE send_id = %s FOR UPDATE", (send,))
+                return self._grant(span, plan)
+        except psycopg.errors.LockNotAvailable:
+            return 0.0, []  # a sender frozen while it held the lock: ask again (plan not run)
+
+    def _grant(
+        self, span: float, plan: Callable[[float, list[float]], list[float]]
+    ) -> tuple[float, list[float]]:
+        ledger = self.ledger
+        send = ledger.send_id
         now = float(ledger._one("SELECT extract(epoch FROM clock_timestamp())"))
         ledger._sql("DELETE FROM send_grants WHERE send_id = %s AND at < %s", (send, now - 86400))
         granted = [
@@ -466,23 +489,28 @@ class PgLease:
                 "INSERT INTO send_grants (send_id, worker, at) VALUES (%s, %s, %s)",
                 [(send, ledger.worker, t) for t in times],
             )
-        ledger.commit()
         return now, times
 
 
 def recover_expired(ledger: PgLedger) -> int:
     """Take back what every sender whose lease expired left; how many attempts became
-    unknown."""
+    unknown. A row still locked by a sender frozen mid-transaction (the server ends its
+    session after a lease) is left for a later look, never waited on."""
     in_doubt = 0
+    ledger.commit()
     while True:
-        found = ledger._one(_EXPIRED, (ledger.send_id, ledger.worker))
-        if found is None:
-            ledger.commit()
+        try:
+            with ledger.conn.transaction():
+                ledger._sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
+                found = ledger._one(_EXPIRED, (ledger.send_id, ledger.worker))
+                if found is None:
+                    return in_doubt
+                count = int(ledger._sql(_IN_DOUBT, (ledger.send_id, found)).rowcount)
+                ledger._sql(_UNCLAIM, (ledger.send_id, found))
+                ledger._sql(_ENDED, (ledger.send_id, found))
+            in_doubt += count
+        except psycopg.errors.LockNotAvailable:
             return in_doubt
-        in_doubt += int(ledger._sql(_IN_DOUBT, (ledger.send_id, found)).rowcount)
-        ledger._sql(_UNCLAIM, (ledger.send_id, found))
-        ledger._sql(_ENDED, (ledger.send_id, found))
-        ledger.commit()
 
 
 def _values(ord_: int, entry: Entry) -> tuple[Any, ...]:
