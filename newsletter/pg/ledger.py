@@ -112,12 +112,22 @@ class PgLedger:
         self.draft = draft
         self.lease_seconds = lease_seconds
         self._lease: PgLease | None = None
+        self._outcomes: list[tuple[Any, ...]] = []  # recorded, not yet written (see _set)
 
-    def _sql(self, sql: str, params: Any = None) -> Any:
-        """Run one statement (in the open transaction); the store going away is
-        StoreUnavailable."""
+    def _sql(self, sql: str, params: Any = None, *, flush: bool = True) -> Any:
+        """Run one statement (in the open transaction), after the outcomes waiting to be
+        written; the store going away is StoreUnavailable."""
+        if flush and self._outcomes:
+            self._flush()
         with reporting(self.place, "cannot use the send's ledger"):
             return self.conn.execute(sql, params)
+
+    def _flush(self) -> None:
+        """Write the outcomes recorded since the last statement, in one round trip."""
+        outcomes, self._outcomes = self._outcomes, []
+        action = "cannot record in the send's ledger"
+        with reporting(self.place, action), self.conn.cursor() as cur:
+            cur.executemany(_SET, outcomes)
 
     def _one(self, sql: str, params: Any = None) -> Any:
         row = self._sql(sql, params).fetchone()
@@ -147,6 +157,8 @@ class PgLedger:
     def commit(self) -> None:
         """Commit (a draft: nothing, its transaction ends at save() or close())."""
         if not self.draft:
+            if self._outcomes:
+                self._flush()
             with reporting(self.place, "cannot record in the send's ledger"):
                 self.conn.commit()
 
@@ -290,7 +302,8 @@ class PgLedger:
 
     def start(self, row_id: int, now: float | None = None) -> bool:
         at = time.time() if now is None else now
-        done = self._sql(_START, (at, self.send_id, row_id, self.worker))
+        # another row than any outcome waiting: those go with the next commit
+        done = self._sql(_START, (at, self.send_id, row_id, self.worker), flush=False)
         return bool(done.rowcount)
 
     def sent(self, row_id: int, code: int, reply: str, now: float | None = None) -> None:
@@ -325,8 +338,11 @@ class PgLedger:
         next_at: float | None = None,
     ) -> None:
         at = time.time() if now is None else now
-        params = (int(state), code, reply, at, next_at, self.worker, self.send_id, row_id)
-        self._sql(_SET, params)
+        # written with the next statement or commit, several in one round trip: an outcome
+        # is durable with the next attempt's `sending`, as in the embedded ledger
+        self._outcomes.append(
+            (int(state), code, reply, at, next_at, self.worker, self.send_id, row_id)
+        )
 
     def skip(self, blocked: Iterable[tuple[int, str]], reason: str) -> list[int]:
         """Leave out those not yet sent who unsubscribed (claimed by anyone: a claim of
