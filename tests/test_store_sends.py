@@ -279,7 +279,8 @@ def test_the_hourly_limit_holds_for_all_senders_together(
 
 
 def test_status_shows_each_senders_share(tmp_path: Path, pg_url: str, server: SmtpServer) -> None:
-    """`status` after two senders: the totals, then one line per sender with its share."""
+    """`status` after two senders: the totals, then one line per sender with its share; and
+    the list of every send reads the store."""
     senders = store_folder(tmp_path, pg_url, 600, server)
     try:
         senders.start()
@@ -294,6 +295,10 @@ def test_status_shows_each_senders_share(tmp_path: Path, pg_url: str, server: Sm
     lines = [line for line in shown.stdout.splitlines() if line.startswith("  sender ")]
     shares = [int(line.split("sent ")[1].split(",")[0]) for line in lines]
     assert sum(shares) == 600 and len(shares) in (1, 2)  # the second may find nothing left
+    listed = run(senders.folder, "status", "--json", env=senders.env)  # every send, no issue
+    assert listed.returncode == 0, listed.stderr
+    [one] = json.loads(listed.stdout)
+    assert one["issue"] == "2021-09-cohes3ion" and one["counts"]["sent"] == 600
 
 
 def test_a_send_refuses_a_store_at_another_schema_version(
