@@ -91,6 +91,20 @@ class FailedRecipient:
 
 
 @dataclass(frozen=True)
+class WorkerReport:
+    """One sender's share of a send (several senders share a send in a PostgreSQL store; the
+    embedded ledger has one, "local"). The shares' `sent` add up to the send's."""
+
+    id: str  # host:pid:start time of the sender's process
+    sent: int
+    failed: int
+    deferred: int
+    unknown: int
+    sending: int  # in flight now (a live sender's)
+    live: bool  # it holds a lease now
+
+
+@dataclass(frozen=True)
 class SendReport:
     """Where a send stands: after `Newsletter.send`, or any time from `Newsletter.status`."""
 
@@ -105,6 +119,7 @@ class SendReport:
     live: bool = False  # a send of this issue is running in another process right now
     stopped: str | None = None  # why this run stopped before the end (interrupted, paused)
     again: str = ""  # the issue and the --list/--tag options that continue this send
+    workers: tuple[WorkerReport, ...] = ()  # each sender's share
 
     @property
     def remaining(self) -> int:
@@ -132,6 +147,7 @@ class SendReport:
             "deferred": list(self.deferred),
             "duration_s": self.duration_s,
             "messages_per_second": self.messages_per_second,
+            "workers": [dataclasses.asdict(w) for w in self.workers],
         }
 
 
@@ -315,7 +331,8 @@ class Newsletter:
         sends: Sends | None = None,
     ) -> None:
         """`store` (the readers) and `sends` (the ledgers of every send) default to the
-        embedded ones: the CSV lists of the folder and SQLite files in .newsletter/sends/."""
+        embedded ones: the CSV lists of the folder and SQLite files in .newsletter/sends/
+        (with [store] url, the sends are in the PostgreSQL store)."""
         from newsletter.sends import LedgerFolder
         from newsletter.subscribers import CsvStore
 
@@ -325,7 +342,19 @@ class Newsletter:
         if store is None and config.store.url:
             store = self._pg_store()
         self.store: SubscriberStore = store or CsvStore(config.root, allow_reserved=reserved)
-        self.sends: Sends = sends or LedgerFolder(config.state_dir)
+        embedded = None if config.store.url else LedgerFolder(config.state_dir)
+        self._sends: Sends | None = sends or embedded  # the store's: made at the first use
+
+    @property
+    def sends(self) -> Sends:
+        """Every send's ledger: with [store] url, in the PostgreSQL store (psycopg is loaded
+        at the first use, so `check` or `render` never needs it), else .newsletter/sends/."""
+        if self._sends is None:
+            url = self._store_url()
+            from newsletter.pg.sends import PgSends
+
+            self._sends = PgSends(url, lease=self.config.store.lease, notify=self.notify)
+        return self._sends
 
     @classmethod
     def open(

@@ -30,7 +30,7 @@ def check_selection(ledger: SendLedger, selection: Recipients, issue: str, *, ad
     With `add_new` the selection may widen the snapshot's (more lists, no or more tags): it
     becomes the send's selection. Ledgers of older versions recorded their lists only.
     """
-    if not ledger.attempted():
+    if not ledger.fixed():
         return ""
     asked = selection.spec()
     stored = _stored_selection(ledger, asked)

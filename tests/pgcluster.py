@@ -3,7 +3,8 @@
 `initdb` once per session and per xdist worker, in a temporary folder, listening on a unix
 socket in that folder and on a loopback port; each test gets a database of its own. Run as the
 unprivileged user `nobody` when the tests run as root (PostgreSQL refuses root). fsync is off:
-these tests are about what the senders record, not about surviving a power loss.
+these tests are about what the senders record, not about surviving a power loss (a stopped or
+crashed server keeps every commit: the OS has them; synchronous_commit stays on).
 
 With the binaries absent the tests fail (`.ci/run` installs them), never skip.
 """
@@ -56,7 +57,7 @@ class Cluster:
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.folder} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+            "-c full_page_writes=off -c max_connections=100"
         )
         log = self.folder / "server.log"
         self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-o", options, "-l", str(log))

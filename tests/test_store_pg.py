@@ -213,3 +213,14 @@ def test_a_store_connection_is_a_real_one(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
         user = conn.execute("SELECT current_user").fetchone()
     assert user == ("newsletter",)
+
+
+def test_without_the_server_binaries_the_store_tests_fail_not_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/pgcluster.py with no initdb/pg_ctl: a failure that says what to install."""
+    import tests.pgcluster
+
+    monkeypatch.setattr(tests.pgcluster, "BIN", tmp_path)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql-15"):
+        tests.pgcluster.make_cluster()

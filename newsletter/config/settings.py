@@ -246,6 +246,12 @@ class StoreSettings:
         "The password comes from this variable's URL, PGPASSWORD or ~/.pgpass, never the file.",
         check=checks.store_url,
     )
+    lease: float = key(
+        30.0,
+        "Seconds a sender's claim on recipients lasts unless renewed (it renews it while it "
+        "works); a sender killed holds it this long before others take over its recipients.",
+        check=checks.positive,
+    )
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,22 @@ def connect(url: str, *, autocommit: bool = False) -> Conn:
             params = conninfo_to_dict(url)
             params.setdefault("connect_timeout", CONNECT_TIMEOUT)
             params.setdefault("application_name", "newsletter")
-            return psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
+            conn = psycopg.connect(make_conninfo("", **params), autocommit=autocommit)
+            _durable_commits(conn)
+            return conn
     except StoreUnavailable as exc:  # libpq may quote a part of a URL it cannot parse
         raise StoreUnavailable(place, exc.action, scrub(exc.reason, url)) from None
+
+
+def _durable_commits(conn: Conn) -> None:
+    """A commit must be on the server's disk when it returns: a send records `sending` before
+    the data goes out. A server set to synchronous_commit = off is asked for `local` in our
+    sessions (a stronger setting, for replicas, is left alone)."""
+    found = conn.execute("SHOW synchronous_commit").fetchone()
+    if found and found[0] == "off":
+        conn.execute("SET synchronous_commit = local")
+    if not conn.autocommit:
+        conn.commit()  # the SET lasts for the session only once committed
 
 
 def scrub(text: str, url: str) -> str:
@@ -72,6 +85,14 @@ def reporting(place: str, action: str) -> Iterator[None]:
     """psycopg's errors of the server or the link as StoreUnavailable (one line, no secret)."""
     try:
         yield
+    except psycopg.errors.LockNotAvailable:
+        raise  # a lock_timeout we set: the caller tries again later
+    except psycopg.errors.IdleInTransactionSessionTimeout:
+        why = (
+            "this sender's lease expired (it was stopped or cut off for longer than [store] "
+            "lease) and the server ended its session; the other senders took over"
+        )
+        raise StoreUnavailable(place, action, why) from None
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise StoreUnavailable(place, action, reason(exc)) from None
     except psycopg.ProgrammingError as exc:  # a URL libpq cannot parse

@@ -63,18 +63,19 @@ CREATE TABLE send_recipients (
     PRIMARY KEY (send_id, id),
     UNIQUE (send_id, khash)
 );
-CREATE INDEX send_recipients_open ON send_recipients (send_id, id) WHERE state = 0;
-CREATE INDEX send_recipients_notable ON send_recipients (send_id, state) WHERE state <> 0;
+CREATE INDEX send_recipients_free ON send_recipients (send_id, id)
+    WHERE state = 0 AND worker IS NULL;
+CREATE INDEX send_recipients_worker ON send_recipients (send_id, worker);
 
-CREATE TABLE send_attempts (         -- when each message went out, for the hourly/daily limits
-    destination text NOT NULL,
-    at double precision NOT NULL
+CREATE TABLE send_grants (           -- send times granted under [smtp] rate/hourly/daily
+    send_id bigint NOT NULL REFERENCES sends ON DELETE CASCADE,
+    worker text NOT NULL,
+    at double precision NOT NULL      -- unix time (the store's clock)
 );
-CREATE INDEX send_attempts_at ON send_attempts (destination, at);
+CREATE INDEX send_grants_at ON send_grants (send_id, at);
 
-CREATE TABLE send_rate (             -- the shared token bucket of a destination ([smtp] rate)
-    destination text PRIMARY KEY,
-    next_at double precision NOT NULL -- unix time the next message may start
+CREATE TABLE send_rate (             -- one row per send: the lock its senders take turns on
+    send_id bigint PRIMARY KEY REFERENCES sends ON DELETE CASCADE
 );
 """
 
