@@ -39,7 +39,7 @@ from typing import Any
 from newsletter import addresses
 from newsletter.errors import LedgerError
 from newsletter.ledgerdb import Connection, connect, ledger_error
-from newsletter.store import Entry, Failure, Lease, Row, SendSummary, State, WorkerShare
+from newsletter.store import ERASED, Entry, Failure, Lease, Row, SendSummary, State, WorkerShare
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -71,7 +71,6 @@ CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state N
 
 
 _SENDING = int(State.SENDING)  # a plain int for the per-message statement (see Ledger._set)
-ERASED = "erased on request"  # the reply of an erased row
 # none in a ledger killed before its tables existed
 _HAS_RECIPIENTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recipients'"
 

@@ -47,6 +47,9 @@ class State(enum.IntEnum):
         return self.name.lower()
 
 
+ERASED = "erased on request"  # the reply of a ledger row whose person was purged
+
+
 @dataclass(frozen=True)
 class Entry:
     """One recipient of the plan, as the ledger stores it."""

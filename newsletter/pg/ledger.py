@@ -89,6 +89,8 @@ WHERE w.send_id = %s AND w.worker <> %s AND w.finished_at IS NULL AND EXISTS (
     WHERE r.send_id = w.send_id AND r.worker = w.worker AND r.state IN (0, 1, 3))
 """
 
+_ROW = "SELECT id, email, name, list_path, fields, attempts FROM send_recipients WHERE send_id = %s"
+
 
 class PgLedger:
     """The ledger of one send in the store, as one sender (`worker`) sees and writes it."""
@@ -435,6 +437,40 @@ class PgLedger:
         )
         rows = self._sql(sql, (self.send_id,)).fetchall()
         return (Failure(r[0], r[1], r[2] or "", float(r[3] or 0.0)) for r in rows)
+
+    # -- what came back later (the bounce mailbox) -------------------------------------------
+
+    def row(self, row_id: int) -> Row | None:
+        """The recipient in row `row_id` (a return path names it), or None."""
+        sql = f"{_ROW} AND id = %s"
+        found = self._sql(sql, (self.send_id, row_id)).fetchone()
+        return _row(found) if found else None
+
+    def row_of(self, key: str) -> Row | None:
+        """The recipient with the address key `key` (addresses.address_key), or None."""
+        sql = f"{_ROW} AND khash = %s"
+        found = self._sql(sql, (self.send_id, _signed(key_hash(key)))).fetchone()
+        return _row(found) if found else None
+
+    def record_return(self, row_id: int, kind: str, status: str, at: float) -> bool:
+        """Record a bounce ("hard", "soft") or a complaint of row `row_id`; False when that
+        row already had one of this kind (the same report read twice changes nothing)."""
+        added = self._sql(
+            "INSERT INTO send_returns (send_id, id, kind, status, at) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (self.send_id, row_id, kind, status, at),
+        )
+        self.commit()
+        return bool(added.rowcount)
+
+    def returned(self) -> dict[str, int]:
+        """How many recipients bounced later (hard or soft) and how many complained."""
+        bounced, complained = self._sql(
+            "SELECT count(DISTINCT id) FILTER (WHERE kind <> 'complaint'),"
+            " count(*) FILTER (WHERE kind = 'complaint') FROM send_returns WHERE send_id = %s",
+            (self.send_id,),
+        ).fetchone()
+        return {"bounced": int(bounced or 0), "complained": int(complained or 0)}
 
 
 _SHARE_STATES = ("sent", "failed", "deferred", "unknown", "sending")

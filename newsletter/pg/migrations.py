@@ -169,10 +169,24 @@ CREATE INDEX signups_khash ON signups (khash);
 CREATE INDEX signups_asked ON signups (asked_at);
 """
 
+# 4: what came back after a message was accepted (the bounce mailbox), as a ledger's `returns`
+RETURNS = """
+CREATE TABLE send_returns (
+    send_id bigint NOT NULL REFERENCES sends ON DELETE CASCADE,
+    id integer NOT NULL,              -- send_recipients.id
+    kind text NOT NULL,               -- "hard", "soft" (bounces) or "complaint"
+    status text NOT NULL,             -- the DSN's status, e.g. 5.1.1; "" for a complaint
+    at double precision NOT NULL,     -- unix time of the report
+    PRIMARY KEY (send_id, id, kind)
+);
+CREATE INDEX send_recipients_khash ON send_recipients (khash);  -- a person's rows (show, purge)
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, SENDS),
     (2, LISTS),
     (3, SIGNUPS),
+    (4, RETURNS),
 ]
 
 LATEST = MIGRATIONS[-1][0]

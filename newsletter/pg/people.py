@@ -38,16 +38,14 @@ from newsletter.subscribers.export import write_csv
 from newsletter.subscribers.importers import ImportReport, Record, check_source, read_records
 from newsletter.subscribers.listing import Stats
 
-# The tables that hold an address, and how `purge` reaches each (send_recipients keeps the
-# row, so a resumed send still knows they were mailed, but not the address).
+# The subscriber tables that hold an address (the sends' rows are the Sends' to scrub:
+# PgSends.forget keeps each row, so no sender mails them, without the address).
 _ERASE = [
     "DELETE FROM subscribers WHERE khash = %(k)s",
     "DELETE FROM status_history WHERE khash = %(k)s",
     "DELETE FROM consent WHERE khash = %(k)s",
     "DELETE FROM soft_bounces WHERE khash = %(k)s",
     "DELETE FROM signups WHERE khash = %(k)s",
-    "UPDATE send_recipients SET email = '', name = '', fields = '{}', reply = NULL"
-    " WHERE khash = %(k)s",
 ]
 
 
@@ -266,8 +264,8 @@ def stats(store: PgStore) -> Stats:
 
 def purge(store: PgStore, email: str) -> Purged:
     """Erase an address: every row of it goes (its lists' rows, status history, consent
-    records, soft bounces; a send's record keeps the state without the address) and one
-    suppression entry (a digest) stays, all in one transaction."""
+    records, soft bounces, sign-ups) and one suppression entry (a digest) stays, all in one
+    transaction. The sends' records are scrubbed by PgSends.forget (Newsletter.purge)."""
     with store.link.transaction("cannot purge") as conn:
         held = conn.execute(
             "SELECT l.name FROM subscribers s JOIN lists l ON l.id = s.list_id"

@@ -17,7 +17,16 @@ from newsletter.pg.connection import Conn, connect, reporting, where
 from newsletter.pg.ledger import PgLedger
 from newsletter.pg.migrations import require_current
 from newsletter.pg.names import send_name, worker_id
-from newsletter.store import Failure, SendLedger, SendSummary, State
+from newsletter.pg.rows import khash
+from newsletter.store import (
+    ERASED,
+    Failure,
+    Scrubbed,
+    SendLedger,
+    SendOutcome,
+    SendSummary,
+    State,
+)
 
 WAIT_NOTE_SECONDS = 2.0  # how long a plan waits on another sender's snapshot before saying so
 
@@ -34,6 +43,20 @@ LEFT JOIN send_meta c ON c.send_id = s.id AND c.name = 'content'
 LEFT JOIN send_meta f ON f.send_id = s.id AND f.name = 'continued_from'
 WHERE s.replaced_at IS NULL AND (%(slug)s::text IS NULL OR s.slug = %(slug)s)
 ORDER BY s.id
+"""
+_OUTCOMES = """
+SELECT s.id, s.slug, s.destination, r.state, r.at FROM send_recipients r
+JOIN sends s ON s.id = r.send_id WHERE r.khash = %s ORDER BY s.id
+"""
+# A purged person's rows, as ledger.erase does it: pending (claimed or not) and deferred rows
+# are skipped, the others keep their state; the worker stays (its share in `status`).
+_FORGET = """
+WITH erased AS (
+    UPDATE send_recipients SET email = '', name = '', fields = '{}', next_at = NULL,
+        state = CASE WHEN state IN (0, 3) THEN 6 ELSE state END, reply = %s
+    WHERE khash = %s RETURNING send_id)
+SELECT s.id, s.slug, s.destination, count(*) FROM erased e JOIN sends s ON s.id = e.send_id
+GROUP BY s.id, s.slug, s.destination ORDER BY s.id
 """
 _LIVE = """
 SELECT 1 FROM send_workers w JOIN sends s ON s.id = w.send_id
@@ -225,6 +248,29 @@ class PgSends:
                 f"continuing from {source.path}: {changed} recipient(s) marked as its sends"
             )
         return notes
+
+    # -- a person's records (`subscribers show`, `purge`) ------------------------------------
+
+    def outcomes(self, email: str) -> list[SendOutcome]:
+        """What each send of the store (replaced ones too) recorded for the address."""
+        rows = self._read(_OUTCOMES, (khash(email),))
+        return [
+            SendOutcome(
+                slug, destination, State(state).label, at, str(send_name(send, slug, destination))
+            )
+            for send, slug, destination, state, at in rows
+        ]
+
+    def forget(self, email: str) -> list[Scrubbed]:
+        """Erase the address from every send of the store in one transaction: each row keeps
+        its hash and state (one not yet sent becomes skipped, so no sender mails it), and loses
+        the address, name, merge fields and server reply."""
+        with self._connect(autocommit=True) as conn, reporting(self.place, "cannot erase"):
+            rows = conn.execute(_FORGET, (ERASED, khash(email))).fetchall()
+        return [
+            Scrubbed(str(send_name(send, slug, destination)), int(n), complete=True)
+            for send, slug, destination, n in rows
+        ]
 
 
 def _summary(row: tuple[Any, ...]) -> SendSummary:
