@@ -1,6 +1,7 @@
 """Sending speed against postfix's smtp-sink, with smtp-source (C) as the yardstick.
 
     python benchmarks/send.py [--messages 20000] [--sessions 16] [--runs 3] [--million]
+    python benchmarks/send.py --store [URL] [--messages 20000] [--sessions 16] [--runs 3]
 
 Prints messages per second for smtp-source at N sessions and for `newsletter send` at N
 connections (the whole command: config, render, plan, ledger, send; and its send phase, as the
@@ -11,6 +12,10 @@ machine is shared: a busy machine lowers both figures) and the send's CPU time p
 The list is padded until the real message (as the plan reports it) is ~--size-kb KB.
 With --million: peak RSS of a 1,000,000-recipient plan and a send from it, cut off with
 Ctrl-C (SIGINT) only once the ledger shows messages sent, and how many were sent.
+With --store: the send ledger in PostgreSQL ([store] url) against the SQLite one, 1 and 3
+senders on one send (each with --sessions connections), the whole command's messages per second,
+the senders' CPU per message and, on a cluster it started itself (--store without a URL: a
+throwaway one, as the tests start it), the server's CPU per message: the store's cost.
 Needs Debian's postfix package (smtp-sink, smtp-source); never starts the postfix daemon.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -31,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -228,6 +235,10 @@ def main() -> None:
     parser.add_argument(
         "--bounce-address", default="", help="[newsletter] bounce_address: VERP return paths"
     )
+    parser.add_argument(
+        "--store", nargs="?", const="", default=None, metavar="URL",
+        help="compare the PostgreSQL store's ledger (a throwaway cluster without URL)",
+    )  # fmt: skip
     args = parser.parse_args()
     # Byte-compiled once, as an install does: otherwise, where PYTHONDONTWRITEBYTECODE is set,
     # every `newsletter send` compiles ~50 modules again (~0.7 s of CPU in the whole command).
@@ -246,6 +257,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as name:
             tmp = Path(name)
+            if args.store is not None:
+                compare_store(tmp, env, args)
+                return
             compare(tmp, env, port, args)
             if args.million:
                 print(
@@ -283,6 +297,137 @@ def compare(tmp: Path, env: dict[str, str], port: int, args: argparse.Namespace)
         f"{p:,.0f} msg/s send phase (medians), {statistics.median(cpu):.2f} ms CPU per message"
     )
     print(f"ratio, whole command: {o / s:.2f}  (target >= 0.8); send phase: {p / s:.2f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# --store: the ledger in PostgreSQL, 1 and 3 senders, against SQLite
+
+
+def compare_store(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> None:
+    with _store(args.store) as (url, server_cpu):
+        folder = sized_folder(tmp, args.messages, env, args.size_kb)
+        _import(folder, url)
+        print(f"message size: ~{message_kb(folder, env):.0f} KB; {args.messages} messages")
+        results: dict[str, list[tuple[float, float, float]]] = {}
+        for run in range(1, args.runs + 1):
+            for label, senders in (("sqlite", 0), ("store, 1 sender", 1), ("store, 3 senders", 3)):
+                before = load()
+                one = _store_run(folder, env, url, senders, args.messages, server_cpu)
+                results.setdefault(label, []).append(one)
+                print(
+                    f"run {run}, {label}: {one[0]:,.0f} msg/s whole command, senders "
+                    f"{one[1]:.3f} ms CPU/msg, server {one[2]:.3f} ms CPU/msg; "
+                    f"load average {before} -> {load()}"
+                )
+    base = statistics.median(r[1] for r in results["sqlite"])
+    for label, runs in results.items():
+        rate = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        server = statistics.median(r[2] for r in runs)
+        extra = f"; +{cpu - base:.3f} ms sender CPU and {server:.3f} ms server CPU per message"
+        print(
+            f"{label}, {args.sessions} connections each: {rate:,.0f} msg/s, {cpu:.3f} ms CPU "
+            f"per message (medians of {args.runs})" + ("" if label == "sqlite" else extra)
+        )
+    if server_cpu is None:
+        print("(the server's CPU is measured only on a cluster this benchmark starts)")
+
+
+def _store_run(
+    folder: Path,
+    env: dict[str, str],
+    url: str,
+    senders: int,
+    count: int,
+    server_cpu: Callable[[], float] | None,
+) -> tuple[float, float, float]:
+    """(messages per second of the whole command, senders' CPU ms per message, server's CPU
+    ms per message) of `senders` concurrent `newsletter send --yes` (0: SQLite, one sender)."""
+    if not senders:
+        rate, _, ms = send_rate(folder, env, count)
+        return rate, ms, 0.0
+    _empty_store(url)
+    store_env = {**env, "NEWSLETTER_STORE_URL": url}
+    cpu, server = _children_cpu(), server_cpu() if server_cpu else 0.0
+    start = time.perf_counter()
+    command = [*NEWSLETTER, "send", ISSUE, "--yes", "--json"]
+    procs = [
+        subprocess.Popen(
+            command, cwd=folder, env=store_env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(senders)
+    ]  # fmt: skip
+    outputs = [proc.communicate() for proc in procs]
+    seconds = time.perf_counter() - start
+    sent = json.loads(outputs[-1][0] or "{}").get("counts", {}).get("sent")
+    if any(p.returncode for p in procs) or sent != count:
+        raise SystemExit("the store's send did not send all:\n" + outputs[-1][1])
+    used = (server_cpu() - server) if server_cpu else 0.0
+    return count / seconds, (_children_cpu() - cpu) * 1000 / count, used * 1000 / count
+
+
+@contextlib.contextmanager
+def _store(url: str) -> Iterator[tuple[str, Callable[[], float] | None]]:
+    """The store's URL (migrated), and how to read its server's CPU seconds when this
+    benchmark started the cluster."""
+    if url:
+        _migrate(url)
+        yield url, None
+        return
+    from tests.pgcluster import make_cluster
+
+    cluster = make_cluster()
+    try:
+        found = cluster.url(cluster.create_database())
+        _migrate(found)
+        yield found, functools.partial(_cluster_cpu, cluster.data)
+    finally:
+        cluster.remove()
+
+
+def _migrate(url: str) -> None:
+    done = subprocess.run(
+        [*NEWSLETTER, "store", "migrate"], cwd=REPO, env={**env_for(), "NEWSLETTER_STORE_URL": url},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"cannot migrate the store:\n{done.stderr}")
+
+
+def _import(folder: Path, url: str) -> None:
+    """The folder's list in the store too: with a store, a send selects from its lists."""
+    source = folder / "subscribers" / "big.csv"
+    done = subprocess.run(
+        [*NEWSLETTER, "subscribers", "import", str(source), "--into", "big"], cwd=folder,
+        env={**env_for(), "NEWSLETTER_STORE_URL": url}, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"cannot import the list into the store:\n{done.stderr}")
+
+
+def _empty_store(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM sends")
+
+
+def _cluster_cpu(data: Path) -> float:
+    """CPU seconds (user + system) of the cluster's server processes so far."""
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            pid = int(stat.parent.name)
+            if pid == postmaster:  # its own, and that of the backends it reaped (cutime...)
+                total += sum(int(f) for f in fields[11:15]) / tick
+            elif int(fields[1]) == postmaster:  # fields[1]: the parent; a backend still running
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 if __name__ == "__main__":

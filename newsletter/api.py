@@ -19,7 +19,7 @@ import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from newsletter.errors import (
     BadAddress,
@@ -27,6 +27,7 @@ from newsletter.errors import (
     DraftIssue,
     InvalidInput,
     LedgerMissing,
+    MissingSetting,
     PlanUsed,
     Problem,
     Severity,
@@ -41,6 +42,8 @@ from newsletter.store import (
     SoftBounce,
     StatusEvent,
 )
+from newsletter.store import Migration as Migration  # returned by migrate_store
+from newsletter.store import StoreCheck as StoreCheck  # returned by check_store
 
 if TYPE_CHECKING:
     import asyncio
@@ -50,9 +53,11 @@ if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.dispatch import Notice, Progress
     from newsletter.limits import Limits
-    from newsletter.models import Rendered
+    from newsletter.models import Rendered, Subscriber
+    from newsletter.pg.lists import PgStore
     from newsletter.resume import Joined
     from newsletter.store import Recipients, SendLedger, Sends, StatusChange, SubscriberStore
+    from newsletter.subscribers import ImportReport, Stats
     from newsletter.transport import Transport
     from newsletter.verp import ReturnPaths
 
@@ -87,6 +92,20 @@ class FailedRecipient:
 
 
 @dataclass(frozen=True)
+class WorkerReport:
+    """One sender's share of a send (several senders share a send in a PostgreSQL store; the
+    embedded ledger has one, "local"). The shares' `sent` add up to the send's."""
+
+    id: str  # host:pid:start time of the sender's process
+    sent: int
+    failed: int
+    deferred: int
+    unknown: int
+    sending: int  # in flight now (a live sender's)
+    live: bool  # it holds a lease now
+
+
+@dataclass(frozen=True)
 class SendReport:
     """Where a send stands: after `Newsletter.send`, or any time from `Newsletter.status`."""
 
@@ -101,6 +120,7 @@ class SendReport:
     live: bool = False  # a send of this issue is running in another process right now
     stopped: str | None = None  # why this run stopped before the end (interrupted, paused)
     again: str = ""  # the issue and the --list/--tag options that continue this send
+    workers: tuple[WorkerReport, ...] = ()  # each sender's share
 
     @property
     def remaining(self) -> int:
@@ -128,6 +148,7 @@ class SendReport:
             "deferred": list(self.deferred),
             "duration_s": self.duration_s,
             "messages_per_second": self.messages_per_second,
+            "workers": [dataclasses.asdict(w) for w in self.workers],
         }
 
 
@@ -316,15 +337,30 @@ class Newsletter:
         sends: Sends | None = None,
     ) -> None:
         """`store` (the readers) and `sends` (the ledgers of every send) default to the
-        embedded ones: the CSV lists of the folder and SQLite files in .newsletter/sends/."""
+        embedded ones: the CSV lists of the folder and SQLite files in .newsletter/sends/
+        (with [store] url, the sends are in the PostgreSQL store)."""
         from newsletter.sends import LedgerFolder
         from newsletter.subscribers import CsvStore
 
         self.config = config
         self.notify: Notify = notify or log.info
         reserved = config.newsletter.allow_reserved_domains
+        if store is None and config.store.url:
+            store = self._pg_store()
         self.store: SubscriberStore = store or CsvStore(config.root, allow_reserved=reserved)
-        self.sends: Sends = sends or LedgerFolder(config.state_dir)
+        embedded = None if config.store.url else LedgerFolder(config.state_dir)
+        self._sends: Sends | None = sends or embedded  # the store's: made at the first use
+
+    @property
+    def sends(self) -> Sends:
+        """Every send's ledger: with [store] url, in the PostgreSQL store (psycopg is loaded
+        at the first use, so `check` or `render` never needs it), else .newsletter/sends/."""
+        if self._sends is None:
+            url = self._store_url()
+            from newsletter.pg.sends import PgSends
+
+            self._sends = PgSends(url, lease=self.config.store.lease, notify=self.notify)
+        return self._sends
 
     @classmethod
     def open(
@@ -362,8 +398,11 @@ class Newsletter:
         return check_issue(Path(issue), self.config).problems
 
     def list_path(self, given: PathLike) -> Path:
-        """A list as the command line names it: a bare name is subscribers/NAME(.csv)."""
+        """A list as the command line names it: a bare name is subscribers/NAME(.csv); with
+        [store] url, the store's list NAME (`news`, `news.csv` and `subscribers/news.csv` alike)."""
         path = Path(given)
+        if self.config.store.url:
+            return Path(path.stem if path.suffix.lower() == ".csv" else path.name)
         if path.parent != Path(".") or path.is_absolute():
             return path
         name = path.name if path.suffix else f"{path.name}.csv"
@@ -554,6 +593,137 @@ class Newsletter:
         scrubbed = self.sends.forget(email)
         files, elsewhere = tuple(purged.files), tuple(purged.elsewhere)
         return Erased(email, purged.rows, files, tuple(scrubbed), elsewhere)
+
+    # -- the shared store ([store] url) ----------------------------------------------------
+
+    def migrate_store(self) -> Migration:
+        """Create or upgrade the schema of the PostgreSQL store (safe to run twice, and on
+        several machines at once)."""
+        url = self._store_url()  # first: it says how to install the driver
+        from newsletter.pg.check import migrate_store
+
+        return migrate_store(url)
+
+    def check_store(self) -> StoreCheck:
+        """Connect to the store: its schema version, what it holds, the sends in progress."""
+        url = self._store_url()
+        from newsletter.pg.check import check_store
+
+        return check_store(url)
+
+    def _pg_store(self) -> SubscriberStore:
+        """The subscriber store in PostgreSQL ([store] url): connects on first use."""
+        url = self._store_url()
+        from newsletter.pg.lists import PgStore
+
+        reserved = self.config.newsletter.allow_reserved_domains
+        return PgStore(url, self.config.root, allow_reserved=reserved)
+
+    def store_ready(self) -> str:
+        """Where subscriber changes go, in words, once the store answers at this newsletter's
+        schema version (StoreUnavailable, StoreSchemaMismatch otherwise)."""
+        store = self._pg()
+        if store is None:
+            return f"the lists in {self.config.subscribers_dir}"
+        store.list_names()  # connects and checks the schema version
+        return f"the store at {store.link.place}"
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    def import_subscribers(
+        self, source: PathLike, into: PathLike, *, fmt: str = "csv", skip_invalid: bool = False
+    ) -> ImportReport:
+        """Import a file (csv, mailchimp, listmonk) into a list: every bad row reported at once
+        (InvalidInput) and nothing written while any is bad, unless `skip_invalid`. With the
+        store, one transaction."""
+        if (store := self._pg()) is not None:
+            from newsletter.pg.people import import_into
+
+            return import_into(store, Path(source), str(self.list_path(into)), fmt=fmt,
+                               skip_invalid=skip_invalid)  # fmt: skip
+        from newsletter.subscribers import import_list
+
+        reserved = self.config.newsletter.allow_reserved_domains
+        return import_list(self.config.root, Path(source), self.list_path(into), fmt=fmt,
+                           skip_invalid=skip_invalid, allow_reserved=reserved)  # fmt: skip
+
+    def export_subscribers(
+        self, out: IO[str], lists: Sequence[PathLike] | None = None, status: str | None = None
+    ) -> int:
+        """Write the lists (default: all) as one CSV list (docs/subscribers.md) to `out`; how
+        many rows. `status`: only rows with it."""
+        paths = None if lists is None else [self.list_path(p) for p in lists]
+        if (store := self._pg()) is not None:
+            from newsletter.pg.people import export
+
+            return export(store, out, None if paths is None else [str(p) for p in paths], status)
+        from newsletter.subscribers.export import export_lists
+
+        return export_lists(self.config.root, out, paths, status)
+
+    def unsubscribe(
+        self, email: str, lists: Sequence[PathLike] | None = None, *, only_these: bool = False
+    ) -> StatusChange:
+        """`subscribers unsubscribe`: in every list holding the address (or `lists`; with
+        `only_these`, scoped to them); in none, a suppression entry."""
+        paths = None if lists is None else [self.list_path(p) for p in lists]
+        if (store := self._pg()) is not None:
+            from newsletter.store import completed
+
+            return completed(store.set_status(email, "unsubscribed", source="cli",
+                                                   lists=paths, scope_list=only_these))  # fmt: skip
+        from newsletter.subscribers import change_status
+
+        return change_status(self.config.root, email, "unsubscribed", lists=paths,
+                             scope_list=only_these, source="cli")  # fmt: skip
+
+    def subscriber_rows(
+        self, status: str | None = None, tags: Iterable[str] = ()
+    ) -> tuple[Iterator[Subscriber], set[int]]:
+        """`subscribers list`: every row (streamed) with `status` and any of `tags`, and the
+        compact keys of the suppression entries."""
+        if (store := self._pg()) is not None:
+            from newsletter.pg.people import rows, suppressed_hashes
+
+            wanted = {t.strip().casefold() for t in tags if t.strip()}
+            found = (
+                p for p in rows(store, None, status)
+                if not wanted or wanted & {t.casefold() for t in p.tags}
+            )  # fmt: skip
+            return found, suppressed_hashes(store)
+        from newsletter.subscribers import browse, read_suppressed
+
+        root = self.config.root
+        return browse(root, status=status, tags=tags), read_suppressed(root)
+
+    def subscriber_stats(self) -> Stats:
+        """`subscribers stats`: rows per list and status, per tag, and the recipients."""
+        if (store := self._pg()) is not None:
+            from newsletter.pg.people import stats
+
+            return stats(store)
+        from newsletter.subscribers import stats as list_stats
+
+        return list_stats(self.config.root)
+
+    def _pg(self) -> PgStore | None:
+        """The store when it is PostgreSQL's; None for the CSV lists (without loading psycopg)."""
+        if not self.config.store.url:
+            return None
+        from newsletter.pg.lists import PgStore
+
+        return self.store if isinstance(self.store, PgStore) else None
+
+    def _store_url(self) -> str:
+        """[store] url, with its driver installed; MissingSetting when it is not set."""
+        from newsletter.pg import require_driver
+
+        url = self.config.store.url
+        if not url:
+            hint = "set [store] url in newsletter.toml or NEWSLETTER_STORE_URL (docs/deployment.md)"
+            raise MissingSetting("store.url", "store", hint)
+        require_driver(url)
+        return url
 
     # -- publish -----------------------------------------------------------------------------
 

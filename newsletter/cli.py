@@ -534,13 +534,15 @@ def serve(
 
     from newsletter.serve import endpoint_secret, listen, route_prefix, run_unsubscribe
 
-    config = load()
+    nl = api()
+    config = nl.config
     if print_form:
         from newsletter.serve_signup import form_snippet
 
         typer.echo(form_snippet(config), nl=False)
         return
     key = endpoint_secret(config)
+    changes = nl.store_ready()  # the store answers at this version, before the port opens
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = f"{route_prefix(config.newsletter.base_url)}/unsubscribe/<token>"
     sock = listen(host, port)
@@ -550,8 +552,8 @@ def serve(
         say(f"sign-up form at {config.newsletter.base_url}/subscribe (confirmations by mail)")
     elif config.signup.enabled:
         say("sign-up form off: its confirmation links need [newsletter] base_url")
-    say(f"changes go to the lists in {config.subscribers_dir}")
-    run_unsubscribe(config, key, sock=sock)
+    say(f"changes go to {changes}")
+    run_unsubscribe(config, key, sock=sock, store=nl.store)
 
 
 @app.command()
@@ -579,4 +581,5 @@ def archive(
 
 
 import newsletter.cli_bounces  # noqa: E402  # registers `newsletter bounces` on app
+import newsletter.cli_store  # noqa: E402  # registers `newsletter store ...` on app
 import newsletter.cli_subscribers  # noqa: E402, F401  # registers `newsletter subscribers ...` on app

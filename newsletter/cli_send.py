@@ -225,6 +225,7 @@ def _print_report(
         echo(f"last run: {report.duration_s:.1f} s, {report.messages_per_second:.0f} messages/s")
     if report.stopped:
         echo(report.stopped)
+    _print_workers(report, echo)
     for failure in report.failed[:20]:
         echo(f"  failed: {failure.email}: {failure.code or ''} {failure.reply}")
     if len(report.failed) > 20:
@@ -236,6 +237,19 @@ def _print_report(
             f"{len(report.unknown)} unknown (the connection broke after the data went out: "
             f"they may have it). `newsletter status {issue}` lists them; "
             f"`newsletter send {report.again} --resend-unknown --yes` sends them again"
+        )
+
+
+def _print_workers(report: SendReport, echo: Callable[[str], None]) -> None:
+    """Each sender's share, when several senders share the send (a PostgreSQL store)."""
+    if all(w.id == "local" for w in report.workers):
+        return
+    for w in report.workers:
+        state = ", working now" if w.live else ""
+        in_flight = f", {w.sending} in flight" if w.sending else ""
+        echo(
+            f"  sender {w.id}: sent {w.sent}, failed {w.failed}, deferred {w.deferred}, "
+            f"unknown {w.unknown}{in_flight}{state}"
         )
 
 

@@ -17,7 +17,10 @@ from newsletter import cli
 from newsletter.cli import command, load, say
 from newsletter.models import Status
 
-subscribers_app = cli.App(help="Manage the CSV lists in subscribers/.", no_args_is_help=True)
+subscribers_app = cli.App(
+    help="Manage the lists (subscribers/, or the store).",
+    no_args_is_help=True,
+)
 cli.app.add_typer(subscribers_app, name="subscribers")
 
 ListOption = Annotated[
@@ -25,20 +28,12 @@ ListOption = Annotated[
     typer.Option(
         "--list",
         metavar="LIST",
-        help="A list: a bare name means subscribers/NAME (.csv added if missing), else a path.",
+        help="A list: a bare name means subscribers/NAME (.csv added if missing), else a path; "
+        "with [store] url, the store's list NAME.",
     ),
 ]
 EmailArg = Annotated[str, typer.Argument(help="The person's address.", show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _list_path(folder: Path, given: Path | None) -> Path | None:
-    if given is None:
-        return None
-    if given.parent != Path(".") or given.is_absolute():
-        return given
-    name = given.name if given.suffix else f"{given.name}.csv"
-    return folder / "subscribers" / name
 
 
 @subscribers_app.command("add")
@@ -60,19 +55,14 @@ def subscribers_add(
 ) -> None:
     """Subscribe EMAIL to a list.
 
-    The default list is subscribers/subscribers.csv."""
-    from newsletter import subscribers
-
-    config = load()
-    folder = config.root
-    added = subscribers.add(
-        folder,
+    The default list is subscribers/subscribers.csv (the store's: `subscribers`)."""
+    nl = cli.api()
+    added = nl.store.add(
         email,
         name=name,
         tags=tag or [],
-        list_path=_list_path(folder, list_),
+        list_path=None if list_ is None else nl.list_path(list_),
         resubscribe=resubscribe,
-        allow_reserved=config.newsletter.allow_reserved_domains,
     )
     if added.created:
         typer.echo(f"added {added.email} to {added.path}")
@@ -110,20 +100,10 @@ def subscribers_unsubscribe(
 
     From every list holding it (or only --list); the row and its consent record stay. An
     address in no list is recorded in the suppression file."""
-    from newsletter import subscribers
-
-    folder = load().root
-    path = _list_path(folder, list_)
-    if only_this_list and path is None:
+    if only_this_list and list_ is None:
         raise typer.BadParameter("--only-this-list needs --list")
-    change = subscribers.change_status(
-        folder,
-        email,
-        "unsubscribed",
-        lists=None if path is None else [path],
-        scope_list=only_this_list,
-        source="cli",
-    )
+    lists = None if list_ is None else [list_]
+    change = cli.api().unsubscribe(email, lists, only_these=only_this_list)
     _say_status(change, "unsubscribed")
 
 
@@ -137,17 +117,20 @@ def subscribers_remove(email: EmailArg, list_: ListOption = None) -> None:
     from newsletter import subscribers
     from newsletter.errors import NotInList
 
-    folder = load().root
-    path = _list_path(folder, list_)
-    lists = None if path is None else [path]
-    if not subscribers.find(folder, email, lists):
+    nl = cli.api()
+    folder = nl.config.root
+    lists = None if list_ is None else [list_]
+    if nl.config.store.url:
+        held = nl.store.lookup(email) is not None
+    else:
+        held = bool(subscribers.find(folder, email, [nl.list_path(list_)] if list_ else None))
+    if not held:
         raise NotInList(email)
     say(
         "note: `subscribers remove` is now `subscribers unsubscribe` (the same: the row stays); "
         "to delete a person's rows, use `subscribers purge`"
     )
-    change = subscribers.change_status(folder, email, "unsubscribed", lists=lists, source="cli")
-    _say_status(change, "unsubscribed")
+    _say_status(nl.unsubscribe(email, lists), "unsubscribed")
 
 
 @subscribers_app.command("purge")
@@ -306,18 +289,14 @@ def subscribers_import(
 ) -> None:
     """Import FILE into a list.
 
-    Every bad row is reported; nothing is written while any is bad (or pass --skip-invalid)."""
-    from newsletter import subscribers
+    Every bad row is reported; nothing is written while any is bad (or pass --skip-invalid).
+    With [store] url, LIST names a list of the store, and the import is one transaction."""
     from newsletter.errors import InvalidInput
 
-    config = load()
-    folder = config.root
-    target = _list_path(folder, into) or into
-    reserved = config.newsletter.allow_reserved_domains
+    nl = cli.api()
+    target = nl.list_path(into)
     try:
-        report = subscribers.import_list(
-            folder, file, target, fmt=format_, skip_invalid=skip_invalid, allow_reserved=reserved
-        )
+        report = nl.import_subscribers(file, into, fmt=format_, skip_invalid=skip_invalid)
     except InvalidInput as exc:  # after the problems, what became of the list, and the way on
         cli.print_error(exc)
         rows = any(p.line and p.line > 1 for p in exc.problems)
@@ -362,11 +341,10 @@ def subscribers_list(
     from newsletter import subscribers
     from newsletter.addresses import address_key, key_hash
 
-    root = load().root
-    rows = subscribers.browse(root, status=status, tags=tag or ())
-    suppressed = subscribers.read_suppressed(root)
+    nl = cli.api()
+    rows, suppressed = nl.subscriber_rows(status, tag or ())
     if json_:  # every list read to its end first: a list that stops halfway prints no "[..."
-        for _ in subscribers.browse(root):
+        for _ in nl.subscriber_rows()[0]:
             pass
         typer.echo("[", nl=False)
     for number, person in enumerate(rows):
@@ -397,10 +375,9 @@ def subscribers_stats(json_: JsonOption = False) -> None:
     """Count rows per list, status and tag.
 
     Also the distinct recipients of a send to every list."""
-    from newsletter import subscribers
     from newsletter.models import STATUSES
 
-    result = subscribers.stats(load().root)
+    result = cli.api().subscriber_stats()
     if json_:
         data = {
             "lists": {name: dict(counts) for name, counts in result.by_list.items()},
@@ -437,6 +414,9 @@ def subscribers_check(
     from newsletter import subscribers
 
     config = load()
+    if config.store.url and not files:
+        _check_store(json_)
+        return
     paths = files or subscribers.list_files(config.root)
     report = subscribers.check_lists(paths, allow_reserved=config.newsletter.allow_reserved_domains)
     if json_:
@@ -460,3 +440,46 @@ def subscribers_check(
     )
     if errors:
         raise typer.Exit(1)
+
+
+def _check_store(json_: bool) -> None:
+    """`check` with the store: its rows were checked on import; count them."""
+    result = cli.api().subscriber_stats()
+    rows = sum(sum(counts.values()) for counts in result.by_list.values())
+    if json_:
+        typer.echo(json.dumps({"rows": rows, "problems": []}))
+    (say if json_ else typer.echo)(
+        f"{len(result.by_list)} lists in the store (rows are checked as they are imported), "
+        f"{rows} rows, 0 errors"
+    )
+
+
+@subscribers_app.command("export")
+@command
+def subscribers_export(
+    list_: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--list", metavar="LIST", help="Only this list (repeat for several; default: all)."
+        ),
+    ] = None,
+    status: Annotated[
+        Status | None, typer.Option("--status", help="Only rows with this status.")
+    ] = None,
+) -> None:
+    """Write the lists to stdout as one CSV list.
+
+    In the CSV format of the lists (docs/subscribers.md): `export > file.csv`, then
+    `import file.csv --into NAME` in another store gives the same rows."""
+    import io
+    import sys
+
+    nl = cli.api()
+    sys.stdout.flush()
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
+    try:
+        count = nl.export_subscribers(out, list_, status)
+    finally:
+        out.flush()
+        out.detach()  # stdout stays open
+    say(f"{count} rows exported")

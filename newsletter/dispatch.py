@@ -30,15 +30,19 @@ from typing import Any, Protocol
 
 from newsletter.dkim import Signer, wire_message
 from newsletter.errors import DeliveryError, NewsletterError, TransportError
-from newsletter.limits import Clock, Limits, LimitTooFar, RateLimiter, SystemClock
+from newsletter.limits import Clock, Limits, LimitTooFar, RateLimiter, SharedLimiter, SystemClock
 from newsletter.models import Subscriber
-from newsletter.store import Row, SendLedger, is_bounce
+from newsletter.store import Lease, Row, SendLedger, is_bounce
 from newsletter.transport import Accepted, Connection, Envelope, Transport
 
 BATCH = 256  # rows read from the ledger at a time; the unsubscribe check runs between batches
 SYNC_EVERY = 1000  # attempts between power-loss syncs (docs/sending.md: the bound)
 SYNC_SECONDS = 1.0  # ... or this many seconds, whichever comes first
 PROGRESS_SECONDS = 0.1  # at most ten Progress events a second (and one when the run ends)
+LEASE_LOST = (
+    "stopped: this sender's lease expired (it was stopped or cut off from the store for longer "
+    "than [store] lease) and the other senders took over its recipients; run it again to help"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,6 +121,7 @@ class Dispatcher:
         self.limit = limit
         self.rng = rng or random.Random()
         self.result = RunResult()
+        self.lease: Lease | None = None  # with several senders (a shared store), this one's
         self._ready: deque[Row] = deque()
         self._retries: list[tuple[float, int, Row]] = []  # (due, id, row), a heap
         self._tries: dict[int, int] = {}  # retries this run, by row id
@@ -124,6 +129,7 @@ class Dispatcher:
         self._seen_blocked: set[tuple[int, str]] = set()
         self._last_id = 0
         self._exhausted = False
+        self._looked_again = False  # with other senders: the last claim after they stopped
         self._taken = 0
         self._busy = 0  # workers holding a row: they may yet hand back a retry
         self._failures = 0  # connection-level failures in a row
@@ -141,7 +147,12 @@ class Dispatcher:
         """Send until nothing is due, or a pause/stop; the ledger is synced when it returns."""
         self._prepare()
         workers = [asyncio.create_task(self._worker()) for _ in range(self.limits.connections)]
+        keeper = asyncio.create_task(self._keep_lease()) if self.lease is not None else None
         outcomes = await asyncio.gather(*workers, return_exceptions=True)
+        if keeper is not None:
+            outcomes.append(await _stopped(keeper))
+            if not self.result.stopped and not self.lease_held():
+                self._halt(LEASE_LOST)
         self._progress(final=True)
         self.ledger.sync()
         self.result.duration = self.clock.now() - self._started
@@ -163,11 +174,32 @@ class Dispatcher:
         now = self.clock.now()
         for row, _next in self.ledger.deferred():
             heapq.heappush(self._retries, (now, row.id, row))
+        self.lease = self.ledger.lease()
+        self.limiter = self._limiter(now)
+        self._started = self._last_sync = now
+
+    def _limiter(self, now: float) -> RateLimiter | SharedLimiter:
+        """The limits of this sender alone, or with other senders, of all of them together."""
+        limited = self.limits.rate or self.limits.hourly or self.limits.daily
+        if self.lease is not None and limited:
+            return SharedLimiter(self.clock, self.limits, self.lease.reserve)
         wall = self.clock.wall()
         history = [now - (wall - t) for t in self.ledger.attempt_times(wall - 86400.0)]
         windows = self.limits.windows(history)
-        self.limiter = RateLimiter(self.clock, windows, self.limits.max_wait)
-        self._started = self._last_sync = now
+        return RateLimiter(self.clock, windows, self.limits.max_wait)
+
+    async def _keep_lease(self) -> None:
+        """Renew this sender's lease while it works: others take over only when it stops."""
+        assert self.lease is not None
+        while True:
+            await self.clock.sleep(self.lease.seconds / 3)
+            if not self.lease_held():
+                self._halt(LEASE_LOST)
+                return
+
+    def lease_held(self) -> bool:
+        """Renew the lease; False when it had expired (the others took over its claims)."""
+        return self.lease is None or self.lease.renew()
 
     def _record_run(self) -> None:
         self.ledger.put("duration_s", f"{self.result.duration:.3f}")
@@ -223,7 +255,8 @@ class Dispatcher:
             self.ledger.failed(row.id, None, str(exc), self._wall())
             self._done()
             return conn
-        self.ledger.start(row.id, self.clock.wall())
+        if not self.ledger.start(row.id, self.clock.wall()):
+            return conn  # another sender took it over (this one's lease had expired), or skipped
         await self._durable()  # the attempt is on disk before its data goes out
         try:
             accepted = await conn.send(envelope, data)
@@ -339,10 +372,26 @@ class Dispatcher:
                 continue
             due = self._retries[0][0] - self.clock.now() if self._retries else None
             if due is None and self._busy == 0:
-                return None
+                wait = self._others_at_work()
+                if wait is None and (self.lease is None or self._looked_again):
+                    return None
+                # claims come back from a sender that stopped or whose lease expired: claim
+                # again after the wait, and once more after the last sender stopped
+                self._looked_again = wait is None
+                self._exhausted = False
+                await self._sleep(wait or 0.0)
+                continue
             self._changed.clear()
             await self._wait(due)
         return None
+
+    def _others_at_work(self) -> float | None:
+        """Nothing left here: with other senders, the seconds to wait before claiming again
+        while one of them still works (a lease that expires gives its claims back); None:
+        done (no other sender, or --limit reached)."""
+        if self.lease is None or (self.limit is not None and self._taken >= self.limit):
+            return None
+        return self.lease.others()
 
     def _take(self) -> Row | None:
         while self._retries and self._retries[0][0] <= self.clock.now():
@@ -427,6 +476,18 @@ class Dispatcher:
 
     def _notice(self, text: str) -> None:
         self.on_event(Notice(text))
+
+
+async def _stopped(task: asyncio.Task[None]) -> BaseException | None:
+    """Cancel a task that runs until cancelled; the error it died of before, if any."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:  # e.g. the store went away while it renewed the lease
+        return exc
+    return None
 
 
 async def _first(waits: list[asyncio.Future[Any]]) -> None:

@@ -494,6 +494,54 @@ class PlanUsed(NewsletterError):
 
 
 # ---------------------------------------------------------------------------------------------
+# The shared store ([store] url: PostgreSQL). Its URL is shown masked: never its password.
+
+
+class StoreDriverMissing(NewsletterError):
+    """[store] url is set but psycopg (the extra `newsletter[postgres]`) is not installed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"[store] url is set ({url}) but the PostgreSQL driver is not installed: "
+            "pip install 'newsletter[postgres]'"
+        )
+        self.url = url
+
+
+class StoreUnavailable(NewsletterError):
+    """The store cannot be reached, refused the login, or went away during a command. Exit
+    code 6 (docs/sending.md): run the command again once it is back (a send resumes)."""
+
+    exit_code = 6
+
+    def __init__(self, where: str, action: str, reason: str) -> None:
+        super().__init__(
+            f"the store at {where}: {action}: {reason}; run the command again once it is "
+            "reachable (a send resumes: nobody is mailed twice)"
+        )
+        self.where = where  # host:port/dbname, never the password
+        self.action = action
+        self.reason = reason
+
+
+class StoreSchemaMismatch(NewsletterError):
+    """The store's schema is not the version this newsletter uses: migrate it (or upgrade)."""
+
+    def __init__(self, where: str, found: int, expected: int) -> None:
+        if found < expected:
+            advice = "run `newsletter store migrate` (safe to run twice, and while others wait)"
+        else:
+            advice = "a newer newsletter migrated it: upgrade this one"
+        super().__init__(
+            f"the store at {where} has schema version {found}, this newsletter uses version "
+            f"{expected}: {advice}"
+        )
+        self.where = where
+        self.found = found
+        self.expected = expected
+
+
+# ---------------------------------------------------------------------------------------------
 # Serving
 
 

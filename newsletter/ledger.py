@@ -39,7 +39,18 @@ from typing import Any
 from newsletter import addresses
 from newsletter.errors import LedgerError
 from newsletter.ledgerdb import Connection, connect, ledger_error
-from newsletter.store import PURGED, Entry, Failure, Returned, Row, SendSummary, State
+from newsletter.store import (
+    ERASED,
+    PURGED,
+    Entry,
+    Failure,
+    Lease,
+    Returned,
+    Row,
+    SendSummary,
+    State,
+    WorkerShare,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -71,7 +82,6 @@ CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state N
 
 
 _SENDING = int(State.SENDING)  # a plain int for the per-message statement (see Ledger._set)
-ERASED = "erased on request"  # the reply of an erased row
 # none in a ledger killed before its tables existed
 _HAS_RECIPIENTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recipients'"
 
@@ -376,6 +386,14 @@ class Ledger:
         sql = "SELECT count(*) FROM recipients WHERE state != ?"
         return int(self._db.execute(sql, (State.PENDING,)).fetchone()[0])
 
+    def fixed(self) -> bool:
+        """Once something was attempted (a plan before that takes the snapshot anew)."""
+        return self.attempted() > 0
+
+    def lease(self) -> Lease | None:
+        """None: one sender at a time (the send lock)."""
+        return None
+
     def reset(self) -> None:
         """Drop the snapshot (only while nothing was attempted: a fresh plan replaces it)."""
         self._write("DELETE FROM recipients")
@@ -424,10 +442,12 @@ class Ledger:
 
     # -- recording outcomes ------------------------------------------------------------------
 
-    def start(self, row_id: int, now: float | None = None) -> None:
-        """Record an attempt as begun; `commit()` before its data goes out."""
+    def start(self, row_id: int, now: float | None = None) -> bool:
+        """Record an attempt as begun; `commit()` before its data goes out. Always True: the
+        only sender's rows stay its own."""
         sql = "UPDATE recipients SET state = ?, attempts = attempts + 1, at = ? WHERE id = ?"
         self._write(sql, (_SENDING, time.time() if now is None else now, row_id))
+        return True
 
     def sent(self, row_id: int, code: int, reply: str, now: float | None = None) -> None:
         self._set(row_id, State.SENT, code, reply, now)
@@ -554,6 +574,13 @@ class Ledger:
         in_flight = counts.pop("sending")
         counts["pending" if live else "unknown"] += in_flight
         return counts
+
+    def workers(self) -> list[WorkerShare]:
+        """One sender at a time, not recorded by name: one share, "local", of every outcome."""
+        counts = self.counts()
+        counts.pop("pending")
+        counts.pop("skipped")
+        return [WorkerShare("local", counts)] if any(counts.values()) else []
 
     def emails(self, *states: State) -> Iterator[str]:
         marks = ",".join("?" * len(states))

@@ -7,9 +7,11 @@ limits (and the dispatcher's retries) are tested with a fake one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,6 +87,93 @@ class RateLimiter:
 
     def _wait(self, now: float) -> float:
         return max((limit.wait(now) for limit in self.limits), default=0.0)
+
+
+class SharedLimiter:
+    """The limits of every sender of one send together (a shared store): send times are
+    granted in small batches, under a lock all senders take turns on (`reserve`, store.Lease),
+    from the times granted to all of them; each sender then waits for its own times.
+
+    A time granted and not used (the sender stopped) still counts against the hourly and
+    daily limits: the limits are never exceeded, at worst a batch is left unused."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        limits: Limits,
+        reserve: Callable[
+            [float, Callable[[float, list[float]], list[float]]], tuple[float, list[float]]
+        ],
+    ) -> None:
+        self.clock = clock
+        self.limits = limits
+        self.reserve = reserve
+        self.batch = _batch(limits)
+        self.span = 86400.0 if limits.daily else 3600.0 if limits.hourly else 1.0
+        self._due: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> float:
+        """Wait for this sender's next granted time; LimitTooFar when it is over max_wait."""
+        async with self._lock:
+            while not self._due and not self._refill():
+                await self.clock.sleep(0.1)  # another sender holds the lock: look again soon
+            wait = self._due[0] - self.clock.now()
+            if wait > self.limits.max_wait:
+                raise LimitTooFar(wait)
+            self._due.popleft()
+            if wait > 0:
+                await self.clock.sleep(wait)
+            return self.clock.now()
+
+    def _refill(self) -> bool:
+        """Reserve the next batch; False when the store's lock was busy (nothing reserved),
+        LimitTooFar when the limits allow nothing soon enough."""
+        far: list[float] = []
+
+        def plan(now: float, granted: list[float]) -> list[float]:
+            times, wait = grants(self.limits, now, granted, self.batch)
+            far.append(wait)
+            return times
+
+        now, times = self.reserve(self.span, plan)
+        if not far:
+            return False
+        local = self.clock.now()  # the store's clock to ours: only differences are used
+        self._due.extend(local + (t - now) for t in times)
+        if not self._due:
+            raise LimitTooFar(far[0])
+        return True
+
+
+def grants(
+    limits: Limits, now: float, granted: list[float], count: int
+) -> tuple[list[float], float]:
+    """Up to `count` send times from `now` on, after `granted` (every sender's, oldest first),
+    none more than max_wait away; and how far the first one would have been."""
+    windows = dataclasses.replace(limits, rate=None).windows(granted)
+    if limits.rate:
+        recent = [t for t in granted if t > now - 1.0]
+        windows += [WindowLimit(w.count, w.seconds, recent) for w in rate_windows(limits.rate)]
+    times: list[float] = []
+    at = now
+    for _ in range(count):
+        while windows and (wait := max(w.wait(at) for w in windows)) > 0:
+            at += wait
+        if at - now > limits.max_wait:
+            return times, at - now
+        for window in windows:
+            window.grant(at)
+        times.append(at)
+    return times, 0.0
+
+
+def _batch(limits: Limits) -> int:
+    """Times reserved at once: about a fifth of a second's worth at the rate (the store is
+    asked at most ~5 times a second per sender), at least one, at most 50."""
+    if limits.rate:
+        return max(1, min(50, math.ceil(limits.rate / 5)))
+    return max(1, min(50, limits.connections))
 
 
 def rate_windows(rate: float) -> list[WindowLimit]:

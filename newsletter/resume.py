@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from newsletter.errors import SelectionChanged
 from newsletter.models import Subscriber
 from newsletter.sends import entry, record_selection
+from newsletter.subscribers import store_list
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients, SendLedger
@@ -29,7 +30,7 @@ def check_selection(ledger: SendLedger, selection: Recipients, issue: str, *, ad
     With `add_new` the selection may widen the snapshot's (more lists, no or more tags): it
     becomes the send's selection. Ledgers of older versions recorded their lists only.
     """
-    if not ledger.attempted():
+    if not ledger.fixed():
         return ""
     asked = selection.spec()
     stored = _stored_selection(ledger, asked)
@@ -98,13 +99,16 @@ def selection_args(spec: dict[str, Any], root: Path) -> str:
     if spec["default"]:
         lists: list[str] = []
     else:
-        lists = [_list_arg((root / p).resolve(), root) for p in spec["lists"]]
+        lists = [_list_arg(root / p, root) for p in spec["lists"]]
     return "".join(f" --list {a}" for a in lists) + "".join(
         f" --tag {shlex.quote(t)}" for t in spec["tags"]
     )
 
 
-def _list_arg(path: Path, root: Path) -> str:
+def _list_arg(given: Path, root: Path) -> str:
+    if given.parent == root and store_list(given.name):
+        return shlex.quote(given.name)  # a list of the store, by its name
+    path = given.resolve()
     if path.parent == (root / "subscribers").resolve():
         return shlex.quote(path.name)  # a bare name means subscribers/NAME wherever you are
     return shlex.quote(str(path))
@@ -142,7 +146,7 @@ def _why_new(
 
     path = subscriber.list_path or root
     where = shown(root, path)
-    if lists is not None and path.resolve() not in lists:
+    if lists is not None and (root / path).resolve() not in lists:
         return f"on {where}, a list the snapshot did not include"
     if tags and not tags & {t.casefold() for t in subscriber.tags}:
         return f"on {where}, without a tag of the snapshot ({', '.join(sorted(tags))})"

@@ -25,6 +25,7 @@ from newsletter.api import (
     Plan,
     SendReport,
     TestResult,
+    WorkerReport,
     _Session,
     interrupt_on_signals,
     say_bounced,
@@ -154,7 +155,7 @@ def _recipients(
     checked = check_selection(ledger, selection, str(session.issue), add_new=add_new)
     if checked:
         note(checked)
-    if not ledger.attempted():
+    if not ledger.fixed():
         snapshot(ledger, selection, used)
         for path in [] if selection.default else selection.empty_lists:
             name = shown(selection.folder, path)
@@ -319,6 +320,7 @@ def report_of(
         live=live,
         stopped=stopped,
         again=again,
+        workers=tuple(WorkerReport(**w) for w in doc["workers"]),
     )
 
 

@@ -40,6 +40,7 @@ from newsletter.store import (
     SendOutcome,
     SendSummary,
     State,
+    WorkerShare,
 )
 
 if TYPE_CHECKING:
@@ -128,6 +129,23 @@ def report(
         "deferred": list(ledger.emails(State.DEFERRED)),
         "duration_s": float(ledger.get("duration_s") or 0.0),
         "messages_per_second": float(ledger.get("messages_per_second") or 0.0),
+        "workers": [worker_json(share, live=live) for share in ledger.workers()],
+    }
+
+
+def worker_json(share: WorkerShare, *, live: bool) -> dict[str, Any]:
+    """One sender's share: its attempts in flight count as unknown once it holds no lease
+    (as the totals count them when no send runs)."""
+    c = share.counts
+    in_flight = c.get("sending", 0) if share.live and live else 0
+    return {
+        "id": share.id,
+        "sent": c.get("sent", 0),
+        "failed": c.get("failed", 0),
+        "deferred": c.get("deferred", 0),
+        "unknown": c.get("unknown", 0) + c.get("sending", 0) - in_flight,
+        "sending": in_flight,
+        "live": share.live,
     }
 
 

@@ -413,6 +413,8 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def run_unsubscribe(config: Config, secret: bytes, *, sock: socket.socket) -> None:
+def run_unsubscribe(
+    config: Config, secret: bytes, *, sock: socket.socket, store: SubscriberStore | None = None
+) -> None:
     """Serve the endpoint until interrupted. No access log: request paths carry tokens."""
-    _serve(unsubscribe_app(config, secret), sock, access_log=False)
+    _serve(unsubscribe_app(config, secret, store), sock, access_log=False)

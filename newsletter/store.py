@@ -47,6 +47,9 @@ class State(enum.IntEnum):
         return self.name.lower()
 
 
+ERASED = "erased on request"  # the reply of a ledger row whose person was purged
+
+
 @dataclass(frozen=True)
 class Entry:
     """One recipient of the plan, as the ledger stores it."""
@@ -259,6 +262,47 @@ class Scrubbed:
     complete: bool  # False: in use (a send held its lock, or a reader), old copies may remain
 
 
+@dataclass(frozen=True)
+class WorkerShare:
+    """One sender's part of a send: who (host:pid:start for a sender of a shared store) and
+    the outcomes it recorded. The shares of a send add up to its counts."""
+
+    id: str
+    counts: Mapping[str, int]  # by State.label: sent, failed, deferred, unknown, sending
+    live: bool = False  # it holds a lease now
+
+
+@dataclass(frozen=True)
+class RunningSend:
+    """A send of the shared store with recipients still to go, as `store check` shows it."""
+
+    slug: str
+    destination: str
+    counts: Mapping[str, int]  # by State.label
+    workers: int  # senders holding a lease on it now
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """What `newsletter store check` shows: where the store is (never its password), its
+    schema version against this newsletter's, what it holds, and the sends in progress."""
+
+    where: str  # host:port/dbname
+    version: int
+    expected: int
+    counts: Mapping[str, int]  # what -> how many ("sends", "send recipients", ...)
+    running: tuple[RunningSend, ...]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What `newsletter store migrate` did: the schema version before and after."""
+
+    where: str
+    before: int
+    after: int
+
+
 # ---------------------------------------------------------------------------------------------
 # The protocols
 
@@ -375,9 +419,38 @@ class SubscriberStore(Protocol):
         ...
 
 
+class Lease(Protocol):
+    """A sender's part in a send that several senders share (a PostgreSQL store): what it
+    claimed is its own while it renews its lease; when a lease expires, the others take back
+    its claims (its attempts in flight become `unknown`)."""
+
+    seconds: float  # how long a lease lasts unless renewed
+
+    def renew(self) -> bool:
+        """Extend this sender's lease (the send loop calls it every third of `seconds`);
+        False when it had expired and the others took back its claims: the sender stops."""
+        ...
+
+    def others(self) -> float | None:
+        """With nothing left to claim: take back what senders whose lease expired left (their
+        attempts in flight become unknown, their claims go back to pending); the seconds to
+        wait before asking again while another sender still works, None when none does."""
+        ...
+
+    def reserve(
+        self, span: float, plan: Callable[[float, list[float]], list[float]]
+    ) -> tuple[float, list[float]]:
+        """Under a lock every sender of the send shares: `plan(now, granted)` gets the store's
+        clock and the send times granted to every sender over the last `span` seconds, and
+        returns new ones; they are recorded. Returns (now, the new times); `plan` is not
+        called when the lock stays busy (a sender frozen while holding it): ask again."""
+        ...
+
+
 class SendLedger(Protocol):
     """One send's record of every recipient (ledger.Ledger). One writer at a time (the send
-    lock); a row is durably `sending` before its data goes out, so nobody is mailed twice."""
+    lock), or several senders each with a `lease()` (a shared store); a row is durably
+    `sending` before its data goes out, so nobody is mailed twice."""
 
     # snapshot
     def reset(self) -> None: ...
@@ -391,13 +464,33 @@ class SendLedger(Protocol):
         """Mark as sent (with `reply`) those another send's ledger sent or may have sent."""
         ...
 
+    def fixed(self) -> bool:
+        """The snapshot is taken for good: a plan joins it instead of taking it again (once
+        something was attempted; in a shared store, once the first sender saved it)."""
+        ...
+
     # claim
-    def pending(self, after_id: int, limit: int) -> list[Row]: ...
-    def deferred(self) -> list[tuple[Row, float]]: ...
+    def pending(self, after_id: int, limit: int) -> list[Row]:
+        """Claim the next pending recipients (in plan order, after `after_id`): with several
+        senders, each row goes to one of them."""
+        ...
+
+    def deferred(self) -> list[tuple[Row, float]]:
+        """Claim the deferred recipients no live sender is retrying, with their next time."""
+        ...
+
     def attempt_times(self, since: float) -> list[float]: ...
+    def lease(self) -> Lease | None:
+        """This sender's lease when several may send at once (None: the only sender)."""
+        ...
 
     # record
-    def start(self, row_id: int, now: float | None = None) -> None: ...
+    def start(self, row_id: int, now: float | None = None) -> bool:
+        """Record an attempt as begun (durable at the next commit, before its data goes out);
+        False when the row is no longer this sender's to send (its lease expired and another
+        sender took it back, or the reader was left out meanwhile)."""
+        ...
+
     def sent(self, row_id: int, code: int, reply: str, now: float | None = None) -> None: ...
     def failed(
         self, row_id: int, code: int | None, reply: str, now: float | None = None
@@ -420,6 +513,10 @@ class SendLedger(Protocol):
     def attempted(self) -> int: ...
     def contains(self, key: str) -> bool: ...
     def counts(self, *, live: bool = False) -> dict[str, int]: ...
+    def workers(self) -> list[WorkerShare]:
+        """Each sender's share of the outcomes (one for a send that had one sender)."""
+        ...
+
     def emails(self, *states: State) -> Iterator[str]: ...
     def failures(self) -> Iterator[Failure]: ...
     def close(self) -> None: ...

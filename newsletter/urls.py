@@ -42,3 +42,34 @@ def url_problem(url: str) -> str | None:
     if parts.scheme == "mailto" and "@" not in parts.path:
         return "has no address after mailto:"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Database URLs ([store] url): shown in errors and `store check`, never with their password
+
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&])password=)[^&#]*")
+
+
+def has_password(url: str) -> bool:
+    """Whether a database URL carries a password (in its user part or its query)."""
+    return masked(url) != url
+
+
+def masked(url: str) -> str:
+    """`url` with its password (user part or `?password=`) replaced by `***`, to be shown."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_PASSWORD.sub(r"\1***", url)
+    netloc_end = len(rest) if (cut := _first(rest, "/?#")) < 0 else cut
+    netloc, tail = rest[:netloc_end], rest[netloc_end:]
+    if "@" in netloc:
+        user_part, at, hosts = netloc.rpartition("@")
+        if ":" in user_part:
+            netloc = f"{user_part.partition(':')[0]}:***{at}{hosts}"
+    return scheme + sep + netloc + _QUERY_PASSWORD.sub(r"\1***", tail)
+
+
+def _first(text: str, chars: str) -> int:
+    """The index of the first of `chars` in `text`, or -1."""
+    found = [i for c in chars if (i := text.find(c)) >= 0]
+    return min(found) if found else -1

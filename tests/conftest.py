@@ -10,6 +10,7 @@ import pytest
 import trustme
 from hypothesis import HealthCheck, settings
 
+from tests.pgcluster import pg_cluster, pg_url  # noqa: F401  # fixtures of the store's tests
 from tests.send_helpers import TEST_SECRET
 from tests.smtpd import HOST, PASSWORD, USER, SmtpServer
 

@@ -134,6 +134,7 @@ class SmtpServer:
     size_limit: int = 10_000_000
     pipelining: bool = True  # advertise PIPELINING (aiosmtpd reads ahead, so it copes)
     idle_timeout: float = 30.0  # the server closes idle sessions: nothing hangs for ever
+    keep_data: bool = True  # False: record envelopes only (tens of thousands of messages)
 
     host: str = HOST
     port: int = 0
@@ -283,7 +284,8 @@ class _Session(SMTP):
         self._owner = owner
 
     def data_received(self, data: bytes) -> None:
-        self._owner.reads.append(data[:READ_KEPT])
+        if self._owner.keep_data:
+            self._owner.reads.append(data[:READ_KEPT])
         super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -346,7 +348,7 @@ def _received(owner: SmtpServer, session: Any, envelope: Any) -> Received:
     return Received(
         sender=envelope.mail_from,
         recipients=tuple(envelope.rcpt_tos),
-        data=bytes(envelope.original_content),
+        data=bytes(envelope.original_content) if owner.keep_data else b"",
         mail_options=tuple(envelope.mail_options),
         tls=owner.implicit_tls is not None or session.ssl is not None,
         login=session.auth_data.login.decode() if session.authenticated else None,

@@ -93,7 +93,12 @@ def test_report_has_the_shared_schema(tmp_path: Path) -> None:
         "deferred",
         "duration_s",
         "messages_per_second",
+        "workers",
     }
+    assert doc["workers"] == [  # one sender, not named: the embedded ledger's
+        {"id": "local", "sent": 0, "failed": 1, "deferred": 1, "unknown": 1, "sending": 0,
+         "live": False}
+    ]  # fmt: skip
     assert doc["counts"] == {
         "pending": 1,
         "sent": 0,

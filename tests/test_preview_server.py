@@ -181,7 +181,7 @@ def test_serve_on_an_ipv6_address_prints_a_url_that_works(tmp_path: Path, monkey
     write(tmp_path / "newsletter.toml", MINIMAL_CONFIG)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 40)
-    monkeypatch.setattr(newsletter.serve, "run_unsubscribe", lambda *a, sock: sock.close())
+    monkeypatch.setattr(newsletter.serve, "run_unsubscribe", lambda *a, sock, **_: sock.close())
     result = run("serve", "--host", "::1", "--port", "0")
     assert result.exit_code == 0, result.output
     assert "unsubscribe endpoint at http://[::1]:" in result.output

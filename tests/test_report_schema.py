@@ -112,7 +112,13 @@ GOOD: dict[str, Any] = {
     "deferred": ["busy@example.org"],
     "duration_s": 1.5,
     "messages_per_second": 4.0,
-}
+    "workers": [
+        {"id": "a.example:41:20260101T120000", "sent": 2, "failed": 1, "deferred": 0,
+         "unknown": 1, "sending": 0, "live": False},
+        {"id": "b.example:7:20260101T120003", "sent": 1, "failed": 0, "deferred": 1,
+         "unknown": 0, "sending": 0, "live": False},
+    ],
+}  # fmt: skip
 
 
 def _without(path: tuple[str | int, ...]) -> dict[str, Any]:
@@ -134,6 +140,7 @@ REQUIRED = [
     *[(key,) for key in GOOD],
     *[("counts", key) for key in GOOD["counts"]],
     *[("failed", 0, key) for key in GOOD["failed"][0]],
+    *[("workers", 0, key) for key in GOOD["workers"][0]],
 ]
 
 

@@ -13,7 +13,7 @@ from tests.send_helpers import ISSUE, make_folder, run, smtp_env, write_list
 from tests.smtpd import SmtpServer, drop_after_data, no_such_user
 
 SCHEMA = {"issue", "destination", "counts", "unknown", "failed", "deferred", "duration_s",
-          "messages_per_second"}  # fmt: skip
+          "messages_per_second", "workers"}  # fmt: skip
 
 
 def outbox(folder: Path) -> list[str]:

@@ -14,6 +14,7 @@ LAYERS = [
     "batch",
     "selection",
     "importers",
+    "export",
     "listing",
     "checks",
     "rewrite",

@@ -28,6 +28,7 @@ from newsletter.config.settings import (
     Config,
     Settings,
     SmtpSettings,
+    StoreSettings,
     default_templates_dir,
     key,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Config",
     "Settings",
     "SmtpSettings",
+    "StoreSettings",
     "ascii_domain",
     "default_templates_dir",
     "documented_keys",

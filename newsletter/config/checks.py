@@ -134,6 +134,16 @@ def host(value: str) -> str | None:
     return f"{value!r} is not a host name or IP address (the port goes in [smtp] port)"
 
 
+def store_url(value: str) -> str | None:
+    """Empty, or a PostgreSQL URL (libpq's form: postgresql://user@host:port/dbname?param=...)."""
+    from newsletter.urls import masked
+
+    scheme = value.partition("://")[0] if "://" in value else ""
+    if not value or scheme in ("postgresql", "postgres"):
+        return None
+    return f"{masked(value)!r} is not a PostgreSQL URL such as postgresql://user@host/dbname"
+
+
 def one_of(*choices: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"

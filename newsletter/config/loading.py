@@ -1,7 +1,8 @@
 """newsletter.toml and the environment -> Config: find the file, read each declared key from
 TOML or its environment variable, check it, and report every problem with where it came from.
 
-`[newsletter] key` is overridden by NEWSLETTER_<KEY>, `[smtp] key` by NEWSLETTER_SMTP_<KEY>.
+`[newsletter] key` is overridden by NEWSLETTER_<KEY>, `[smtp] key` by NEWSLETTER_SMTP_<KEY>,
+`[store] url` by NEWSLETTER_STORE_URL.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from newsletter.config.credentials import PASSWORD_ENV
-from newsletter.config.settings import Config, Settings, SignupSettings, SmtpSettings
+from newsletter.config.settings import (
+    Config,
+    Settings,
+    SignupSettings,
+    SmtpSettings,
+    StoreSettings,
+)
 from newsletter.errors import ConfigError, Problem
 from newsletter.tomlsource import KeyLines, load, unknown_key
 
@@ -23,6 +30,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("newsletter", Settings),
     ("smtp", SmtpSettings),
     ("signup", SignupSettings),
+    ("store", StoreSettings),
 )
 
 _T = TypeVar("_T")
@@ -63,6 +71,7 @@ def load_config(
         if name not in dict(SECTIONS):
             message = unknown_key(name, dict(SECTIONS)).replace("key", "table or key", 1)
             problems.append(_problem(path, lines, name, message))
+    problems.extend(_store_password(data, path, lines))
     if "password" in data.get("smtp", {}):
         problems.append(
             _problem(
@@ -75,6 +84,7 @@ def load_config(
     settings = _section(Settings, "newsletter", data, env, path, lines, problems)
     smtp = _section(SmtpSettings, "smtp", data, env, path, lines, problems)
     signup = _section(SignupSettings, "signup", data, env, path, lines, problems)
+    store = _section(StoreSettings, "store", data, env, path, lines, problems)
     problems.extend(_reserved(settings, env, path, lines))
     reported = {p.field for p in problems}  # a key given but refused is not also "missing"
     if not settings.name and not reported & {"newsletter.name", env_var("newsletter", "name")}:
@@ -95,8 +105,24 @@ def load_config(
         newsletter=settings,
         smtp=smtp,
         signup=signup,
+        store=store,
         from_env=from_env,
     )
+
+
+def _store_password(data: dict[str, Any], path: Path, lines: KeyLines) -> list[Problem]:
+    """A password in the file's [store] url: refused, as [smtp] password is (the file is
+    committed); the environment's URL, PGPASSWORD or ~/.pgpass may hold it."""
+    from newsletter.urls import has_password
+
+    url = data.get("store", {}).get("url") if isinstance(data.get("store"), dict) else None
+    if not isinstance(url, str) or not has_password(url):
+        return []
+    message = (
+        "a password does not belong in a file: set it in NEWSLETTER_STORE_URL, PGPASSWORD or "
+        "~/.pgpass instead"
+    )
+    return [_problem(path, lines, "store.url", message)]
 
 
 def _section(

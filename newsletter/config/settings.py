@@ -236,12 +236,32 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """[store]"""
+
+    url: str = key(
+        "",
+        "PostgreSQL URL (`postgresql://user@host:5432/dbname`) of a shared store for lists and "
+        "send ledgers; empty: CSV lists and SQLite ledgers in the folder (docs/deployment.md). "
+        "The password comes from this variable's URL, PGPASSWORD or ~/.pgpass, never the file.",
+        check=checks.store_url,
+    )
+    lease: float = key(
+        30.0,
+        "Seconds a sender's claim on recipients lasts unless renewed (it renews it while it "
+        "works); a sender killed holds it this long before others take over its recipients.",
+        check=checks.positive,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path  # the newsletter folder
     path: Path  # its newsletter.toml
     newsletter: Settings
     smtp: SmtpSettings
     signup: SignupSettings = SignupSettings()
+    store: StoreSettings = StoreSettings()
     # The environment variables that set a key (they win over the file): a problem with such
     # a value is reported by its variable, not by a line of the file that does not apply.
     from_env: frozenset[str] = frozenset()

@@ -16,6 +16,7 @@ One concern per module; imports run one way, from the top of this list to the bo
     batch        changes from `serve`: journaled (group commit), folded within seconds
     selection    the recipients of a send
     importers    `subscribers import` (csv, Mailchimp, listmonk)
+    export       `subscribers export`: any lists as one CSV list
     listing      `subscribers list` and `stats`, and lookup
     checks       `subscribers check`
     rewrite      changing a list: journal and Edit streamed into a new file, under its lock
@@ -45,7 +46,7 @@ from newsletter.subscribers.importers import ImportReport, import_list
 from newsletter.subscribers.journal import journal_path, open_list, read_list, read_loosely
 from newsletter.subscribers.listing import Stats, browse, lookup, stats
 from newsletter.subscribers.people import People
-from newsletter.subscribers.selection import Selection, select, shown
+from newsletter.subscribers.selection import Selection, select, shown, store_list
 from newsletter.subscribers.status import (
     apply_status,
     bounces_to_apply,
@@ -93,6 +94,7 @@ __all__ = [
     "shown",
     "stamp",
     "stats",
+    "store_list",
     "subscribed_since",
     "suppress",
     "suppressed_path",

@@ -237,7 +237,7 @@ def import_list(
     if fmt not in _PARSERS:
         raise InvalidInput.one(None, f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")
     report = ImportReport(source, into, allow_reserved=allow_reserved)
-    columns, repeated = _check_source(source, fmt, report, skip_invalid)
+    columns, repeated = check_source(source, fmt, report, skip_invalid)
     suppressed = read_suppressed(folder)
     ensure_lists_folder(into)
     with locked(into):
@@ -279,7 +279,7 @@ def _record_history(
         report.unrecorded.append(Problem(exc.path, why, severity=Severity.WARNING))
 
 
-def _check_source(
+def check_source(
     source: Path, fmt: str, report: ImportReport, skip_invalid: bool
 ) -> tuple[list[str], set[int]]:
     """First pass: every bad row, the columns the rows fill, the addresses on several rows."""

@@ -129,11 +129,19 @@ class Selection:
 
 
 def shown(folder: Path, path: Path) -> str:
-    """A list as the user knows it: relative to the newsletter folder when inside it."""
+    """A list as the user knows it: relative to the newsletter folder when inside it; a list of
+    the store ([store] url) by its name."""
+    if store_list(str(path)):
+        return str(path)
     try:
         return str(path.resolve().relative_to(folder.resolve()))
     except ValueError:
         return str(path.resolve())
+
+
+def store_list(name: str) -> bool:
+    """Is this a list of the store (a bare name), not a CSV file?"""
+    return "/" not in name and not name.lower().endswith(".csv")
 
 
 def _folded_tags(cell: str) -> set[str]:
