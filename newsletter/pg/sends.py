@@ -18,6 +18,7 @@ from newsletter.pg.ledger import PgLedger
 from newsletter.pg.migrations import require_current
 from newsletter.pg.names import send_name, worker_id
 from newsletter.pg.rows import khash
+from newsletter.sends import continue_sends
 from newsletter.store import (
     ERASED,
     Failure,
@@ -236,18 +237,7 @@ class PgSends:
         destination: str,
         content: str,
     ) -> list[str]:
-        ledger.put("slug", slug)
-        ledger.put("destination", destination)
-        ledger.put("content", content)
-        ledger.put_json("continued_from", sorted(s.path.name for s in sources))
-        notes = []
-        for source in sources:
-            reply = f"sent through {source.destination} ({source.path.name})"
-            changed = ledger.carry_over(source.path, reply)
-            notes.append(
-                f"continuing from {source.path}: {changed} recipient(s) marked as its sends"
-            )
-        return notes
+        return continue_sends(ledger, sources, slug=slug, destination=destination, content=content)
 
     # -- a person's records (`subscribers show`, `purge`) ------------------------------------
 
