@@ -35,7 +35,7 @@ from newsletter.store import (
 )
 from newsletter.subscribers.csvfile import COLUMNS, KNOWN, RANK, SCOPE, now
 from newsletter.subscribers.export import write_csv
-from newsletter.subscribers.importers import ImportReport, Record, check_source, read_records
+from newsletter.subscribers.importers import ImportReport, Record, check_source, first_records
 from newsletter.subscribers.listing import Stats
 
 # The subscriber tables that hold an address (the sends' rows are the Sends' to scrub:
@@ -68,18 +68,7 @@ def import_into(
     with store.link.transaction("cannot import") as conn:
         merge = _Merge(conn, ensure_list(conn, name), name, report)
         _add_columns(conn, merge.list_id, extras)
-        first: dict[int, int] = {}
-        for item in read_records(source, fmt, allow_reserved=store.allow_reserved):
-            if isinstance(item, list):
-                continue
-            compact = key_hash(address_key(item.email))
-            if compact in first:
-                message = f"same address as line {first[compact]}: merged into it (first kept)"
-                report.merged.append(
-                    Problem(source, message, line=item.line, severity=Severity.WARNING)
-                )
-                continue
-            first[compact] = item.line
+        for _compact, item in first_records(source, fmt, report):
             merge.one(item)
         merge.flush()
     return report

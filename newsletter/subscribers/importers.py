@@ -7,7 +7,7 @@ import itertools
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -318,6 +318,28 @@ def _keys(path: Path) -> set[int]:
         return {key_hash(address_key(cells[email])) for _line, cells in reader.rows()}
 
 
+def first_records(
+    source: Path, fmt: str, report: ImportReport, repeated: Container[int] | None = None
+) -> Iterator[tuple[int, Record]]:
+    """The readable records of `source` with their address hash, each address once: a later
+    row of an address (among `repeated`, when the caller knows which repeat) is reported as
+    merged into the first and skipped."""
+    first: dict[int, int] = {}
+    for item in read_records(source, fmt, allow_reserved=report.allow_reserved):
+        if isinstance(item, list):
+            continue
+        compact = key_hash(address_key(item.email))
+        if repeated is None or compact in repeated:
+            if compact in first:
+                message = f"same address as line {first[compact]}: merged into it (first kept)"
+                report.merged.append(
+                    Problem(source, message, line=item.line, severity=Severity.WARNING)
+                )
+                continue
+            first[compact] = item.line
+        yield compact, item
+
+
 def _spool_new(
     source: Path,
     fmt: str,
@@ -331,20 +353,8 @@ def _spool_new(
     """Second pass: rows for new addresses go to `spool`; those the list has are returned."""
     writer = csv.writer(spool, lineterminator="\r\n")
     lowered = [name.lower() for name in header]
-    first: dict[int, int] = {}
     overlap: dict[int, Record] = {}
-    for item in read_records(source, fmt, allow_reserved=report.allow_reserved):
-        if isinstance(item, list):
-            continue
-        compact = key_hash(address_key(item.email))
-        if compact in repeated:
-            if compact in first:
-                message = f"same address as line {first[compact]}: merged into it (first kept)"
-                report.merged.append(
-                    Problem(source, message, line=item.line, severity=Severity.WARNING)
-                )
-                continue
-            first[compact] = item.line
+    for compact, item in first_records(source, fmt, report, repeated):
         if compact in suppressed:
             message = (
                 f"{item.email} is in the suppression file (erased or unsubscribed): not imported"
