@@ -93,6 +93,13 @@ def reporting(place: str, action: str) -> Iterator[None]:
             "lease) and the server ended its session; the other senders took over"
         )
         raise StoreUnavailable(place, action, why) from None
+    except psycopg.errors.AdminShutdown:
+        why = (
+            "the server ended this session: it is shutting down, or this sender's lease "
+            "expired (it was stopped or cut off for longer than [store] lease) and another "
+            "sender took over"
+        )
+        raise StoreUnavailable(place, action, why) from None
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise StoreUnavailable(place, action, reason(exc)) from None
     except psycopg.ProgrammingError as exc:  # a URL libpq cannot parse

@@ -29,6 +29,7 @@ from newsletter.store import Entry, Failure, Lease, Row, State, WorkerShare
 
 POLL_SECONDS = 0.25  # with nothing left to claim: how often to look at the other senders
 LOCK_WAIT_MS = 500  # taking back an expired sender's rows waits at most this for a lock
+CUT_OFF_MS = 2000  # ending an expired sender's session waits at most this for it to end
 
 _CLAIM = """
 UPDATE send_recipients SET worker = %(me)s
@@ -59,6 +60,28 @@ WHERE send_id = %s AND id = %s AND worker = %s AND state IN (0, 3)
 _SET = """
 UPDATE send_recipients SET state = %s, code = %s, reply = %s, at = %s, next_at = %s, worker = %s
 WHERE send_id = %s AND id = %s
+"""
+
+# A sender joins the send with a lease, naming its session (pid and start: a pid is reused)
+_JOIN = """
+INSERT INTO send_workers (send_id, worker, lease_until, backend_pid, backend_start)
+SELECT %s, %s, now() + make_interval(secs => %s), pid, backend_start
+FROM pg_stat_activity WHERE pid = pg_backend_pid()
+ON CONFLICT (send_id, worker) DO UPDATE SET lease_until = EXCLUDED.lease_until,
+    finished_at = NULL, backend_pid = EXCLUDED.backend_pid,
+    backend_start = EXCLUDED.backend_start
+"""
+
+# The sessions of senders whose lease expired, ended (waiting at most CUT_OFF_MS for each):
+# a frozen sender may hold row locks in a session the server never times out (stopped
+# mid-pipeline or mid-message), and nothing it does after its lease may count. Only sessions
+# of our own role are visible and can be ended: across roles the server's idle timeout is all.
+_CUT_OFF = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid, %s))
+FROM send_workers w JOIN pg_stat_activity a
+  ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
+WHERE w.send_id = %s AND w.worker <> %s AND w.finished_at IS NULL AND w.lease_until <= now()
+  AND a.pid <> pg_backend_pid()
 """
 
 # A sender whose lease expired: its attempts in flight may have gone out (unknown), its claims
@@ -141,16 +164,12 @@ class PgLedger:
         """The send is confirmed: commit the plan's transaction (the first sender's snapshot)
         and join the send's senders with a lease."""
         self.draft = False
-        self._sql(
-            "INSERT INTO send_workers (send_id, worker, lease_until) VALUES "
-            "(%s, %s, now() + make_interval(secs => %s)) ON CONFLICT (send_id, worker) DO "
-            "UPDATE SET lease_until = EXCLUDED.lease_until, finished_at = NULL",
-            (self.send_id, self.worker, self.lease_seconds),
-        )
+        self._sql(_JOIN, (self.send_id, self.worker, self.lease_seconds))
         self._sql("UPDATE sends SET snapshot_at = coalesce(snapshot_at, now()) WHERE id = %s",
                   (self.send_id,))  # fmt: skip
-        # A sender frozen mid-transaction must not hold its row locks past its lease: the
-        # server ends such a session (a live sender commits at least every third of a lease)
+        # A sender frozen idle in a transaction must not hold its row locks past its lease:
+        # the server ends such a session (a live sender commits at least every third of a
+        # lease); one frozen anywhere else, the others end (recover_expired)
         timeout = f"{int(self.lease_seconds * 1000)}ms"
         self._sql(f"SET idle_in_transaction_session_timeout = '{timeout}'")
         self.commit()
@@ -545,10 +564,11 @@ class PgLease:
 
 
 def recover_expired(ledger: PgLedger) -> int:
-    """Take back what every sender whose lease expired left; how many attempts became
-    unknown. A row still locked by a sender frozen mid-transaction (the server ends its
-    session after a lease) is left for a later look, never waited on."""
+    """Take back what every sender whose lease expired left, first ending its session; how
+    many attempts became unknown. A row still locked (a session still ending, or one of
+    another role) is left for a later look, never waited on."""
     in_doubt = 0
+    ledger._sql(_CUT_OFF, (CUT_OFF_MS, ledger.send_id, ledger.worker))
     ledger.commit()
     while True:
         try:

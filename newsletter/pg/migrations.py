@@ -182,11 +182,18 @@ CREATE TABLE send_returns (
 CREATE INDEX send_recipients_khash ON send_recipients (khash);  -- a person's rows (show, purge)
 """
 
+# 5: each sender's session, so that the others can end it once its lease expired (a sender
+# frozen mid-pipeline holds its row locks in a session the server never times out)
+SESSIONS = """
+ALTER TABLE send_workers ADD COLUMN backend_pid integer, ADD COLUMN backend_start timestamptz;
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, SENDS),
     (2, LISTS),
     (3, SIGNUPS),
     (4, RETURNS),
+    (5, SESSIONS),
 ]
 
 LATEST = MIGRATIONS[-1][0]
