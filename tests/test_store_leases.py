@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,29 +28,31 @@ LEASE = 1.0  # seconds: the frozen sender's; the test waits on the outcome, neve
 PEOPLE = 40
 
 
-def _idle_in_transaction(conn: Conn, mine: list[Row]) -> None:
-    """Stopped between two statements of a transaction holding its rows."""
-    conn.execute("UPDATE send_recipients SET at = at WHERE id = ANY(%s)", ([r.id for r in mine],))
+def _idle_in_transaction(conn: Conn, lock: str) -> None:
+    """Stopped between two statements of a transaction holding its locks."""
+    conn.execute(lock.encode())
 
 
-def _mid_pipeline(conn: Conn, mine: list[Row]) -> None:
-    """Stopped inside a pipeline (as executemany sends outcomes): the server ran the update
-    and waits for the rest, with no Sync, so it is not idle in a transaction."""
-    _idle_in_transaction(conn, [])
+def _mid_pipeline(conn: Conn, lock: str) -> None:
+    """Stopped inside a pipeline (as executemany sends outcomes or send times): the server ran
+    the statement and waits for the rest, with no Sync, so it is not idle in a transaction."""
+    conn.execute("SELECT 1")  # a transaction
     pgconn = conn.pgconn
     pgconn.enter_pipeline_mode()
-    ids = "{" + ",".join(str(r.id) for r in mine) + "}"
-    pgconn.send_query_params(
-        b"UPDATE send_recipients SET at = at WHERE id = ANY($1::int[])", [ids.encode()]
-    )
+    pgconn.send_query_params(lock.encode(), None)
     while pgconn.flush():
         pass
 
 
-def _mid_message(conn: Conn, mine: list[Row]) -> None:
+def _mid_message(conn: Conn, lock: str) -> None:
     """Stopped in the middle of writing a message: the server waits for its end."""
-    _idle_in_transaction(conn, mine)
+    conn.execute(lock.encode())
     os.write(conn.pgconn.socket, b"Q" + struct.pack("!i", 1000) + b"UPDATE send_rec")
+
+
+def rows_lock(rows: list[Row]) -> str:
+    ids = ",".join(str(r.id) for r in rows)
+    return f"UPDATE send_recipients SET at = at WHERE id IN ({ids})"  # noqa: S608  # numbers
 
 
 FREEZES = {
@@ -72,7 +74,7 @@ def store(pg_cluster: Cluster) -> str:
 def sender(url: str, send: PgLedger, name: str, lease: float) -> Iterator[PgLedger]:
     """Another sender of the send `send`, joined with its own lease."""
     ledger = PgLedger(
-        connect(url), send.send_id, worker=name, place=where(url), lease_seconds=lease,
+        connect(url), send.send_id, url=url, worker=name, place=where(url), lease_seconds=lease,
         draft=True, name=send.path,
     )  # fmt: skip
     ledger.save()
@@ -93,32 +95,84 @@ def state_of(url: str, send_id: int) -> dict[tuple[int, str | None], int]:
     return {(int(s), w): int(n) for s, w, n in rows}
 
 
-@pytest.mark.parametrize("freeze", FREEZES.values(), ids=list(FREEZES))
-def test_a_sender_frozen_anywhere_past_its_lease_loses_its_claims(
-    store: str, freeze: Callable[[Conn, list[Row]], None], tmp_path: Path
-) -> None:
-    planner, _ = PgSends(store, lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "d")
+@contextlib.contextmanager
+def two_senders(url: str) -> Iterator[tuple[PgLedger, PgLedger]]:
+    """A send of PEOPLE recipients and two of its senders: one with a short lease (to be
+    frozen), one with a long one."""
+    planner, _ = PgSends(url, lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "d")
     planner.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(PEOPLE))
     planner.save()
-    send_id = planner.send_id
     with (
         contextlib.closing(planner),
-        sender(store, planner, "frozen:1:t", LEASE) as frozen,
-        sender(store, planner, "other:2:t", 60.0) as other,
+        sender(url, planner, "frozen:1:t", LEASE) as frozen,
+        sender(url, planner, "other:2:t", 60.0) as other,
     ):
+        yield frozen, other
+
+
+def in_thread(call: Callable[[], object], what: str) -> object:
+    """`call()`'s result, run in a thread (it may wait on a lock); fail if it never ends."""
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    thread.start()
+    wait_until(lambda: not thread.is_alive(), what)
+    assert done, f"{what}: raised"
+    return done[0]
+
+
+@pytest.mark.parametrize("freeze", FREEZES.values(), ids=list(FREEZES))
+def test_a_sender_frozen_anywhere_past_its_lease_loses_its_claims(
+    store: str, freeze: Callable[[Conn, str], None]
+) -> None:
+    with two_senders(store) as (frozen, other):
         claimed = frozen.pending(0, 10)
         assert frozen.start(claimed[0].id)  # one attempt in flight, committed
         frozen.commit()
-        freeze(frozen.conn, claimed)
+        freeze(frozen.conn, rows_lock(claimed))
         lease = other.lease()
         assert lease is not None
 
         def taken_back() -> bool:
             lease.others()
-            return state_of(store, send_id).get((0, "frozen:1:t"), 0) == 0
+            return state_of(store, frozen.send_id).get((0, "frozen:1:t"), 0) == 0
 
         wait_until(taken_back, "the frozen sender's claims taken back")
         rest = other.pending(0, PEOPLE)
     assert [r.id for r in rest] == [r.id for r in claimed[1:]] + list(range(11, PEOPLE + 1))
-    after = state_of(store, send_id)
+    after = state_of(store, frozen.send_id)
     assert after[(5, "frozen:1:t")] == 1  # what was in flight: unknown, never resent
+
+
+@pytest.mark.parametrize("freeze", FREEZES.values(), ids=list(FREEZES))
+def test_a_sender_waiting_on_a_lock_a_frozen_one_holds_goes_on_once_its_lease_expired(
+    store: str, freeze: Callable[[Conn, str], None]
+) -> None:
+    """The frozen one holds rows the other claimed (as an unsubscribe's skip does): the other
+    waits on them in `start`, a statement with no lock timeout, and must not wait for ever."""
+    with two_senders(store) as (frozen, other):
+        mine = other.pending(0, 5)
+        freeze(frozen.conn, rows_lock(mine))
+        started = in_thread(lambda: other.start(mine[0].id), "the other sender's start")
+        assert started is True
+        other.commit()
+    assert state_of(store, other.send_id)[(1, "other:2:t")] == 1
+
+
+@pytest.mark.parametrize("freeze", FREEZES.values(), ids=list(FREEZES))
+def test_send_times_are_granted_again_once_a_frozen_holder_of_the_rate_lost_its_lease(
+    store: str, freeze: Callable[[Conn, str], None]
+) -> None:
+    """The frozen one stopped while it held the send's rate row (reserving send times): the
+    others' reservations find it busy until its lease expired, then go on."""
+    with two_senders(store) as (frozen, other):
+        lease = other.lease()
+        assert lease is not None
+        lease.reserve(1.0, lambda now, granted: [])  # the send's rate row exists
+        rate = "SELECT 1 FROM send_rate FOR UPDATE"  # the only send of the store
+        freeze(frozen.conn, rate)
+
+        def granted() -> bool:
+            _, times = lease.reserve(1.0, lambda now, granted: [now])
+            return bool(times)
+
+        wait_until(granted, "send times granted to the other sender")

@@ -17,19 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from newsletter.addresses import key_hash
+from newsletter.pg import leases
 from newsletter.pg.connection import Conn, reporting
 from newsletter.store import Entry, Failure, Lease, Row, State, WorkerShare
-
-POLL_SECONDS = 0.25  # with nothing left to claim: how often to look at the other senders
-LOCK_WAIT_MS = 500  # taking back an expired sender's rows waits at most this for a lock
-CUT_OFF_MS = 2000  # ending an expired sender's session waits at most this for it to end
 
 _CLAIM = """
 UPDATE send_recipients SET worker = %(me)s
@@ -62,56 +57,6 @@ UPDATE send_recipients SET state = %s, code = %s, reply = %s, at = %s, next_at =
 WHERE send_id = %s AND id = %s
 """
 
-# A sender joins the send with a lease, naming its session (pid and start: a pid is reused)
-_JOIN = """
-INSERT INTO send_workers (send_id, worker, lease_until, backend_pid, backend_start)
-SELECT %s, %s, now() + make_interval(secs => %s), pid, backend_start
-FROM pg_stat_activity WHERE pid = pg_backend_pid()
-ON CONFLICT (send_id, worker) DO UPDATE SET lease_until = EXCLUDED.lease_until,
-    finished_at = NULL, backend_pid = EXCLUDED.backend_pid,
-    backend_start = EXCLUDED.backend_start
-"""
-
-# The sessions of senders whose lease expired, ended (waiting at most CUT_OFF_MS for each):
-# a frozen sender may hold row locks in a session the server never times out (stopped
-# mid-pipeline or mid-message), and nothing it does after its lease may count. Only sessions
-# of our own role are visible and can be ended: across roles the server's idle timeout is all.
-_CUT_OFF = """
-SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid, %s))
-FROM send_workers w JOIN pg_stat_activity a
-  ON a.pid = w.backend_pid AND a.backend_start = w.backend_start
-WHERE w.send_id = %s AND w.worker <> %s AND w.finished_at IS NULL AND w.lease_until <= now()
-  AND a.pid <> pg_backend_pid()
-"""
-
-# A sender whose lease expired: its attempts in flight may have gone out (unknown), its claims
-# and its retries go back to anyone. One transaction per expired sender, which it marks done.
-_EXPIRED = """
-SELECT worker FROM send_workers
-WHERE send_id = %s AND finished_at IS NULL AND lease_until <= now() AND worker <> %s
-LIMIT 1 FOR UPDATE SKIP LOCKED
-"""
-_IN_DOUBT = """
-UPDATE send_recipients SET state = 5,
-    reply = 'its sender stopped while it was in flight: may have been delivered'
-WHERE send_id = %s AND worker = %s AND state = 1
-"""
-_UNCLAIM = """
-UPDATE send_recipients SET worker = NULL, state = 0, next_at = NULL
-WHERE send_id = %s AND worker = %s AND state IN (0, 3)
-"""
-_UNUSED_GRANTS = (
-    "DELETE FROM send_grants WHERE send_id = %s AND worker = %s AND at > extract(epoch FROM now())"
-)
-_ENDED = "UPDATE send_workers SET finished_at = now() WHERE send_id = %s AND worker = %s"
-
-_WORKING = """
-SELECT extract(epoch FROM min(lease_until) - now()) FROM send_workers w
-WHERE w.send_id = %s AND w.worker <> %s AND w.finished_at IS NULL AND EXISTS (
-    SELECT 1 FROM send_recipients r
-    WHERE r.send_id = w.send_id AND r.worker = w.worker AND r.state IN (0, 1, 3))
-"""
-
 _ROW = "SELECT id, email, name, list_path, fields, attempts FROM send_recipients WHERE send_id = %s"
 
 
@@ -123,6 +68,7 @@ class PgLedger:
         conn: Conn,
         send_id: int,
         *,
+        url: str,
         worker: str,
         place: str,
         lease_seconds: float,
@@ -130,13 +76,14 @@ class PgLedger:
         name: Path,
     ) -> None:
         self.conn = conn
+        self.url = url  # for the connection of its lease's Reaper
         self.send_id = send_id
         self.worker = worker
         self.place = place  # host:port/dbname, for errors
         self.path = name  # what messages call this send
         self.draft = draft
         self.lease_seconds = lease_seconds
-        self._lease: PgLease | None = None
+        self._lease: leases.PgLease | None = None
         self._outcomes: list[tuple[Any, ...]] = []  # recorded, not yet written (see _set)
 
     def _sql(self, sql: str, params: Any = None, *, flush: bool = True) -> Any:
@@ -164,16 +111,11 @@ class PgLedger:
         """The send is confirmed: commit the plan's transaction (the first sender's snapshot)
         and join the send's senders with a lease."""
         self.draft = False
-        self._sql(_JOIN, (self.send_id, self.worker, self.lease_seconds))
+        leases.join(self)
         self._sql("UPDATE sends SET snapshot_at = coalesce(snapshot_at, now()) WHERE id = %s",
                   (self.send_id,))  # fmt: skip
-        # A sender frozen idle in a transaction must not hold its row locks past its lease:
-        # the server ends such a session (a live sender commits at least every third of a
-        # lease); one frozen anywhere else, the others end (recover_expired)
-        timeout = f"{int(self.lease_seconds * 1000)}ms"
-        self._sql(f"SET idle_in_transaction_session_timeout = '{timeout}'")
         self.commit()
-        self._lease = PgLease(self)
+        self._lease = leases.PgLease(self, self.url)
 
     def commit(self) -> None:
         """Commit (a draft: nothing, its transaction ends at save() or close())."""
@@ -193,12 +135,10 @@ class PgLedger:
             if self.draft:
                 self.conn.rollback()  # a plan not sent writes nothing
             elif self._lease is not None and not self.conn.closed:  # a sender, not a reader
-                mine = (self.send_id, self.worker)
-                self._sql(_UNCLAIM.replace("state IN (0, 3)", "state = 0"), mine)
-                self._sql(_UNUSED_GRANTS, mine)
-                self._sql(_ENDED, mine)
-                self.commit()
+                leases.leave(self)
         finally:
+            if self._lease is not None:
+                self._lease.reaper.stop()
             self.conn.close()
 
     # -- the plan ----------------------------------------------------------------------------
@@ -393,7 +333,7 @@ class PgLedger:
     def recover(self) -> int:
         """What senders whose lease expired left in flight becomes unknown (their claims go
         back to pending); a live sender's attempts are its own."""
-        return recover_expired(self)
+        return leases.recover_expired(self)
 
     def retry_now(self) -> int:
         params = {"me": self.worker, "send": self.send_id, "now": True}
@@ -493,96 +433,6 @@ class PgLedger:
 
 
 _SHARE_STATES = ("sent", "failed", "deferred", "unknown", "sending")
-
-
-class PgLease:
-    """This sender's lease on its send (store.Lease)."""
-
-    def __init__(self, ledger: PgLedger) -> None:
-        self.ledger = ledger
-        self.seconds = ledger.lease_seconds
-
-    def renew(self) -> bool:
-        """False when the lease had expired and the others took back this sender's claims
-        (it was stopped or cut off longer than the lease): it must stop."""
-        ledger = self.ledger
-        renewed = ledger._sql(
-            "UPDATE send_workers SET lease_until = now() + make_interval(secs => %s) "
-            "WHERE send_id = %s AND worker = %s AND finished_at IS NULL",
-            (self.seconds, ledger.send_id, ledger.worker),
-        )
-        ledger.commit()
-        return bool(renewed.rowcount)
-
-    def others(self) -> float | None:
-        ledger = self.ledger
-        recover_expired(ledger)
-        wait = ledger._one(_WORKING, (ledger.send_id, ledger.worker))
-        ledger.commit()
-        if wait is None:
-            return None
-        # wake when the first lease may have expired, and look often meanwhile: a sender that
-        # finishes ends its lease at once, and the last claims may come back then
-        return min(max(float(wait), 0.0) + 0.05, POLL_SECONDS)
-
-    def reserve(
-        self, span: float, plan: Callable[[float, list[float]], list[float]]
-    ) -> tuple[float, list[float]]:
-        ledger = self.ledger
-        send = ledger.send_id
-        ledger._sql("INSERT INTO send_rate (send_id) VALUES (%s) ON CONFLICT DO NOTHING", (send,))
-        ledger.commit()
-        try:
-            with ledger.conn.transaction():
-                ledger._sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
-                ledger._sql("SELECT 1 FROM send_rate WHERE send_id = %s FOR UPDATE", (send,))
-                return self._grant(span, plan)
-        except psycopg.errors.LockNotAvailable:
-            return 0.0, []  # a sender frozen while it held the lock: ask again (plan not run)
-
-    def _grant(
-        self, span: float, plan: Callable[[float, list[float]], list[float]]
-    ) -> tuple[float, list[float]]:
-        ledger = self.ledger
-        send = ledger.send_id
-        now = float(ledger._one("SELECT extract(epoch FROM clock_timestamp())"))
-        ledger._sql("DELETE FROM send_grants WHERE send_id = %s AND at < %s", (send, now - 86400))
-        granted = [
-            float(r[0])
-            for r in ledger._sql(
-                "SELECT at FROM send_grants WHERE send_id = %s AND at > %s ORDER BY at",
-                (send, now - span),
-            ).fetchall()
-        ]
-        times = plan(now, granted)
-        with reporting(ledger.place, "cannot record the send times"), ledger.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO send_grants (send_id, worker, at) VALUES (%s, %s, %s)",
-                [(send, ledger.worker, t) for t in times],
-            )
-        return now, times
-
-
-def recover_expired(ledger: PgLedger) -> int:
-    """Take back what every sender whose lease expired left, first ending its session; how
-    many attempts became unknown. A row still locked (a session still ending, or one of
-    another role) is left for a later look, never waited on."""
-    in_doubt = 0
-    ledger._sql(_CUT_OFF, (CUT_OFF_MS, ledger.send_id, ledger.worker))
-    ledger.commit()
-    while True:
-        try:
-            with ledger.conn.transaction():
-                ledger._sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
-                found = ledger._one(_EXPIRED, (ledger.send_id, ledger.worker))
-                if found is None:
-                    return in_doubt
-                count = int(ledger._sql(_IN_DOUBT, (ledger.send_id, found)).rowcount)
-                ledger._sql(_UNCLAIM, (ledger.send_id, found))
-                ledger._sql(_ENDED, (ledger.send_id, found))
-            in_doubt += count
-        except psycopg.errors.LockNotAvailable:
-            return in_doubt
 
 
 def _values(ord_: int, entry: Entry) -> tuple[Any, ...]:

@@ -97,7 +97,8 @@ class PgSends:
 
     def _ledger(self, conn: Conn, send_id: int, slug: str, destination: str) -> PgLedger:
         return PgLedger(
-            conn, send_id, worker=worker_id(), place=self.place, lease_seconds=self.lease,
+            conn, send_id, url=self.url, worker=worker_id(), place=self.place,
+            lease_seconds=self.lease,
             draft=True, name=send_name(send_id, slug, destination),
         )  # fmt: skip
 
