@@ -32,17 +32,17 @@ from newsletter.errors import (
     Problem,
     Severity,
 )
-from newsletter.store import (
+from newsletter.people_types import (
     ConsentRecord,
     HeldRow,
     Scrubbed,
     SendOutcome,
-    SendSummary,
     SignupRecord,
     SoftBounce,
     StatusEvent,
 )
 from newsletter.store import Migration as Migration  # returned by migrate_store
+from newsletter.store import SendSummary
 from newsletter.store import StoreCheck as StoreCheck  # returned by check_store
 
 if TYPE_CHECKING:

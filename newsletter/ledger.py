@@ -39,13 +39,13 @@ from typing import Any
 from newsletter import addresses
 from newsletter.errors import LedgerError
 from newsletter.ledgerdb import Connection, connect, ledger_error
+from newsletter.people_types import Returned
 from newsletter.store import (
     ERASED,
     PURGED,
     Entry,
     Failure,
     Lease,
-    Returned,
     Row,
     SendSummary,
     State,

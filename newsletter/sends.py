@@ -32,16 +32,8 @@ from newsletter.ledger import (
     peek,
 )
 from newsletter.models import Subscriber
-from newsletter.store import (
-    Entry,
-    Failure,
-    Scrubbed,
-    SendLedger,
-    SendOutcome,
-    SendSummary,
-    State,
-    WorkerShare,
-)
+from newsletter.people_types import Scrubbed, SendOutcome
+from newsletter.store import Entry, Failure, SendLedger, SendSummary, State, WorkerShare
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients
