@@ -139,3 +139,12 @@ def test_the_send_loop_and_the_endpoint_see_only_the_storage_protocols() -> None
     for unit in ("dispatch", "serve"):
         assert not units()[unit][0] & implementations, unit
         assert "store" in units()[unit][0], unit
+
+
+def test_every_module_is_under_600_lines() -> None:
+    """A module past ~600 lines has two concerns (STYLE.md): split it where the concern changes."""
+    lines = {
+        str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert {name: n for name, n in lines.items() if n >= 600} == {}
