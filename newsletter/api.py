@@ -11,18 +11,16 @@ uvicorn.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime as dt
 import logging
-import os
-import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
+from newsletter.api_people import Erased, Person, purge_person, read_bounces, show_person
+from newsletter.api_reports import Counts, FailedRecipient, SendReport, TestResult
+from newsletter.api_reports import WorkerReport as WorkerReport  # in SendReport.workers
 from newsletter.errors import (
-    BadAddress,
     BadOption,
     DraftIssue,
     InvalidInput,
@@ -32,22 +30,18 @@ from newsletter.errors import (
     Problem,
     Severity,
 )
-from newsletter.store import (
-    ConsentRecord,
-    HeldRow,
-    Scrubbed,
-    SendOutcome,
-    SendSummary,
-    SignupRecord,
-    SoftBounce,
-    StatusEvent,
-)
+from newsletter.people_types import ConsentRecord as ConsentRecord  # Person and Erased hold these
+from newsletter.people_types import HeldRow as HeldRow
+from newsletter.people_types import Scrubbed as Scrubbed
+from newsletter.people_types import SendOutcome as SendOutcome
+from newsletter.people_types import SignupRecord as SignupRecord
+from newsletter.people_types import SoftBounce as SoftBounce
+from newsletter.people_types import StatusEvent as StatusEvent
 from newsletter.store import Migration as Migration  # returned by migrate_store
+from newsletter.store import SendSummary
 from newsletter.store import StoreCheck as StoreCheck  # returned by check_store
 
 if TYPE_CHECKING:
-    import asyncio
-
     from newsletter.archive import Archive
     from newsletter.bounces import Outcome
     from newsletter.config import Config
@@ -59,7 +53,6 @@ if TYPE_CHECKING:
     from newsletter.store import Recipients, SendLedger, Sends, StatusChange, SubscriberStore
     from newsletter.subscribers import ImportReport, Stats
     from newsletter.transport import Transport
-    from newsletter.verp import ReturnPaths
 
 log = logging.getLogger("newsletter")
 
@@ -67,181 +60,6 @@ Finding = Problem  # one finding of `check`: file, line, key, severity, message
 Notify = Callable[[str], None]
 OnProgress = Callable[["Progress | Notice"], None]
 PathLike = str | Path
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Recipients of a send by state; left_out: not in the plan, or skipped while sending;
-    bounced and complained: of those sent, what the bounce mailbox returned later."""
-
-    pending: int
-    sent: int
-    deferred: int
-    failed: int
-    unknown: int
-    left_out: int
-    bounced: int = 0
-    complained: int = 0
-
-
-@dataclass(frozen=True)
-class FailedRecipient:
-    email: str
-    code: int | None
-    reply: str
-
-
-@dataclass(frozen=True)
-class WorkerReport:
-    """One sender's share of a send (several senders share a send in a PostgreSQL store; the
-    embedded ledger has one, "local"). The shares' `sent` add up to the send's."""
-
-    id: str  # host:pid:start time of the sender's process
-    sent: int
-    failed: int
-    deferred: int
-    unknown: int
-    sending: int  # in flight now (a live sender's)
-    live: bool  # it holds a lease now
-
-
-@dataclass(frozen=True)
-class SendReport:
-    """Where a send stands: after `Newsletter.send`, or any time from `Newsletter.status`."""
-
-    issue: str  # the issue's slug
-    destination: str  # the ledger key: "outbox" or "smtp://host:port"
-    counts: Counts
-    unknown: tuple[str, ...]  # the connection broke after the data went out: they may have it
-    failed: tuple[FailedRecipient, ...]
-    deferred: tuple[str, ...]
-    duration_s: float  # of the last run
-    messages_per_second: float  # of the last run
-    live: bool = False  # a send of this issue is running in another process right now
-    stopped: str | None = None  # why this run stopped before the end (interrupted, paused)
-    again: str = ""  # the issue and the --list/--tag options that continue this send
-    workers: tuple[WorkerReport, ...] = ()  # each sender's share
-
-    @property
-    def remaining(self) -> int:
-        """Recipients a later run would still send to (pending or deferred)."""
-        return self.counts.pending + self.counts.deferred
-
-    def to_json(self) -> dict[str, Any]:
-        """The object `send --json` and `status --json` print (docs/report.schema.json)."""
-        c = self.counts
-        return {
-            "issue": self.issue,
-            "destination": self.destination,
-            "counts": {
-                "pending": c.pending,
-                "sent": c.sent,
-                "deferred": c.deferred,
-                "failed": c.failed,
-                "unknown": c.unknown,
-                "left_out": c.left_out,
-                "bounced": c.bounced,
-                "complained": c.complained,
-            },
-            "unknown": list(self.unknown),
-            "failed": [{"email": f.email, "code": f.code, "reply": f.reply} for f in self.failed],
-            "deferred": list(self.deferred),
-            "duration_s": self.duration_s,
-            "messages_per_second": self.messages_per_second,
-            "workers": [dataclasses.asdict(w) for w in self.workers],
-        }
-
-
-@dataclass(frozen=True)
-class TestResult:
-    """Where a test copy went, and what the server (or the outbox) answered."""
-
-    issue: Path
-    to: str
-    target: str  # where it went, in words
-    code: int
-    reply: str
-
-
-@dataclass(frozen=True)
-class Person:
-    """Everything held on one address: what `subscribers show` prints, and what a data subject
-    access request asks for. `to_json()` is the object of `subscribers show --json`
-    (docs/person.schema.json)."""
-
-    email: str  # as asked
-    key: str  # how addresses compare (the lookup key: case and Unicode form do not matter)
-    root: Path  # the newsletter folder: paths in `to_json()` are relative to it
-    rows: tuple[HeldRow, ...]  # every row in every list, all its columns
-    suppressed: str | None  # the reason of its suppression entry; None: no entry
-    history: tuple[StatusEvent, ...]
-    consents: tuple[ConsentRecord, ...]
-    soft_bounces: tuple[SoftBounce, ...]
-    sends: tuple[SendOutcome, ...]
-    signups: tuple[SignupRecord, ...] = ()  # web-form requests, confirmed or not
-
-    @property
-    def held(self) -> bool:
-        """Is anything held on the address at all? ("we hold nothing" is an answer too)"""
-        places = [self.rows, self.history, self.consents, self.soft_bounces, self.sends]
-        return self.suppressed is not None or any([*places, self.signups])
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "email": self.email,
-            "key": self.key,
-            "held": self.held,
-            "rows": [
-                {"file": self._shown(r.path), "line": r.line, "columns": dict(r.columns)}
-                for r in self.rows
-            ],
-            "suppressed": None if self.suppressed is None else {"reason": self.suppressed},
-            "history": [dataclasses.asdict(event) for event in self.history],
-            "consents": [dataclasses.asdict(record) for record in self.consents],
-            "soft_bounces": [dataclasses.asdict(bounce) for bounce in self.soft_bounces],
-            "signups": [dataclasses.asdict(signup) for signup in self.signups],
-            "sends": [
-                {
-                    "issue": o.issue,
-                    "destination": o.destination,
-                    "outcome": o.outcome,
-                    "at": None if o.at is None else utc_stamp(o.at),
-                    "ledger": self._shown(Path(o.ledger)),
-                    "returns": [
-                        {"kind": r.kind, "status": r.status, "at": utc_stamp(r.at)}
-                        for r in o.returns
-                    ],
-                }
-                for o in self.sends
-            ],
-        }
-
-    def _shown(self, path: Path) -> str:
-        """A path in the folder as the folder sees it (`subscribers/news.csv`)."""
-        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
-
-
-@dataclass(frozen=True)
-class Erased:
-    """What `Newsletter.purge` erased; only the suppression entry (a digest) is left."""
-
-    email: str
-    rows: int  # list rows deleted
-    files: tuple[Path, ...]  # the lists they were in
-    sends: tuple[Scrubbed, ...]  # the sends' records of the person, now without the address
-    elsewhere: tuple[Path, ...] = ()  # files under subscribers/ that are no list but hold it
-
-    @property
-    def unfinished(self) -> tuple[str, ...]:
-        """Ledgers in use (a send of the issue planned or running, or a reader) that may keep
-        old copies: purge again once that is done."""
-        return tuple(one.ledger for one in self.sends if not one.complete)
-
-
-def utc_stamp(unix: float) -> str:
-    """ISO 8601 UTC to the second, as the lists write times: 2026-01-31T09:00:00Z."""
-    moment = dt.datetime.fromtimestamp(unix, dt.UTC).replace(microsecond=0)
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -511,38 +329,7 @@ class Newsletter:
         the password in NEWSLETTER_IMAP_PASSWORD; `ca_file` trusts a private CA) and apply
         each bounce and complaint not processed yet (docs/deliverability.md). One Outcome per
         message; a message that maps to nobody is one too, never an error."""
-        from newsletter import bounces
-
-        if (maildir is None) == (imap is None):
-            raise BadOption("maildir", maildir, "give a Maildir folder or an imaps:// URL (one)")
-        ca = Path(ca_file) if ca_file is not None else None
-        mailbox: bounces.Mailbox = (
-            bounces.Maildir(Path(maildir))
-            if maildir is not None
-            else bounces.Imap(str(imap), ca_file=ca)
-        )
-        rules = bounces.Rules(
-            self.config.newsletter.soft_bounce_limit,
-            self.config.newsletter.soft_bounce_days,
-            dry_run,
-        )
-        processor = bounces.Processor(self.store, self.sends, self._return_paths(), rules)
-        try:
-            return bounces.run(mailbox, processor)
-        finally:
-            processor.close()
-            mailbox.close()
-
-    def _return_paths(self) -> ReturnPaths | None:
-        """What reads our VERP return paths: needs the secret the sends made them with."""
-        from newsletter.config import SECRET_ENV, secret
-        from newsletter.verp import ReturnPaths
-
-        if not self.config.bounce_address:
-            return None
-        stored = self.config.state_dir / "secret"  # what an outbox send made, if any
-        create = not os.environ.get(SECRET_ENV) and stored.is_file()
-        return ReturnPaths(self.config.bounce_address, secret(self.config, create=create))
+        return read_bounces(self, maildir, imap, dry_run=dry_run, ca_file=ca_file)
 
     # -- people ------------------------------------------------------------------------------
 
@@ -551,28 +338,7 @@ class Newsletter:
         matched as addresses compare, so any spelling of it finds the same records.
         BadAddress when `email` is not an address and nothing is held on it (a name and
         address pasted from a From line)."""
-        person = self._person(email)
-        refusal = None if person.held else _not_an_address(email)
-        if refusal is not None:  # "nothing is held" would be the answer to a typo
-            raise refusal
-        return person
-
-    def _person(self, email: str) -> Person:
-        from newsletter.addresses import address_key
-
-        held = self.store.held(_given(email))
-        return Person(
-            email,
-            address_key(email),
-            self.config.root,
-            held.rows,
-            held.suppressed,
-            held.history,
-            held.consents,
-            held.soft_bounces,
-            tuple(self.sends.outcomes(email)),
-            held.signups,
-        )
+        return show_person(self, email)
 
     def purge(self, email: str) -> Erased:
         """Erase `email` on request: a suppression entry (a digest) first, then its rows,
@@ -580,19 +346,7 @@ class Newsletter:
         and merge fields. A list that cannot be changed raises InvalidInput after the rest
         is erased. BadAddress, nothing written, when `email` is not an address and nothing
         is held on it."""
-        from newsletter.errors import InvalidInput
-
-        refusal = _not_an_address(email, "; nothing was erased")
-        if refusal is not None and not self._person(email).held:
-            raise refusal
-        try:
-            purged = self.store.purge(_given(email))
-        except InvalidInput:
-            self.sends.forget(email)  # a broken list must not keep the ledgers unerased
-            raise
-        scrubbed = self.sends.forget(email)
-        files, elsewhere = tuple(purged.files), tuple(purged.elsewhere)
-        return Erased(email, purged.rows, files, tuple(scrubbed), elsewhere)
+        return purge_person(self, email)
 
     # -- the shared store ([store] url) ----------------------------------------------------
 
@@ -757,80 +511,6 @@ class Newsletter:
         from newsletter.transport import destination
 
         return destination(self.config.smtp)
-
-
-def _given(email: str) -> str:
-    """An address to look up or erase: anything but nothing (a row with a malformed address
-    is still someone's)."""
-    if not email.strip():
-        from newsletter.errors import BadAddress
-
-        raise BadAddress(email, "no address given")
-    return email
-
-
-def _not_an_address(email: str, then: str = "") -> BadAddress | None:
-    """Why `email` is not an address (a name and address pasted from a From line matches no
-    row), naming the address inside it when there is one; None for an address."""
-    from email.utils import parseaddr
-
-    from newsletter.addresses import normalise_address
-
-    try:
-        normalise_address(email, allow_reserved=True)
-        return None
-    except BadAddress:
-        inside = parseaddr(email.strip())[1]
-        inside = inside[7:] if inside.lower().startswith("mailto:") else inside
-    try:
-        inside = inside and normalise_address(inside, allow_reserved=True)[0]
-    except BadAddress:
-        inside = ""
-    hint = f": give the address alone, as in {inside}" if inside else ""
-    return BadAddress(email, f"not an address, and nothing is held on it{hint}{then}")
-
-
-@contextlib.contextmanager
-def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
-    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now. The
-    handlers the caller had are theirs again afterwards.
-
-    Only the main thread can take signals; elsewhere the caller sets `stop` itself."""
-    import asyncio
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def first(sig: signal.Signals) -> None:
-        if stop.is_set():
-            loop.remove_signal_handler(sig)
-            signal.raise_signal(sig)
-            return
-        notify("stopping: finishing the messages in flight (Ctrl-C again to stop at once)")
-        stop.set()
-
-    for sig in before:
-        loop.add_signal_handler(sig, first, sig)
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            loop.remove_signal_handler(sig)
-            if handler is not None:  # None: set outside Python, which cannot be put back
-                signal.signal(sig, handler)
-
-
-def say_bounced(changes: list[StatusChange], notify: Notify) -> None:
-    for change in changes:
-        places = [str(p) for p in change.changed] + ["the suppression file"] * change.suppressed
-        where = ", ".join(places) or "the suppression file"
-        notify(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in a ledger)")
-    for problem in dict.fromkeys(str(p) for change in changes for p in change.broken):
-        notify(f"warning: {problem} (its bounces are kept in the suppression file meanwhile)")
 
 
 __all__ = [

@@ -12,9 +12,9 @@ Apart from the state, `returns` records what came back later from the bounce mai
 (`newsletter bounces`): a hard or soft bounce, or a complaint. A ledger made before that table
 existed gets it when opened; until then it reads as nothing returned.
 
-A person erased on request (`erase`, from `subscribers purge`) keeps their row, its hash and
-state, without their address, name, merge fields or the server's reply: no resumed send adds or
-mails them again, and no report names them.
+A person erased on request (`ledger_people.erase`, from `subscribers purge`) keeps their row,
+its hash and state, without their address, name, merge fields or the server's reply: no resumed
+send adds or mails them again, and no report names them.
 
 Each attempt is committed as `sending` BEFORE its data goes out. A killed process therefore
 leaves at most one `sending` row per connection; `recover()` turns them into `unknown`.
@@ -45,7 +45,6 @@ from newsletter.store import (
     Entry,
     Failure,
     Lease,
-    Returned,
     Row,
     SendSummary,
     State,
@@ -82,8 +81,6 @@ CREATE INDEX IF NOT EXISTS recipients_notable ON recipients(state) WHERE state N
 
 
 _SENDING = int(State.SENDING)  # a plain int for the per-message statement (see Ledger._set)
-# none in a ledger killed before its tables existed
-_HAS_RECIPIENTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recipients'"
 
 
 def key_hash(key: str) -> int:
@@ -159,75 +156,12 @@ def ledger_files(folder: Path) -> list[Path]:
 _LEDGER_NAME = re.compile(r"\.sqlite(\.replaced-[0-9T]+)?$")
 
 
-_OUTCOME = "SELECT state, at, id FROM recipients WHERE khash = ?"
-_RETURNS = "SELECT kind, status, at FROM returns WHERE id = ? ORDER BY at, kind"
-_HAS_RETURNS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'returns'"
-
-
-def outcome_in(path: Path, key: str) -> tuple[State, float | None, list[Returned]] | None:
-    """The state and last change of the address's row in the ledger at `path`, and the
-    bounces and complaints recorded for it, read without changing it: a probe of the index on
-    the address hash. None when it has no row."""
-    try:
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            db.execute("PRAGMA busy_timeout=5000")
-            if not db.execute(_HAS_RECIPIENTS).fetchone():
-                return None
-            row = db.execute(_OUTCOME, (key_hash(key),)).fetchone()
-            old = row is None or not db.execute(_HAS_RETURNS).fetchone()  # made before returns
-            returns = [] if old else db.execute(_RETURNS, (row[2],)).fetchall()
-    except sqlite3.Error as exc:
-        raise ledger_error(path, exc) from None
-    if row is None:
-        return None
-    return State(row[0]), row[1], [Returned(kind, status, at) for kind, status, at in returns]
-
-
-def erase(path: Path, key: str) -> tuple[int, bool]:
-    """Erase an address from the ledger at `path`: its row keeps its hash (the first 8 bytes of
-    the suppression digest, so no resumed send adds or mails it again) and its state (a row not
-    yet sent becomes skipped), and loses the address, name, merge fields and server reply.
-
-    In the ledger's own transaction (a running send waits for it, or it for the send), with
-    secure_delete so the pages it changes keep no old bytes; then a TRUNCATE checkpoint empties
-    the -wal file. Returns (rows erased, whether the -wal file could be emptied).
-    """
-    db = connect(path)  # its connections zero what they free (ledgerdb: secure_delete)
-    try:
-        if not db.execute(_HAS_RECIPIENTS).fetchone():
-            return 0, True
-        db.execute("BEGIN IMMEDIATE")
-        values = (State.SKIPPED, State.PENDING, State.DEFERRED, ERASED, key_hash(key))
-        rows = db.execute(_ERASE, values).rowcount
-        db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('erased', '1')")
-        db.execute("COMMIT")
-        return rows, _checkpoint(db) if rows else True
-    finally:
-        db.close()
-
-
+# what erasing a person does to their row: ledger_people.erase, and Ledger.skip for someone
+# purged since the snapshot
 _ERASE = (
     "UPDATE recipients SET email = '', name = NULL, fields = NULL, next_at = NULL,"
     " state = CASE WHEN state IN (?2, ?3) THEN ?1 ELSE state END, reply = ?4 WHERE khash = ?5"
 )
-
-
-def compact(path: Path) -> bool:
-    """Rebuild the ledger file (VACUUM): no free page or space left by an earlier change keeps
-    old bytes. Only while no send of it runs (its lock held). False when a reader kept the
-    -wal file from being emptied."""
-    db = connect(path)
-    try:
-        db.execute("VACUUM")
-        return _checkpoint(db)
-    finally:
-        db.close()
-
-
-def _checkpoint(db: Connection) -> bool:
-    """Copy the WAL into the database and truncate it; False when a reader kept it."""
-    busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    return not busy
 
 
 def _keep_aside(path: Path, kept: Path) -> None:

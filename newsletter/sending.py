@@ -12,24 +12,13 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newsletter.api import (
-    Counts,
-    FailedRecipient,
-    Finding,
-    Newsletter,
-    OnProgress,
-    Plan,
-    SendReport,
-    TestResult,
-    WorkerReport,
-    _Session,
-    interrupt_on_signals,
-    say_bounced,
-)
+from newsletter.api import Finding, Newsletter, Notify, OnProgress, Plan, _Session
+from newsletter.api_reports import Counts, FailedRecipient, SendReport, TestResult, WorkerReport
 from newsletter.errors import (
     BadAddress,
     BadOption,
@@ -46,7 +35,7 @@ if TYPE_CHECKING:
     from newsletter.message import MessageFactory
     from newsletter.models import Rendered, Subscriber
     from newsletter.resume import Joined
-    from newsletter.store import SendLedger
+    from newsletter.store import SendLedger, StatusChange
 
 Note = Callable[[str], None]
 
@@ -280,6 +269,39 @@ def _run(
         return asyncio.run(run())
 
 
+@contextlib.contextmanager
+def interrupt_on_signals(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) once: finish what is in flight, then stop; twice: stop now. The
+    handlers the caller had are theirs again afterwards.
+
+    Only the main thread can take signals; elsewhere the caller sets `stop` itself."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def first(sig: signal.Signals) -> None:
+        if stop.is_set():
+            loop.remove_signal_handler(sig)
+            signal.raise_signal(sig)
+            return
+        notify("stopping: finishing the messages in flight (Ctrl-C again to stop at once)")
+        stop.set()
+
+    for sig in before:
+        loop.add_signal_handler(sig, first, sig)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            loop.remove_signal_handler(sig)
+            if handler is not None:  # None: set outside Python, which cannot be put back
+                signal.signal(sig, handler)
+
+
 def _return_paths(
     config: Config, key: bytes, slug: str, destination: str
 ) -> Callable[[int, str], str] | None:
@@ -339,6 +361,15 @@ def _apply_earlier_bounces(nl: Newsletter, note: Note) -> None:
     from newsletter.store import bounces
 
     say_bounced(nl.store.apply_bounces(bounces(nl.sends.failures())), note)
+
+
+def say_bounced(changes: list[StatusChange], notify: Notify) -> None:
+    for change in changes:
+        places = [str(p) for p in change.changed] + ["the suppression file"] * change.suppressed
+        where = ", ".join(places) or "the suppression file"
+        notify(f"{change.email}: marked bounced in {where} (its 5.1.x refusal is in a ledger)")
+    for problem in dict.fromkeys(str(p) for change in changes for p in change.broken):
+        notify(f"warning: {problem} (its bounces are kept in the suppression file meanwhile)")
 
 
 # ---------------------------------------------------------------------------------------------

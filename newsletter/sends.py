@@ -21,27 +21,11 @@ from newsletter.errors import (
     OtherSend,
 )
 from newsletter.fileio import make_folder, open_private, reporting
-from newsletter.ledger import (
-    Ledger,
-    compact,
-    erase,
-    failures_in,
-    ledger_files,
-    ledger_path,
-    outcome_in,
-    peek,
-)
+from newsletter.ledger import Ledger, failures_in, ledger_files, ledger_path, peek
+from newsletter.ledger_people import compact, erase, outcome_in
 from newsletter.models import Subscriber
-from newsletter.store import (
-    Entry,
-    Failure,
-    Scrubbed,
-    SendLedger,
-    SendOutcome,
-    SendSummary,
-    State,
-    WorkerShare,
-)
+from newsletter.people_types import Scrubbed, SendOutcome
+from newsletter.store import Entry, Failure, SendLedger, SendSummary, State, WorkerShare
 
 if TYPE_CHECKING:
     from newsletter.store import Recipients

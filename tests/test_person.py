@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from newsletter.api import Newsletter
 from newsletter.cli import app
-from newsletter.ledger import _OUTCOME, Ledger, ledger_path
+from newsletter.ledger import Ledger, ledger_path
+from newsletter.ledger_people import _OUTCOME
 from newsletter.store import Entry
 from newsletter.subscribers import CsvStore, People, add
 from newsletter.subscribers.edits import StatusEdit

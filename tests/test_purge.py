@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from newsletter.addresses import address_key, digest_hash, key_digest
 from newsletter.api import Newsletter
 from newsletter.cli import app
-from newsletter.ledger import Ledger, erase, ledger_path, signed
+from newsletter.ledger import Ledger, ledger_path, signed
+from newsletter.ledger_people import erase
 from newsletter.sends import SendLock
 from newsletter.store import Entry, State
 from newsletter.subscribers import People, suppressed_path

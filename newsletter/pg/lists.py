@@ -20,6 +20,7 @@ from typing import Any
 from newsletter.addresses import address_key, key_digest, normalise_address
 from newsletter.errors import BadAddress, InvalidInput, Refused
 from newsletter.models import STATUSES, SUPPRESSING, Status, Subscriber
+from newsletter.people_types import Held, Purged
 from newsletter.pg.rows import (
     DEFAULT_LIST,
     ROW_COLUMNS,
@@ -33,17 +34,7 @@ from newsletter.pg.rows import (
     subscriber,
     unsigned,
 )
-from newsletter.store import (
-    Added,
-    Blocked,
-    Bounce,
-    Confirmed,
-    Held,
-    Purged,
-    Recipients,
-    Signup,
-    StatusChange,
-)
+from newsletter.store import Added, Blocked, Bounce, Confirmed, Recipients, Signup, StatusChange
 from newsletter.subscribers.csvfile import join_tags, name_problem, now, split_tags, stamp
 from newsletter.subscribers.selection import LEFT_OUT_REASONS
 from newsletter.subscribers.status import subscribed_since

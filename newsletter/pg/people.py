@@ -13,6 +13,15 @@ from typing import IO, Any
 from newsletter.addresses import address_key, key_digest, key_hash
 from newsletter.errors import InvalidInput, Problem, Severity
 from newsletter.models import Subscriber
+from newsletter.people_types import (
+    ConsentRecord,
+    Held,
+    HeldRow,
+    Purged,
+    SignupRecord,
+    SoftBounce,
+    StatusEvent,
+)
 from newsletter.pg.lists import PgStore, suppress_entry
 from newsletter.pg.rows import (
     ROW_COLUMNS,
@@ -23,15 +32,6 @@ from newsletter.pg.rows import (
     record,
     subscriber,
     unsigned,
-)
-from newsletter.store import (
-    ConsentRecord,
-    Held,
-    HeldRow,
-    Purged,
-    SignupRecord,
-    SoftBounce,
-    StatusEvent,
 )
 from newsletter.subscribers.csvfile import COLUMNS, KNOWN, RANK, SCOPE, now
 from newsletter.subscribers.export import write_csv

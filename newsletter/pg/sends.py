@@ -13,21 +13,14 @@ from typing import Any
 import psycopg
 
 from newsletter.errors import BadContinueFrom, ContentChanged, OtherSend
+from newsletter.people_types import Scrubbed, SendOutcome
 from newsletter.pg.connection import Conn, connect, reporting, where
 from newsletter.pg.ledger import PgLedger
 from newsletter.pg.migrations import require_current
 from newsletter.pg.names import send_name, worker_id
 from newsletter.pg.rows import khash
 from newsletter.sends import continue_sends
-from newsletter.store import (
-    ERASED,
-    Failure,
-    Scrubbed,
-    SendLedger,
-    SendOutcome,
-    SendSummary,
-    State,
-)
+from newsletter.store import ERASED, Failure, SendLedger, SendSummary, State
 
 WAIT_NOTE_SECONDS = 2.0  # how long a plan waits on another sender's snapshot before saying so
 

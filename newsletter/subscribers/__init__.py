@@ -29,15 +29,8 @@ One concern per module; imports run one way, from the top of this list to the bo
     csvfile      the CSV format: where lists live, reading, rows -> Subscriber
 """
 
-from newsletter.store import (
-    Added,
-    ConsentRecord,
-    Purged,
-    SoftBounce,
-    StatusChange,
-    StatusEvent,
-    completed,
-)
+from newsletter.people_types import ConsentRecord, Purged, SoftBounce, StatusEvent
+from newsletter.store import Added, StatusChange, completed
 from newsletter.subscribers.checks import CheckReport, check_lists
 from newsletter.subscribers.consent import Found, add, find, purge
 from newsletter.subscribers.csvfile import join_tags, list_files, stamp, suppressed_path

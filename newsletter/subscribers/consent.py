@@ -17,7 +17,8 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, ascii_address, normalise_address
 from newsletter.errors import InvalidInput, Problem, Refused
-from newsletter.store import Added, Purged
+from newsletter.people_types import Purged
+from newsletter.store import Added
 from newsletter.subscribers.csvfile import (
     COLUMNS,
     DEFAULT_LIST,

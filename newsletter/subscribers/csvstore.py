@@ -13,14 +13,13 @@ from pathlib import Path
 
 from newsletter.errors import Refused
 from newsletter.models import Status, Subscriber
+from newsletter.people_types import Held, Purged
 from newsletter.store import (
     PURGED,
     Added,
     Blocked,
     Bounce,
     Confirmed,
-    Held,
-    Purged,
     Recipients,
     Signup,
     StatusChange,

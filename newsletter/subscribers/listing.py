@@ -11,7 +11,7 @@ from pathlib import Path
 
 from newsletter.addresses import address_key, key_hash
 from newsletter.models import Subscriber
-from newsletter.store import HeldRow, StatusEvent
+from newsletter.people_types import HeldRow, StatusEvent
 from newsletter.subscribers.csvfile import EXAMPLE_LIST, ListReader, list_files
 from newsletter.subscribers.edits import Chain, Edit, StatusEdit
 from newsletter.subscribers.journal import identity, open_consistent, read_loosely

@@ -23,7 +23,7 @@ from typing import Any
 from newsletter.addresses import address_key
 from newsletter.errors import StorageError
 from newsletter.fileio import make_folder, open_private
-from newsletter.store import ConsentRecord, SignupRecord, SoftBounce, StatusEvent
+from newsletter.people_types import ConsentRecord, SignupRecord, SoftBounce, StatusEvent
 from newsletter.subscribers.csvfile import now, stamp
 
 PEOPLE_FILE = "people.sqlite"

@@ -23,7 +23,7 @@ from typing import IO
 from newsletter.errors import StorageError, UnreadableList
 from newsletter.fileio import atomic_write, locked
 from newsletter.models import SUPPRESSING
-from newsletter.store import StatusEvent
+from newsletter.people_types import StatusEvent
 from newsletter.subscribers.csvfile import (
     LIST_MODE,
     ListReader,
