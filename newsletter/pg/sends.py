@@ -42,8 +42,9 @@ _OUTCOMES = """
 SELECT s.id, s.slug, s.destination, r.state, r.at FROM send_recipients r
 JOIN sends s ON s.id = r.send_id WHERE r.khash = %s ORDER BY s.id
 """
-# A purged person's rows, as ledger.erase does it: pending (claimed or not) and deferred rows
-# are skipped, the others keep their state; the worker stays (its share in `status`).
+# A purged person's rows, as ledger_people.erase does it: pending (claimed or not) and
+# deferred rows are skipped, the others keep their state; the worker stays (its share in
+# `status`).
 _FORGET = """
 WITH erased AS (
     UPDATE send_recipients SET email = '', name = '', fields = '{}', next_at = NULL,
