@@ -48,6 +48,7 @@ def url_problem(url: str) -> str | None:
 # Database URLs ([store] url): shown in errors and `store check`, never with their password
 
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&])password=)[^&#]*")
+_KEYWORD_PASSWORD = re.compile(r"(?i)((?:^|\s)password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S*)")
 
 
 def has_password(url: str) -> bool:
@@ -58,8 +59,8 @@ def has_password(url: str) -> bool:
 def masked(url: str) -> str:
     """`url` with its password (user part or `?password=`) replaced by `***`, to be shown."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return _QUERY_PASSWORD.sub(r"\1***", url)
+    if not sep:  # libpq's `key=value` form: its password may be quoted and hold spaces
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
     netloc_end = len(rest) if (cut := _first(rest, "/?#")) < 0 else cut
     netloc, tail = rest[:netloc_end], rest[netloc_end:]
     if "@" in netloc:

@@ -165,6 +165,33 @@ def test_a_store_url_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
     assert "pw@" not in str(caught.value)
 
 
+def test_a_key_value_store_url_is_refused_without_its_password(tmp_path: Path) -> None:
+    """libpq's `key=value` form is not a URL: refused, and the message never shows the
+    password it carries (quoted or not)."""
+    folder = make_folder(tmp_path, 1)
+    for value in ("host=db user=news password=s3cret dbname=news", "password = 's3 cret'"):
+        with pytest.raises(ConfigError) as caught:
+            load_config(folder, environ={"NEWSLETTER_STORE_URL": value})
+        assert "is not a PostgreSQL URL" in str(caught.value)
+        assert "s3" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://news:s3cret-pw@[::1/news",  # libpq quotes a URL it cannot parse
+        "postgresql://news@[::1/news?password=s3cret-pw",
+    ],
+)
+def test_a_url_libpq_cannot_parse_is_refused_without_its_password(tmp_path: Path, url: str) -> None:
+    """libpq quotes the whole URL in its error: the password is masked there too."""
+    folder = make_folder(tmp_path, 1)
+    shown = run(folder, "store", "check", env=store_env(url))
+    assert shown.returncode == StoreUnavailable.exit_code
+    assert "s3cret-pw" not in shown.stderr + shown.stdout
+    assert "Traceback" not in shown.stderr
+
+
 def test_without_the_driver_the_error_says_how_to_install_it(tmp_path: Path) -> None:
     """[store] url set, psycopg not installed: one line with the pip command, exit 1."""
     folder = make_folder(tmp_path, 1)

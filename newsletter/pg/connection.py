@@ -73,9 +73,13 @@ def _passwords(url: str) -> list[str]:
         parts = urlsplit(url)
         if parts.password:
             found.append(parts.password)
-        found += [value for name, value in parse_qsl(parts.query) if name == "password"]
-        netloc_password = parts.netloc.rpartition("@")[0].partition(":")[2]
-        found.append(netloc_password)
+    # by hand too: urlsplit refuses a URL libpq quotes whole in its error (`[::1` unclosed)
+    rest = url.partition("://")[2]
+    netloc = rest[: min((i for c in "/?#" if (i := rest.find(c)) >= 0), default=len(rest))]
+    found.append(netloc.rpartition("@")[0].partition(":")[2])
+    query = rest.partition("?")[2].partition("#")[0]
+    found += [value for name, value in parse_qsl(query) if name == "password"]
+    found += [part[9:] for part in query.split("&") if part.startswith("password=")]  # raw
     found += [unquote(p) for p in found]
     return sorted({p for p in found if p}, key=len, reverse=True)
 
