@@ -176,3 +176,30 @@ def test_send_times_are_granted_again_once_a_frozen_holder_of_the_rate_lost_its_
             return bool(times)
 
         wait_until(granted, "send times granted to the other sender")
+
+
+@pytest.mark.parametrize("freeze", FREEZES.values(), ids=list(FREEZES))
+def test_a_sender_waiting_on_a_frozen_ones_lock_keeps_its_lease_while_it_waits(
+    store: str, freeze: Callable[[Conn, str], None]
+) -> None:
+    """The frozen one has a longer lease than the sender waiting on its lock: the waiting
+    sender's lease must not lapse while it waits (a third sender would end its session as
+    if it were frozen), and it goes on once the frozen one's lease expired."""
+    planner, _ = PgSends(store, lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "d")
+    planner.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(PEOPLE))
+    planner.save()
+    with (
+        contextlib.closing(planner),
+        sender(store, planner, "frozen:1:t", 3 * LEASE) as frozen,
+        sender(store, planner, "other:2:t", LEASE) as other,
+        sender(store, planner, "third:3:t", LEASE),  # its Reaper looks every third of LEASE
+    ):
+        frozen_lease = frozen.lease()
+        assert frozen_lease is not None
+        frozen_lease.reaper.stop()  # a frozen process: none of its threads run
+        mine = other.pending(0, 5)
+        freeze(frozen.conn, rows_lock(mine))
+        started = in_thread(lambda: other.start(mine[0].id), "the other sender's start")
+        assert started is True
+        other.commit()
+    assert state_of(store, other.send_id)[(1, "other:2:t")] == 1
