@@ -251,3 +251,25 @@ def test_without_the_server_binaries_the_store_tests_fail_not_skip(
     monkeypatch.setattr(tests.pgcluster, "BIN", tmp_path)
     with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql-15"):
         tests.pgcluster.make_cluster()
+
+
+def test_serve_started_with_the_store_down_is_restarted_by_the_documented_unit(
+    tmp_path: Path,
+) -> None:
+    """`serve` refuses to start while the store cannot be reached (exit 6): the systemd unit
+    of docs/deployment.md must then start it again until the store is back, never give up
+    after systemd's default five quick failures (a web host booting before its database)."""
+    import configparser
+    import re
+
+    folder = make_folder(tmp_path, 1)
+    url = "postgresql://someone@127.0.0.1:1/lists?connect_timeout=5"
+    shown = run(folder, "serve", "--port", "0", env=store_env(url))
+    assert shown.returncode == StoreUnavailable.exit_code
+    text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    [unit] = re.findall(r"```ini\n(.*?)```", text, flags=re.DOTALL)
+    parsed = configparser.ConfigParser(strict=False)
+    parsed.read_string(unit)
+    assert parsed["Service"]["Restart"] in ("on-failure", "always")
+    assert float(parsed["Service"]["RestartSec"].rstrip("s")) >= 1
+    assert parsed["Unit"]["StartLimitIntervalSec"] == "0"
