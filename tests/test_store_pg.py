@@ -68,6 +68,20 @@ def test_check_before_migrate_says_to_migrate(tmp_path: Path, pg_url: str) -> No
     assert "run `newsletter store migrate`" in shown.stderr
 
 
+def test_check_of_a_newer_store_says_to_upgrade(tmp_path: Path, pg_url: str) -> None:
+    """`store check` on a store a newer newsletter migrated: exit 1, and the advice is to
+    upgrade this newsletter (`store migrate` would refuse it)."""
+    folder = make_folder(tmp_path, 1)
+    with connect(pg_url) as conn:
+        migrate(conn, "here")
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (LATEST + 1,))
+        conn.commit()
+    shown = run(folder, "store", "check", env=store_env(pg_url))
+    assert shown.returncode == 1
+    assert "upgrade this one" in shown.stderr
+    assert "store migrate" not in shown.stderr
+
+
 def test_check_shows_version_and_counts(tmp_path: Path, pg_url: str) -> None:
     """After migrate, `store check --json`: where, the version, the counts, nothing running."""
     folder = make_folder(tmp_path, 1)
