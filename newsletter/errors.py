@@ -204,7 +204,8 @@ class SendersAtWork(LockBusy):
         self.working = working  # other senders whose lease is live
         super().__init__(
             f"{send}: {working} other sender(s) are sending the earlier version of this issue "
-            "now; wait for them to finish (or stop them with Ctrl-C), then run this again"
+            "now (one killed holds its lease until it expires: [store] lease); wait for them "
+            "to finish (or stop them with Ctrl-C), then run this again"
         )
 
 
