@@ -4,6 +4,7 @@ clear errors without a driver, a server or the right schema, and nothing loaded 
 from __future__ import annotations
 
 import json
+import string
 import subprocess
 import sys
 import threading
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from newsletter.config import load_config
 from newsletter.errors import ConfigError, StoreSchemaMismatch, StoreUnavailable
@@ -206,6 +209,24 @@ def test_a_url_libpq_cannot_parse_is_refused_without_its_password(tmp_path: Path
     assert "Traceback" not in shown.stderr
 
 
+@pytest.mark.parametrize("secret", ["ab/cd-s3cret", "ab?cd-s3cret", "ab#cd-s3cret"])
+def test_a_password_with_a_url_delimiter_is_never_shown(tmp_path: Path, secret: str) -> None:
+    """A password pasted into the URL without percent-encoding its `/`, `?` or `#`: wherever
+    libpq and our messages then split the URL, no part of it is shown; in the committed file,
+    the URL is refused as one with a password."""
+    folder = make_folder(tmp_path, 1)
+    url = f"postgresql://someone:{secret}@127.0.0.1:1/lists?connect_timeout=5"
+    shown = run(folder, "store", "check", env=store_env(url))
+    assert shown.returncode == StoreUnavailable.exit_code
+    assert "s3cret" not in shown.stderr + shown.stdout
+    toml = folder / "newsletter.toml"
+    toml.write_text(toml.read_text() + f'\n[store]\nurl = "{url}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(folder, environ={})
+    assert "NEWSLETTER_STORE_URL, PGPASSWORD or ~/.pgpass" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
 def test_without_the_driver_the_error_says_how_to_install_it(tmp_path: Path) -> None:
     """[store] url set, psycopg not installed: one line with the pip command, exit 1."""
     folder = make_folder(tmp_path, 1)
@@ -287,3 +308,15 @@ def test_serve_started_with_the_store_down_is_restarted_by_the_documented_unit(
     assert parsed["Service"]["Restart"] in ("on-failure", "always")
     assert float(parsed["Service"]["RestartSec"].rstrip("s")) >= 1
     assert parsed["Unit"]["StartLimitIntervalSec"] == "0"
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "/?#@:&%!$*+,;", min_size=1))
+def test_masked_never_shows_a_url_password(password: str) -> None:
+    """Whatever a pasted password holds, masked() hides it and has_password() sees it (but
+    `/` then `?key=value`: that reads as a path and a query, as a reader would read it)."""
+    from newsletter.urls import has_password, masked
+
+    url = f"postgresql://news:{password}@db.example.org:5432/news"
+    shown = masked(url)
+    assert shown == "postgresql://news:***@db.example.org:5432/news"
+    assert has_password(url)
