@@ -220,7 +220,10 @@ class Newsletter:
         [store] url, the store's list NAME (`news`, `news.csv` and `subscribers/news.csv` alike)."""
         path = Path(given)
         if self.config.store.url:
-            return Path(path.stem if path.suffix.lower() == ".csv" else path.name)
+            name = path.stem if path.suffix.lower() == ".csv" else path.name
+            if name in ("", ".", ".."):  # `--into ""`: an unset shell variable, say
+                raise BadOption("list", given, f"{str(given)!r} is not a list name, such as news")
+            return Path(name)
         if path.parent != Path(".") or path.is_absolute():
             return path
         name = path.name if path.suffix else f"{path.name}.csv"

@@ -40,7 +40,8 @@ def store_check(
 ) -> None:
     """Connect to the store: schema version, counts, sends in progress.
 
-    Exits 1 when the schema is not this newsletter's version (run `store migrate`)."""
+    Exits 1 when the schema is not this newsletter's version (older: run `store migrate`;
+    newer: upgrade newsletter)."""
     found = cli.api().check_store()
     current = found.version == found.expected
     if as_json:
@@ -61,8 +62,11 @@ def store_check(
 def _print_check(found: StoreCheck) -> None:
     typer.echo(f"store: {found.where}")
     typer.echo(f"schema version: {found.version} (this newsletter: {found.expected})")
-    if found.version != found.expected:
+    if found.version < found.expected:
         say("error: run `newsletter store migrate` before sending or serving")
+        return
+    if found.version > found.expected:
+        say("error: a newer newsletter migrated the store: upgrade this one")
         return
     for label, count in found.counts.items():
         typer.echo(f"{label}: {count}")

@@ -194,6 +194,21 @@ class LockBusy(NewsletterError):
     """Another process holds the lock this command needs."""
 
 
+class SendersAtWork(LockBusy):
+    """The issue changed while other senders still send the earlier version of its send in the
+    store: a new version beside them would mail their readers twice (restart) or never be
+    what they send (continue)."""
+
+    def __init__(self, send: Path, working: int) -> None:
+        self.send = send  # the send's name in the store
+        self.working = working  # other senders whose lease is live
+        super().__init__(
+            f"{send}: {working} other sender(s) are sending the earlier version of this issue "
+            "now (one killed holds its lease until it expires: [store] lease); wait for them "
+            "to finish (or stop them with Ctrl-C), then run this again"
+        )
+
+
 class InvalidToken(NewsletterError):
     """An unsubscribe token that is malformed, altered, truncated or not made under our secret."""
 

@@ -48,6 +48,7 @@ def url_problem(url: str) -> str | None:
 # Database URLs ([store] url): shown in errors and `store check`, never with their password
 
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&])password=)[^&#]*")
+_KEYWORD_PASSWORD = re.compile(r"(?i)((?:^|\s)password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S*)")
 
 
 def has_password(url: str) -> bool:
@@ -58,18 +59,38 @@ def has_password(url: str) -> bool:
 def masked(url: str) -> str:
     """`url` with its password (user part or `?password=`) replaced by `***`, to be shown."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return _QUERY_PASSWORD.sub(r"\1***", url)
-    netloc_end = len(rest) if (cut := _first(rest, "/?#")) < 0 else cut
-    netloc, tail = rest[:netloc_end], rest[netloc_end:]
-    if "@" in netloc:
-        user_part, at, hosts = netloc.rpartition("@")
-        if ":" in user_part:
-            netloc = f"{user_part.partition(':')[0]}:***{at}{hosts}"
-    return scheme + sep + netloc + _QUERY_PASSWORD.sub(r"\1***", tail)
+    if not sep:  # libpq's `key=value` form: its password may be quoted and hold spaces
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
+    end = _user_end(rest)
+    user, after = (rest[:end], rest[end:]) if end >= 0 else ("", rest)
+    if ":" in user:
+        user = f"{user.partition(':')[0]}:***"
+    return scheme + sep + user + _QUERY_PASSWORD.sub(r"\1***", after)
 
 
-def _first(text: str, chars: str) -> int:
-    """The index of the first of `chars` in `text`, or -1."""
-    found = [i for c in chars if (i := text.find(c)) >= 0]
-    return min(found) if found else -1
+def user_password(url: str) -> str:
+    """The password of a URL's user part as written (not decoded); "" without one."""
+    rest = url.partition("://")[2]
+    end = _user_end(rest)
+    return rest[:end].partition(":")[2] if end >= 0 else ""
+
+
+def _user_end(rest: str) -> int:
+    """Where the user part of a URL (after `scheme://`) ends, at its `@`; -1 without one. A
+    password pasted without percent-encoding may hold `@`, `/`, `?` or `#`: the last `@` that
+    is not in the query (`?key=value&...` after a host, port or path)."""
+    for end in range(len(rest) - 1, -1, -1):
+        if rest[end] == "@" and not _in_query(rest[:end]):
+            return end
+    return -1
+
+
+def _in_query(head: str) -> bool:
+    """Whether `head` (a URL's text before an `@`) ends inside its query."""
+    base, mark, query = head.partition("?")
+    if not mark or not _QUERY.fullmatch(query):
+        return False
+    return "/" in base or ":" not in base or base.rpartition(":")[2].isdigit()
+
+
+_QUERY = re.compile(r"(?:\w+=[^&]*&)*\w+=[^&]*")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -17,11 +18,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from newsletter.pg.connection import Conn, connect, where
+from newsletter.pg.leases import cut_off
 from newsletter.pg.ledger import PgLedger
 from newsletter.pg.migrations import migrate
 from newsletter.pg.sends import PgSends
 from newsletter.store import Entry, Row
 from tests.pgcluster import Cluster
+from tests.send_helpers import REPO
 from tests.waits import wait_until
 
 LEASE = 1.0  # seconds: the frozen sender's; the test waits on the outcome, never on a clock
@@ -176,3 +179,67 @@ def test_send_times_are_granted_again_once_a_frozen_holder_of_the_rate_lost_its_
             return bool(times)
 
         wait_until(granted, "send times granted to the other sender")
+
+
+@pytest.mark.parametrize("freeze", FREEZES.values(), ids=list(FREEZES))
+def test_a_sender_waiting_on_a_frozen_ones_lock_keeps_its_lease_while_it_waits(
+    store: str, freeze: Callable[[Conn, str], None]
+) -> None:
+    """The frozen one has a longer lease than the sender waiting on its lock: the waiting
+    sender's lease must not lapse while it waits (a third sender would end its session as
+    if it were frozen), and it goes on once the frozen one's lease expired."""
+    planner, _ = PgSends(store, lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "d")
+    planner.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(PEOPLE))
+    planner.save()
+    with (
+        contextlib.closing(planner),
+        sender(store, planner, "frozen:1:t", 3 * LEASE) as frozen,
+        sender(store, planner, "other:2:t", LEASE) as other,
+        sender(store, planner, "third:3:t", LEASE),  # its Reaper looks every third of LEASE
+    ):
+        frozen_lease = frozen.lease()
+        assert frozen_lease is not None
+        frozen_lease.reaper.stop()  # a frozen process: none of its threads run
+        mine = other.pending(0, 5)
+        freeze(frozen.conn, rows_lock(mine))
+        started = in_thread(lambda: other.start(mine[0].id), "the other sender's start")
+        assert started is True
+        other.commit()
+    assert state_of(store, other.send_id)[(1, "other:2:t")] == 1
+
+
+def test_a_sender_of_another_role_holding_the_roles_the_docs_name_ends_a_frozen_one(
+    pg_cluster: Cluster,
+) -> None:
+    """docs/deployment.md says what a sender of another role must hold to end the session of a
+    frozen sender: granted exactly that, it does."""
+    text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    paragraph = next(p for p in text.split("\n\n") if "has its session ended by the others" in p)
+    granted = re.findall(r"`(pg_\w+)`", paragraph)
+    dbname = pg_cluster.create_database()
+    roles = [f"{dbname}_a", f"{dbname}_b"]
+    with connect(pg_cluster.url(dbname)) as conn:
+        migrate(conn, "test")
+    for role in roles:
+        pg_cluster.sql(f'CREATE ROLE "{role}" LOGIN')
+        grant = f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"; '
+        grant += f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'
+        pg_cluster.sql(grant, dbname)
+    for name in granted:
+        pg_cluster.sql(f'GRANT {name} TO "{roles[1]}"')
+    urls = [pg_cluster.url(dbname).replace("newsletter@", f"{role}@") for role in roles]
+    planner, _ = PgSends(urls[0], lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "d")
+    planner.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(PEOPLE))
+    planner.save()
+    with (
+        contextlib.closing(planner),
+        sender(urls[0], planner, "frozen:1:t", LEASE) as frozen,
+        connect(urls[1], autocommit=True) as other,
+    ):
+        frozen_lease = frozen.lease()
+        assert frozen_lease is not None
+        frozen_lease.reaper.stop()
+        _mid_pipeline(frozen.conn, rows_lock(frozen.pending(0, 5)))
+        expired = "SELECT lease_until <= now() FROM send_workers WHERE worker = 'frozen:1:t'"
+        wait_until(lambda: bool(other.execute(expired).fetchone()[0]), "the lease expired")  # type: ignore[index]  # one row
+        assert cut_off(other, frozen.send_id, "other:2:t") == 1

@@ -308,6 +308,17 @@ def test_a_bad_import_leaves_the_store_unchanged(tmp_path: Path, pg_url: str) ->
     assert every_row(pg_url) == before
 
 
+@pytest.mark.parametrize("into", ["", ".", ".."])
+def test_an_import_into_no_list_name_is_refused(tmp_path: Path, pg_url: str, into: str) -> None:
+    """`--into ""` (an unset shell variable) names no list: refused, no list created (before,
+    a list named "" was made, and every send without --list mailed it)."""
+    folder = migrated(tmp_path, pg_url)
+    done = run(folder, "subscribers", "import", str(EXAMPLE), "--into", into, env=store_env(pg_url))
+    assert done.returncode == 1
+    assert "is not a list name, such as news" in done.stderr
+    assert "lists: " not in every_row(pg_url)
+
+
 def test_export_then_import_into_a_fresh_store_gives_the_same_rows(
     tmp_path: Path, pg_cluster: object, pg_url: str
 ) -> None:

@@ -4,6 +4,7 @@ clear errors without a driver, a server or the right schema, and nothing loaded 
 from __future__ import annotations
 
 import json
+import string
 import subprocess
 import sys
 import threading
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from newsletter.config import load_config
 from newsletter.errors import ConfigError, StoreSchemaMismatch, StoreUnavailable
@@ -66,6 +69,20 @@ def test_check_before_migrate_says_to_migrate(tmp_path: Path, pg_url: str) -> No
     assert shown.returncode == 1
     assert f"schema version: 0 (this newsletter: {LATEST})" in shown.stdout
     assert "run `newsletter store migrate`" in shown.stderr
+
+
+def test_check_of_a_newer_store_says_to_upgrade(tmp_path: Path, pg_url: str) -> None:
+    """`store check` on a store a newer newsletter migrated: exit 1, and the advice is to
+    upgrade this newsletter (`store migrate` would refuse it)."""
+    folder = make_folder(tmp_path, 1)
+    with connect(pg_url) as conn:
+        migrate(conn, "here")
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (LATEST + 1,))
+        conn.commit()
+    shown = run(folder, "store", "check", env=store_env(pg_url))
+    assert shown.returncode == 1
+    assert "upgrade this one" in shown.stderr
+    assert "store migrate" not in shown.stderr
 
 
 def test_check_shows_version_and_counts(tmp_path: Path, pg_url: str) -> None:
@@ -165,6 +182,51 @@ def test_a_store_url_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
     assert "pw@" not in str(caught.value)
 
 
+def test_a_key_value_store_url_is_refused_without_its_password(tmp_path: Path) -> None:
+    """libpq's `key=value` form is not a URL: refused, and the message never shows the
+    password it carries (quoted or not)."""
+    folder = make_folder(tmp_path, 1)
+    for value in ("host=db user=news password=s3cret dbname=news", "password = 's3 cret'"):
+        with pytest.raises(ConfigError) as caught:
+            load_config(folder, environ={"NEWSLETTER_STORE_URL": value})
+        assert "is not a PostgreSQL URL" in str(caught.value)
+        assert "s3" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://news:s3cret-pw@[::1/news",  # libpq quotes a URL it cannot parse
+        "postgresql://news@[::1/news?password=s3cret-pw",
+    ],
+)
+def test_a_url_libpq_cannot_parse_is_refused_without_its_password(tmp_path: Path, url: str) -> None:
+    """libpq quotes the whole URL in its error: the password is masked there too."""
+    folder = make_folder(tmp_path, 1)
+    shown = run(folder, "store", "check", env=store_env(url))
+    assert shown.returncode == StoreUnavailable.exit_code
+    assert "s3cret-pw" not in shown.stderr + shown.stdout
+    assert "Traceback" not in shown.stderr
+
+
+@pytest.mark.parametrize("secret", ["ab/cd-s3cret", "ab?cd-s3cret", "ab#cd-s3cret"])
+def test_a_password_with_a_url_delimiter_is_never_shown(tmp_path: Path, secret: str) -> None:
+    """A password pasted into the URL without percent-encoding its `/`, `?` or `#`: wherever
+    libpq and our messages then split the URL, no part of it is shown; in the committed file,
+    the URL is refused as one with a password."""
+    folder = make_folder(tmp_path, 1)
+    url = f"postgresql://someone:{secret}@127.0.0.1:1/lists?connect_timeout=5"
+    shown = run(folder, "store", "check", env=store_env(url))
+    assert shown.returncode == StoreUnavailable.exit_code
+    assert "s3cret" not in shown.stderr + shown.stdout
+    toml = folder / "newsletter.toml"
+    toml.write_text(toml.read_text() + f'\n[store]\nurl = "{url}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(folder, environ={})
+    assert "NEWSLETTER_STORE_URL, PGPASSWORD or ~/.pgpass" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
 def test_without_the_driver_the_error_says_how_to_install_it(tmp_path: Path) -> None:
     """[store] url set, psycopg not installed: one line with the pip command, exit 1."""
     folder = make_folder(tmp_path, 1)
@@ -224,3 +286,37 @@ def test_without_the_server_binaries_the_store_tests_fail_not_skip(
     monkeypatch.setattr(tests.pgcluster, "BIN", tmp_path)
     with pytest.raises(pytest.fail.Exception, match="apt-get install postgresql-15"):
         tests.pgcluster.make_cluster()
+
+
+def test_serve_started_with_the_store_down_is_restarted_by_the_documented_unit(
+    tmp_path: Path,
+) -> None:
+    """`serve` refuses to start while the store cannot be reached (exit 6): the systemd unit
+    of docs/deployment.md must then start it again until the store is back, never give up
+    after systemd's default five quick failures (a web host booting before its database)."""
+    import configparser
+    import re
+
+    folder = make_folder(tmp_path, 1)
+    url = "postgresql://someone@127.0.0.1:1/lists?connect_timeout=5"
+    shown = run(folder, "serve", "--port", "0", env=store_env(url))
+    assert shown.returncode == StoreUnavailable.exit_code
+    text = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    [unit] = re.findall(r"```ini\n(.*?)```", text, flags=re.DOTALL)
+    parsed = configparser.ConfigParser(strict=False)
+    parsed.read_string(unit)
+    assert parsed["Service"]["Restart"] in ("on-failure", "always")
+    assert float(parsed["Service"]["RestartSec"].rstrip("s")) >= 1
+    assert parsed["Unit"]["StartLimitIntervalSec"] == "0"
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "/?#@:&%!$*+,;", min_size=1))
+def test_masked_never_shows_a_url_password(password: str) -> None:
+    """Whatever a pasted password holds, masked() hides it and has_password() sees it (but
+    `/` then `?key=value`: that reads as a path and a query, as a reader would read it)."""
+    from newsletter.urls import has_password, masked
+
+    url = f"postgresql://news:{password}@db.example.org:5432/news"
+    shown = masked(url)
+    assert shown == "postgresql://news:***@db.example.org:5432/news"
+    assert has_password(url)

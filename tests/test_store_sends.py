@@ -455,3 +455,66 @@ def test_the_rate_is_shared_by_all_senders(tmp_path: Path, pg_url: str, server: 
     assert len(times) >= people
     assert len({worker for _, worker in rows}) >= 2  # shared, not one sender's
     assert min(b - a for a, b in itertools.pairwise(times)) >= 1 / rate - 1e-6
+
+
+@pytest.mark.parametrize("on_change", ["continue", "restart"])
+def test_the_issue_changed_while_another_sender_works_is_refused(
+    pg_url: str, on_change: str
+) -> None:
+    """A sender is sending the earlier version (its lease live): `--on-change` from another
+    machine is refused, naming it, rather than a second send beside it (restart: readers it
+    has not reached yet mailed twice) or a digest it never sends (continue); once it is
+    done, the same command goes ahead."""
+    from newsletter.errors import SendersAtWork
+    from newsletter.pg.sends import PgSends
+    from newsletter.store import Entry
+
+    with connect(pg_url) as conn:
+        migrate(conn, "test")
+    first, _ = PgSends(pg_url, lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "v1")
+    first.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(10))
+    first.save()
+    [row] = first.pending(0, 1)
+    assert first.start(row.id)
+    first.sent(row.id, 250, "ok")
+    first.commit()
+    with pytest.raises(SendersAtWork) as caught:
+        PgSends(pg_url, lease=60.0).open(
+            "issue-1", "smtp://127.0.0.1:25", "v2", on_change=on_change
+        )
+    assert caught.value.working == 1
+    first.close()  # done: its lease ends
+    second, note = PgSends(pg_url, lease=60.0).open(
+        "issue-1", "smtp://127.0.0.1:25", "v2", on_change=on_change
+    )
+    second.close()
+    assert note
+
+
+def test_a_claim_takes_one_batch_whatever_the_plan_of_the_store(pg_url: str) -> None:
+    """A claim of the second send of a store, whose statistics know only the first (as after
+    every snapshot, before autovacuum looks): the sender gets `limit` rows, the others stay
+    free for the other senders (a nested-loop plan ran the locking subquery once per row,
+    claiming the whole list at once in quadratic time)."""
+    from newsletter.pg.sends import PgSends
+    from newsletter.store import Entry
+
+    with connect(pg_url) as conn:
+        migrate(conn, "test")
+    for slug in ("issue-1", "issue-2"):
+        ledger, _ = PgSends(pg_url, lease=60.0).open(slug, "smtp://127.0.0.1:25", "d")
+        ledger.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(2000))
+        ledger.save()
+        if slug == "issue-1":
+            ledger.close()
+            with connect(pg_url, autocommit=True) as conn:
+                conn.execute("ANALYZE send_recipients")
+    with contextlib.closing(ledger):
+        claimed = ledger.pending(0, 5)
+        assert [row.id for row in claimed] == [1, 2, 3, 4, 5]
+        with connect(pg_url, autocommit=True) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM send_recipients WHERE send_id = %s AND worker IS NOT NULL",
+                (ledger.send_id,),
+            ).fetchone()
+        assert found is not None and found[0] == 5

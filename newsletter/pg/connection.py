@@ -14,6 +14,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from newsletter.errors import StoreUnavailable
+from newsletter.urls import user_password
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -30,7 +31,7 @@ def where(url: str) -> str:
     port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
     user = str(params.get("user") or os.environ.get("PGUSER") or "")
     dbname = str(params.get("dbname") or os.environ.get("PGDATABASE") or user or "postgres")
-    return f"{host}:{port}/{dbname}"
+    return scrub(f"{host}:{port}/{dbname}", url)  # a password libpq took for a host or a path
 
 
 def connect(url: str, *, autocommit: bool = False) -> Conn:
@@ -73,9 +74,12 @@ def _passwords(url: str) -> list[str]:
         parts = urlsplit(url)
         if parts.password:
             found.append(parts.password)
-        found += [value for name, value in parse_qsl(parts.query) if name == "password"]
-        netloc_password = parts.netloc.rpartition("@")[0].partition(":")[2]
-        found.append(netloc_password)
+    # by hand too: urlsplit refuses a URL libpq quotes whole in its error (`[::1` unclosed),
+    # and splits a password holding a `/`, `?` or `#` elsewhere than a reader would
+    found.append(user_password(url))
+    query = url.partition("://")[2].partition("?")[2].partition("#")[0]
+    found += [value for name, value in parse_qsl(query) if name == "password"]
+    found += [part[9:] for part in query.split("&") if part.startswith("password=")]  # raw
     found += [unquote(p) for p in found]
     return sorted({p for p in found if p}, key=len, reverse=True)
 

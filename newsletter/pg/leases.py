@@ -48,6 +48,15 @@ WHERE w.send_id = %s AND w.worker <> %s AND w.finished_at IS NULL AND w.lease_un
   AND a.pid <> pg_backend_pid()
 """
 
+# This sender's lease, renewed while its own session waits on a lock (a frozen sender's, say):
+# it is alive, only its send loop cannot renew while it waits, and the others must not end it
+_WAITING = """
+UPDATE send_workers w SET lease_until = now() + make_interval(secs => %s)
+FROM pg_stat_activity a
+WHERE w.send_id = %s AND w.worker = %s AND w.finished_at IS NULL
+  AND a.pid = w.backend_pid AND a.backend_start = w.backend_start AND a.wait_event_type = 'Lock'
+"""
+
 # A sender whose lease expired: its attempts in flight may have gone out (unknown), its claims
 # and its retries go back to anyone. One transaction per expired sender, which it marks done.
 _EXPIRED = """
@@ -109,7 +118,7 @@ class PgLease:
     def __init__(self, ledger: PgLedger, url: str) -> None:
         self.ledger = ledger
         self.seconds = ledger.lease_seconds
-        self.reaper = Reaper(url, ledger.send_id, ledger.worker, self.seconds / 3)
+        self.reaper = Reaper(url, ledger.send_id, ledger.worker, self.seconds)
 
     def renew(self) -> bool:
         """False when the lease had expired and the others took back this sender's claims
@@ -197,11 +206,13 @@ def recover_expired(ledger: PgLedger) -> int:
 
 class Reaper:
     """Every third of a lease, on a connection of its own, end the sessions of the send's
-    senders whose lease expired. A thread, so that it works while this sender waits on a lock
-    (a statement of the main path blocks the whole send); it takes no lock itself."""
+    senders whose lease expired, after renewing this sender's lease if its session waits on
+    a lock. A thread, so that it works while this sender waits on a lock (a statement of the
+    main path blocks the whole send); it takes no lock itself."""
 
-    def __init__(self, url: str, send_id: int, worker: str, every: float) -> None:
-        self.url, self.send_id, self.worker, self.every = url, send_id, worker, every
+    def __init__(self, url: str, send_id: int, worker: str, lease: float) -> None:
+        self.url, self.send_id, self.worker, self.lease = url, send_id, worker, lease
+        self.every = lease / 3
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-reaper", daemon=True)
         self._thread.start()
@@ -216,6 +227,7 @@ class Reaper:
             while not self._stop.wait(self.every):
                 try:
                     conn = conn or connect(self.url, autocommit=True)
+                    conn.execute(_WAITING, (self.lease, self.send_id, self.worker))
                     cut_off(conn, self.send_id, self.worker)
                 except (StoreUnavailable, psycopg.Error):
                     if conn is not None:  # the main path says what became of the store

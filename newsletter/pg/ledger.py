@@ -26,12 +26,14 @@ from newsletter.pg import leases
 from newsletter.pg.connection import Conn, reporting
 from newsletter.store import Entry, Failure, Lease, Row, State, WorkerShare
 
+# ARRAY(...): the locking subquery runs once, whatever the plan (as `IN (...)`, a nested loop
+# ran it once per row of the send, each time past the rows already taken: the whole list)
 _CLAIM = """
 UPDATE send_recipients SET worker = %(me)s
-WHERE send_id = %(send)s AND id IN (
+WHERE send_id = %(send)s AND id = ANY(ARRAY(
     SELECT id FROM send_recipients
     WHERE send_id = %(send)s AND state = 0 AND worker IS NULL
-    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
 RETURNING id, email, name, list_path, fields, attempts
 """
 

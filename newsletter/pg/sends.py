@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from newsletter.errors import BadContinueFrom, ContentChanged, OtherSend
+from newsletter.errors import BadContinueFrom, ContentChanged, OtherSend, SendersAtWork
 from newsletter.people_types import Scrubbed, SendOutcome
 from newsletter.pg.connection import Conn, connect, reporting, where
 from newsletter.pg.ledger import PgLedger
@@ -52,6 +52,9 @@ WITH erased AS (
     WHERE khash = %s RETURNING send_id)
 SELECT s.id, s.slug, s.destination, count(*) FROM erased e JOIN sends s ON s.id = e.send_id
 GROUP BY s.id, s.slug, s.destination ORDER BY s.id
+"""
+_WORKING = """
+SELECT count(*) FROM send_workers WHERE send_id = %s AND finished_at IS NULL AND lease_until > now()
 """
 _LIVE = """
 SELECT 1 FROM send_workers w JOIN sends s ON s.id = w.send_id
@@ -117,6 +120,9 @@ class PgSends:
         ledger = self._ledger(conn, send_id, slug, destination)
         if bound == digest:
             return ledger, ""
+        working = int(ledger._one(_WORKING, (send_id,)))
+        if working and (on_change is not None or not ledger.attempted()):
+            raise SendersAtWork(ledger.path, working)  # they go on with the earlier version
         if not ledger.attempted() or on_change == "continue":
             ledger._sql("UPDATE sends SET digest = %s WHERE id = %s", (digest, send_id))
             return ledger, "the issue changed since the plan was made: the new version is sent"
