@@ -219,12 +219,16 @@ class Newsletter:
         """A list as the command line names it: a bare name is subscribers/NAME(.csv); with
         [store] url, the store's list NAME (`news`, `news.csv` and `subscribers/news.csv` alike)."""
         path = Path(given)
+        name = path.stem if path.suffix.lower() == ".csv" else path.name
+        # `--into ""` (an unset shell variable), a folder, or a hidden name, which would clash
+        # with the lists' own journals and locks (.NAME.journal): never a list
+        explicit = path.parent != Path(".") or path.is_absolute()  # a path, not a bare name
+        folder = explicit and path.is_dir() and not self.config.store.url
+        if not name or name.startswith(".") or folder:
+            raise BadOption("list", given, f"{str(given)!r} is not a list name, such as news")
         if self.config.store.url:
-            name = path.stem if path.suffix.lower() == ".csv" else path.name
-            if name in ("", ".", ".."):  # `--into ""`: an unset shell variable, say
-                raise BadOption("list", given, f"{str(given)!r} is not a list name, such as news")
             return Path(name)
-        if path.parent != Path(".") or path.is_absolute():
+        if explicit:
             return path
         name = path.name if path.suffix else f"{path.name}.csv"
         return self.config.root / "subscribers" / name

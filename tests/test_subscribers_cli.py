@@ -266,3 +266,21 @@ def test_a_failed_import_says_nothing_was_written(folder: Path) -> None:
         "the good ones"
     )
     assert news.read_bytes() == before
+
+
+@pytest.mark.parametrize("into", ["", ".", "..", "/", ".hidden", "news/..", "FOLDER"])
+def test_a_list_name_that_names_no_list_is_refused(folder: Path, into: str) -> None:
+    """`--into` naming no list file (an unset shell variable, a folder, a hidden name that would
+    clash with the lists' own journals and locks): one error naming the option, exit 1,
+    nothing written (before: `subscribers/.csv` and `subscribers/...csv` were made, and `/`
+    ended in a traceback)."""
+    source = folder / "people.csv"
+    source.write_text("email,name\nana@example.org,Ana\n", encoding="utf-8")
+    if into == "FOLDER":
+        into = str(folder / "templates")
+        (folder / "templates").mkdir()
+    (folder / "subscribers").mkdir()
+    code, out, err = cli(folder, "import", str(source), "--into", into)
+    assert code == 1, (out, err)
+    assert "is not a list" in err and "Traceback" not in err, err
+    assert list((folder / "subscribers").iterdir()) == []
