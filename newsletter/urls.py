@@ -47,8 +47,9 @@ def url_problem(url: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Database URLs ([store] url): shown in errors and `store check`, never with their password
 
-_QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&])password=)[^&#]*")
-_KEYWORD_PASSWORD = re.compile(r"(?i)((?:^|\s)password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S*)")
+# `sslpassword` (the passphrase of the client's key) is a secret as `password` is
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&])(?:ssl)?password=)[^&#]*")
+_KEYWORD_PASSWORD = re.compile(r"(?i)((?:^|\s)(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S*)")
 
 
 def has_password(url: str) -> bool:

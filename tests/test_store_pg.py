@@ -320,3 +320,23 @@ def test_masked_never_shows_a_url_password(password: str) -> None:
     shown = masked(url)
     assert shown == "postgresql://news:***@db.example.org:5432/news"
     assert has_password(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://news@db.example.org/news?sslpassword=k3y-s3cret",
+        "postgresql://news@db.example.org/news?sslmode=verify-full&SSLPASSWORD=k3y-s3cret",
+        "host=db.example.org user=news sslpassword=k3y-s3cret",
+    ],
+)
+def test_an_ssl_key_passphrase_is_a_password_too(url: str) -> None:
+    """`sslpassword` (the passphrase of the client's key) is a secret as `password` is: masked
+    wherever a URL is shown, and refused in the committed newsletter.toml."""
+    from newsletter.pg.connection import scrub
+    from newsletter.urls import has_password, masked
+
+    assert "k3y-s3cret" not in masked(url)
+    assert has_password(url)
+    if "://" in url:  # the key=value form is refused before libpq ever sees it
+        assert "k3y-s3cret" not in scrub(f"libpq quoted {url} whole", url)

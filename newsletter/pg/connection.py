@@ -78,8 +78,10 @@ def _passwords(url: str) -> list[str]:
     # and splits a password holding a `/`, `?` or `#` elsewhere than a reader would
     found.append(user_password(url))
     query = url.partition("://")[2].partition("?")[2].partition("#")[0]
-    found += [value for name, value in parse_qsl(query) if name == "password"]
-    found += [part[9:] for part in query.split("&") if part.startswith("password=")]  # raw
+    keys = ("password", "sslpassword")
+    found += [value for name, value in parse_qsl(query) if name.lower() in keys]
+    found += [part.partition("=")[2] for part in query.split("&")
+              if part.partition("=")[0].lower() in keys]  # raw, as written  # fmt: skip
     found += [unquote(p) for p in found]
     return sorted({p for p in found if p}, key=len, reverse=True)
 
