@@ -99,18 +99,21 @@ def state_of(url: str, send_id: int) -> dict[tuple[int, str | None], int]:
 
 
 @contextlib.contextmanager
-def two_senders(url: str) -> Iterator[tuple[PgLedger, PgLedger]]:
-    """A send of PEOPLE recipients and two of its senders: one with a short lease (to be
-    frozen), one with a long one."""
+def two_senders(
+    url: str, frozen: float = LEASE, other: float = 60.0, third: float | None = None
+) -> Iterator[tuple[PgLedger, PgLedger]]:
+    """A send of PEOPLE recipients and two of its senders with these leases: one to be frozen,
+    the other (and a third, given its lease, that does nothing but look through its Reaper)."""
     planner, _ = PgSends(url, lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "d")
     planner.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(PEOPLE))
     planner.save()
-    with (
-        contextlib.closing(planner),
-        sender(url, planner, "frozen:1:t", LEASE) as frozen,
-        sender(url, planner, "other:2:t", 60.0) as other,
-    ):
-        yield frozen, other
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.closing(planner))
+        first = stack.enter_context(sender(url, planner, "frozen:1:t", frozen))
+        second = stack.enter_context(sender(url, planner, "other:2:t", other))
+        if third is not None:
+            stack.enter_context(sender(url, planner, "third:3:t", third))
+        yield first, second
 
 
 def in_thread(call: Callable[[], object], what: str) -> object:
@@ -188,15 +191,8 @@ def test_a_sender_waiting_on_a_frozen_ones_lock_keeps_its_lease_while_it_waits(
     """The frozen one has a longer lease than the sender waiting on its lock: the waiting
     sender's lease must not lapse while it waits (a third sender would end its session as
     if it were frozen), and it goes on once the frozen one's lease expired."""
-    planner, _ = PgSends(store, lease=60.0).open("issue-1", "smtp://127.0.0.1:25", "d")
-    planner.add(Entry(f"r{i}@example.org", f"r{i}@example.org") for i in range(PEOPLE))
-    planner.save()
-    with (
-        contextlib.closing(planner),
-        sender(store, planner, "frozen:1:t", 3 * LEASE) as frozen,
-        sender(store, planner, "other:2:t", LEASE) as other,
-        sender(store, planner, "third:3:t", LEASE),  # its Reaper looks every third of LEASE
-    ):
+    # the third's Reaper looks every third of LEASE
+    with two_senders(store, frozen=3 * LEASE, other=LEASE, third=LEASE) as (frozen, other):
         frozen_lease = frozen.lease()
         assert frozen_lease is not None
         frozen_lease.reaper.stop()  # a frozen process: none of its threads run

@@ -57,6 +57,16 @@ class Senders:
         self.logs.append(log)
         return proc
 
+    def run(self, count: int, server: SmtpServer) -> list[int]:
+        """Start `count` senders at once; their exit codes once all ended (killed if the wait
+        failed)."""
+        try:
+            for _ in range(count):
+                self.start()
+            return self.wait_all(server)
+        finally:
+            self.kill_all()
+
     def alive(self) -> bool:
         return any(p.poll() is None for p in self.procs)
 
@@ -278,12 +288,7 @@ def test_the_hourly_limit_holds_for_all_senders_together(
     and each sender pauses (exit 3) instead of waiting an hour."""
     senders = store_folder(tmp_path, pg_url, 300, server)
     senders.env["NEWSLETTER_SMTP_HOURLY_LIMIT"] = "40"
-    try:
-        for _ in range(3):
-            senders.start()
-        codes = senders.wait_all(server)
-    finally:
-        senders.kill_all()
+    codes = senders.run(3, server)
     assert codes == [3, 3, 3], senders.stderr()
     assert len(server.messages) == 40
     assert "paused: a sending limit allows the next message in" in senders.stderr()
@@ -295,12 +300,7 @@ def test_status_shows_each_senders_share(tmp_path: Path, pg_url: str, server: Sm
     """`status` after two senders: the totals, then one line per sender with its share; and
     the list of every send reads the store."""
     senders = store_folder(tmp_path, pg_url, 600, server)
-    try:
-        senders.start()
-        senders.start()
-        codes = senders.wait_all(server)
-    finally:
-        senders.kill_all()
+    codes = senders.run(2, server)
     assert codes == [0, 0], senders.stderr()
     shown = run(senders.folder, "status", ISSUE, env=senders.env)
     assert shown.returncode == 0, shown.stderr
@@ -441,12 +441,7 @@ def test_the_rate_is_shared_by_all_senders(tmp_path: Path, pg_url: str, server: 
     people, rate = 600, 200  # more than one batch of claims (256) each
     senders = store_folder(tmp_path, pg_url, people, server)
     senders.env["NEWSLETTER_SMTP_RATE"] = str(rate)
-    try:
-        for _ in range(3):
-            senders.start()
-        codes = senders.wait_all(server)
-    finally:
-        senders.kill_all()
+    codes = senders.run(3, server)
     assert codes == [0, 0, 0], senders.stderr()
     assert len(server.messages) == people
     with connect(pg_url) as conn:
