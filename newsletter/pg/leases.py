@@ -73,6 +73,12 @@ _UNCLAIM = """
 UPDATE send_recipients SET worker = NULL, state = 0, next_at = NULL
 WHERE send_id = %s AND worker = %s AND state IN (0, 3)
 """
+# A sender that stops cleanly gives back its claims not started (its deferred rows stay
+# its own: a later sender claims the deferred rows of a finished one)
+_GIVE_BACK = """
+UPDATE send_recipients SET worker = NULL, state = 0, next_at = NULL
+WHERE send_id = %s AND worker = %s AND state = 0
+"""
 _UNUSED_GRANTS = (
     "DELETE FROM send_grants WHERE send_id = %s AND worker = %s AND at > extract(epoch FROM now())"
 )
@@ -99,7 +105,7 @@ def join(ledger: PgLedger) -> None:
 def leave(ledger: PgLedger) -> None:
     """Give back what `ledger`'s sender claimed and did not start, and end its lease."""
     mine = (ledger.send_id, ledger.worker)
-    ledger._sql(_UNCLAIM.replace("state IN (0, 3)", "state = 0"), mine)
+    ledger._sql(_GIVE_BACK, mine)
     ledger._sql(_UNUSED_GRANTS, mine)
     ledger._sql(_ENDED, mine)
     ledger.commit()
