@@ -126,6 +126,18 @@ def in_thread(call: Callable[[], object], what: str) -> object:
     return done[0]
 
 
+def waits_then_starts(
+    frozen: PgLedger, other: PgLedger, freeze: Callable[[Conn, str], None]
+) -> None:
+    """`frozen` stops holding rows `other` claimed; `other` starts one of them (waiting on
+    the lock until the frozen one's session is ended), and commits."""
+    mine = other.pending(0, 5)
+    freeze(frozen.conn, rows_lock(mine))
+    started = in_thread(lambda: other.start(mine[0].id), "the other sender's start")
+    assert started is True
+    other.commit()
+
+
 @pytest.mark.parametrize("freeze", FREEZES.values(), ids=list(FREEZES))
 def test_a_sender_frozen_anywhere_past_its_lease_loses_its_claims(
     store: str, freeze: Callable[[Conn, str], None]
@@ -156,11 +168,7 @@ def test_a_sender_waiting_on_a_lock_a_frozen_one_holds_goes_on_once_its_lease_ex
     """The frozen one holds rows the other claimed (as an unsubscribe's skip does): the other
     waits on them in `start`, a statement with no lock timeout, and must not wait for ever."""
     with two_senders(store) as (frozen, other):
-        mine = other.pending(0, 5)
-        freeze(frozen.conn, rows_lock(mine))
-        started = in_thread(lambda: other.start(mine[0].id), "the other sender's start")
-        assert started is True
-        other.commit()
+        waits_then_starts(frozen, other, freeze)
     assert state_of(store, other.send_id)[(1, "other:2:t")] == 1
 
 
@@ -196,11 +204,7 @@ def test_a_sender_waiting_on_a_frozen_ones_lock_keeps_its_lease_while_it_waits(
         frozen_lease = frozen.lease()
         assert frozen_lease is not None
         frozen_lease.reaper.stop()  # a frozen process: none of its threads run
-        mine = other.pending(0, 5)
-        freeze(frozen.conn, rows_lock(mine))
-        started = in_thread(lambda: other.start(mine[0].id), "the other sender's start")
-        assert started is True
-        other.commit()
+        waits_then_starts(frozen, other, freeze)
     assert state_of(store, other.send_id)[(1, "other:2:t")] == 1
 
 
